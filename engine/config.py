@@ -1,0 +1,293 @@
+"""Loading ``lacrimosa.toml`` and ``Procfile``: every mistake reported with file, line and reason.
+
+A config is checked whole before anything starts; the first problem found is raised as a
+:class:`ConfigError`, so a bad config never half-starts a project.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+RESTART_POLICIES = ("never", "on-failure", "always")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+DEFAULT_LOG_BUDGET = 256 << 20
+MIN_LOG_BUDGET = 8 << 20
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One declared process."""
+
+    name: str
+    cmd: str
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+    restart: str = "on-failure"
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    stable_after: float = 10.0
+    autostart: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    processes: dict[str, ProcessSpec]
+    log_budget_bytes: int = DEFAULT_LOG_BUDGET
+    max_line_bytes: int = 64 << 10
+    udp: str | None = None
+    http: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def load_config(path: Path) -> Config:
+    """Load a ``lacrimosa.toml`` or a ``Procfile`` (chosen by file name)."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    if path.suffix == ".toml":
+        return _load_toml(path, text)
+    return _load_procfile(path, text)
+
+
+# -- Procfile ------------------------------------------------------------------------------------
+
+_PROCFILE_LINE = re.compile(r"^([^:\s]+)\s*:\s*(.*)$")
+
+
+def _load_procfile(path: Path, text: str) -> Config:
+    processes: dict[str, ProcessSpec] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PROCFILE_LINE.match(line)
+        if not match:
+            raise ConfigError(path, number, "expected 'name: command'")
+        name, cmd = match.group(1), match.group(2).strip()
+        _check_name(path, number, name)
+        if name in processes:
+            raise ConfigError(path, number, f"process {name!r} is declared twice")
+        if not cmd:
+            raise ConfigError(path, number, f"process {name!r} has an empty command")
+        processes[name] = ProcessSpec(name=name, cmd=cmd, cwd=path.parent)
+    if not processes:
+        raise ConfigError(path, None, "declares no processes")
+    return Config(path=path, processes=processes)
+
+
+# -- lacrimosa.toml ------------------------------------------------------------------------------
+
+_TOP_LEVEL_KEYS = {"processes", "logs", "sequencer", "http"}
+_PROCESS_KEYS = {
+    "cmd", "cwd", "env", "restart", "stop_signal", "stop_timeout", "backoff_initial",
+    "backoff_max", "stable_after", "autostart",
+}
+
+
+class _TomlLocator:
+    """Finds the line a table or key was written on, for error messages (tomllib keeps none)."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def find(self, table: str, key: str | None = None) -> int | None:
+        wanted = f"{table}.{key}" if key else table
+        current = ""
+        for number, line in enumerate(self.lines, start=1):
+            header = self._HEADER.match(line)
+            if header:
+                current = _normalise_key(header.group(1))
+                if current == wanted or current.startswith(wanted + "."):
+                    return number
+                continue
+            match = self._KEY.match(line)
+            if match:
+                full = _normalise_key(f"{current}.{match.group(1)}" if current else match.group(1))
+                if full == wanted or full.startswith(wanted + "."):
+                    return number
+        return None
+
+
+def _normalise_key(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+
+def _load_toml(path: Path, text: str) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"at line (\d+)", str(exc))
+        line = int(match.group(1)) if match else None
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(path, line, f"invalid TOML: {reason}") from None
+    locate = _TomlLocator(text).find
+
+    for key in data:
+        if key not in _TOP_LEVEL_KEYS:
+            raise ConfigError(path, locate(key), f"unknown section {key!r} "
+                              f"(expected one of: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
+    processes_table = data.get("processes")
+    if not isinstance(processes_table, dict) or not processes_table:
+        raise ConfigError(path, locate("processes"), "declares no processes "
+                          "(add a [processes.NAME] table with a cmd)")
+    processes = {}
+    for name, table in processes_table.items():
+        processes[name] = _process_spec(path, locate, name, table)
+
+    logs = _table(path, locate, data, "logs", {"budget", "max_line"})
+    budget = _size(path, locate, logs, "budget", DEFAULT_LOG_BUDGET)
+    if budget < MIN_LOG_BUDGET:
+        raise ConfigError(path, locate("logs", "budget"), f"logs.budget must be at least "
+                          f"{MIN_LOG_BUDGET >> 20}MiB")
+    max_line = _size(path, locate, logs, "max_line", 64 << 10)
+    if not 256 <= max_line <= 512 << 10:
+        raise ConfigError(path, locate("logs", "max_line"),
+                          "logs.max_line must be between 256B and 512KiB")
+    sequencer = _table(path, locate, data, "sequencer", {"udp"})
+    http = _table(path, locate, data, "http", {"bind"})
+    udp = _address(path, locate, sequencer, "sequencer", "udp")
+    bind = _address(path, locate, http, "http", "bind")
+    return Config(path=path, processes=processes, log_budget_bytes=budget,
+                  max_line_bytes=max_line, udp=udp, http=bind)
+
+
+def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec:
+    where = f"processes.{name}"
+    line = locate(where)
+    _check_name(path, line, name)
+    if not isinstance(table, dict):
+        raise ConfigError(path, line, f"{where} must be a table with at least a cmd")
+    for key in table:
+        if key not in _PROCESS_KEYS:
+            raise ConfigError(path, locate(where, key), f"unknown key {key!r} in [{where}] "
+                              f"(expected one of: {', '.join(sorted(_PROCESS_KEYS))})")
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(path, locate(where, key) or line, f"{where}.{key}: {reason}")
+
+    cmd = table.get("cmd")
+    if cmd is None:
+        raise ConfigError(path, line, f"[{where}] has no cmd")
+    if not isinstance(cmd, str) or not cmd.strip():
+        raise fail("cmd", "must be a non-empty string")
+    cwd_value = table.get("cwd", ".")
+    if not isinstance(cwd_value, str):
+        raise fail("cwd", "must be a string (a folder, relative to the config file)")
+    cwd = (path.parent / cwd_value).resolve()
+    if not cwd.is_dir():
+        raise fail("cwd", f"folder does not exist: {cwd}")
+    env = table.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool))
+                                            for v in env.values()):
+        raise fail("env", "must be a table of NAME = \"value\"")
+    restart = table.get("restart", "on-failure")
+    if restart not in RESTART_POLICIES:
+        raise fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, not {restart!r}")
+    stop_signal = _signal(table.get("stop_signal", "SIGTERM"))
+    if stop_signal is None:
+        raise fail("stop_signal", f"unknown signal {table.get('stop_signal')!r}")
+    numbers = {}
+    for key, default in (("stop_timeout", 5.0), ("backoff_initial", 0.5), ("backoff_max", 30.0),
+                         ("stable_after", 10.0)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            raise fail(key, "must be a number of seconds, above 0 and at most 3600")
+        numbers[key] = float(value)
+    autostart = table.get("autostart", True)
+    if not isinstance(autostart, bool):
+        raise fail("autostart", "must be true or false")
+    return ProcessSpec(
+        name=name, cmd=cmd, cwd=cwd,
+        env={k: _env_value(v) for k, v in env.items()},
+        restart=restart, stop_signal=stop_signal, autostart=autostart, **numbers,
+    )
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _table(path: Path, locate: Any, data: dict[str, Any], name: str, keys: set[str]
+           ) -> dict[str, Any]:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(path, locate(name), f"{name} must be a table")
+    for key in table:
+        if key not in keys:
+            raise ConfigError(path, locate(name, key), f"unknown key {key!r} in [{name}] "
+                              f"(expected one of: {', '.join(sorted(keys))})")
+    return table
+
+
+def _size(path: Path, locate: Any, table: dict[str, Any], key: str, default: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE_PATTERN.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(path, locate("logs", key),
+                          f"logs.{key}: expected a size like \"256MiB\" or a number of bytes")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _address(path: Path, locate: Any, table: dict[str, Any], section: str, key: str) -> str | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise ConfigError(path, locate(section, key), f"{section}.{key}: {exc}") from None
+    return str(value)
+
+
+def parse_address(value: object) -> tuple[str, int]:
+    """``"host:port"`` → (host, port); raises ValueError with a reason."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"expected \"HOST:PORT\", got {value!r}")
+    host, _, port_text = value.rpartition(":")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port_text)
+
+
+def _signal(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value in signal.valid_signals() else None
+    if not isinstance(value, str):
+        return None
+    name = value.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    sig = getattr(signal.Signals, name, None)
+    return int(sig) if sig is not None else None
+
+
+def _check_name(path: Path, line: int | None, name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(path, line, f"bad process name {name!r}: use letters, digits, '_', "
+                          "'.', '-', starting with a letter or digit")

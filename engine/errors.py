@@ -1,0 +1,69 @@
+"""The one exception tree of lacrimosa.
+
+    LacrimosaError                 base; ``code`` is the protocol's error code, ``exit_code`` the CLI's
+    ├── ConfigError                a config file is malformed or invalid (file, line, reason)
+    ├── NoSuchProcess              a request named a process that is not configured
+    ├── InvalidRequest             a control request is malformed (bad JSON, unknown op, bad argument)
+    ├── NoConsole                  no console is running for this project (CLI side)
+    └── ConsoleError               the console could not carry out an action
+
+The API maps ``code`` to a JSON error (and later an HTTP status); the CLI maps ``exit_code`` to its
+exit status: 1 failed, 2 usage, 3 no such process, 4 no console running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LacrimosaError(Exception):
+    code = "failed"
+    exit_code = 1
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(LacrimosaError):
+    """A config file could not be used. Carries where (file, line) and why."""
+
+    code = "config"
+    exit_code = 1
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line else str(self.path)
+        super().__init__(f"{where}: {reason}")
+
+
+class NoSuchProcess(LacrimosaError):
+    code = "no_such_process"
+    exit_code = 3
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"no such process: {name!r}{hint}")
+
+
+class InvalidRequest(LacrimosaError):
+    code = "invalid_request"
+    exit_code = 2
+
+
+class NoConsole(LacrimosaError):
+    code = "no_console"
+    exit_code = 4
+
+
+class ConsoleError(LacrimosaError):
+    code = "failed"
+    exit_code = 1
+
+
+def exit_code_for(code: str) -> int:
+    """The CLI exit status for a protocol error code."""
+    return {"no_such_process": 3, "invalid_request": 2, "no_console": 4}.get(code, 1)

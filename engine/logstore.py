@@ -1,0 +1,421 @@
+"""The block log store: per-process lines in fixed-capacity blocks, zero-copy snapshots.
+
+Model (see DESIGN.md, "The log store"):
+
+- Each process owns a list of blocks. A block is one contiguous byte buffer (the lines exactly as
+  written, newlines included) plus compact per-line metadata in numpy arrays: global line id (u64),
+  end offset (u32), milliseconds since the block opened (u32) and flags (u8: stream, no-newline).
+  That is 17 bytes of metadata a line.
+- Blocks are append-only: bytes and metadata below a block's published line count never change.
+  A snapshot is therefore just ``(sealed blocks tuple, active block, its line count)``, read with one
+  attribute load, with no lock and no copy: appends that continue after it write only past what it
+  sees. Growing the metadata arrays swaps in a bigger copy whose prefix is identical, so a reader
+  holding either array sees the same lines (copy-on-write at the metadata level, never of line bytes).
+- Appends take whole read chunks: newlines are found with numpy over the chunk, and the chunk's
+  bytes land in the block with one slice copy per block touched.
+- Memory is bounded by a global budget: when the store holds more than that, whole sealed blocks are
+  dropped, oldest first across all processes. A snapshot that still references a dropped block
+  keeps it alive until the snapshot is dropped (plain reference counting).
+- Hostile output: a line longer than ``max_line_bytes`` is split into pieces flagged
+  ``FLAG_NO_NEWLINE`` (counted as ``split_lines``); any bytes are kept as written (invalid UTF-8,
+  ANSI codes, ``\\r``, NUL); the renderers decide how to show them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+STDOUT = 0
+STDERR = 1
+SYSTEM = 2  # lines written by lacrimosa itself about a process (exits, restarts)
+STREAM_NAMES = ("stdout", "stderr", "system")
+STREAM_MASK = 0b011
+FLAG_NO_NEWLINE = 0b100  # this piece did not end in a newline (split long line, or flushed partial)
+
+BLOCK_BYTES = 1 << 20
+BLOCK_LINES = 1 << 17
+MAX_LINE_BYTES = 64 << 10
+META_BYTES_PER_LINE = 8 + 4 + 4 + 1
+_FIRST_META_CAPACITY = 1024
+_MAX_BLOCK_AGE_MS = (1 << 32) - 1
+
+_NEWLINE = 10
+
+
+class Block:
+    """One block of lines of one process. Append-only; see the module docstring."""
+
+    __slots__ = (
+        "process", "data", "ids", "ends", "times", "flags", "t0_ms", "n", "used",
+        "sealed", "scan_cache", "__weakref__",
+    )
+
+    def __init__(self, process: str, t0_ms: int) -> None:
+        self.process = process
+        # np.empty leaves the pages untouched, so an idle process's block costs address space only.
+        self.data = np.empty(BLOCK_BYTES, dtype=np.uint8)
+        self.ids = np.empty(_FIRST_META_CAPACITY, dtype=np.uint64)
+        self.ends = np.empty(_FIRST_META_CAPACITY, dtype=np.uint32)
+        self.times = np.empty(_FIRST_META_CAPACITY, dtype=np.uint32)
+        self.flags = np.empty(_FIRST_META_CAPACITY, dtype=np.uint8)
+        self.t0_ms = t0_ms
+        self.n = 0
+        self.used = 0
+        self.sealed = False
+        # Query results per (predicate) key: (lines scanned, matching indices). Valid forever since
+        # lines below n never change; kept here so a block's cache dies with the block.
+        self.scan_cache: dict[object, tuple[int, np.ndarray]] = {}
+
+    def _ensure_meta_capacity(self, lines: int) -> None:
+        capacity = len(self.ids)
+        if lines <= capacity:
+            return
+        while capacity < lines:
+            capacity *= 2
+        capacity = min(capacity, BLOCK_LINES)
+        for name in ("ids", "ends", "times", "flags"):
+            old = getattr(self, name)
+            new = np.empty(capacity, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def seal(self) -> None:
+        """Trim the metadata to the lines held; the block never changes again."""
+        n = self.n
+        for name in ("ids", "ends", "times", "flags"):
+            setattr(self, name, getattr(self, name)[:n].copy())
+        self.sealed = True
+
+    def nbytes(self) -> int:
+        """Bytes counted against the memory budget: line bytes plus metadata."""
+        return self.used + self.n * META_BYTES_PER_LINE
+
+    def start_of(self, index: int) -> int:
+        return int(self.ends[index - 1]) if index > 0 else 0
+
+    def content(self, index: int) -> memoryview:
+        """The bytes of one line, without its newline, as a view into the block (no copy)."""
+        start = self.start_of(index)
+        end = int(self.ends[index])
+        if not self.flags[index] & FLAG_NO_NEWLINE:
+            end -= 1
+        return memoryview(self.data)[start:end]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A reference to one stored line. ``content`` is a view into its block, not a copy."""
+
+    process: str
+    block: Block
+    index: int
+
+    @property
+    def id(self) -> int:
+        return int(self.block.ids[self.index])
+
+    @property
+    def time(self) -> float:
+        return (self.block.t0_ms + int(self.block.times[self.index])) / 1000.0
+
+    @property
+    def stream(self) -> int:
+        return int(self.block.flags[self.index]) & STREAM_MASK
+
+    @property
+    def stream_name(self) -> str:
+        return STREAM_NAMES[self.stream]
+
+    @property
+    def continued(self) -> bool:
+        """True when the line goes on in the next piece (it was split or flushed without newline)."""
+        return bool(self.block.flags[self.index] & FLAG_NO_NEWLINE)
+
+    @property
+    def content(self) -> memoryview:
+        return self.block.content(self.index)
+
+    @property
+    def text(self) -> str:
+        return bytes(self.content).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """A block as a snapshot sees it: the block and how many of its lines are visible."""
+
+    block: Block
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogSnapshot:
+    """An immutable view of one process's lines at one moment. Copies no line bytes."""
+
+    process: str
+    blocks: tuple[BlockRef, ...]
+
+    def __len__(self) -> int:
+        return sum(ref.n for ref in self.blocks)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Snapshots of several processes taken together, plus the store's version at that moment."""
+
+    processes: dict[str, LogSnapshot]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCounts:
+    stdout_lines: int
+    stderr_lines: int
+    bytes: int
+    split_lines: int
+
+
+class ProcessLogs:
+    """The blocks of one process. Appended to by one writer at a time (the store's lock)."""
+
+    def __init__(self, store: LogStore, name: str) -> None:
+        self._store = store
+        self.name = name
+        self._sealed: tuple[Block, ...] = ()
+        self._active: Block | None = None
+        # What readers see, swapped in one assignment after each append: (sealed, active, active.n).
+        self.published: tuple[tuple[Block, ...], Block | None, int] = ((), None, 0)
+        self._partial: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
+        self.line_counts = [0, 0, 0]
+        self.bytes_in = 0
+        self.split_lines = 0
+        self.evicted_lines = 0
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _append(self, chunk: bytes, stream: int, flush: bool) -> int:
+        """Store every complete line in ``chunk`` (after any pending partial line of ``stream``).
+
+        The bytes after the last newline stay pending until more arrive, or are stored now when
+        ``flush`` is set. Returns the number of lines stored. Caller holds the store lock.
+        """
+        max_line = self._store.max_line_bytes
+        pending = self._partial.get(stream, b"")
+        buf = pending + chunk if pending else chunk
+        if not buf:
+            return 0
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        ends = np.flatnonzero(arr == _NEWLINE)
+        ends += 1
+        complete = int(ends[-1]) if len(ends) else 0
+        tail = len(buf) - complete
+        nonl: np.ndarray | None = None
+        if tail and (flush or tail >= max_line):
+            # The pending tail is stored now: all of it on flush, else whole max_line pieces.
+            cut = len(buf) if flush else complete + (tail // max_line) * max_line
+            ends = np.append(ends, cut)
+            nonl = np.zeros(len(ends), dtype=bool)
+            nonl[-1] = True
+            complete = cut
+        if stream != SYSTEM:
+            self._partial[stream] = buf[complete:]
+        if not len(ends):
+            return 0
+        lengths = np.diff(ends, prepend=0)
+        if int(lengths.max()) > max_line:
+            ends, nonl = _split_long_lines(ends, lengths, nonl, max_line)
+            self.split_lines += int(nonl.sum())
+        self._write_lines(arr, ends, nonl, stream)
+        self.bytes_in += complete
+        return len(ends)
+
+    def _write_lines(self, arr: np.ndarray, ends: np.ndarray, nonl: np.ndarray | None,
+                     stream: int) -> None:
+        store = self._store
+        now_ms = int(time.time() * 1000)
+        total = len(ends)
+        done = 0
+        pos = 0  # byte offset in arr where line `done` starts
+        while done < total:
+            block = self._active
+            if block is None or now_ms - block.t0_ms > _MAX_BLOCK_AGE_MS:
+                block = self._open_block(now_ms)
+            room_bytes = BLOCK_BYTES - block.used
+            room_lines = BLOCK_LINES - block.n
+            fit = int(np.searchsorted(ends[done:], pos + room_bytes, side="right"))
+            fit = min(fit, room_lines, total - done)
+            if fit == 0:
+                self._seal_active()
+                continue
+            stop = done + fit
+            end = int(ends[stop - 1])
+            n = block.n
+            block._ensure_meta_capacity(n + fit)
+            block.data[block.used : block.used + (end - pos)] = arr[pos:end]
+            block.ends[n : n + fit] = ends[done:stop] - pos + block.used
+            block.ids[n : n + fit] = np.arange(store._next_id, store._next_id + fit, dtype=np.uint64)
+            # Clamped so times never go backwards inside a block (a "since" query bisects them).
+            floor = int(block.times[n - 1]) if n else 0
+            block.times[n : n + fit] = max(now_ms - block.t0_ms, floor)
+            if nonl is None:
+                block.flags[n : n + fit] = stream
+            else:
+                block.flags[n : n + fit] = stream | (nonl[done:stop] * FLAG_NO_NEWLINE)
+            store._next_id += fit
+            block.used += end - pos
+            block.n = n + fit  # published last: readers never see a half-written line
+            store._bytes += (end - pos) + fit * META_BYTES_PER_LINE
+            self.line_counts[stream] += fit
+            done = stop
+            pos = end
+            if block.used == BLOCK_BYTES or block.n == BLOCK_LINES:
+                self._seal_active()
+        self._publish()
+
+    def _open_block(self, now_ms: int) -> Block:
+        if self._active is not None:
+            self._seal_active()
+        self._active = Block(self.name, now_ms)
+        return self._active
+
+    def _seal_active(self) -> None:
+        block = self._active
+        if block is None:
+            return
+        self._active = None
+        if block.n:
+            block.seal()
+            self._sealed = self._sealed + (block,)
+            self._store._sealed_order.append(block)
+        self._publish()
+
+    def _publish(self) -> None:
+        active = self._active
+        self.published = (self._sealed, active, active.n if active is not None else 0)
+
+    def _evict(self, block: Block) -> None:
+        """Drop a sealed block (the store chose it as the oldest)."""
+        self._sealed = tuple(b for b in self._sealed if b is not block)
+        self.evicted_lines += block.n
+        self._publish()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> LogSnapshot:
+        sealed, active, n = self.published
+        refs = tuple(BlockRef(b, b.n) for b in sealed)
+        if active is not None and n:
+            refs += (BlockRef(active, n),)
+        return LogSnapshot(self.name, refs)
+
+    def counts(self) -> StreamCounts:
+        return StreamCounts(self.line_counts[STDOUT], self.line_counts[STDERR], self.bytes_in,
+                            self.split_lines)
+
+
+def _split_long_lines(ends: np.ndarray, lengths: np.ndarray, nonl: np.ndarray | None,
+                      max_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """Insert piece boundaries every ``max_line`` bytes inside lines longer than that."""
+    if nonl is None:
+        nonl = np.zeros(len(ends), dtype=bool)
+    pieces_ends: list[np.ndarray] = []
+    pieces_nonl: list[np.ndarray] = []
+    prev = 0
+    for i in np.flatnonzero(lengths > max_line).tolist():
+        pieces_ends.append(ends[prev:i])
+        pieces_nonl.append(nonl[prev:i])
+        start = int(ends[i]) - int(lengths[i])
+        cuts = np.arange(start + max_line, int(ends[i]), max_line, dtype=ends.dtype)
+        pieces_ends.append(np.append(cuts, ends[i]))
+        extra = np.ones(len(cuts) + 1, dtype=bool)
+        extra[-1] = nonl[i]
+        pieces_nonl.append(extra)
+        prev = i + 1
+    pieces_ends.append(ends[prev:])
+    pieces_nonl.append(nonl[prev:])
+    return np.concatenate(pieces_ends), np.concatenate(pieces_nonl)
+
+
+class LogStore:
+    """All processes' logs, under one memory budget. Safe to call from any thread."""
+
+    def __init__(self, budget_bytes: int = 256 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        if budget_bytes < 4 * BLOCK_BYTES:
+            raise ValueError(f"log budget must be at least {4 * BLOCK_BYTES} bytes")
+        self.budget_bytes = budget_bytes
+        self.max_line_bytes = max_line_bytes
+        self._lock = threading.Lock()
+        self._logs: dict[str, ProcessLogs] = {}
+        self._next_id = 1
+        self._bytes = 0
+        self._sealed_order: list[Block] = []  # sealed blocks, oldest first, for eviction
+        self.evicted_blocks = 0
+        self.version = 0  # bumped on every append; readers poll it to know when to re-render
+
+    def add_process(self, name: str) -> None:
+        with self._lock:
+            if name not in self._logs:
+                self._logs[name] = ProcessLogs(self, name)
+
+    def process_names(self) -> list[str]:
+        return list(self._logs)
+
+    def append(self, name: str, stream: int, chunk: bytes, flush: bool = False) -> int:
+        """Append a chunk of raw output of one process and stream; returns lines stored.
+
+        A trailing partial line is held back until its newline arrives, unless ``flush``.
+        """
+        with self._lock:
+            logs = self._logs.get(name)
+            if logs is None:
+                logs = self._logs[name] = ProcessLogs(self, name)
+            stored = logs._append(chunk, stream, flush)
+            if stored:
+                self.version += 1
+                if self._bytes > self.budget_bytes:
+                    self._evict_over_budget()
+            return stored
+
+    def flush(self, name: str, stream: int) -> int:
+        """Store the pending partial line of a stream (at process exit, or when it has waited)."""
+        return self.append(name, stream, b"", flush=True)
+
+    def has_partial(self, name: str, stream: int) -> bool:
+        logs = self._logs.get(name)
+        return bool(logs and logs._partial.get(stream))
+
+    def append_system(self, name: str, text: str) -> None:
+        """Record a line by lacrimosa itself about a process (exit, restart, stop)."""
+        self.append(name, SYSTEM, text.encode() + b"\n")
+
+    def _evict_over_budget(self) -> None:
+        order = self._sealed_order
+        dropped = 0
+        while self._bytes > self.budget_bytes and dropped < len(order):
+            block = order[dropped]
+            dropped += 1
+            self._bytes -= block.nbytes()
+            self._logs[block.process]._evict(block)
+            self.evicted_blocks += 1
+        del order[:dropped]
+
+    def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
+        """Snapshots of the named processes (all when None). No lock, no copy of line bytes."""
+        logs = self._logs
+        chosen = list(logs) if names is None else names
+        return StoreSnapshot({n: logs[n].snapshot() for n in chosen if n in logs}, self.version)
+
+    def counts(self, name: str) -> StreamCounts:
+        return self._logs[name].counts()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "bytes": self._bytes,
+            "budget_bytes": self.budget_bytes,
+            "evicted_blocks": self.evicted_blocks,
+            "next_id": self._next_id,
+        }

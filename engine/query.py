@@ -1,0 +1,238 @@
+"""The query layer: LogQuery filters a StoreSnapshot into a LogView of line references.
+
+Stateless over snapshots: a LogView is built from a snapshot and a query, and answers "how many
+lines match", "the i-th matching line" and "the last n" in the merged order of line ids (ids are
+global, so merging several processes by id gives the order the console received their output).
+
+Cost: range restrictions (after id, since) bisect the per-block arrays. Predicates (stream,
+substring) scan blocks with numpy and cache the matching indices on the block itself, keyed by the
+predicate: lines below a block's published count never change, so a cached result only ever needs
+extending by the lines appended since. Re-querying a growing snapshot every frame therefore costs
+what is new, not what is stored.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .logstore import STREAM_MASK, Block, LogLine, StoreSnapshot
+
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A") : ord("Z") + 1] += 32
+_SCAN_CACHE_KEYS_PER_BLOCK = 8
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """What to select. Every field narrows; the default selects everything."""
+
+    processes: tuple[str, ...] | None = None  # None: all processes in the snapshot
+    stream: int | None = None  # STDOUT, STDERR or SYSTEM; None: all
+    after_id: int | None = None  # only lines with a larger id (for follow / paging)
+    since: float | None = None  # unix time; only lines received at or after it
+    contains: bytes | None = None  # substring; may not contain a newline
+    ignore_case: bool = False  # ASCII case folding for `contains`
+
+    def __post_init__(self) -> None:
+        if self.contains is not None and b"\n" in self.contains:
+            raise ValueError("a substring filter cannot contain a newline")
+
+    @property
+    def predicate_key(self) -> tuple[int | None, bytes | None, bool] | None:
+        needle = self.contains or None
+        if self.stream is None and needle is None:
+            return None
+        return (self.stream, needle, self.ignore_case and needle is not None)
+
+
+@dataclass(slots=True)
+class _Segment:
+    block: Block
+    lo: int
+    hi: int
+    indices: np.ndarray | None  # matching line indices in [lo, hi), or None for all of them
+    _ids: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return self.hi - self.lo if self.indices is None else len(self.indices)
+
+    def index(self, k: int) -> int:
+        return self.lo + k if self.indices is None else int(self.indices[k])
+
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            ids = self.block.ids
+            self._ids = ids[self.lo : self.hi] if self.indices is None else ids[self.indices]
+        return self._ids
+
+
+class _ProcessSelection:
+    """The matching lines of one process snapshot, as segments of blocks."""
+
+    def __init__(self, process: str, segments: list[_Segment]) -> None:
+        self.process = process
+        self.segments = segments
+        counts = np.fromiter((s.count for s in segments), dtype=np.int64, count=len(segments))
+        self.cum = np.concatenate(([0], np.cumsum(counts)))
+        self.first_ids = np.fromiter((int(s.block.ids[s.index(0)]) for s in segments), dtype=np.int64,
+                                     count=len(segments))
+        self.total = int(self.cum[-1])
+
+    def locate(self, i: int) -> tuple[_Segment, int]:
+        seg = int(np.searchsorted(self.cum, i, side="right")) - 1
+        segment = self.segments[seg]
+        return segment, segment.index(i - int(self.cum[seg]))
+
+    def line(self, i: int) -> LogLine:
+        segment, index = self.locate(i)
+        return LogLine(self.process, segment.block, index)
+
+    def id_at(self, i: int) -> int:
+        segment, index = self.locate(i)
+        return int(segment.block.ids[index])
+
+    def count_le(self, v: int) -> int:
+        """How many selected lines have an id <= v."""
+        seg = int(np.searchsorted(self.first_ids, v, side="right")) - 1
+        if seg < 0:
+            return 0
+        within = int(np.searchsorted(self.segments[seg].ids(), v, side="right"))
+        return int(self.cum[seg]) + within
+
+
+def _scan_block(block: Block, start: int, stop: int, key: tuple[int | None, bytes | None, bool]
+                ) -> np.ndarray:
+    """Indices in [start, stop) of the lines of ``block`` matching the predicate ``key``."""
+    stream, needle, icase = key
+    mask = np.ones(stop - start, dtype=bool)
+    if stream is not None:
+        mask &= (block.flags[start:stop] & STREAM_MASK) == stream
+    if needle:
+        b0 = block.start_of(start)
+        ends = block.ends[start:stop].astype(np.int64) - b0
+        data = block.data[b0 : b0 + int(ends[-1])]
+        pattern = np.frombuffer(needle, dtype=np.uint8)
+        if icase:
+            data = _LOWER[data]
+            pattern = _LOWER[pattern]
+        m = len(pattern)
+        candidates = np.flatnonzero(data[: max(len(data) - m + 1, 0)] == pattern[0])
+        for j in range(1, m):
+            if not len(candidates):
+                break
+            candidates = candidates[data[candidates + j] == pattern[j]]
+        hits = np.zeros(stop - start, dtype=bool)
+        hits[np.searchsorted(ends, candidates, side="right")] = True
+        mask &= hits
+    return np.flatnonzero(mask) + start
+
+
+def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) -> np.ndarray:
+    """Matching indices among the first n lines, extending the block's cached result."""
+    cached = block.scan_cache.get(key)
+    scanned, found = cached if cached is not None else (0, np.empty(0, dtype=np.int64))
+    if scanned < n:
+        found = np.concatenate((found, _scan_block(block, scanned, n, key)))
+        if cached is None and len(block.scan_cache) >= _SCAN_CACHE_KEYS_PER_BLOCK:
+            block.scan_cache.pop(next(iter(block.scan_cache)))
+        block.scan_cache[key] = (n, found)
+    elif scanned > n:
+        found = found[: int(np.searchsorted(found, n))]
+    return found
+
+
+def _select(process: str, refs: tuple, query: LogQuery) -> _ProcessSelection:
+    key = query.predicate_key
+    since_ms = None if query.since is None else int(query.since * 1000)
+    segments: list[_Segment] = []
+    for ref in refs:
+        block, hi = ref.block, ref.n
+        lo = 0
+        if query.after_id is not None:
+            if int(block.ids[hi - 1]) <= query.after_id:
+                continue
+            lo = int(np.searchsorted(block.ids[:hi], query.after_id, side="right"))
+        if since_ms is not None:
+            rel = since_ms - block.t0_ms
+            if rel > int(block.times[hi - 1]):
+                continue
+            lo = max(lo, int(np.searchsorted(block.times[:hi], max(rel, 0), side="left")))
+        indices = None
+        if key is not None:
+            indices = _matching(block, hi, key)
+            indices = indices[int(np.searchsorted(indices, lo)) :]
+            if not len(indices):
+                continue
+        if hi > lo:
+            segments.append(_Segment(block, lo, hi, indices))
+    return _ProcessSelection(process, segments)
+
+
+class LogView:
+    """The lines of a snapshot that match a query, in id order, as references (no copies)."""
+
+    def __init__(self, snapshot: StoreSnapshot, query: LogQuery | None = None) -> None:
+        self.query = query = query or LogQuery()
+        names = list(snapshot.processes) if query.processes is None else query.processes
+        parts = [_select(n, snapshot.processes[n].blocks, query)
+                 for n in names if n in snapshot.processes]
+        self._parts = [p for p in parts if p.total]
+        self._total = sum(p.total for p in self._parts)
+
+    def __len__(self) -> int:
+        return self._total
+
+    def line(self, i: int) -> LogLine:
+        return self.lines(i, i + 1)[0]
+
+    def tail(self, n: int) -> list[LogLine]:
+        return self.lines(max(self._total - n, 0), self._total)
+
+    def lines(self, start: int, stop: int) -> list[LogLine]:
+        """Matching lines with positions in [start, stop) of the merged order."""
+        start = max(start, 0)
+        stop = min(stop, self._total)
+        if start >= stop:
+            return []
+        parts = self._parts
+        if len(parts) == 1:
+            part = parts[0]
+            return [part.line(i) for i in range(start, stop)]
+        return list(self._merge_from(self._positions_at(start), stop - start))
+
+    def __iter__(self) -> Iterator[LogLine]:
+        return self._merge_from([0] * len(self._parts), self._total)
+
+    def _positions_at(self, k: int) -> list[int]:
+        """Per part, how many of its lines come before merged position k."""
+        parts = self._parts
+        lo = min(int(p.first_ids[0]) for p in parts)
+        hi = max(p.id_at(p.total - 1) for p in parts)
+        # Smallest id v with at least k+1 selected lines <= v: that is the k-th line's id.
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sum(p.count_le(mid) for p in parts) >= k + 1:
+                hi = mid
+            else:
+                lo = mid + 1
+        return [p.count_le(lo - 1) for p in parts]
+
+    def _merge_from(self, positions: list[int], count: int) -> Iterator[LogLine]:
+        parts = self._parts
+        heap = [(p.id_at(pos), i) for i, (p, pos) in enumerate(zip(parts, positions))
+                if pos < p.total]
+        heapq.heapify(heap)
+        positions = list(positions)
+        while heap and count > 0:
+            _, i = heapq.heappop(heap)
+            part = parts[i]
+            yield part.line(positions[i])
+            count -= 1
+            positions[i] += 1
+            if positions[i] < part.total:
+                heapq.heappush(heap, (part.id_at(positions[i]), i))
