@@ -1,0 +1,119 @@
+"""The engine facade: the one seam the TUI, the control server and the HTTP API all use.
+
+A :class:`Console` owns the log store and the supervisor for one project. Everything it hands out
+is a snapshot (``ProcessInfo`` lists, ``StoreSnapshot``/``LogView``), never live mutable state.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import ConsoleError, NoSuchProcess
+from .logstore import LogStore, StoreSnapshot
+from .query import LogQuery, LogView
+from .supervisor import ProcessInfo, State, Supervisor
+
+ACTION_TIMEOUT = 60.0
+
+
+class Console:
+    """One running project: its processes and their logs."""
+
+    def __init__(self, config: Config, home: Path) -> None:
+        self.config = config
+        self.home = home
+        self.store = LogStore(config.log_budget_bytes, config.max_line_bytes)
+        self.supervisor = Supervisor(config.processes, self.store)
+        self.started_at = time.time()
+        self._shutdown_requested = threading.Event()
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.supervisor.start()
+
+    def request_shutdown(self) -> None:
+        """Ask whoever runs the console (TUI or headless loop) to shut it down."""
+        self._shutdown_requested.set()
+
+    @property
+    def shutdown_requested(self) -> threading.Event:
+        return self._shutdown_requested
+
+    def shutdown(self) -> None:
+        """Stop every process and the supervisor. Blocks until they are gone."""
+        self._shutdown_requested.set()
+        self.supervisor.shutdown()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def processes(self) -> list[ProcessInfo]:
+        return self.supervisor.info()
+
+    def process(self, name: str) -> ProcessInfo:
+        for info in self.supervisor.info():
+            if info.name == name:
+                return info
+        raise NoSuchProcess(name, self.supervisor.names())
+
+    def check_names(self, names: list[str] | tuple[str, ...]) -> None:
+        known = self.supervisor.names()
+        for name in names:
+            if name not in known:
+                raise NoSuchProcess(name, known)
+
+    def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
+        return self.store.snapshot(names)
+
+    def query(self, query: LogQuery) -> LogView:
+        """The lines matching ``query`` in a fresh snapshot."""
+        if query.processes is not None:
+            self.check_names(query.processes)
+        return LogView(self.store.snapshot(), query)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Changes whenever a process changes state or a line arrives (cheap to poll)."""
+        return (self.supervisor.version, self.store.version)
+
+    def status(self) -> dict[str, Any]:
+        infos = self.processes()
+        states: dict[str, int] = {}
+        for info in infos:
+            states[info.state] = states.get(info.state, 0) + 1
+        return {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_at, 3),
+            "config": str(self.config.path),
+            "home": str(self.home),
+            "processes": len(infos),
+            "running": sum(1 for i in infos if i.state == State.RUNNING),
+            "states": states,
+            "log_store": self.store.stats(),
+        }
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def start_process(self, name: str) -> str:
+        return str(self._wait(self.supervisor.start_process(name)))
+
+    def stop_process(self, name: str) -> str:
+        """Blocks until the process has stopped (signal, stop timeout, SIGKILL)."""
+        self._wait(self.supervisor.stop_process(name))
+        return "stopped"
+
+    def restart_process(self, name: str) -> str:
+        return str(self._wait(self.supervisor.restart_process(name)))
+
+    @staticmethod
+    def _wait(future: Any) -> Any:
+        try:
+            return future.result(ACTION_TIMEOUT)
+        except TimeoutError:
+            raise ConsoleError("the action did not complete in time") from None

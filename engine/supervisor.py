@@ -1,0 +1,642 @@
+"""The supervisor: starts, watches, restarts and stops the declared processes.
+
+One thread owns every child (an actor): it waits in a selector on the children's stdout/stderr
+pipes, their pidfds (exit notification), and a wake-up pipe for commands; timers (backoff restarts,
+stop timeouts, stable-period resets, rate samples) run from a heap in the same loop. Other threads
+never touch process state: they submit commands (:meth:`Supervisor.submit`) and get a Future, and
+read the published, immutable :class:`ProcessInfo` list.
+
+Each child runs in its own session and process group, stdin from /dev/null, stdout and stderr on
+separate pipes read in chunks of up to 1 MiB straight into the log store. Stop sends the configured
+signal to the group, waits ``stop_timeout``, then SIGKILL to the group. Nothing outlives the console:
+the group is killed when its leader exits, children get PR_SET_PDEATHSIG, and the guardian process
+(see guardian.py) kills every registered group when the console ends, however it ends.
+
+Restart policy: ``never``, ``on-failure`` (non-zero exit or killed by a signal) or ``always``; the
+delay doubles from ``backoff_initial`` up to ``backoff_max`` on each quick failure, and resets once a
+run has lasted ``stable_after`` seconds. Three or more quick failures in a row show as ``crash-loop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ProcessSpec
+from .errors import ConsoleError, NoSuchProcess
+from .logstore import STDERR, STDOUT, LogStore
+
+READ_CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20
+CRASH_LOOP_FAILURES = 3
+PARTIAL_LINE_WAIT = 0.5  # a line without newline is shown after this long without more output
+_TICK = 1.0
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class State:
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # stopped on request, or never started (autostart = false)
+    EXITED = "exited"  # exited with status 0 and the policy does not restart it
+    FAILED = "failed"  # exited non-zero / killed, or could not start, and not restarting
+    BACKOFF = "backoff"  # waiting to restart after an exit
+    CRASH_LOOP = "crash-loop"  # waiting to restart after several quick failures in a row
+
+    ALIVE = (RUNNING, STOPPING)
+    WAITING = (BACKOFF, CRASH_LOOP)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """What a client sees of one process at one moment."""
+
+    name: str
+    cmd: str
+    state: str
+    pid: int | None
+    started_at: float | None  # unix time of the current (or last) start
+    restarts: int
+    exit_code: int | None  # of the last exit; negative: killed by that signal
+    restart_in: float | None  # seconds until the next automatic restart
+    stdout_lines: int
+    stderr_lines: int
+    lines_per_second: float
+    restart_policy: str
+
+    @property
+    def uptime(self) -> float | None:
+        if self.state in State.ALIVE and self.started_at is not None:
+            return max(time.time() - self.started_at, 0.0)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "state": self.state, "pid": self.pid,
+            "uptime": None if self.uptime is None else round(self.uptime, 3),
+            "started_at": self.started_at, "restarts": self.restarts,
+            "exit_code": self.exit_code, "restart_in": self.restart_in,
+            "stdout_lines": self.stdout_lines, "stderr_lines": self.stderr_lines,
+            "lines_per_second": round(self.lines_per_second, 1),
+            "restart": self.restart_policy, "cmd": self.cmd,
+        }
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return ""
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:
+        # Runs in the child between fork and exec: the kernel signals it if the console dies.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the console died before the line above took effect
+            os._exit(1)
+
+    return setup
+
+
+class _Guardian:
+    """The console's side of the guardian process (see guardian.py)."""
+
+    def __init__(self, grace: float) -> None:
+        script = Path(__file__).with_name("guardian.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(script), str(grace)],
+            stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+        )
+        assert self._proc.stdin is not None
+        self._pipe = self._proc.stdin
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.write(line.encode() + b"\n")
+            self._pipe.flush()
+
+    def add(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def remove(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+@dataclass(slots=True)
+class _Run:
+    """One start of a process: its child and its pipes."""
+
+    popen: subprocess.Popen[bytes]
+    pid: int
+    pidfd: int
+    fds: dict[int, int]  # fd -> stream
+    started: float  # monotonic
+    last_output: float = 0.0
+
+
+class _Managed:
+    """The supervisor's own mutable record of a process (loop thread only)."""
+
+    def __init__(self, spec: ProcessSpec) -> None:
+        self.spec = spec
+        self.state = State.STOPPED
+        self.run: _Run | None = None
+        self.started_at: float | None = None
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.failures = 0  # quick failures in a row
+        self.restart_at: float | None = None  # monotonic
+        self.generation = 0  # bumps on every start/stop decision; stale timers compare it
+        self.stop_requested = False
+        self.start_after_stop = False
+        self.stop_waiters: list[Future[Any]] = []
+        self.rate = 0.0
+        self.rate_sample: tuple[float, int] = (time.monotonic(), 0)
+
+
+class Supervisor:
+    """Owns the child processes. Thread-safe entry points: submit, start/stop/restart, info."""
+
+    def __init__(self, specs: dict[str, ProcessSpec], store: LogStore) -> None:
+        self._store = store
+        self._managed = {name: _Managed(spec) for name, spec in specs.items()}
+        for name in specs:
+            store.add_process(name)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # (function, arguments, future, whether the function completes the future itself)
+        self._commands: list[tuple[Callable[..., Any], tuple[Any, ...], Future[Any], bool]] = []
+        self._commands_lock = threading.Lock()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._guardian: _Guardian | None = None
+        self._running = False
+        self._shutdown_future: Future[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        self.version = 0  # bumped whenever a process changes state
+        self.crashed: BaseException | None = None
+        self._published: dict[str, tuple[Any, ...]] = {}
+        for managed in self._managed.values():
+            self._publish_one(managed)
+
+    # -- thread-safe API -------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._managed)
+
+    def start(self) -> None:
+        """Start the loop thread and the guardian, then every autostart process."""
+        if self._thread is not None:
+            return
+        grace = max((m.spec.stop_timeout for m in self._managed.values()), default=5.0)
+        self._guardian = _Guardian(grace)
+        self._running = True
+        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._thread = threading.Thread(target=self._loop, name="lacrimosa-supervisor", daemon=True)
+        self._thread.start()
+        self.submit(self._start_all).result()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the loop thread; the Future carries its result or exception."""
+        return self._enqueue(fn, args, completes_future=False)
+
+    def _submit_deferred(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args, future)`` on the loop thread; ``fn`` completes the future later."""
+        return self._enqueue(fn, args, completes_future=True)
+
+    def _enqueue(self, fn: Callable[..., Any], args: tuple[Any, ...], completes_future: bool
+                 ) -> Future[Any]:
+        future: Future[Any] = Future()
+        if not self._running:
+            future.set_exception(ConsoleError("the console is shutting down"))
+            return future
+        with self._commands_lock:
+            self._commands.append((fn, args, future, completes_future))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+        return future
+
+    def start_process(self, name: str) -> Future[Any]:
+        self._check(name)
+        return self.submit(self._cmd_start, name)
+
+    def stop_process(self, name: str) -> Future[Any]:
+        """The Future completes once the process has stopped."""
+        self._check(name)
+        return self._submit_deferred(self._cmd_stop, name)
+
+    def restart_process(self, name: str) -> Future[Any]:
+        self._check(name)
+        return self.submit(self._cmd_restart, name)
+
+    def info(self) -> list[ProcessInfo]:
+        """The current state of every process, in config order (any thread)."""
+        out = []
+        for name, published in self._published.items():
+            counts = self._store.counts(name)
+            state, pid, started_at, restarts, exit_code, restart_at, rate, policy, cmd = published
+            restart_in = None if restart_at is None else max(restart_at - time.monotonic(), 0.0)
+            out.append(ProcessInfo(name, cmd, state, pid, started_at, restarts, exit_code,
+                                   restart_in, counts.stdout_lines, counts.stderr_lines, rate,
+                                   policy))
+        return out
+
+    def subscribe(self, listener: Callable[[], None]) -> tuple[list[ProcessInfo], Callable[[], None]]:
+        """Call ``listener()`` (on the loop thread) after every state change.
+
+        Returns the current state and an unsubscribe function; no change slips in between.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+            current = self.info()
+
+        def unsubscribe() -> None:
+            with self._listeners_lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return current, unsubscribe
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every process (signal, timeout, SIGKILL) and end the loop. Idempotent."""
+        if self._thread is None:
+            return
+        if self._running:
+            future = self._submit_deferred(self._cmd_shutdown)
+            with contextlib.suppress(Exception):
+                future.result(timeout)
+        self._thread.join(timeout)
+        if self._guardian is not None:
+            self._guardian.close()
+            self._guardian = None
+
+    def _check(self, name: str) -> None:
+        if name not in self._managed:
+            raise NoSuchProcess(name, list(self._managed))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            self._schedule(_TICK, self._tick)
+            while self._running or self._has_live_children():
+                timeout = _TICK
+                if self._timers:
+                    timeout = min(max(self._timers[0][0] - time.monotonic(), 0.0), _TICK)
+                for key, _ in self._selector.select(timeout):
+                    kind, target = key.data
+                    if kind == "pipe":
+                        self._on_pipe(key.fd, *target)
+                    elif kind == "exit":
+                        self._on_exit(target)
+                    else:
+                        self._on_wake()
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, callback = heapq.heappop(self._timers)
+                    callback()
+        except BaseException as exc:  # a bug here must not leave children unsupervised
+            self.crashed = exc
+            self._kill_everything()
+            raise
+        finally:
+            self._running = False
+            self._fail_pending_commands()
+
+    def _has_live_children(self) -> bool:
+        return any(m.run is not None for m in self._managed.values())
+
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        with self._commands_lock:
+            commands, self._commands = self._commands, []
+        for fn, args, future, completes_future in commands:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, future) if completes_future else fn(*args)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not completes_future:
+                    future.set_result(result)
+
+    def _fail_pending_commands(self) -> None:
+        with self._commands_lock:
+            commands, self._commands = self._commands, []
+        for _, _, future, _ in commands:
+            if not future.done():
+                future.set_exception(ConsoleError("the console is shutting down"))
+
+    def _schedule(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), callback))
+
+    def _schedule_for(self, managed: _Managed, delay: float, callback: Callable[[], None]) -> None:
+        """A timer that fires only if the process has not changed course in the meantime."""
+        generation = managed.generation
+
+        def fire() -> None:
+            if managed.generation == generation:
+                callback()
+
+        self._schedule(delay, fire)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for name, managed in self._managed.items():
+            counts = self._store.counts(name)
+            lines = counts.stdout_lines + counts.stderr_lines
+            then, before = managed.rate_sample
+            managed.rate = (lines - before) / max(now - then, 1e-6)
+            managed.rate_sample = (now, lines)
+            run = managed.run
+            if run is not None and now - run.last_output >= PARTIAL_LINE_WAIT:
+                for stream in (STDOUT, STDERR):
+                    if self._store.has_partial(name, stream):
+                        self._store.flush(name, stream)
+            self._publish_one(managed, notify=False)
+        self._schedule(_TICK, self._tick)
+
+    # -- children --------------------------------------------------------------------------------
+
+    def _start_all(self) -> None:
+        for managed in self._managed.values():
+            if managed.spec.autostart:
+                self._spawn(managed)
+
+    def _spawn(self, managed: _Managed) -> None:
+        spec = managed.spec
+        managed.generation += 1
+        managed.restart_at = None
+        managed.stop_requested = False
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
+        env.update(spec.env)
+        try:
+            popen = subprocess.Popen(
+                ["/bin/sh", "-c", spec.cmd], cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                close_fds=True, preexec_fn=_child_setup(os.getpid()),
+            )
+        except OSError as exc:
+            managed.exit_code = None
+            managed.state = State.FAILED
+            self._store.append_system(spec.name, f"could not start: {exc}")
+            self._publish_one(managed)
+            return
+        if self._guardian is not None:
+            self._guardian.add(popen.pid)
+        assert popen.stdout is not None and popen.stderr is not None
+        fds = {}
+        for pipe, stream in ((popen.stdout, STDOUT), (popen.stderr, STDERR)):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):  # may exceed the user's pipe size limit
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            fds[fd] = stream
+        pidfd = os.pidfd_open(popen.pid)
+        run = _Run(popen, popen.pid, pidfd, fds, time.monotonic())
+        for fd, stream in fds.items():
+            self._selector.register(fd, selectors.EVENT_READ, ("pipe", (managed, run, stream)))
+        self._selector.register(pidfd, selectors.EVENT_READ, ("exit", managed))
+        managed.run = run
+        managed.state = State.RUNNING
+        managed.started_at = time.time()
+        managed.exit_code = None
+        self._schedule_for(managed, spec.stable_after, lambda: self._mark_stable(managed))
+        self._publish_one(managed)
+
+    def _mark_stable(self, managed: _Managed) -> None:
+        if managed.run is not None and managed.failures:
+            managed.failures = 0
+            self._publish_one(managed)
+
+    def _on_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
+        if fd not in run.fds:  # closed earlier in this same batch of events
+            return
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            run.last_output = time.monotonic()
+            self._store.append(managed.spec.name, stream, data)
+        else:
+            self._close_pipe(fd, managed, run, stream)
+
+    def _close_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
+        self._selector.unregister(fd)
+        run.fds.pop(fd, None)
+        os.close(fd)
+        self._store.flush(managed.spec.name, stream)
+
+    def _drain(self, managed: _Managed, run: _Run) -> None:
+        """Read what the pipes still hold, so a process's last words precede its exit line."""
+        for fd, stream in list(run.fds.items()):
+            while True:
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self._close_pipe(fd, managed, run, stream)
+                    break
+                self._store.append(managed.spec.name, stream, data)
+            self._store.flush(managed.spec.name, stream)
+
+    def _on_exit(self, managed: _Managed) -> None:
+        run = managed.run
+        if run is None:
+            return
+        self._selector.unregister(run.pidfd)
+        os.close(run.pidfd)
+        _, status = os.waitpid(run.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        run.popen.returncode = code  # we reaped it; keep Popen from trying again
+        # Whatever the leader left behind in its group goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        if self._guardian is not None:
+            self._guardian.remove(run.pid)
+        self._drain(managed, run)
+        for fd in list(run.fds):  # pipes held open by something outside the group
+            self._close_pipe(fd, managed, run, run.fds[fd])
+        for pipe in (run.popen.stdout, run.popen.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        managed.run = None
+        managed.exit_code = code
+        lasted = time.monotonic() - run.started
+        name = managed.spec.name
+        if managed.stop_requested:
+            managed.state = State.STOPPED
+            self._store.append_system(name, f"stopped ({_exit_words(code)})")
+            for waiter in managed.stop_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            managed.stop_waiters.clear()
+            if managed.start_after_stop and self._running:
+                managed.start_after_stop = False
+                managed.restarts += 1
+                self._spawn(managed)
+                return
+            self._publish_one(managed)
+            return
+        policy = managed.spec.restart
+        restart = self._running and (policy == "always" or (policy == "on-failure" and code != 0))
+        if not restart:
+            managed.state = State.EXITED if code == 0 else State.FAILED
+            self._store.append_system(name, f"{_exit_words(code)}")
+            self._publish_one(managed)
+            return
+        quick = lasted < managed.spec.stable_after
+        managed.failures = managed.failures + 1 if quick else 0
+        delay = min(managed.spec.backoff_initial * 2 ** max(managed.failures - 1, 0),
+                    managed.spec.backoff_max)
+        managed.state = State.CRASH_LOOP if managed.failures >= CRASH_LOOP_FAILURES else State.BACKOFF
+        managed.generation += 1
+        managed.restart_at = time.monotonic() + delay
+        self._store.append_system(name, f"{_exit_words(code)}; restarting in {delay:.1f}s")
+        self._schedule_for(managed, delay, lambda: self._auto_restart(managed))
+        self._publish_one(managed)
+
+    def _auto_restart(self, managed: _Managed) -> None:
+        if self._running and managed.state in State.WAITING:
+            managed.restarts += 1
+            self._spawn(managed)
+
+    def _signal_group(self, managed: _Managed, sig: int) -> None:
+        run = managed.run
+        if run is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, sig)
+
+    def _begin_stop(self, managed: _Managed) -> None:
+        managed.stop_requested = True
+        if managed.state == State.STOPPING:
+            return
+        managed.state = State.STOPPING
+        managed.generation += 1
+        self._signal_group(managed, managed.spec.stop_signal)
+        self._schedule_for(managed, managed.spec.stop_timeout,
+                           lambda: self._signal_group(managed, signal.SIGKILL))
+        self._publish_one(managed)
+
+    # -- commands (loop thread) ------------------------------------------------------------------
+
+    def _cmd_start(self, name: str) -> str:
+        managed = self._managed[name]
+        if managed.state == State.RUNNING:
+            return "already running"
+        if managed.state == State.STOPPING:
+            managed.start_after_stop = True
+            return "starting after stop"
+        managed.failures = 0
+        self._spawn(managed)
+        return "started"
+
+    def _cmd_stop(self, name: str, future: Future[Any]) -> None:
+        managed = self._managed[name]
+        managed.start_after_stop = False
+        if managed.run is None:
+            if managed.state in State.WAITING:
+                managed.generation += 1
+                managed.restart_at = None
+                managed.state = State.STOPPED
+                self._store.append_system(name, "stopped (restart cancelled)")
+                self._publish_one(managed)
+            future.set_result(None)
+            return
+        managed.stop_waiters.append(future)
+        self._begin_stop(managed)
+
+    def _cmd_restart(self, name: str) -> str:
+        managed = self._managed[name]
+        if managed.run is None:
+            managed.failures = 0
+            managed.restarts += 1
+            self._spawn(managed)
+            return "started"
+        managed.start_after_stop = True
+        self._begin_stop(managed)
+        return "restarting"
+
+    def _cmd_shutdown(self, future: Future[Any]) -> None:
+        self._running = False
+        for managed in self._managed.values():
+            managed.start_after_stop = False
+            if managed.run is not None:
+                self._begin_stop(managed)
+            elif managed.state in State.WAITING:
+                managed.generation += 1
+                managed.restart_at = None
+                managed.state = State.STOPPED
+                self._publish_one(managed)
+        future.set_result(None)
+
+    def _kill_everything(self) -> None:
+        for managed in self._managed.values():
+            self._signal_group(managed, signal.SIGKILL)
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def _publish_one(self, managed: _Managed, notify: bool = True) -> None:
+        run = managed.run
+        spec = managed.spec
+        self._published[spec.name] = (
+            managed.state, run.pid if run else None, managed.started_at, managed.restarts,
+            managed.exit_code, managed.restart_at, managed.rate, spec.restart, spec.cmd,
+        )
+        self.version += 1
+        if notify:
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener()
+
+
+def _exit_words(code: int) -> str:
+    if code < 0:
+        return f"killed by {describe_exit(code)}"
+    return f"exited with code {code}"
+
