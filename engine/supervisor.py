@@ -40,6 +40,7 @@ from typing import Any
 
 from .config import ProcessSpec
 from .errors import ConsoleError, NoSuchProcess
+from .humanize import describe_exit
 from .logstore import STDERR, STDOUT, LogStore
 
 READ_CHUNK = 1 << 20
@@ -98,17 +99,6 @@ class ProcessInfo:
             "lines_per_second": round(self.lines_per_second, 1),
             "restart": self.restart_policy, "cmd": self.cmd,
         }
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return ""
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
@@ -182,6 +172,7 @@ class _Managed:
         self.stop_requested = False
         self.start_after_stop = False
         self.stop_waiters: list[Future[Any]] = []
+        self.restart_waiters: list[Future[Any]] = []  # resolved when the new run has started
         self.rate = 0.0
         self.rate_sample: tuple[float, int] = (time.monotonic(), 0)
 
@@ -260,8 +251,9 @@ class Supervisor:
         return self._submit_deferred(self._cmd_stop, name)
 
     def restart_process(self, name: str) -> Future[Any]:
+        """The Future completes once the process has stopped and started again."""
         self._check(name)
-        return self.submit(self._cmd_restart, name)
+        return self._submit_deferred(self._cmd_restart, name)
 
     def info(self) -> list[ProcessInfo]:
         """The current state of every process, in config order (any thread)."""
@@ -418,6 +410,7 @@ class Supervisor:
             managed.state = State.FAILED
             self._store.append_system(spec.name, f"could not start: {exc}")
             self._publish_one(managed)
+            self._resolve(managed.restart_waiters, ConsoleError(f"could not start: {exc}"))
             return
         if self._guardian is not None:
             self._guardian.add(popen.pid)
@@ -440,6 +433,19 @@ class Supervisor:
         managed.exit_code = None
         self._schedule_for(managed, spec.stable_after, lambda: self._mark_stable(managed))
         self._publish_one(managed)
+        self._resolve(managed.restart_waiters, "restarted")
+
+    @staticmethod
+    def _resolve(waiters: list[Future[Any]], outcome: object) -> None:
+        """Complete every waiting Future with ``outcome`` (an exception fails them)."""
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+        waiters.clear()
 
     def _mark_stable(self, managed: _Managed) -> None:
         if managed.run is not None and managed.failures:
@@ -511,10 +517,7 @@ class Supervisor:
         if managed.stop_requested:
             managed.state = State.STOPPED
             self._store.append_system(name, f"stopped ({_exit_words(code)})")
-            for waiter in managed.stop_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            managed.stop_waiters.clear()
+            self._resolve(managed.stop_waiters, "stopped")
             if managed.start_after_stop and self._running:
                 managed.start_after_stop = False
                 managed.restarts += 1
@@ -578,6 +581,7 @@ class Supervisor:
     def _cmd_stop(self, name: str, future: Future[Any]) -> None:
         managed = self._managed[name]
         managed.start_after_stop = False
+        self._resolve(managed.restart_waiters, ConsoleError("restart cancelled by a stop"))
         if managed.run is None:
             if managed.state in State.WAITING:
                 managed.generation += 1
@@ -590,21 +594,22 @@ class Supervisor:
         managed.stop_waiters.append(future)
         self._begin_stop(managed)
 
-    def _cmd_restart(self, name: str) -> str:
+    def _cmd_restart(self, name: str, future: Future[Any]) -> None:
         managed = self._managed[name]
+        managed.restart_waiters.append(future)
         if managed.run is None:
             managed.failures = 0
             managed.restarts += 1
             self._spawn(managed)
-            return "started"
+            return
         managed.start_after_stop = True
         self._begin_stop(managed)
-        return "restarting"
 
     def _cmd_shutdown(self, future: Future[Any]) -> None:
         self._running = False
         for managed in self._managed.values():
             managed.start_after_stop = False
+            self._resolve(managed.restart_waiters, ConsoleError("the console is shutting down"))
             if managed.run is not None:
                 self._begin_stop(managed)
             elif managed.state in State.WAITING:

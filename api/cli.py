@@ -1,0 +1,216 @@
+"""The ``lacrimosa`` command line.
+
+argparse rather than typer: a one-shot call (``ps``, ``logs``, ``restart``) is dominated by
+interpreter start and imports, and typer alone costs more than the whole 80 ms budget here. This
+module and what it imports at the top stay standard-library-light; ``up`` imports the engine and
+the TUI only when it runs.
+
+Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.errors import LacrimosaError, NoConsole
+from engine.humanize import describe_exit, format_duration
+from engine.paths import resolve_home
+
+from .wire import parse_duration
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR",
+                        help="the console's state folder (default: $LACRIMOSA_HOME, else "
+                             ".lacrimosa/ beside the nearest lacrimosa.toml or Procfile)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
+    up.add_argument("-f", "--file", metavar="FILE", help="lacrimosa.toml or Procfile to use")
+    up.add_argument("--headless", action="store_true",
+                    help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`")
+    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    up.add_argument("--udp", metavar="HOST:PORT", help="receive UDP events (not yet available)")
+
+    commands.add_parser("ps", parents=[common, as_json], help="list processes")
+    logs = commands.add_parser("logs", parents=[common, as_json],
+                               help="show a process's log (all processes merged without NAME)")
+    logs.add_argument("name", nargs="?", metavar="NAME")
+    logs.add_argument("-n", "--lines", type=_non_negative_int, default=100, metavar="N",
+                      help="how many of the last lines (default 100)")
+    stream = logs.add_mutually_exclusive_group()
+    stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
+    stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
+    logs.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT")
+    logs.add_argument("--since", type=_duration, metavar="DURATION",
+                      help="only lines from the last DURATION (30s, 5m, 2h, 1d)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    for verb in ("start", "stop", "restart"):
+        action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
+        action.add_argument("name", metavar="NAME")
+    commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    commands.add_parser("shutdown", parents=[common, as_json],
+                        help="stop every process and the console")
+    return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            from .runner import run_up  # heavy: the engine, and the TUI unless headless
+
+            return run_up(args)
+        return _one_shot(args)
+    except LacrimosaError as exc:
+        return _fail(args, exc.code, exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`lacrimosa logs x | head`): not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+    else:
+        print(f"lacrimosa: {message}", file=sys.stderr)
+    return exit_code
+
+
+def _one_shot(args: argparse.Namespace) -> int:
+    from .client import ControlClient
+
+    home = resolve_home(args.home)
+    if home is None:
+        raise NoConsole("no lacrimosa.toml or Procfile here or in a parent folder "
+                        "(or pass --home / set LACRIMOSA_HOME)")
+    with ControlClient(home) as client:
+        if args.command == "ps":
+            result = client.call("ps")
+            _print(args, result, _ps_text(result["processes"]))
+        elif args.command == "status":
+            result = client.call("status")
+            _print(args, result, _status_text(result))
+        elif args.command in ("start", "stop", "restart"):
+            result = client.call(args.command, name=args.name)
+            proc = result["process"]
+            pid = f" (pid {proc['pid']})" if proc["pid"] else ""
+            _print(args, result, f"{args.name}: {result['outcome']}, now {proc['state']}{pid}")
+        elif args.command == "shutdown":
+            result = client.call("shutdown")
+            _print(args, result, "console is stopping every process and shutting down")
+        elif args.command == "logs":
+            _logs(args, client)
+    return EXIT_OK
+
+
+def _print(args: argparse.Namespace, result: Any, text: str) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _logs(args: argparse.Namespace, client: Any) -> None:
+    request: dict[str, Any] = {"name": args.name, "lines": args.lines}
+    if args.stream:
+        request["stream"] = args.stream
+    if args.grep:
+        request["grep"] = args.grep
+    if args.since is not None:
+        request["since"] = args.since
+    merged = args.name is None
+    if not args.follow:
+        _write_lines(args, client.call("logs", **request)["lines"], merged)
+        return
+    for batch in client.stream("logs", follow=True, **request):
+        _write_lines(args, batch["lines"], merged)
+        sys.stdout.flush()
+
+
+def _write_lines(args: argparse.Namespace, lines: Iterable[dict[str, Any]], merged: bool) -> None:
+    out = sys.stdout
+    if args.json:
+        out.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    elif merged:
+        out.write("".join(f"{line['process']} | {line['text']}\n" for line in lines))
+    else:
+        out.write("".join(line["text"] + "\n" for line in lines))
+
+
+_PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
+
+
+def _ps_text(processes: list[dict[str, Any]]) -> str:
+    rows = [_PS_COLUMNS]
+    for p in processes:
+        state = p["state"]
+        if p.get("restart_in") is not None:
+            state += f" ({p['restart_in']:.1f}s)"
+        rows.append((
+            p["name"], state, str(p["pid"] or ""), format_duration(p["uptime"]),
+            str(p["restarts"]), describe_exit(p["exit_code"]), str(p["stdout_lines"]),
+            str(p["stderr_lines"]), f"{p['lines_per_second']:.1f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
+    numeric = {2, 4, 6, 7, 8}
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    )
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items()))
+    store = status["log_store"]
+    return "\n".join((
+        f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
+        f"config    {status['config']}",
+        f"processes {status['processes']} ({states})",
+        f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
+        f"{store['evicted_blocks']} blocks evicted",
+    ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Demo services for lacrimosa's demo config: each logs in its own way (standard library only)."""
+
+import random
+import sys
+import time
+
+GREEN, YELLOW, RED, DIM, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
+
+
+def api() -> None:
+    """A web API: one access-log line every few hundred ms, coloured status codes."""
+    paths = ["/users", "/orders", "/health", "/login", "/search?q=lamp"]
+    while True:
+        status = random.choices([200, 201, 304, 404, 500], weights=[70, 10, 10, 7, 3])[0]
+        colour = GREEN if status < 400 else YELLOW if status < 500 else RED
+        ms = random.randint(2, 180)
+        print(f"GET {random.choice(paths)} {colour}{status}{RESET} {ms}ms", flush=True)
+        if status == 500:
+            print(f"error: upstream timeout after {ms}ms", file=sys.stderr, flush=True)
+        time.sleep(random.uniform(0.1, 0.5))
+
+
+def worker() -> None:
+    """A queue worker: bursts of job lines, warnings on stderr."""
+    job = 0
+    while True:
+        for _ in range(random.randint(5, 40)):
+            job += 1
+            print(f"job {job} done in {random.uniform(0.1, 9.9):.1f}ms", flush=True)
+            if job % 37 == 0:
+                print(f"warning: job {job} retried", file=sys.stderr, flush=True)
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.2, 1.0))
+
+
+def flaky() -> None:
+    """Runs a few seconds, then crashes with a traceback: watch backoff and restarts."""
+    print("flaky: starting up", flush=True)
+    for i in range(random.randint(2, 6)):
+        print(f"flaky: tick {i}", flush=True)
+        time.sleep(1)
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print('  File "flaky.py", line 42, in <module>', file=sys.stderr)
+    print("RuntimeError: lost connection to the database", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def clock() -> None:
+    """A slow, steady line every second."""
+    while True:
+        print(f"{DIM}clock{RESET} {time.strftime('%H:%M:%S')}", flush=True)
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    {"api": api, "worker": worker, "flaky": flaky, "clock": clock}[sys.argv[1]]()

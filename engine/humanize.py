@@ -1,0 +1,35 @@
+"""Small formatting helpers shared by the CLI and the TUI (standard library only: the one-shot
+CLI imports this)."""
+
+from __future__ import annotations
+
+import signal
+
+
+def describe_exit(code: int | None) -> str:
+    """An exit status as people read it: ``"0"``, ``"3"``, ``"SIGKILL"``; empty when none."""
+    if code is None:
+        return ""
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact uptime: ``45s``, ``12m05s``, ``3h02m``, ``2d04h``; empty when None."""
+    if seconds is None:
+        return ""
+    total = int(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
