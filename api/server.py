@@ -111,9 +111,11 @@ class ControlServer:
                     if not raw:
                         return
                     if len(raw) > MAX_REQUEST_BYTES:
+                        while raw and not raw.endswith(b"\n"):  # skip the rest of that line
+                            raw = reader.readline(MAX_REQUEST_BYTES)
                         self.malformed_requests += 1
                         conn.sendall(encode(error("invalid_request", "request too large")))
-                        return  # the rest of this line cannot be framed; hang up
+                        continue
                     self._answer(conn, raw)
         except OSError:
             return  # the client went away
