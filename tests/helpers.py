@@ -1,41 +1,83 @@
-"""Small helpers shared by the tests (imported as ``helpers``: tests/ is on sys.path)."""
+"""Small helpers shared by the tests (imported as ``helpers``: tests/ is on sys.path).
+
+Keep this module stable and dependency-free:
+
+- ``wait_until(predicate)``: deadline-bounded polling, never a bare sleep.
+- ``write_config(tmp_path, text)``: a config file from dedented text.
+- ``pid_alive(pid)`` / ``group_pids(pgid)``: what still runs, with zombies counted as gone
+  (a reparented child nobody reaps stays a zombie here, but it runs nothing).
+"""
 
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true; fail the test if ``timeout`` seconds pass first."""
+def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
+               interval: float = 0.02, message: str | None = None) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail at the deadline.
+
+    The predicate is called once more at the deadline, so a slow machine only costs time.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
+    result = predicate()
+    if result:
+        return result
+    what = message or getattr(predicate, "__name__", "condition")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_config(tmp_path: Path, text: str, name: str = "lacrimosa.toml") -> Path:
+    """Write ``text`` (dedented, so it can be indented in the test) as ``tmp_path / name``."""
+    path = Path(tmp_path) / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state is [0], pgid is [2])."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists and is not a zombie."""
+    """True while ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+        pass
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
-def write_config(folder: Path, text: str, name: str = "lacrimosa.toml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
+def group_pids(pgid: int) -> set[int]:
+    """Every live (non-zombie) process whose process group is ``pgid``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _proc_stat(int(entry))
+        if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
+            found.add(int(entry))
+    return found
