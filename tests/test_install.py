@@ -86,7 +86,7 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
     shutil.rmtree(project)
     installed = subprocess.run([str(venv / "bin" / "lacrimosa"), "ps"], cwd=outside, env=env,
                                capture_output=True, text=True, timeout=60)
-    assert installed.returncode == 4 and "no console running" in installed.stderr
+    assert installed.returncode == 4 and "no lacrimosa.toml or Procfile here" in installed.stderr
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import engine, api, tui; print(engine.__file__)"], cwd=outside,
                            env=env, capture_output=True, text=True, timeout=60)
