@@ -1,0 +1,127 @@
+"""Turning one stored log line (raw bytes as the process wrote them) into safe, styled rich Text.
+
+Lines can hold anything: invalid UTF-8, ANSI colour codes, cursor movement, ``\\r`` progress
+updates, NULs, tabs, 64 KiB without a newline. What reaches the terminal must be exactly one row
+of printable cells, so:
+
+- ``\\r``: a terminal would show what was written after the last carriage return (progress bars
+  redraw the whole line), so only that part is kept; a trailing ``\\r`` (CRLF output) is dropped.
+- ANSI SGR codes become styles (rich's decoder); other escape sequences are removed by it, and a
+  stray ESC that is not part of a sequence is shown as ``␛`` rather than sent to the terminal.
+- Other control characters (C0, DEL, C1, Unicode line separators) are shown as visible symbols,
+  because they would move the cursor or break the row; tabs are expanded to 8-column stops.
+- Only a bounded prefix of the bytes is decoded: the row is cropped to the screen width anyway,
+  so a 64 KiB line costs what a screenful costs.
+
+Only rich is used here (no Textual), so the formatting can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+
+from engine.logstore import STDERR, SYSTEM, LogLine
+
+TAB_SIZE = 8
+CONTINUED_MARKER = "↩"  # the line goes on in the next stored piece (split or flushed partial)
+CROPPED_MARKER = "›"  # there is more to the right than fits on the screen
+
+_STREAM_GUTTERS = {
+    # stdout: blank, so ordinary output reads as plain text.
+    STDERR: Text("▌ ", style="bold red"),
+    SYSTEM: Text("• ", style="dim"),
+}
+_BLANK_GUTTER = Text("  ")
+_SYSTEM_STYLE = Style(dim=True, italic=True)
+_MATCH_STYLE = Style(color="black", bgcolor="yellow", bold=True)
+_CONTINUED_STYLE = Style(color="yellow", bold=True)
+_CROPPED_STYLE = Style(dim=True)
+
+# C0 controls except TAB (expanded later) and ESC (needed to parse ANSI codes) become the Unicode
+# "control pictures" (U+2400 + code), DEL becomes ␡; C1 controls and the Unicode line/paragraph
+# separators, which terminals and str.splitlines treat as line breaks, become visible symbols too.
+_VISIBLE_CONTROLS: dict[int, int | str] = {
+    code: 0x2400 + code for code in range(0x20) if code not in (0x09, 0x1B)
+}
+_VISIBLE_CONTROLS[0x7F] = "␡"
+_VISIBLE_CONTROLS.update({code: "\ufffd" for code in range(0x80, 0xA0)})
+_VISIBLE_CONTROLS.update({0x2028: "↵", 0x2029: "¶"})
+_STRAY_ESCAPE = "␛"
+# OSC sequences ended by BEL (window titles, hyperlinks); rich only knows the ESC \ terminator.
+_OSC_ENDED_BY_BEL = re.compile("\x1b\\][^\x07\x1b]*\x07")
+
+
+@dataclass(frozen=True, slots=True)
+class LineFormat:
+    """How lines are laid out; part of the rendered-line cache key."""
+
+    width: int  # cells available
+    name_width: int = 0  # width of the process-name column; 0: no such column
+    highlight: str | None = None  # text to mark (the live filter)
+    ignore_case: bool = False
+
+
+def decode_for_terminal(raw: bytes | memoryview, max_bytes: int) -> tuple[Text, bool]:
+    """The visible text of a raw line, and whether bytes beyond ``max_bytes`` were left out."""
+    data = bytes(raw).rstrip(b"\r")
+    carriage_return = data.rfind(b"\r")
+    if carriage_return >= 0:
+        data = data[carriage_return + 1 :]
+    truncated = len(data) > max_bytes
+    if truncated:
+        data = data[:max_bytes]
+    text = data.decode("utf-8", "replace")
+    if "\x1b]" in text:
+        text = _OSC_ENDED_BY_BEL.sub("", text)
+    decoded = Text.from_ansi(text.translate(_VISIBLE_CONTROLS), no_wrap=True, end="")
+    if "\x1b" in decoded.plain:
+        # Same length replacement, so the decoded colour spans stay where they were.
+        decoded = Text(decoded.plain.replace("\x1b", _STRAY_ESCAPE), style=decoded.style,
+                       spans=decoded.spans, no_wrap=True, end="")
+    decoded.expand_tabs(TAB_SIZE)
+    return decoded, truncated
+
+
+def byte_budget(width: int) -> int:
+    """How many raw bytes to decode for a row of ``width`` cells.
+
+    Generous, because escape codes and multi-byte characters take several bytes per cell.
+    """
+    return width * 16 + 256
+
+
+def format_log_line(line: LogLine, fmt: LineFormat, name_style: str | Style = "",
+                    base_style: Style | None = None) -> Text:
+    """One screen row for ``line``: stream gutter, optional process name, content, markers.
+
+    The result is at most ``fmt.width`` cells wide (never wrapped).
+    """
+    row = Text(no_wrap=True, end="", style=base_style or "")
+    row.append_text(_STREAM_GUTTERS.get(line.stream, _BLANK_GUTTER))
+    if fmt.name_width:
+        name = line.process[: fmt.name_width].ljust(fmt.name_width)
+        row.append(name + " ", style=name_style)
+    content, truncated = decode_for_terminal(line.content, byte_budget(fmt.width))
+    if line.stream == SYSTEM:
+        content.stylize_before(_SYSTEM_STYLE)
+    if fmt.highlight:
+        content.highlight_words([fmt.highlight], _MATCH_STYLE, case_sensitive=not fmt.ignore_case)
+    row.append_text(content)
+
+    marker: Text | None = None
+    if line.continued:
+        marker = Text(CONTINUED_MARKER, style=_CONTINUED_STYLE)
+    elif truncated or row.cell_len > fmt.width:
+        marker = Text(CROPPED_MARKER, style=_CROPPED_STYLE)
+    if marker is not None:
+        room = max(fmt.width - marker.cell_len, 0)
+        if row.cell_len > room:
+            row.truncate(room)
+        row.append_text(marker)
+    if row.cell_len > fmt.width:
+        row.truncate(fmt.width)
+    return row
