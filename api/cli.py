@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, NoReturn
 
 from engine.errors import LacrimosaError, NoConsole
@@ -33,11 +32,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--home", metavar="DIR",
                         help="the console's state folder (default: $LACRIMOSA_HOME, else "
                              ".lacrimosa/ beside the nearest lacrimosa.toml or Procfile)")
-    as_json = argparse.ArgumentParser(add_help=False)
+    as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")

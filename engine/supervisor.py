@@ -119,6 +119,8 @@ class _Guardian:
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(script), str(grace)],
             stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+            # Never write on the terminal: the TUI owns it.
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         assert self._proc.stdin is not None
         self._pipe = self._proc.stdin

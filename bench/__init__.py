@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print tables of numbers (see bench/README.md)."""

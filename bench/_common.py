@@ -1,0 +1,180 @@
+"""What every benchmark script shares: the command line, rows, the table, statistics.
+
+A benchmark module defines ``run(quick: bool) -> list[Row]`` and ends with
+``if __name__ == "__main__": sys.exit(main(run, __doc__))``. Run alone it prints its own table;
+``bench/run.py`` runs each module in a fresh interpreter with ``--json`` and prints one table.
+
+``--root DIR`` measures the ``engine/``, ``api/`` and ``tui/`` found in DIR instead of this
+checkout's: that is how a prototype in a scratch copy is measured with the same harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = ("benchmark", "lacrimosa", "reference", "ratio", "target", "met?")
+
+
+class Skip(Exception):
+    """A prerequisite is missing (e.g. the TUI is not written yet): reported, not a failure."""
+
+
+@dataclass
+class Row:
+    """One line of the table. ``data`` carries the raw numbers for ``--json``."""
+
+    benchmark: str
+    lacrimosa: str
+    reference: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None  # None: no target, or skipped
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> tuple[str, ...]:
+        ratio = "" if self.ratio is None else _format_ratio(self.ratio)
+        met = {True: "yes", False: "NO", None: "-"}[self.met]
+        return (self.benchmark, self.lacrimosa, self.reference, ratio, self.target, met)
+
+
+def _format_ratio(ratio: float) -> str:
+    if ratio == 0 or not math.isfinite(ratio):
+        return str(ratio)
+    return f"{ratio:.3g}x" if ratio < 1000 else f"{ratio:,.0f}x"
+
+
+def skipped_row(benchmark: str, reason: str) -> Row:
+    return Row(benchmark, f"skipped: {reason}", met=None, data={"skipped": reason})
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100): an observed value, never an interpolation."""
+    ordered = sorted(values)
+    rank = max(math.ceil(p / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 1:
+        return f"{ms:.1f} ms"
+    return f"{ms * 1e3:.1f} µs" if ms < 0.1 else f"{ms:.3f} ms"
+
+
+def fmt_rate(per_second: float, unit: str = "lines/s") -> str:
+    if per_second >= 1e6:
+        return f"{per_second / 1e6:.2f}M {unit}"
+    if per_second >= 1e3:
+        return f"{per_second / 1e3:.1f}k {unit}"
+    return f"{per_second:.1f} {unit}"
+
+
+def fmt_mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds`` (perf_counter)."""
+
+    seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (from /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def startup_env(pycache: Path) -> dict[str, str]:
+    """The environment for start-up timings: bytecode cached, as on a user's machine.
+
+    This dev environment sets PYTHONDONTWRITEBYTECODE=1, which would make every start compile
+    from source. The cache goes to ``pycache`` (PYTHONPYCACHEPREFIX), so nothing is written into
+    the checkout; callers run each command once to warm it.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def use_root(root: Path) -> None:
+    """Import engine/api/tui from ``root`` (this checkout by default)."""
+    root = root.resolve()
+    os.environ["LACRIMOSA_BENCH_ROOT"] = str(root)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+def code_root() -> Path:
+    return Path(os.environ.get("LACRIMOSA_BENCH_ROOT", REPO))
+
+
+def main(run: Callable[[bool], list[Row]], doc: str | None) -> int:
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (small sizes)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--root", type=Path, default=REPO,
+                        help="measure the engine/api/tui found in this folder (default: this repo)")
+    args = parser.parse_args()
+    use_root(args.root)
+    try:
+        rows = run(args.quick)
+    except Skip as exc:
+        rows = [skipped_row(Path(sys.argv[0]).stem, str(exc))]
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows]))
+    else:
+        print_table(rows)
+    return 0
+
+
+def print_table(rows: Sequence[Row], out: Any = None) -> None:
+    out = out or sys.stdout
+    lines = [COLUMNS, *(r.cells() for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    print(fmt(COLUMNS), file=out)
+    print("-+-".join("-" * w for w in widths), file=out)
+    for line in lines[1:]:
+        print(fmt(line), file=out)
+    notes = [(r.benchmark, n) for r in rows for n in r.notes]
+    if notes:
+        print(file=out)
+        for benchmark, note in notes:
+            print(f"  {benchmark}: {note}", file=out)

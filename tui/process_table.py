@@ -1,0 +1,188 @@
+"""The process table: one row per declared process plus a first "* all" row for the merged view.
+
+The cursor row is the selection. Rows are created once (the set of processes comes from the
+config and never changes while the console runs); refreshes only rewrite the cells whose text
+changed, so the cursor, and the view it selects, stay where the user put them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from engine.supervisor import ProcessInfo, State, describe_exit
+
+ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"
+
+# (key, label, width, right-aligned)
+_COLUMNS = (
+    ("name", "name", 12, False),
+    ("state", "state", 10, False),
+    ("pid", "pid", 7, True),
+    ("uptime", "up", 6, True),
+    ("restarts", "rst", 3, True),
+    ("exit", "exit", 7, False),
+    ("out", "out", 5, True),
+    ("err", "err", 5, True),
+    ("rate", "l/s", 5, True),
+)
+_STATE_STYLES = {
+    State.RUNNING: "green",
+    State.STOPPING: "yellow",
+    State.STOPPED: "dim",
+    State.EXITED: "dim",
+    State.FAILED: "bold red",
+    State.BACKOFF: "yellow",
+    State.CRASH_LOOP: "bold red",
+}
+# Colours of process names in the merged log view, by config order; red is left out because
+# it marks stderr.
+NAME_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
+                "bright_green", "bright_yellow", "bright_blue")
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact: 45s, 12m03s, 1h02m, 3d04h."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_count(count: float) -> str:
+    """Compact: 999, 1.2k, 12k, 1.2M, 12M, 1.2G."""
+    if count < 1000:
+        return f"{count:.0f}" if count >= 10 or count == int(count) else f"{count:.1f}"
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        value = count / scale
+        if value < 999.5 or unit == "G":
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def _uptime_cell(info: ProcessInfo) -> str:
+    if info.restart_in is not None and info.state in State.WAITING:
+        return "↻" + format_duration(info.restart_in + 0.999)  # "in 1s" until it has started
+    return format_duration(info.uptime)
+
+
+def process_row(info: ProcessInfo) -> dict[str, str | Text]:
+    """The cells of one process row, by column key."""
+    return {
+        "name": info.name,
+        "state": Text(info.state, style=_STATE_STYLES.get(info.state, "")),
+        "pid": "" if info.pid is None else str(info.pid),
+        "uptime": _uptime_cell(info),
+        "restarts": str(info.restarts),
+        "exit": describe_exit(info.exit_code),
+        "out": format_count(info.stdout_lines),
+        "err": Text(format_count(info.stderr_lines),
+                    style="red" if info.stderr_lines else ""),
+        "rate": format_count(info.lines_per_second) if info.lines_per_second >= 0.05 else "",
+    }
+
+
+def summary_row(infos: Sequence[ProcessInfo]) -> dict[str, str | Text]:
+    """The cells of the "* all" row: totals over every process."""
+    running = sum(1 for info in infos if info.state == State.RUNNING)
+    troubled = any(info.state in (State.FAILED, State.CRASH_LOOP) for info in infos)
+    stderr_lines = sum(info.stderr_lines for info in infos)
+    rate = sum(info.lines_per_second for info in infos)
+    return {
+        "name": "* all",
+        "state": Text(f"{running}/{len(infos)} up", style="bold red" if troubled else ""),
+        "pid": "",
+        "uptime": "",
+        "restarts": str(sum(info.restarts for info in infos)),
+        "exit": "",
+        "out": format_count(sum(info.stdout_lines for info in infos)),
+        "err": Text(format_count(stderr_lines), style="red" if stderr_lines else ""),
+        "rate": format_count(rate) if rate >= 0.05 else "",
+    }
+
+
+class ProcessTable(DataTable[str | Text]):
+    """Processes as rows; the cursor row selects what the log view shows."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+        # The table is short; paging keys scroll the log below instead (see LacrimosaApp).
+        Binding("pageup", "app.log_page_up", show=False),
+        Binding("pagedown", "app.log_page_down", show=False),
+        Binding("home", "app.log_home", show=False),
+        Binding("end", "app.log_end", show=False),
+    ]
+
+    def __init__(self, name_width: int = 12, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        self._name_width = name_width
+        self._cells: dict[str, dict[str, str | Text]] = {}
+
+    def on_mount(self) -> None:
+        for key, label, width, right in _COLUMNS:
+            if key == "name":
+                width = self._name_width
+            self.add_column(Text(label, justify="right" if right else "left"), width=width,
+                            key=key)
+
+    @property
+    def selected_process(self) -> str | None:
+        """The process under the cursor; None for the "* all" row."""
+        if not self.row_count:
+            return None
+        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        return None if row_key.value == ALL_ROW else row_key.value
+
+    def select_row(self, key: str) -> None:
+        self.move_cursor(row=self.get_row_index(key))
+
+    def move_selection(self, step: int) -> None:
+        """Move the cursor by ``step`` rows, wrapping around at either end."""
+        if self.row_count:
+            self.move_cursor(row=(self.cursor_row + step) % self.row_count)
+
+    def show_processes(self, infos: Sequence[ProcessInfo]) -> None:
+        """Bring the rows up to date, touching only the cells whose text changed."""
+        rows = [(ALL_ROW, summary_row(infos))]
+        rows += [(info.name, process_row(info)) for info in infos]
+        for key, cells in rows:
+            cells = {column: _aligned(column, value) for column, value in cells.items()}
+            shown = self._cells.get(key)
+            if shown is None:
+                self.add_row(*cells.values(), key=key)
+            else:
+                for column, value in cells.items():
+                    if _looks(shown[column]) != _looks(value):
+                        self.update_cell(key, column, value)
+            self._cells[key] = cells
+
+
+_RIGHT_ALIGNED = {key for key, _, _, right in _COLUMNS if right}
+
+
+def _looks(value: str | Text) -> tuple[str, str, str]:
+    """What a cell shows (rich's Text equality ignores the base style, so compare this)."""
+    if isinstance(value, Text):
+        return value.plain, str(value.style), str(value.justify)
+    return value, "", ""
+
+
+def _aligned(column: str, value: str | Text) -> str | Text:
+    if column not in _RIGHT_ALIGNED:
+        return value
+    text = value if isinstance(value, Text) else Text(value)
+    text.justify = "right"
+    return text
