@@ -146,8 +146,12 @@ def main(run: Callable[[bool], list[Row]], doc: str | None) -> int:
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (small sizes)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--root", type=Path, default=REPO,
-                        help="measure the engine/api/tui found in this folder (default: this repo)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO,
+        help="measure the engine/api/tui found in this folder (default: this repo)",
+    )
     args = parser.parse_args()
     use_root(args.root)
     try:

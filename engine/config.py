@@ -192,6 +192,8 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         raise ConfigError(path, line, f"[{where}] has no cmd")
     if not isinstance(cmd, str) or not cmd.strip():
         raise fail("cmd", "must be a non-empty string")
+    if "\0" in cmd:  # exec refuses it: the process could never start
+        raise fail("cmd", "must not contain a NUL character")
     cwd_value = table.get("cwd", ".")
     if not isinstance(cwd_value, str):
         raise fail("cwd", "must be a string (a folder, relative to the config file)")
@@ -202,6 +204,11 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool))
                                             for v in env.values()):
         raise fail("env", "must be a table of NAME = \"value\"")
+    for env_name, env_value in env.items():
+        # What exec cannot pass on would only fail later, when the process is started.
+        if not env_name or "=" in env_name or "\0" in env_name or "\0" in str(env_value):
+            raise fail("env", f"{env_name!r}: a name must be non-empty without '=' or NUL, "
+                       "a value without NUL")
     restart = table.get("restart", "on-failure")
     if restart not in RESTART_POLICIES:
         raise fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, not {restart!r}")

@@ -228,7 +228,9 @@ class ProcessLogs:
         lengths = np.diff(ends, prepend=0)
         if int(lengths.max()) > max_line:
             ends, nonl = _split_long_lines(ends, lengths, nonl, max_line)
-            self.split_lines += int(nonl.sum())
+        if nonl is not None:
+            # Every piece without a newline was cut for length, except a flushed remainder.
+            self.split_lines += int(nonl.sum()) - (1 if flush and tail % max_line else 0)
         self._write_lines(arr, ends, nonl, stream)
         self.bytes_in += complete
         return len(ends)
@@ -346,6 +348,9 @@ class LogStore:
     def __init__(self, budget_bytes: int = 256 << 20, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         if budget_bytes < 4 * BLOCK_BYTES:
             raise ValueError(f"log budget must be at least {4 * BLOCK_BYTES} bytes")
+        if not 1 <= max_line_bytes <= BLOCK_BYTES:
+            # A piece must fit in one block, or the writer would open blocks forever.
+            raise ValueError(f"max line bytes must be between 1 and {BLOCK_BYTES}")
         self.budget_bytes = budget_bytes
         self.max_line_bytes = max_line_bytes
         self._lock = threading.Lock()
@@ -395,13 +400,29 @@ class LogStore:
     def _evict_over_budget(self) -> None:
         order = self._sealed_order
         dropped = 0
-        while self._bytes > self.budget_bytes and dropped < len(order):
+        while self._bytes > self.budget_bytes:
+            if dropped == len(order) and not self._seal_oldest_active():
+                break
             block = order[dropped]
             dropped += 1
             self._bytes -= block.nbytes()
             self._logs[block.process]._evict(block)
             self.evicted_blocks += 1
         del order[:dropped]
+
+    def _seal_oldest_active(self) -> bool:
+        """Seal the active block holding the oldest line, so that eviction can take it.
+
+        Needed when only partly filled active blocks are left (many processes, small budget):
+        without it the budget would not hold. Returns False when there is no such block.
+        """
+        active = [logs._active for logs in self._logs.values()
+                  if logs._active is not None and logs._active.n]
+        if not active:
+            return False
+        oldest = min(active, key=lambda block: int(block.ids[0]))
+        self._logs[oldest.process]._seal_active()
+        return True
 
     def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
         """Snapshots of the named processes (all when None). No lock, no copy of line bytes."""

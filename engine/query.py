@@ -14,6 +14,7 @@ what is new, not what is stored.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -126,8 +127,12 @@ def _scan_block(block: Block, start: int, stop: int, key: tuple[int | None, byte
             if not len(candidates):
                 break
             candidates = candidates[data[candidates + j] == pattern[j]]
+        # A match must end inside its line: pieces of a split line, or a flushed partial line,
+        # lie next to the following piece with no newline between them.
+        owner = np.searchsorted(ends, candidates, side="right")
+        owner = owner[candidates + m <= ends[owner]]
         hits = np.zeros(stop - start, dtype=bool)
-        hits[np.searchsorted(ends, candidates, side="right")] = True
+        hits[owner] = True
         mask &= hits
     return np.flatnonzero(mask) + start
 
@@ -146,9 +151,19 @@ def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) 
     return found
 
 
+def _first_ms_at_or_after(t: float) -> int:
+    """The first whole millisecond whose line time (``ms / 1000``, as LogLine.time) is >= t."""
+    ms = math.ceil(t * 1000)
+    while (ms - 1) / 1000 >= t:  # t * 1000 rounded up past it
+        ms -= 1
+    while ms / 1000 < t:  # or fell short of it
+        ms += 1
+    return ms
+
+
 def _select(process: str, refs: tuple, query: LogQuery) -> _ProcessSelection:
     key = query.predicate_key
-    since_ms = None if query.since is None else int(query.since * 1000)
+    since_ms = None if query.since is None else _first_ms_at_or_after(query.since)
     segments: list[_Segment] = []
     for ref in refs:
         block, hi = ref.block, ref.n

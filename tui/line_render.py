@@ -26,19 +26,21 @@ from rich.text import Text
 
 from engine.logstore import STDERR, SYSTEM, LogLine
 
+from .palette import ERROR, WARNING
+
 TAB_SIZE = 8
 CONTINUED_MARKER = "↩"  # the line goes on in the next stored piece (split or flushed partial)
-CROPPED_MARKER = "›"  # there is more to the right than fits on the screen
+CROPPED_MARKER = "…"  # there is more to the right than fits on the screen
 
 _STREAM_GUTTERS = {
     # stdout: blank, so ordinary output reads as plain text.
-    STDERR: Text("▌ ", style="bold red"),
+    STDERR: Text("▌ ", style=f"bold {ERROR}"),
     SYSTEM: Text("• ", style="dim"),
 }
 _BLANK_GUTTER = Text("  ")
 _SYSTEM_STYLE = Style(dim=True, italic=True)
 _MATCH_STYLE = Style(color="black", bgcolor="yellow", bold=True)
-_CONTINUED_STYLE = Style(color="yellow", bold=True)
+_CONTINUED_STYLE = Style(color=WARNING, bold=True)
 _CROPPED_STYLE = Style(dim=True)
 
 # C0 controls except TAB (expanded later) and ESC (needed to parse ANSI codes) become the Unicode
@@ -77,13 +79,26 @@ def decode_for_terminal(raw: bytes | memoryview, max_bytes: int) -> tuple[Text, 
     text = data.decode("utf-8", "replace")
     if "\x1b]" in text:
         text = _OSC_ENDED_BY_BEL.sub("", text)
-    decoded = Text.from_ansi(text.translate(_VISIBLE_CONTROLS), no_wrap=True, end="")
-    if "\x1b" in decoded.plain:
-        # Same length replacement, so the decoded colour spans stay where they were.
-        decoded = Text(decoded.plain.replace("\x1b", _STRAY_ESCAPE), style=decoded.style,
-                       spans=decoded.spans, no_wrap=True, end="")
+    text = text.translate(_VISIBLE_CONTROLS)
+    # Most lines have no escape codes, and rich's ANSI decoder is the main cost of a row.
+    decoded = _decode_ansi(text) if "\x1b" in text else Text(text, no_wrap=True, end="")
     decoded.expand_tabs(TAB_SIZE)
     return decoded, truncated
+
+
+def _decode_ansi(text: str) -> Text:
+    """SGR codes to styles; whatever ESC is left (not part of a sequence) shown as a symbol."""
+    decoded = Text.from_ansi(text, no_wrap=True, end="")
+    if "\x1b" not in decoded.plain:
+        return decoded
+    # Same length replacement, so the decoded colour spans stay where they were.
+    return Text(
+        decoded.plain.replace("\x1b", _STRAY_ESCAPE),
+        style=decoded.style,
+        spans=decoded.spans,
+        no_wrap=True,
+        end="",
+    )
 
 
 def byte_budget(width: int) -> int:
@@ -94,13 +109,14 @@ def byte_budget(width: int) -> int:
     return width * 16 + 256
 
 
-def format_log_line(line: LogLine, fmt: LineFormat, name_style: str | Style = "",
-                    base_style: Style | None = None) -> Text:
+def format_log_line(
+    line: LogLine, fmt: LineFormat, name_style: str | Style = "", base_style: Style | None = None
+) -> Text:
     """One screen row for ``line``: stream gutter, optional process name, content, markers.
 
     The result is at most ``fmt.width`` cells wide (never wrapped).
     """
-    row = Text(no_wrap=True, end="", style=base_style or "")
+    row = Text(no_wrap=True, end="")
     row.append_text(_STREAM_GUTTERS.get(line.stream, _BLANK_GUTTER))
     if fmt.name_width:
         name = line.process[: fmt.name_width].ljust(fmt.name_width)
@@ -124,4 +140,7 @@ def format_log_line(line: LogLine, fmt: LineFormat, name_style: str | Style = ""
         row.append_text(marker)
     if row.cell_len > fmt.width:
         row.truncate(fmt.width)
+    if base_style is not None:
+        # As a span under all others (Text.render ignores a Text's own style when it has no spans).
+        row.stylize_before(base_style)
     return row

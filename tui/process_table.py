@@ -13,13 +13,16 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from engine.supervisor import ProcessInfo, State, describe_exit
+from engine.humanize import describe_exit, format_duration
+from engine.supervisor import ProcessInfo, State
+
+from .palette import ERROR, GOOD, WARNING
 
 ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"
 
-# (key, label, width, right-aligned)
+# (key, label, width, right-aligned); with cell padding they fit 80 columns with a 12-wide name.
 _COLUMNS = (
-    ("name", "name", 12, False),
+    ("name", "name", None, False),  # as wide as the longest name (see ProcessTable)
     ("state", "state", 10, False),
     ("pid", "pid", 7, True),
     ("uptime", "up", 6, True),
@@ -30,35 +33,14 @@ _COLUMNS = (
     ("rate", "l/s", 5, True),
 )
 _STATE_STYLES = {
-    State.RUNNING: "green",
-    State.STOPPING: "yellow",
+    State.RUNNING: GOOD,
+    State.STOPPING: WARNING,
     State.STOPPED: "dim",
     State.EXITED: "dim",
-    State.FAILED: "bold red",
-    State.BACKOFF: "yellow",
-    State.CRASH_LOOP: "bold red",
+    State.FAILED: f"bold {ERROR}",
+    State.BACKOFF: WARNING,
+    State.CRASH_LOOP: f"bold {ERROR}",
 }
-# Colours of process names in the merged log view, by config order; red is left out because
-# it marks stderr.
-NAME_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
-                "bright_green", "bright_yellow", "bright_blue")
-
-
-def format_duration(seconds: float | None) -> str:
-    """Compact: 45s, 12m03s, 1h02m, 3d04h."""
-    if seconds is None:
-        return ""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
 
 
 def format_count(count: float) -> str:
@@ -88,8 +70,7 @@ def process_row(info: ProcessInfo) -> dict[str, str | Text]:
         "restarts": str(info.restarts),
         "exit": describe_exit(info.exit_code),
         "out": format_count(info.stdout_lines),
-        "err": Text(format_count(info.stderr_lines),
-                    style="red" if info.stderr_lines else ""),
+        "err": Text(format_count(info.stderr_lines), style=ERROR if info.stderr_lines else ""),
         "rate": format_count(info.lines_per_second) if info.lines_per_second >= 0.05 else "",
     }
 
@@ -102,13 +83,13 @@ def summary_row(infos: Sequence[ProcessInfo]) -> dict[str, str | Text]:
     rate = sum(info.lines_per_second for info in infos)
     return {
         "name": "* all",
-        "state": Text(f"{running}/{len(infos)} up", style="bold red" if troubled else ""),
+        "state": Text(f"{running}/{len(infos)} up", style=f"bold {ERROR}" if troubled else ""),
         "pid": "",
         "uptime": "",
         "restarts": str(sum(info.restarts for info in infos)),
         "exit": "",
         "out": format_count(sum(info.stdout_lines for info in infos)),
-        "err": Text(format_count(stderr_lines), style="red" if stderr_lines else ""),
+        "err": Text(format_count(stderr_lines), style=ERROR if stderr_lines else ""),
         "rate": format_count(rate) if rate >= 0.05 else "",
     }
 
@@ -126,17 +107,15 @@ class ProcessTable(DataTable[str | Text]):
         Binding("end", "app.log_end", show=False),
     ]
 
-    def __init__(self, name_width: int = 12, **kwargs: object) -> None:
+    def __init__(self, name_width: int, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self._name_width = name_width
         self._cells: dict[str, dict[str, str | Text]] = {}
 
     def on_mount(self) -> None:
         for key, label, width, right in _COLUMNS:
-            if key == "name":
-                width = self._name_width
-            self.add_column(Text(label, justify="right" if right else "left"), width=width,
-                            key=key)
+            label_text = Text(label, justify="right" if right else "left")
+            self.add_column(label_text, width=width or self._name_width, key=key)
 
     @property
     def selected_process(self) -> str | None:

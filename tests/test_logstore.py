@@ -1,0 +1,331 @@
+"""The block log store: bytes kept exactly, partial lines, ids, long lines, budget, snapshots."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from logmodel import GEOMETRY, MAX_LINE, Harness, line_key, op_lists, snapshot_lines
+
+from engine import logstore
+from engine.logstore import (
+    BLOCK_BYTES,
+    STDERR,
+    STDOUT,
+    SYSTEM,
+    LogStore,
+)
+
+MIN_BUDGET = 4 * BLOCK_BYTES
+
+
+def contents(store: LogStore, name: str, stream: int | None = None) -> list[bytes]:
+    lines = snapshot_lines(store.snapshot([name]).processes[name])
+    return [bytes(line.content) for line in lines if stream is None or line.stream == stream]
+
+
+# -- bytes as written ----------------------------------------------------------------------------
+
+def test_lines_are_stored_exactly_as_written() -> None:
+    hostile = [
+        b"\xff\xfe invalid utf-8 \xc3\x28",
+        b"\x1b[31mred\x1b[0m and \x1b[1;32mbold green\x1b[0m",
+        b"carriage\rreturn",
+        b"windows line\r",
+        b"nul\x00in\x00the\x00middle\x00",
+        b"",
+        b"\t tabs \x07 bell \x7f del",
+    ]
+    store = LogStore()
+    store.append("p", STDOUT, b"\n".join(hostile) + b"\n")
+    assert contents(store, "p") == hostile
+    line = snapshot_lines(store.snapshot(["p"]).processes["p"])[0]
+    assert line.text == b"\xff\xfe invalid utf-8 \xc3\x28".decode("utf-8", "replace")
+    assert store.counts("p").stdout_lines == len(hostile)
+
+
+def test_partial_lines_are_joined_across_chunks_and_flushed() -> None:
+    store = LogStore()
+    for chunk in (b"hel", b"lo ", b"wor", b"ld\nsecond ", b"half"):
+        store.append("p", STDOUT, chunk)
+    assert contents(store, "p") == [b"hello world"]
+    assert store.has_partial("p", STDOUT)
+    assert not store.has_partial("p", STDERR)
+
+    assert store.flush("p", STDOUT) == 1
+    lines = snapshot_lines(store.snapshot(["p"]).processes["p"])
+    assert [bytes(line.content) for line in lines] == [b"hello world", b"second half"]
+    assert [line.continued for line in lines] == [False, True]
+    assert not store.has_partial("p", STDOUT)
+    assert store.flush("p", STDOUT) == 0  # nothing pending: nothing stored
+
+
+def test_stdout_and_stderr_partials_are_kept_apart() -> None:
+    store = LogStore()
+    store.append("p", STDOUT, b"out-")
+    store.append("p", STDERR, b"err-")
+    store.append("p", STDERR, b"one\n")
+    store.append("p", STDOUT, b"one\nout-two\n")
+    store.append_system("p", "exited with code 0")
+    assert contents(store, "p", STDOUT) == [b"out-one", b"out-two"]
+    assert contents(store, "p", STDERR) == [b"err-one"]
+    assert contents(store, "p", SYSTEM) == [b"exited with code 0"]
+    counts = store.counts("p")
+    assert (counts.stdout_lines, counts.stderr_lines) == (2, 1)
+
+
+def test_ids_are_strictly_increasing_and_global_across_processes() -> None:
+    store = LogStore()
+    expected: list[tuple[str, bytes]] = []
+    for i in range(300):
+        name = ("a", "b", "c")[i % 3]
+        stream = (STDOUT, STDERR)[i % 2]
+        store.append(name, stream, b"line %d\n" % i + b"more %d\n" % i)
+        expected += [(name, b"line %d" % i), (name, b"more %d" % i)]
+    lines = [line for snap in store.snapshot().processes.values()
+             for line in snapshot_lines(snap)]
+    ids = [line.id for line in lines]
+    assert sorted(ids) == list(range(1, len(expected) + 1))  # unique, no gaps, start at 1
+    for name in ("a", "b", "c"):
+        own = [line.id for line in lines if line.process == name]
+        assert all(x < y for x, y in zip(own, own[1:]))
+    by_id = sorted(lines, key=lambda line: line.id)
+    assert [(line.process, bytes(line.content)) for line in by_id] == expected
+    assert store.stats()["next_id"] == len(expected) + 1
+
+
+# -- long lines ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk_size", [1 << 20, 50 << 20], ids=["1MiB-reads", "one-50MB-chunk"])
+def test_a_50mb_line_without_newline_is_split_within_budget(chunk_size: int) -> None:
+    total = 50 << 20
+    max_line = 64 << 10
+    budget = 8 << 20
+    data = (np.arange(total, dtype=np.uint64) % 251).astype(np.uint8)
+    data[data == 10] = 11  # no newline anywhere
+    raw = data.tobytes()
+    store = LogStore(budget_bytes=budget, max_line_bytes=max_line)
+    for start in range(0, total, chunk_size):
+        store.append("p", STDOUT, raw[start : start + chunk_size])
+        assert store.stats()["bytes"] <= budget
+    assert not store.has_partial("p", STDOUT)  # 50 MiB is a whole number of pieces
+    counts = store.counts("p")
+    assert counts.split_lines == total // max_line
+    assert counts.stdout_lines == total // max_line
+    assert store.stats()["evicted_blocks"] > 0
+
+    lines = snapshot_lines(store.snapshot(["p"]).processes["p"])
+    assert lines and all(line.continued for line in lines)
+    assert all(len(line.content) == max_line for line in lines)
+    kept = b"".join(bytes(line.content) for line in lines)
+    assert kept == raw[-len(kept) :]  # the newest pieces survive, byte for byte
+
+    store.append("p", STDOUT, b"the end\n")
+    last = snapshot_lines(store.snapshot(["p"]).processes["p"])[-1]
+    assert (bytes(last.content), last.continued) == (b"the end", False)
+
+
+def test_a_long_line_with_newline_is_split_and_its_last_piece_ends_it() -> None:
+    store = LogStore(max_line_bytes=256)
+    line = bytes(range(32, 127)) * 10  # 950 bytes
+    store.append("p", STDOUT, line[:300])
+    store.append("p", STDOUT, line[300:] + b"\nshort\n")
+    got = snapshot_lines(store.snapshot(["p"]).processes["p"])
+    assert [len(x.content) for x in got] == [256, 256, 256, 182, 5]
+    assert [x.continued for x in got] == [True, True, True, False, False]
+    assert b"".join(bytes(x.content) for x in got[:4]) == line
+    assert store.counts("p").split_lines == 3
+
+
+def test_split_lines_counts_only_pieces_cut_for_length() -> None:
+    store = LogStore(max_line_bytes=256)
+    store.append("p", STDOUT, b"x" * 256)  # exactly one full piece, cut while pending
+    assert store.counts("p").split_lines == 1
+    store.append("p", STDOUT, b"y" * 600 + b"\n" + b"partial", flush=True)
+    # y-line: 256 + 256 cut for length, 88 + newline ends it; "partial" flushed, not split.
+    assert store.counts("p").split_lines == 3
+    assert contents(store, "p")[-1] == b"partial"
+
+
+def test_max_line_above_the_block_size_is_refused() -> None:
+    # A piece must fit in a block; a larger limit would make the writer loop forever.
+    with pytest.raises(ValueError):
+        LogStore(max_line_bytes=BLOCK_BYTES + 1)
+
+
+# -- memory budget -------------------------------------------------------------------------------
+
+def test_budget_evicts_whole_oldest_blocks() -> None:
+    budget = MIN_BUDGET
+    store = LogStore(budget_bytes=budget)
+    expected: dict[int, tuple[str, bytes]] = {}
+    next_id = 1
+    for i in range(400):
+        name = "a" if i % 3 else "b"
+        lines = [b"%s %06d %s" % (name.encode(), i * 1000 + k, b"." * 60) for k in range(1000)]
+        store.append(name, STDOUT, b"\n".join(lines) + b"\n")
+        for line in lines:
+            expected[next_id] = (name, line)
+            next_id += 1
+        assert store.stats()["bytes"] <= budget
+    stats = store.stats()
+    assert stats["evicted_blocks"] > 0
+    snap = store.snapshot()
+    held = 0
+    for name, process in snap.processes.items():
+        lines = snapshot_lines(process)
+        held += sum(ref.block.nbytes() for ref in process.blocks)
+        # What is left of each process is its newest lines, with no hole: whole blocks went.
+        ids = [line.id for line in lines]
+        own_ids = [i for i, (owner, _) in expected.items() if owner == name]
+        assert ids == own_ids[len(own_ids) - len(ids) :]
+        assert all(bytes(line.content) == expected[line.id][1] for line in lines)
+    assert held == stats["bytes"]  # the accounting matches the blocks actually held
+
+
+def test_budget_holds_with_many_processes_each_with_a_partly_filled_block() -> None:
+    budget = MIN_BUDGET
+    store = LogStore(budget_bytes=budget)
+    line = b"z" * 99 + b"\n"
+    for round_ in range(3):
+        for p in range(12):
+            store.append(f"p{p}", STDOUT, line * 3000)  # ~300 KB each round, no block fills
+            assert store.stats()["bytes"] <= budget, (round_, p)
+    held = sum(ref.block.nbytes() for snap in store.snapshot().processes.values()
+               for ref in snap.blocks)
+    assert held == store.stats()["bytes"]
+    # The newest lines are still there.
+    assert contents(store, "p11")[-1] == line[:-1]
+
+
+def test_a_snapshot_keeps_an_evicted_block_readable() -> None:
+    store = LogStore(budget_bytes=MIN_BUDGET)
+    store.append("p", STDOUT, b"".join(b"old line %d\n" % i for i in range(50_000)))
+    snapshot = store.snapshot(["p"])
+    before = [line_key(line) for line in snapshot_lines(snapshot.processes["p"])]
+    first_block = snapshot.processes["p"].blocks[0].block
+    filler = b"f" * 199 + b"\n"
+    while any(ref.block is first_block for ref in store.snapshot(["p"]).processes["p"].blocks):
+        store.append("p", STDOUT, filler * 5000)
+    assert store.stats()["evicted_blocks"] > 0
+    assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == before
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+def test_snapshots_copy_no_line_bytes() -> None:
+    store = LogStore()
+    store.append("p", STDOUT, b"first\nsecond\nthird\n")
+    one = store.snapshot(["p"]).processes["p"]
+    two = store.snapshot(["p"]).processes["p"]
+    lines = snapshot_lines(one)
+    block = one.blocks[0].block
+    for line in lines:
+        view = line.content
+        assert isinstance(view, memoryview)
+        assert view.obj is block.data  # a window on the block's own buffer
+        assert np.shares_memory(np.frombuffer(view, dtype=np.uint8), block.data)
+    assert [ref.block for ref in one.blocks] == [ref.block for ref in two.blocks]
+    assert all(a.block is b.block for a, b in zip(one.blocks, two.blocks))
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
+    store = LogStore(budget_bytes=MIN_BUDGET)
+    # Enough short lines that the active block's metadata has grown at least once.
+    store.append("p", STDOUT, b"".join(b"before %d\n" % i for i in range(3000)))
+    store.append("p", STDERR, b"an error\n")
+    store.append("p", STDOUT, b"pending without newline")
+    snapshot = store.snapshot(["p"])
+    assert snapshot.processes["p"].blocks[-1].block.sealed is False  # the live block
+    expected = [line_key(line) for line in snapshot_lines(snapshot.processes["p"])]
+    assert len(expected) == 3001
+
+    stop = threading.Event()
+    appended = [0]
+
+    def writer() -> None:
+        i = 0
+        # Short and long lines, both streams: metadata regrows, blocks seal and get evicted.
+        while not stop.is_set() and i < 3000:
+            store.append("p", STDOUT, b" tail\n" + b"".join(b"w %d %d\n" % (run, j)
+                                                           for j in range(200)))
+            store.append("p", STDERR, b"e" * 3000 + b"\n")
+            i += 1
+        appended[0] = i
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        reads = 0
+        while thread.is_alive() and reads < 200:
+            assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == expected
+            reads += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert appended[0] > 0
+    assert store.stats()["evicted_blocks"] > 0  # the snapshot's blocks left the store meanwhile
+    assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == expected
+
+
+# -- the reference model -------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(ops=op_lists(), max_line=MAX_LINE, geometry=GEOMETRY)
+def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: tuple) -> None:
+    harness = Harness(max_line, *geometry)
+    with harness.running() as h:
+        snapshots = []
+        for op in [*ops, ("check",)]:
+            if op[0] != "check":
+                h.apply(op)
+                continue
+            snap = h.store.snapshot()
+            for name in h.store.process_names():
+                got = [line_key(line) for line in snapshot_lines(snap.processes[name])]
+                assert got == [line.key() for line in h.model.of(name)]
+                counts = h.store.counts(name)
+                assert [counts.stdout_lines, counts.stderr_lines, counts.bytes,
+                        counts.split_lines] == h.model.counts[name]
+                for stream in (STDOUT, STDERR):
+                    assert h.store.has_partial(name, stream) == h.model.has_partial(name, stream)
+            snapshots.append((snap, [line.key() for line in h.model.lines]))
+        # Every earlier snapshot still reads exactly what it read when it was taken.
+        for snap, expected in snapshots:
+            lines = sorted((line for s in snap.processes.values() for line in snapshot_lines(s)),
+                           key=lambda line: line.id)
+            assert [line_key(line) for line in lines] == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=op_lists(), max_line=MAX_LINE, geometry=st.sampled_from([(64, 4, 2), (64, 16, 4)]),
+       extra=st.integers(0, 4))
+def test_eviction_keeps_the_budget_and_the_newest_lines(ops: list, max_line: int,
+                                                        geometry: tuple, extra: int) -> None:
+    # 16 lines of metadata outweigh 64 bytes of text: three live blocks exceed a small budget.
+    budget = (4 + extra) * geometry[0]
+    harness = Harness(max_line, *geometry, budget=budget)
+    with harness.running() as h:
+        for op in ops:
+            if op[0] == "check":
+                continue
+            h.apply(op)
+            assert h.store.stats()["bytes"] <= budget
+        snap = h.store.snapshot()
+        held = 0
+        for name in h.store.process_names():
+            got = [line_key(line) for line in snapshot_lines(snap.processes[name])]
+            want = [line.key() for line in h.model.of(name)]
+            assert got == want[len(want) - len(got) :]  # a suffix: the oldest went first
+            held += sum(ref.block.nbytes() for ref in snap.processes[name].blocks)
+        assert held == h.store.stats()["bytes"]
+
+
+def test_geometry_patch_is_undone() -> None:
+    # The harness shrinks blocks for the property tests; nothing of that may leak.
+    assert logstore.BLOCK_BYTES == BLOCK_BYTES == 1 << 20
+    assert logstore.time.time() > 0 and logstore.time.__name__ == "time"

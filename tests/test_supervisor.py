@@ -1,0 +1,456 @@
+"""The supervisor with real child processes: capture, restart policies, backoff, stop, cleanup.
+
+Commands run under ``/bin/sh -c``; ``{PY}`` is this interpreter. Nothing here sleeps to wait:
+every wait is ``wait_until`` with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import group_pids, pid_alive, wait_until, write_config
+
+from engine.console import Console
+from engine.errors import ConsoleError, NoSuchProcess
+from engine.logstore import STDERR, STDOUT, SYSTEM
+from engine.query import LogQuery, LogView
+from engine.supervisor import ProcessInfo
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+MakeConsole = Callable[..., Console]
+
+
+def texts(console: Console, name: str, stream: int | None = None) -> list[str]:
+    view = console.query(LogQuery(processes=(name,), stream=stream))
+    return [line.text for line in view]
+
+
+def state_of(console: Console, name: str) -> str:
+    return console.process(name).state
+
+
+def all_group_pids(infos: list[ProcessInfo]) -> set[int]:
+    return {pid for info in infos if info.pid for pid in group_pids(info.pid)}
+
+
+# -- capture -------------------------------------------------------------------------------------
+
+def test_stdout_and_stderr_are_captured_apart(console: MakeConsole) -> None:
+    c = console("""
+        [processes.both]
+        cmd = '''printf 'out one\\nout two\\n'; printf 'err one\\n' >&2; printf 'last words'; exit 0'''
+        restart = "never"
+    """)
+    wait_until(lambda: state_of(c, "both") == "exited")
+    assert texts(c, "both", STDOUT) == ["out one", "out two", "last words"]
+    assert texts(c, "both", STDERR) == ["err one"]
+    # The partial last line was flushed before the exit was recorded.
+    assert texts(c, "both")[-2:] == ["last words", "exited with code 0"]
+    info = c.process("both")
+    assert (info.stdout_lines, info.stderr_lines, info.exit_code) == (3, 1, 0)
+
+
+def test_a_partial_line_is_shown_while_the_process_still_runs(console: MakeConsole) -> None:
+    c = console("""
+        [processes.prompt]
+        cmd = "printf 'password: '; sleep 300"
+        stop_timeout = 1
+    """)
+    wait_until(lambda: texts(c, "prompt", STDOUT) == ["password: "])
+    line = c.query(LogQuery(processes=("prompt",))).line(0)
+    assert line.continued
+    assert state_of(c, "prompt") == "running"
+
+
+def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_path: Path
+                                                      ) -> None:
+    (tmp_path / "writer.py").write_text(
+        "import sys\n"
+        "out, err = sys.stdout.buffer, sys.stderr.buffer\n"
+        "for i in range(200):\n"
+        "    out.write((b'o' * 99 + b'\\n') * 500)\n"
+        "    err.write((b'e' * 49 + b'\\n') * 300)\n"
+        "out.flush(); err.flush()\n"
+    )
+    c = console(f"""
+        [processes.seq]
+        cmd = "seq 1 2000000"
+        restart = "never"
+
+        [processes.py]
+        cmd = "{PY} writer.py"
+        restart = "never"
+
+        [logs]
+        budget = "128MiB"
+    """)
+    wait_until(lambda: state_of(c, "seq") == "exited" and state_of(c, "py") == "exited",
+               timeout=60)
+    assert c.process("seq").stdout_lines == 2_000_000
+    # Every byte, in order: the blocks hold seq's output and then the exit line, nothing else.
+    held = b"".join(ref.block.data[: int(ref.block.ends[ref.n - 1])].tobytes()
+                    for ref in c.snapshot(["seq"]).processes["seq"].blocks)
+    expected = "".join(f"{i}\n" for i in range(1, 2_000_001)).encode()
+    assert held == expected + b"exited with code 0\n"
+    assert c.store.counts("seq").split_lines == 0
+
+    info = c.process("py")
+    assert (info.stdout_lines, info.stderr_lines) == (100_000, 60_000)
+    snap = c.snapshot(["py"])
+    assert len(LogView(snap, LogQuery(stream=STDOUT, contains=b"o" * 99))) == 100_000
+    assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"e" * 49))) == 60_000
+    assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"o"))) == 0
+
+
+# -- restart policies and backoff ----------------------------------------------------------------
+
+@pytest.mark.parametrize("policy, ending, words, restarts", [
+    ("never", "exit 1", "exited with code 1", False),
+    ("never", "exit 0", "exited with code 0", False),
+    ("on-failure", "exit 0", "exited with code 0", False),
+    ("on-failure", "exit 3", "exited with code 3", True),
+    ("on-failure", "kill -9 $$", "killed by SIGKILL", True),
+    ("always", "exit 0", "exited with code 0", True),
+])
+def test_restart_policies(console: MakeConsole, policy: str, ending: str, words: str,
+                          restarts: bool) -> None:
+    c = console(f"""
+        [processes.job]
+        cmd = "echo run; {ending}"
+        restart = "{policy}"
+        backoff_initial = 0.05
+        backoff_max = 0.1
+    """)
+    if restarts:
+        wait_until(lambda: c.process("job").restarts >= 2)
+        assert texts(c, "job", STDOUT)[:3] == ["run", "run", "run"]
+        assert texts(c, "job", SYSTEM)[0].startswith(f"{words}; restarting in ")
+    else:
+        final = "exited" if ending == "exit 0" else "failed"
+        wait_until(lambda: state_of(c, "job") == final)
+        info = c.process("job")
+        # A final state: no restart is scheduled (backoff or crash-loop would say so).
+        assert (info.restarts, info.restart_in, info.pid) == (0, None, None)
+        assert info.exit_code == int(ending.split()[-1])
+        assert texts(c, "job", STDOUT) == ["run"]
+        assert texts(c, "job", SYSTEM) == [words]
+
+
+def test_backoff_grows_to_its_cap_resets_after_a_stable_run_and_shows_crash_loop(
+        console: MakeConsole, tmp_path: Path) -> None:
+    # Runs 1-4 fail at once, run 5 lasts longer than stable_after and fails, runs 6+ fail at once.
+    c = console("""
+        [processes.flaky]
+        cmd = '''n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs
+                 if [ $n -eq 5 ]; then sleep 3; fi; exit 1'''
+        backoff_initial = 0.1
+        backoff_max = 0.4
+        stable_after = 2
+    """, start=False)
+    states: list[str] = []
+    lock = threading.Lock()
+
+    def on_change() -> None:
+        with lock:
+            state = c.supervisor.info()[0].state
+            if not states or states[-1] != state:
+                states.append(state)
+
+    _, unsubscribe = c.supervisor.subscribe(on_change)
+    c.start()
+
+    def delays() -> list[str]:
+        return [t.rsplit(" ", 1)[-1] for t in texts(c, "flaky", SYSTEM) if "restarting in" in t]
+
+    wait_until(lambda: len(delays()) >= 7, timeout=30)
+    c.stop_process("flaky")
+    unsubscribe()
+    assert delays()[:7] == ["0.1s", "0.2s", "0.4s", "0.4s", "0.1s", "0.1s", "0.2s"]
+    with lock:
+        seen = list(states)
+    # Two quick failures back off; the third in a row is a crash loop; a stable run ends it.
+    assert seen[:8] == ["running", "backoff", "running", "backoff", "running", "crash-loop",
+                        "running", "crash-loop"]
+    assert "backoff" in seen[8:]
+    assert seen[-1] == "stopped"
+    assert c.process("flaky").restarts >= 6
+
+
+def test_a_crash_loop_is_visible_and_a_stop_cancels_it(console: MakeConsole) -> None:
+    c = console("""
+        [processes.broken]
+        cmd = "exit 2"
+        backoff_initial = 0.5
+        backoff_max = 5
+    """)
+    info = wait_until(lambda: (i := c.process("broken")).state == "crash-loop" and i, timeout=20)
+    assert info.exit_code == 2 and info.restart_in is not None and info.pid is None
+    assert c.stop_process("broken") == "stopped"
+    info = c.process("broken")
+    assert (info.state, info.restart_in) == ("stopped", None)
+    assert texts(c, "broken", SYSTEM)[-1] == "stopped (restart cancelled)"
+
+
+# -- stop, restart, start ------------------------------------------------------------------------
+
+def test_stop_sends_the_configured_signal_to_the_group(console: MakeConsole) -> None:
+    c = console("""
+        [processes.polite]
+        cmd = "trap 'echo got USR1; exit 0' USR1; while :; do sleep 0.1; done"
+        stop_signal = "USR1"
+        stop_timeout = 60
+    """)
+    wait_until(lambda: c.process("polite").pid)
+    assert c.stop_process("polite") == "stopped"
+    info = c.process("polite")
+    assert (info.state, info.exit_code, info.pid) == ("stopped", 0, None)
+    assert "got USR1" in texts(c, "polite", STDOUT)
+    assert texts(c, "polite", SYSTEM)[-1] == "stopped (exited with code 0)"
+
+
+def test_stop_escalates_to_sigkill_for_a_group_that_ignores_sigterm(console: MakeConsole) -> None:
+    c = console("""
+        [processes.stubborn]
+        cmd = "trap '' TERM; sleep 300 & sleep 300"
+        stop_timeout = 0.5
+    """)
+    pid = wait_until(lambda: c.process("stubborn").pid)
+    pids = wait_until(lambda: len(group_pids(pid)) >= 3 and group_pids(pid))
+    c.stop_process("stubborn")
+    info = c.process("stubborn")
+    assert (info.state, info.exit_code) == ("stopped", -signal.SIGKILL)
+    assert texts(c, "stubborn", SYSTEM)[-1] == "stopped (killed by SIGKILL)"
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
+
+
+def test_stop_leaves_no_grandchild_behind(console: MakeConsole) -> None:
+    # The leader dies of SIGTERM at once; the grandchild ignores it and must still go.
+    c = console("""
+        [processes.tree]
+        cmd = "(trap '' TERM; sleep 300; true) & sleep 300"
+        stop_timeout = 60
+    """)
+    pid = wait_until(lambda: c.process("tree").pid)
+    pids = wait_until(lambda: len(group_pids(pid)) >= 3 and group_pids(pid))
+    c.supervisor.stop_process("tree").result(timeout=20)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
+    assert c.process("tree").exit_code == -signal.SIGTERM
+
+
+def test_restart_gives_a_new_pid_and_counts(console: MakeConsole) -> None:
+    c = console("""
+        [processes.svc]
+        cmd = "echo started; sleep 300"
+        stop_timeout = 2
+    """)
+    first = wait_until(lambda: c.process("svc").pid)
+    wait_until(lambda: texts(c, "svc", STDOUT) == ["started"])
+    c.restart_process("svc")
+    second = c.process("svc")
+    assert second.state == "running" and second.pid not in (None, first)
+    assert second.restarts == 1
+    wait_until(lambda: not pid_alive(first), timeout=5)
+    wait_until(lambda: texts(c, "svc", STDOUT) == ["started"] * 2)
+    c.restart_process("svc")
+    assert c.process("svc").restarts == 2
+    wait_until(lambda: texts(c, "svc", STDOUT) == ["started"] * 3)
+    assert texts(c, "svc", SYSTEM) == ["stopped (killed by SIGTERM)"] * 2
+
+
+def test_start_after_stop(console: MakeConsole) -> None:
+    c = console("""
+        [processes.svc]
+        cmd = "sleep 300"
+        stop_timeout = 2
+        [processes.later]
+        cmd = "sleep 300"
+        autostart = false
+    """)
+    first = wait_until(lambda: c.process("svc").pid)
+    assert state_of(c, "later") == "stopped" and c.process("later").pid is None
+    assert c.start_process("svc") == "already running"
+    c.stop_process("svc")
+    assert (state_of(c, "svc"), c.process("svc").pid) == ("stopped", None)
+    assert not pid_alive(first)
+    c.start_process("svc")
+    c.start_process("later")
+    assert state_of(c, "svc") == "running" and c.process("svc").pid not in (None, first)
+    assert state_of(c, "later") == "running"
+
+
+def test_unknown_names_are_refused(console: MakeConsole) -> None:
+    c = console('[processes.svc]\ncmd = "sleep 300"\nstop_timeout = 1\n')
+    for action in (c.start_process, c.stop_process, c.restart_process, c.process):
+        with pytest.raises(NoSuchProcess):
+            action("ghost")
+    with pytest.raises(NoSuchProcess):
+        c.query(LogQuery(processes=("ghost",)))
+
+
+# -- commands that cannot start ------------------------------------------------------------------
+
+def test_a_missing_binary_is_reported_not_a_crash(console: MakeConsole) -> None:
+    c = console("""
+        [processes.typo]
+        cmd = "/no/such/binary --serve"
+        restart = "never"
+        [processes.fine]
+        cmd = "sleep 300"
+        stop_timeout = 1
+    """)
+    wait_until(lambda: state_of(c, "typo") == "failed")
+    assert c.process("typo").exit_code == 127
+    assert any("not found" in t for t in texts(c, "typo", STDERR))
+    assert state_of(c, "fine") == "running"
+    assert c.supervisor.crashed is None
+
+
+def test_a_cwd_removed_after_loading_is_reported_not_a_crash(console: MakeConsole,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
+    c = console("""
+        [processes.lost]
+        cmd = "sleep 300"
+        cwd = "gone"
+        restart = "always"
+        [processes.fine]
+        cmd = "sleep 300"
+        stop_timeout = 1
+    """, start=False)
+    (tmp_path / "gone").rmdir()
+    c.start()
+    assert state_of(c, "lost") == "failed"
+    assert texts(c, "lost", SYSTEM)[-1].startswith("could not start:")
+    assert state_of(c, "fine") == "running"
+    with pytest.raises(ConsoleError, match="could not start"):
+        c.start_process("lost")
+    with pytest.raises(ConsoleError, match="could not start"):
+        c.restart_process("lost")
+    assert state_of(c, "lost") == "failed"
+    (tmp_path / "gone").mkdir()
+    c.start_process("lost")
+    assert state_of(c, "lost") == "running"
+    assert c.supervisor.crashed is None
+
+
+def test_a_command_exec_refuses_is_reported_and_the_rest_still_start(console: MakeConsole) -> None:
+    # A Procfile is taken as is; a NUL in a command only shows when it is started.
+    c = console("first: sleep 300\nbad: echo a\0b\nlast: sleep 300\n", name="Procfile")
+    assert state_of(c, "bad") == "failed"
+    assert texts(c, "bad", SYSTEM)[-1].startswith("could not start:")
+    assert state_of(c, "first") == "running" and state_of(c, "last") == "running"
+
+
+# -- file descriptors ----------------------------------------------------------------------------
+
+def test_a_pipe_closed_early_does_not_close_another_process_descriptors(
+        console: MakeConsole, tmp_path: Path) -> None:
+    # "early" closes its output long before it exits. The numbers of its pipes are free by then
+    # and go to the next process started; early's exit must not close them a second time.
+    c = console("""
+        [processes.early]
+        cmd = "exec >/dev/null 2>&1; while [ ! -f go ]; do sleep 0.05; done"
+        restart = "never"
+        [processes.next]
+        cmd = "while :; do echo tick; sleep 0.05; done"
+        autostart = false
+        stop_timeout = 2
+    """)
+    early = c.supervisor._managed["early"]
+    wait_until(lambda: early.run is not None and not early.run.fds)
+    c.start_process("next")
+    (tmp_path / "go").touch()
+    wait_until(lambda: state_of(c, "early") == "exited")
+    pid = c.process("next").pid
+    lines = c.process("next").stdout_lines
+    wait_until(lambda: c.process("next").stdout_lines >= lines + 5)
+    c.supervisor.stop_process("next").result(timeout=20)
+    assert c.process("next").restarts == 0 and not pid_alive(pid)
+    assert c.supervisor.crashed is None
+
+
+# -- nothing outlives the console ----------------------------------------------------------------
+
+MIXED = """
+    [processes.tree]
+    cmd = "sleep 300 & sleep 300"
+    [processes.stubborn]
+    cmd = "trap '' TERM; sleep 300 & sleep 300"
+    stop_timeout = 0.5
+    [processes.grand]
+    cmd = "(trap '' TERM; sleep 300; true) & sleep 300"
+    [processes.looping]
+    cmd = "exit 1"
+    backoff_initial = 0.2
+"""
+
+
+def test_console_shutdown_leaves_nothing_running(console: MakeConsole) -> None:
+    c = console(MIXED)
+    names = ("tree", "stubborn", "grand")
+    wait_until(lambda: all(len(group_pids(c.process(n).pid or -1)) >= 3 for n in names))
+    pids = all_group_pids(c.processes())
+    guardian = c.supervisor._guardian
+    assert guardian is not None and pid_alive(guardian._proc.pid)
+    c.shutdown()
+    assert {p.state for p in c.processes()} == {"stopped"}
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
+    assert not pid_alive(guardian._proc.pid)
+    c.shutdown()  # idempotent
+
+
+CONSOLE_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+from engine.config import load_config
+from engine.console import Console
+
+root = Path(sys.argv[1])
+console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")
+console.start()
+names = ("tree", "stubborn", "grand")
+deadline = time.monotonic() + 30
+while not all(console.process(n).pid for n in names) and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(json.dumps({
+    "guardian": console.supervisor._guardian._proc.pid,
+    "leaders": [console.process(n).pid for n in names],
+}), flush=True)
+time.sleep(300)
+"""
+
+
+def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
+    write_config(tmp_path, MIXED)
+    script = tmp_path / "console_child.py"
+    script.write_text(CONSOLE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        started = json.loads(proc.stdout.readline())
+        leaders = started["leaders"]
+        assert all(leaders), started
+        wait_until(lambda: all(len(group_pids(pid)) >= 3 for pid in leaders))
+        pids = {p for pid in leaders for p in group_pids(pid)} | {started["guardian"]}
+        assert all(pid_alive(p) for p in pids)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    # PR_SET_PDEATHSIG ends the leaders; the guardian ends their groups (SIGTERM, then SIGKILL
+    # for the group that ignores it) and then itself.
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=20,
+               message=f"{[p for p in pids if pid_alive(p)]} to end")
+

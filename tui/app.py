@@ -1,0 +1,363 @@
+"""The lacrimosa TUI: process table, live log view, live filter, and one-key process control.
+
+It runs in the console's own process and reads the engine only from its own timer and workers:
+a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
+fast processes write, the UI does a bounded amount of work per second and engine threads never
+touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
+workers and report back with notifications.
+
+Layout, top to bottom: the process table (as tall as the process list, at most a third of the
+screen), a status line, the log view, the filter input (shown while filtering) and the key footer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from engine.console import Console
+from engine.errors import LacrimosaError
+from engine.logstore import STDERR, STDOUT, STREAM_NAMES
+from engine.query import LogQuery
+
+from .log_pane import LogPane
+from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
+from .process_table import ALL_ROW, ProcessTable
+
+POLL_INTERVAL = 1 / 20  # how often console.version is checked
+TABLE_REFRESH_INTERVAL = 0.5  # uptimes and rates move even when nothing else changes
+STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
+MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
+
+
+class FilterInput(Input):
+    """The live filter; Escape clears it (and hides it), Enter goes back to the log."""
+
+    BINDINGS = [Binding("escape", "app.clear_filter", "clear", show=False)]
+
+
+class LacrimosaApp(App[None]):
+    """The TUI of one running console."""
+
+    TITLE = "lacrimosa"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #processes {
+        height: auto;
+        max-height: 33%;
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+    }
+    #status {
+        height: 1;
+        background: $panel;
+        color: $text;
+    }
+    #log {
+        height: 1fr;
+    }
+    #filter {
+        display: none;
+        height: 1;
+        border: none;
+        padding: 0 1;
+        &.-shown {
+            display: block;
+        }
+    }
+    """
+
+    BINDINGS = [
+        Binding("r", "restart_process", "restart"),
+        Binding("x", "stop_process", "stop"),
+        Binding("s", "start_process", "start"),
+        Binding("f", "toggle_follow", "follow"),
+        Binding("slash", "open_filter", "filter"),
+        Binding("e", "cycle_stream", "stream"),
+        Binding("a", "show_all", "all"),
+        Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", show=False, priority=True),
+        # Tab moves between processes wherever the focus is (also while typing a filter).
+        Binding("tab", "move_selection(1)", show=False, priority=True),
+        Binding("shift+tab", "move_selection(-1)", show=False, priority=True),
+        Binding("escape", "escape", show=False),
+    ]
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.engine = console  # the engine facade (App.console is rich's Console)
+        names = [info.name for info in console.processes()]
+        self._name_colours = {
+            name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
+        }
+        self._name_width = min(max(len(n) for n in names), MAX_NAME_WIDTH)
+        self._stream_index = 0
+        self._filter_text = ""
+        self._quitting = False
+        self._seen_version: tuple[int, int] | None = None
+        self._table_refreshed_at = 0.0
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        # At least as wide as the "* all" row's name.
+        yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
+        yield Static(id="status")
+        yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
+        yield FilterInput(
+            placeholder="filter: type to narrow · smart case · enter: done · esc: clear",
+            id="filter",
+        )
+        yield Footer(compact=True)
+
+    @property
+    def process_table(self) -> ProcessTable:
+        return self.query_one("#processes", ProcessTable)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one("#log", LogPane)
+
+    @property
+    def filter_input(self) -> FilterInput:
+        return self.query_one("#filter", FilterInput)
+
+    def on_mount(self) -> None:
+        self.process_table.show_processes(self.engine.processes())
+        self.process_table.focus()
+        self._apply_query()
+        self.set_interval(POLL_INTERVAL, self._poll)
+
+    # -- reading the engine ------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        if self.engine.shutdown_requested.is_set() and not self._quitting:
+            self._begin_quit()  # `lacrimosa shutdown` from another terminal
+        version = self.engine.version
+        seen = self._seen_version
+        now = time.monotonic()
+        if seen is None or version[1] != seen[1]:
+            self.log_pane.reload()
+        if (
+            seen is None
+            or version[0] != seen[0]
+            or now - self._table_refreshed_at >= TABLE_REFRESH_INTERVAL
+        ):
+            self.process_table.show_processes(self.engine.processes())
+            self._table_refreshed_at = now
+        self._seen_version = version
+
+    @property
+    def selected_process(self) -> str | None:
+        """The process whose log is shown; None for the merged view of all processes."""
+        return self.process_table.selected_process
+
+    @property
+    def stream(self) -> int | None:
+        return STREAM_CYCLE[self._stream_index]
+
+    def _apply_query(self) -> None:
+        text = self._filter_text
+        selected = self.selected_process
+        self.log_pane.set_query(
+            LogQuery(
+                processes=None if selected is None else (selected,),
+                stream=self.stream,
+                contains=text.encode("utf-8") if text else None,
+                # Smart case: an uppercase letter in the filter asks for an exact-case match.
+                ignore_case=bool(text) and text == text.lower(),
+            )
+        )
+        self._update_status()
+
+    def _update_status(self) -> None:
+        pane = self.log_pane
+        selected = self.selected_process
+        status = Text(no_wrap=True, overflow="ellipsis")
+        status.append(f" {selected or 'all processes'} ", style="bold reverse")
+        if self._quitting:
+            status.append("  stopping processes…", style=f"bold {WARNING}")
+            self.query_one("#status", Static).update(status)
+            return
+        stream = self.stream
+        status.append("  stream: ")
+        status.append(
+            "all" if stream is None else STREAM_NAMES[stream],
+            style=f"bold {ERROR}" if stream == STDERR else "bold",
+        )
+        status.append("  follow: ")
+        if pane.follow:
+            status.append("on", style=f"bold {GOOD}")
+        else:
+            status.append("off", style=f"bold {WARNING}")
+        count = f"{pane.line_count:,}" if pane.is_current else "…"
+        if self._filter_text:
+            status.append("  filter: ")
+            status.append(self._filter_text, style=f"bold black on {WARNING}")
+            status.append(f" {count} matches")
+        else:
+            status.append(f"  {count} lines")
+        self.query_one("#status", Static).update(status)
+
+    @on(LogPane.Changed)
+    def _log_pane_changed(self) -> None:
+        self._update_status()
+
+    # -- selection -----------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#processes")
+    def _selection_moved(self) -> None:
+        self.log_pane.follow = True  # a newly selected process starts at its newest lines
+        self._apply_query()
+
+    @on(DataTable.RowSelected, "#processes")
+    def _selection_entered(self) -> None:
+        self.log_pane.focus()
+
+    def action_move_selection(self, step: int) -> None:
+        self.process_table.move_selection(step)
+
+    def action_show_all(self) -> None:
+        self.process_table.select_row(ALL_ROW)
+
+    def action_cycle_stream(self) -> None:
+        self._stream_index = (self._stream_index + 1) % len(STREAM_CYCLE)
+        self._apply_query()
+
+    # -- the log ---------------------------------------------------------------------------------
+
+    def action_toggle_follow(self) -> None:
+        self.log_pane.follow = not self.log_pane.follow
+
+    # The process table hands its paging keys to the log (see ProcessTable.BINDINGS).
+    def action_log_page_up(self) -> None:
+        self.log_pane.action_page_up()
+
+    def action_log_page_down(self) -> None:
+        self.log_pane.action_page_down()
+
+    def action_log_home(self) -> None:
+        self.log_pane.action_scroll_home()
+
+    def action_log_end(self) -> None:
+        self.log_pane.action_scroll_end()
+
+    def action_escape(self) -> None:
+        if self._filter_text:
+            self.action_clear_filter()
+        elif self.focused is self.log_pane:
+            self.process_table.focus()
+
+    # -- the filter ------------------------------------------------------------------------------
+
+    def action_open_filter(self) -> None:
+        self.filter_input.add_class("-shown")
+        self.filter_input.focus()
+
+    def action_clear_filter(self) -> None:
+        self.filter_input.value = ""  # posts Input.Changed, which re-applies the query
+        self._set_filter("")
+        self.filter_input.remove_class("-shown")
+        self.log_pane.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        if not self._filter_text:
+            self.filter_input.remove_class("-shown")
+        self.log_pane.focus()
+
+    def _set_filter(self, text: str) -> None:
+        if text != self._filter_text:
+            self._filter_text = text
+            self._apply_query()
+
+    # -- process control -------------------------------------------------------------------------
+
+    def action_restart_process(self) -> None:
+        self._control("restart")
+
+    def action_stop_process(self) -> None:
+        self._control("stop")
+
+    def action_start_process(self) -> None:
+        self._control("start")
+
+    def _control(self, verb: str) -> None:
+        name = self.selected_process
+        if name is None:
+            self.notify(
+                f"select a process to {verb} (the 'all' row is every process)",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self._run_control(verb, name)
+
+    @work(thread=True, exit_on_error=False, group="control", description="process control")
+    def _run_control(self, verb: str, name: str) -> None:
+        actions = {
+            "start": self.engine.start_process,
+            "stop": self.engine.stop_process,
+            "restart": self.engine.restart_process,
+        }
+        try:
+            outcome = actions[verb](name)  # blocks: a stop waits for the process to end
+        except LacrimosaError as exc:
+            self.notify(f"{verb} {name}: {exc.message}", severity="error", markup=False)
+            return
+        self.notify(f"{name}: {outcome}", markup=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Expected failures are reported by the workers themselves; this is for the unexpected.
+        if event.state == WorkerState.ERROR:
+            self.notify(
+                f"{event.worker.description} failed: {event.worker.error!r}",
+                severity="error",
+                markup=False,
+            )
+
+    # -- quitting --------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Overrides App.action_quit, so that every way out (q, ctrl+c, ctrl+q) stops processes."""
+        self._begin_quit()
+
+    def _begin_quit(self) -> None:
+        """Show that processes are stopping, stop them all off the UI thread, then exit."""
+        if self._quitting:
+            return
+        self._quitting = True
+        self._update_status()
+        self.notify("stopping processes…", markup=False)
+        self._shutdown_console()
+
+    @work(
+        thread=True, exclusive=True, exit_on_error=False, group="shutdown", description="shutdown"
+    )
+    def _shutdown_console(self) -> None:
+        try:
+            self.engine.shutdown()  # blocks until every process has stopped
+        finally:
+            self.call_from_thread(self.exit)
+
+
+def run_tui(console: Console) -> None:
+    """Run the TUI on ``console`` (already started) until the user quits.
+
+    Quitting stops every process first. If the app ends any other way (a crash), the processes
+    are stopped here all the same: nothing may outlive the console.
+    """
+    try:
+        LacrimosaApp(console).run()
+    finally:
+        console.shutdown()  # idempotent; a no-op after a normal quit

@@ -1,0 +1,275 @@
+"""The live log view: a virtual scroll view over one engine LogView.
+
+The pane never holds lines. Its virtual height is the number of matching lines of the current
+LogView, and ``render_line(y)`` fetches only the lines around the visible window, so a frame costs
+what the screen size costs, whether the store holds a hundred lines or millions (STYLE habit 4).
+
+Building a LogView scans new blocks (and, for a new filter text, every stored block), so it runs in
+a thread worker: at most one build is in flight, and requests arriving meanwhile collapse into one
+more build when it finishes. The engine is read only by that worker and by ``render_line``
+on the app's own thread, never by engine threads.
+
+Rendered rows are cached as Strips in an LRU keyed by (line id, LineFormat): a stored line never
+changes, so a row rendered once is reused while it stays on screen or is scrolled back to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from textual import events, on
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import var
+from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo, ScrollUp
+from textual.strip import Strip
+
+from engine.console import Console
+from engine.errors import LacrimosaError
+from engine.logstore import LogLine
+from engine.query import LogQuery, LogView
+
+from .line_render import LineFormat, format_log_line
+
+_STRIP_CACHE_SIZE = 4096
+_BUILD_GROUP = "log-view"
+
+
+class LogPane(ScrollView, can_focus=True):
+    """Shows the lines of ``console`` that match ``log_query``; follows the end by default."""
+
+    DEFAULT_CSS = """
+    LogPane {
+        background: $surface;
+        color: $text;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+        &:focus {
+            background-tint: $foreground 5%;
+        }
+    }
+    """
+
+    BINDINGS = [
+        Binding("j", "scroll_down", show=False),
+        Binding("k", "scroll_up", show=False),
+    ]
+
+    follow: var[bool] = var(True)
+    """Keep the newest line in view as lines arrive."""
+
+    class Changed(Message):
+        """The view, its line count or the follow state changed (for the status line)."""
+
+    class _ViewBuilt(Message):
+        """From the build worker: the new view for ``query``, or why there is none."""
+
+        def __init__(self, query: LogQuery, view: LogView | None, error: str | None) -> None:
+            super().__init__()
+            self.query = query
+            self.view = view
+            self.error = error
+
+    def __init__(
+        self,
+        console: Console,
+        name_colours: Mapping[str, str] | None = None,
+        name_width: int = 12,
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self._engine = console
+        self._name_colours = dict(name_colours or {})
+        self._name_width = name_width  # of the process-name column in the merged view
+        self._query = LogQuery()
+        self._view: LogView | None = None
+        self._view_query: LogQuery | None = None
+        self._build_running = False
+        self._build_wanted = False
+        self._last_error: str | None = None  # reported once, not on every failed rebuild
+        # The lines around the visible window, fetched once per new view or scroll position.
+        self._window_start = 0
+        self._window: list[LogLine] = []
+        self._strips: LRUCache[tuple[int, LineFormat], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+
+    # -- what is shown ---------------------------------------------------------------------------
+
+    @property
+    def log_query(self) -> LogQuery:
+        """What the pane shows. (Not ``query``: that is Textual's DOM query method.)"""
+        return self._query
+
+    @property
+    def line_count(self) -> int:
+        """Lines in the view on screen (all of them, not just the visible ones)."""
+        return len(self._view) if self._view is not None else 0
+
+    @property
+    def is_current(self) -> bool:
+        """True when the view on screen was built for the current query."""
+        return self._view is not None and self._view_query == self._query
+
+    def set_query(self, query: LogQuery) -> None:
+        if query != self._query:
+            self._query = query
+            self.reload()
+
+    def reload(self) -> None:
+        """Rebuild the view (new lines arrived, or the query changed), off the app's thread."""
+        self._build_wanted = True
+        if not self._build_running:
+            self._start_build()
+
+    def _start_build(self) -> None:
+        self._build_wanted = False
+        self._build_running = True
+        query = self._query
+        engine = self._engine
+
+        def build() -> None:
+            # The view travels in a message, not as the worker's result: a finished Worker sits in
+            # reference cycles until the cyclic GC runs, and while it held the view, the view's
+            # snapshot kept evicted blocks alive (hundreds of MiB under a flood of output).
+            try:
+                view, error = engine.query(query), None
+            except Exception as exc:  # shown to the user; the next build may well succeed
+                view = None
+                error = exc.message if isinstance(exc, LacrimosaError) else repr(exc)
+            self.post_message(self._ViewBuilt(query, view, error))
+
+        self.run_worker(
+            build,
+            thread=True,
+            group=_BUILD_GROUP,
+            exit_on_error=False,
+            description="build log view",
+        )
+
+    @on(_ViewBuilt)
+    def _view_built(self, event: _ViewBuilt) -> None:
+        event.stop()
+        self._build_running = False
+        if event.view is not None and event.query == self._query:
+            self._install(event.query, event.view)
+        if event.error is not None and event.error != self._last_error:
+            self.notify(f"log view: {event.error}", severity="error", markup=False)
+        self._last_error = event.error
+        if self._build_wanted:
+            self._start_build()
+
+    def _install(self, query: LogQuery, view: LogView) -> None:
+        self._view = view
+        self._view_query = query
+        self._window = []
+        self.virtual_size = Size(self.size.width, len(view))
+        if self.follow:
+            self._scroll_to_end()
+        self.refresh()
+        self.post_message(self.Changed())
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._scroll_to_end()
+        self.post_message(self.Changed())
+
+    def _scroll_to_end(self) -> None:
+        # Forced: when the view has just outgrown the screen, Textual has not yet laid out the
+        # scrollbar and would otherwise refuse to scroll (allow_vertical_scroll is still False).
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+
+    # -- scrolling: moving up stops following ----------------------------------------------------
+
+    def _stop_following(self) -> None:
+        # A view that fits on the screen cannot scroll, so keys there should not stop follow.
+        if self.max_scroll_y > 0:
+            self.follow = False
+
+    def action_scroll_up(self) -> None:
+        self._stop_following()
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self._stop_following()
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self._stop_following()
+        self.scroll_home(animate=False, immediate=True, x_axis=False)
+
+    def action_scroll_end(self) -> None:
+        self.follow = True
+        self._scroll_to_end()
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._stop_following()
+
+    def on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar above the thumb
+        self._stop_following()
+
+    def on_scroll_to(self, event: ScrollTo) -> None:  # a drag of the scrollbar thumb
+        if event.y is not None and event.y < self.max_scroll_y:
+            self.follow = False
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, self.line_count)
+        self._window = []
+        if self.follow:
+            self._scroll_to_end()
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()  # the base style (focus tint, theme) is baked into cached strips
+
+    def _line_at(self, index: int) -> LogLine | None:
+        view = self._view
+        if view is None or not 0 <= index < len(view):
+            return None
+        offset = index - self._window_start
+        if not 0 <= offset < len(self._window):
+            # Fetch the visible page plus one page above and one below, so that scrolling by a
+            # line or a page is served from this window.
+            height = max(self.size.height, 1)
+            top = min(index, int(self.scroll_offset.y))
+            self._window_start = max(top - height, 0)
+            self._window = view.lines(self._window_start, max(index, top + height) + height)
+            offset = index - self._window_start
+        return self._window[offset]
+
+    def line_format(self) -> LineFormat:
+        # From the view's own query: until a new view arrives, the old one is drawn as before.
+        query = self._view_query or self._query
+        return LineFormat(
+            width=self.size.width,
+            name_width=self._name_width if query.processes is None else 0,
+            highlight=query.contains.decode("utf-8", "replace") if query.contains else None,
+            ignore_case=query.ignore_case,
+        )
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base_style = self.rich_style
+        line = self._line_at(int(self.scroll_offset.y) + y)
+        if line is None:
+            return Strip.blank(width, base_style)
+        fmt = self.line_format()
+        key = (line.id, fmt)
+        strip = self._strips.get(key)
+        if strip is None:
+            text = format_log_line(line, fmt, self._name_colours.get(line.process, ""), base_style)
+            strip = Strip(text.render(self.app.console), text.cell_len)
+            strip = strip.crop_extend(0, width, base_style)
+            self._strips[key] = strip
+        return strip
+
+    def visible_lines(self) -> list[LogLine]:
+        """The lines on screen now, top to bottom."""
+        top = int(self.scroll_offset.y)
+        lines = (self._line_at(top + y) for y in range(self.size.height))
+        return [line for line in lines if line is not None]
