@@ -407,7 +407,7 @@ class Supervisor:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 close_fds=True, preexec_fn=_child_setup(os.getpid()),
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the command or env
             managed.exit_code = None
             managed.state = State.FAILED
             self._store.append_system(spec.name, f"could not start: {exc}")
@@ -472,7 +472,11 @@ class Supervisor:
     def _close_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
         self._selector.unregister(fd)
         run.fds.pop(fd, None)
-        os.close(fd)
+        # Close it through its Popen file object: a bare os.close would leave that object to close
+        # the same number again at exit, when it may belong to another process's pipe or pidfd.
+        pipe = run.popen.stdout if stream == STDOUT else run.popen.stderr
+        if pipe is not None:
+            pipe.close()
         self._store.flush(managed.spec.name, stream)
 
     def _drain(self, managed: _Managed, run: _Run) -> None:
@@ -578,6 +582,8 @@ class Supervisor:
             return "starting after stop"
         managed.failures = 0
         self._spawn(managed)
+        if managed.run is None:
+            raise ConsoleError(f"could not start {name}: see its log")
         return "started"
 
     def _cmd_stop(self, name: str, future: Future[Any]) -> None:

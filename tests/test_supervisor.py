@@ -205,15 +205,15 @@ def test_a_crash_loop_is_visible_and_a_stop_cancels_it(console: MakeConsole) -> 
 def test_stop_sends_the_configured_signal_to_the_group(console: MakeConsole) -> None:
     c = console("""
         [processes.polite]
-        cmd = "trap 'echo got USR1; exit 0' USR1; while :; do sleep 0.1; done"
+        cmd = "trap 'echo got USR1; exit 0' USR1; echo ready; while :; do sleep 0.1; done"
         stop_signal = "USR1"
         stop_timeout = 60
     """)
-    wait_until(lambda: c.process("polite").pid)
+    wait_until(lambda: texts(c, "polite", STDOUT) == ["ready"])  # the trap is set
     assert c.stop_process("polite") == "stopped"
     info = c.process("polite")
     assert (info.state, info.exit_code, info.pid) == ("stopped", 0, None)
-    assert "got USR1" in texts(c, "polite", STDOUT)
+    assert texts(c, "polite", STDOUT) == ["ready", "got USR1"]
     assert texts(c, "polite", SYSTEM)[-1] == "stopped (exited with code 0)"
 
 
@@ -240,7 +240,8 @@ def test_stop_leaves_no_grandchild_behind(console: MakeConsole) -> None:
         stop_timeout = 60
     """)
     pid = wait_until(lambda: c.process("tree").pid)
-    pids = wait_until(lambda: len(group_pids(pid)) >= 3 and group_pids(pid))
+    # sh, the subshell, its sleep (so its trap is set), the other sleep.
+    pids = wait_until(lambda: len(group_pids(pid)) >= 4 and group_pids(pid))
     c.supervisor.stop_process("tree").result(timeout=20)
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
     assert c.process("tree").exit_code == -signal.SIGTERM
@@ -380,6 +381,8 @@ def test_a_pipe_closed_early_does_not_close_another_process_descriptors(
 
 # -- nothing outlives the console ----------------------------------------------------------------
 
+# How many processes each group has once fully started (and its traps set).
+GROUP_SIZES = {"tree": 3, "stubborn": 3, "grand": 4}
 MIXED = """
     [processes.tree]
     cmd = "sleep 300 & sleep 300"
@@ -396,8 +399,8 @@ MIXED = """
 
 def test_console_shutdown_leaves_nothing_running(console: MakeConsole) -> None:
     c = console(MIXED)
-    names = ("tree", "stubborn", "grand")
-    wait_until(lambda: all(len(group_pids(c.process(n).pid or -1)) >= 3 for n in names))
+    wait_until(lambda: all(len(group_pids(c.process(name).pid or -1)) >= size
+                           for name, size in GROUP_SIZES.items()))
     pids = all_group_pids(c.processes())
     guardian = c.supervisor._guardian
     assert guardian is not None and pid_alive(guardian._proc.pid)
@@ -441,7 +444,8 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
         started = json.loads(proc.stdout.readline())
         leaders = started["leaders"]
         assert all(leaders), started
-        wait_until(lambda: all(len(group_pids(pid)) >= 3 for pid in leaders))
+        wait_until(lambda: all(len(group_pids(pid)) >= size
+                               for pid, size in zip(leaders, GROUP_SIZES.values())))
         pids = {p for pid in leaders for p in group_pids(pid)} | {started["guardian"]}
         assert all(pid_alive(p) for p in pids)
     finally:
