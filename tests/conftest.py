@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,4 +41,31 @@ def console(tmp_path: Path) -> Iterator[Callable[..., Console]]:
 
     yield make
     for instance in reversed(made):
-        instance.shutdown()
+        shutdown_within(instance, 60.0)
+
+
+def shutdown_within(console: Console, timeout: float) -> None:
+    """``console.shutdown()``, failing (and killing its process groups) if it hangs.
+
+    pytest-timeout stops its timer once a test has failed, so a teardown that hung after a failed
+    test would hang the whole run; this bounds it.
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            console.shutdown()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-console-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        for info in console.processes():
+            if info.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(info.pid, signal.SIGKILL)
+        raise AssertionError(f"console.shutdown() did not return within {timeout}s")
+    if errors:
+        raise errors[0]

@@ -168,7 +168,8 @@ class Harness:
 
 def snapshot_lines(snapshot: LogSnapshot) -> list[LogLine]:
     """Every line a process snapshot holds, read from its blocks directly (no query layer)."""
-    return [LogLine(snapshot.process, ref.block, i) for ref in snapshot.blocks for i in range(ref.n)]
+    return [LogLine(snapshot.process, ref.block, i)
+            for ref in snapshot.blocks for i in range(ref.n)]
 
 
 # -- strategies ----------------------------------------------------------------------------------

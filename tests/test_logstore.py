@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_ids_are_strictly_increasing_and_global_across_processes() -> None:
     assert sorted(ids) == list(range(1, len(expected) + 1))  # unique, no gaps, start at 1
     for name in ("a", "b", "c"):
         own = [line.id for line in lines if line.process == name]
-        assert all(x < y for x, y in zip(own, own[1:]))
+        assert all(x < y for x, y in itertools.pairwise(own))
     by_id = sorted(lines, key=lambda line: line.id)
     assert [(line.process, bytes(line.content)) for line in by_id] == expected
     assert store.stats()["next_id"] == len(expected) + 1
@@ -208,9 +209,13 @@ def test_a_snapshot_keeps_an_evicted_block_readable() -> None:
     before = [line_key(line) for line in snapshot_lines(snapshot.processes["p"])]
     first_block = snapshot.processes["p"].blocks[0].block
     filler = b"f" * 199 + b"\n"
-    while any(ref.block is first_block for ref in store.snapshot(["p"]).processes["p"].blocks):
+    for _ in range(100):  # 1 MB a round: the first block must be gone well before the end
+        if all(ref.block is not first_block
+               for ref in store.snapshot(["p"]).processes["p"].blocks):
+            break
         store.append("p", STDOUT, filler * 5000)
-    assert store.stats()["evicted_blocks"] > 0
+    else:
+        pytest.fail("the oldest block was never evicted")
     assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == before
 
 
@@ -229,7 +234,7 @@ def test_snapshots_copy_no_line_bytes() -> None:
         assert view.obj is block.data  # a window on the block's own buffer
         assert np.shares_memory(np.frombuffer(view, dtype=np.uint8), block.data)
     assert [ref.block for ref in one.blocks] == [ref.block for ref in two.blocks]
-    assert all(a.block is b.block for a, b in zip(one.blocks, two.blocks))
+    assert all(a.block is b.block for a, b in zip(one.blocks, two.blocks, strict=True))
 
 
 @pytest.mark.parametrize("run", range(3))
@@ -244,31 +249,33 @@ def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
     expected = [line_key(line) for line in snapshot_lines(snapshot.processes["p"])]
     assert len(expected) == 3001
 
-    stop = threading.Event()
-    appended = [0]
+    live_block = snapshot.processes["p"].blocks[-1].block
+    failed = threading.Event()
 
     def writer() -> None:
-        i = 0
-        # Short and long lines, both streams: metadata regrows, blocks seal and get evicted.
-        while not stop.is_set() and i < 3000:
+        # Short and long lines, both streams, ~7 MB: metadata regrows, the snapshot's live block
+        # fills and seals, and the budget evicts it.
+        for _ in range(1500):
+            if failed.is_set():
+                return
             store.append("p", STDOUT, b" tail\n" + b"".join(b"w %d %d\n" % (run, j)
                                                            for j in range(200)))
             store.append("p", STDERR, b"e" * 3000 + b"\n")
-            i += 1
-        appended[0] = i
 
     thread = threading.Thread(target=writer)
     thread.start()
+    reads = 0
     try:
-        reads = 0
-        while thread.is_alive() and reads < 200:
+        while thread.is_alive() or reads == 0:
             assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == expected
             reads += 1
+    except BaseException:
+        failed.set()
+        raise
     finally:
-        stop.set()
         thread.join()
-    assert appended[0] > 0
-    assert store.stats()["evicted_blocks"] > 0  # the snapshot's blocks left the store meanwhile
+    current = store.snapshot(["p"]).processes["p"].blocks
+    assert all(ref.block is not live_block for ref in current)  # evicted meanwhile
     assert [line_key(line) for line in snapshot_lines(snapshot.processes["p"])] == expected
 
 

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from logmodel import (
     GEOMETRY,
     MAX_LINE,
-    op_lists,
     PROCESSES,
     START_TIME,
     Harness,
     ModelLine,
     line_key,
+    op_lists,
 )
 
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogStore

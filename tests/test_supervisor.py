@@ -47,7 +47,8 @@ def all_group_pids(infos: list[ProcessInfo]) -> set[int]:
 def test_stdout_and_stderr_are_captured_apart(console: MakeConsole) -> None:
     c = console("""
         [processes.both]
-        cmd = '''printf 'out one\\nout two\\n'; printf 'err one\\n' >&2; printf 'last words'; exit 0'''
+        cmd = '''printf 'out one\\nout two\\n'; printf 'err one\\n' >&2
+                 printf 'last words'; exit 0'''
         restart = "never"
     """)
     wait_until(lambda: state_of(c, "both") == "exited")
@@ -132,7 +133,7 @@ def test_restart_policies(console: MakeConsole, policy: str, ending: str, words:
     """)
     if restarts:
         wait_until(lambda: c.process("job").restarts >= 2)
-        assert texts(c, "job", STDOUT)[:3] == ["run", "run", "run"]
+        wait_until(lambda: texts(c, "job", STDOUT)[:3] == ["run", "run", "run"])
         assert texts(c, "job", SYSTEM)[0].startswith(f"{words}; restarting in ")
     else:
         final = "exited" if ending == "exit 0" else "failed"
@@ -146,8 +147,9 @@ def test_restart_policies(console: MakeConsole, policy: str, ending: str, words:
 
 
 def test_backoff_grows_to_its_cap_resets_after_a_stable_run_and_shows_crash_loop(
-        console: MakeConsole, tmp_path: Path) -> None:
-    # Runs 1-4 fail at once, run 5 lasts longer than stable_after and fails, runs 6+ fail at once.
+        console: MakeConsole) -> None:
+    # It counts its runs in a file: runs 1-4 fail at once, run 5 lasts longer than stable_after
+    # and then fails, runs 6 and on fail at once.
     c = console("""
         [processes.flaky]
         cmd = '''n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs
@@ -386,14 +388,17 @@ GROUP_SIZES = {"tree": 3, "stubborn": 3, "grand": 4}
 MIXED = """
     [processes.tree]
     cmd = "sleep 300 & sleep 300"
+    stop_timeout = 1
     [processes.stubborn]
     cmd = "trap '' TERM; sleep 300 & sleep 300"
     stop_timeout = 0.5
     [processes.grand]
     cmd = "(trap '' TERM; sleep 300; true) & sleep 300"
+    stop_timeout = 1
     [processes.looping]
     cmd = "exit 1"
     backoff_initial = 0.2
+    stop_timeout = 1
 """
 
 
@@ -445,7 +450,7 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
         leaders = started["leaders"]
         assert all(leaders), started
         wait_until(lambda: all(len(group_pids(pid)) >= size
-                               for pid, size in zip(leaders, GROUP_SIZES.values())))
+                               for pid, size in zip(leaders, GROUP_SIZES.values(), strict=True)))
         pids = {p for pid in leaders for p in group_pids(pid)} | {started["guardian"]}
         assert all(pid_alive(p) for p in pids)
     finally:

@@ -104,10 +104,6 @@ def cell(app: LacrimosaApp, process: str, column: str) -> str:
     return value.plain if isinstance(value, Text) else str(value)
 
 
-def info(console: Console, name: str):
-    return console.process(name)
-
-
 async def select(pilot: Pilot, app: LacrimosaApp, name: str) -> None:
     """Move the table cursor to ``name`` with the down key, as a user would."""
     table = table_of(app)
@@ -133,8 +129,11 @@ async def test_table_lists_processes_with_state(console) -> None:
         assert [row.key.value for row in table.ordered_rows] == ["*", "api", "worker", "broken"]
         assert cell(app, "*", "name") == "* all"
         assert cell(app, "api", "state") == State.RUNNING
-        assert cell(app, "api", "pid") == str(info(instance, "api").pid)
+        assert cell(app, "api", "pid") == str(instance.process("api").pid)
         assert cell(app, "broken", "exit") == "3"
+        # States are coloured: failed in the error colour, running in the good one.
+        assert palette.ERROR in str(table.get_cell("broken", "state").style)
+        assert palette.GOOD in str(table.get_cell("api", "state").style)
         assert cell(app, "broken", "pid") == ""
         await wait_for(pilot, lambda: cell(app, "api", "err") == "1", "api's stderr count")
         # The table is as tall as its rows (header + all + 3), the log gets the rest.
@@ -265,18 +264,16 @@ async def test_restart_stop_and_start_keys(console) -> None:
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, app, "api")
-        first_pid = info(instance, "api").pid
+        first_pid = instance.process("api").pid
         assert first_pid is not None
 
+        def restarted() -> bool:
+            api = instance.process("api")
+            return api.restarts == 1 and api.state == State.RUNNING
+
         await pilot.press("r")
-        await wait_for(
-            pilot,
-            lambda: (
-                info(instance, "api").restarts == 1 and info(instance, "api").state == State.RUNNING
-            ),
-            "the restart",
-        )
-        second_pid = info(instance, "api").pid
+        await wait_for(pilot, restarted, "the restart")
+        second_pid = instance.process("api").pid
         assert second_pid not in (None, first_pid)
         assert not pid_alive(first_pid)
         await wait_for(
@@ -289,12 +286,12 @@ async def test_restart_stop_and_start_keys(console) -> None:
 
         await pilot.press("x")
         await wait_for(pilot, lambda: cell(app, "api", "state") == State.STOPPED, "the stop")
-        assert info(instance, "api").pid is None and not pid_alive(second_pid)
+        assert instance.process("api").pid is None and not pid_alive(second_pid)
         assert cell(app, "api", "exit") == "SIGTERM"
 
         await pilot.press("s")
         await wait_for(pilot, lambda: cell(app, "api", "state") == State.RUNNING, "the start")
-        assert info(instance, "api").pid not in (None, first_pid, second_pid)
+        assert instance.process("api").pid not in (None, first_pid, second_pid)
         # The table was refreshed many times meanwhile; the selection stayed put.
         assert table_of(app).selected_process == "api"
         assert any("api: stopped" in n.message for n in app._notifications)
@@ -304,11 +301,14 @@ async def test_control_keys_on_the_all_row_only_warn(console) -> None:
     instance = console(THREE_PROCESSES)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        before = {i.name: i.pid for i in instance.processes()}
+        await wait_for(pilot, lambda: instance.process("broken").state == State.FAILED, "a fail")
+        before = {i.name: (i.state, i.pid) for i in instance.processes()}
         await pilot.press("x")
-        await pilot.pause(0.1)
-        assert {i.name: i.pid for i in instance.processes()} == before
-        assert any(n.severity == "warning" for n in app._notifications)
+        await wait_for(
+            pilot, lambda: any(n.severity == "warning" for n in app._notifications), "a warning"
+        )
+        await pilot.pause(0.2)
+        assert {i.name: (i.state, i.pid) for i in instance.processes()} == before
 
 
 # -- follow mode ---------------------------------------------------------------------------------
@@ -408,8 +408,8 @@ async def test_remote_shutdown_request_exits_the_same_way(console) -> None:
     instance = console(THREE_PROCESSES)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: info(instance, "api").pid, "api to run")
-        pid = info(instance, "api").pid
+        await wait_for(pilot, lambda: instance.process("api").pid, "api to run")
+        pid = instance.process("api").pid
         instance.request_shutdown()  # what `lacrimosa shutdown` does
         await wait_for(pilot, lambda: not app.is_running, "the app to exit", timeout=10)
     with pytest.raises(ProcessLookupError):

@@ -39,7 +39,7 @@ _STREAM_GUTTERS = {
 }
 _BLANK_GUTTER = Text("  ")
 _SYSTEM_STYLE = Style(dim=True, italic=True)
-_MATCH_STYLE = Style(color="black", bgcolor="yellow", bold=True)
+_MATCH_STYLE = Style(color="black", bgcolor=WARNING, bold=True)
 _CONTINUED_STYLE = Style(color=WARNING, bold=True)
 _CROPPED_STYLE = Style(dim=True)
 

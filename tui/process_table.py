@@ -56,7 +56,8 @@ def format_count(count: float) -> str:
 
 def _uptime_cell(info: ProcessInfo) -> str:
     if info.restart_in is not None and info.state in State.WAITING:
-        return "↻" + format_duration(info.restart_in + 0.999)  # "in 1s" until it has started
+        # "↻2s": restarting in 2s; rounded up, so that it never reads 0s before the restart.
+        return "↻" + format_duration(info.restart_in + 0.999)
     return format_duration(info.uptime)
 
 

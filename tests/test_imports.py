@@ -1,0 +1,68 @@
+"""The import contract (STYLE.md, habit 1), checked in fresh interpreters.
+
+- engine/ never imports textual, rich, typer or an HTTP framework;
+- the one-shot CLI (api.cli) loads neither textual nor numpy: every `lacrimosa ps` pays for them;
+- api/ never imports tui/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_MODULES = sorted(f"engine.{p.stem}" for p in (REPO / "engine").glob("*.py")
+                        if p.stem != "__init__")
+API_MODULES = sorted(f"api.{p.stem}" for p in (REPO / "api").glob("*.py") if p.stem != "__init__")
+NOT_IN_ENGINE = ("textual", "rich", "typer", "starlette", "uvicorn", "fastapi", "aiohttp")
+
+_PROBE = """
+import importlib, importlib.util, json, sys
+name = sys.argv[1]
+if importlib.util.find_spec(name) is None:
+    print(json.dumps(None))
+else:
+    importlib.import_module(name)
+    print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def loaded_after_import(module: str) -> set[str] | None:
+    """Top-level packages in sys.modules after importing ``module`` alone; None if it is absent."""
+    result = subprocess.run([sys.executable, "-c", _PROBE, module], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    return None if found is None else set(found)
+
+
+def test_the_probe_sees_what_a_module_loads() -> None:
+    # The check below is only worth something if it would notice a heavy import.
+    assert "numpy" in (loaded_after_import("engine.logstore") or set())
+    assert "json" in (loaded_after_import("json") or set())
+
+
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_engine_modules_import_no_ui_or_http_framework(module: str) -> None:
+    loaded = loaded_after_import(module)
+    assert loaded is not None
+    assert sorted(loaded & set(NOT_IN_ENGINE)) == []
+
+
+def test_the_one_shot_cli_loads_neither_textual_nor_numpy() -> None:
+    loaded = loaded_after_import("api.cli")
+    if loaded is None:
+        pytest.skip("api.cli does not exist yet")
+    assert sorted(loaded & {"textual", "numpy"}) == []
+
+
+@pytest.mark.parametrize("module", API_MODULES or ["api.cli"])
+def test_api_never_imports_the_tui(module: str) -> None:
+    loaded = loaded_after_import(module)
+    if loaded is None:
+        pytest.skip(f"{module} does not exist yet")
+    assert "tui" not in loaded
