@@ -13,6 +13,7 @@ what is new, not what is stored.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 from collections.abc import Iterator
@@ -144,7 +145,10 @@ def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) 
     if scanned < n:
         found = np.concatenate((found, _scan_block(block, scanned, n, key)))
         if cached is None and len(block.scan_cache) >= _SCAN_CACHE_KEYS_PER_BLOCK:
-            block.scan_cache.pop(next(iter(block.scan_cache)))
+            # Readers on several threads (TUI worker, control server) may trim at once: the
+            # oldest key can vanish or the dict change under the iterator; either is fine.
+            with contextlib.suppress(StopIteration, RuntimeError):
+                block.scan_cache.pop(next(iter(block.scan_cache)), None)
         block.scan_cache[key] = (n, found)
     elif scanned > n:
         found = found[: int(np.searchsorted(found, n))]

@@ -5,21 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import write_config
 
-# A bare `pytest` (not `python -m pytest`, not an installed package) must find engine/ and api/.
-_REPO = str(Path(__file__).resolve().parent.parent)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-from helpers import write_config  # noqa: E402
-
-from engine.config import load_config  # noqa: E402
-from engine.console import Console  # noqa: E402
+from engine.config import load_config
+from engine.console import Console
 
 
 @pytest.fixture
