@@ -33,9 +33,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--home", metavar="DIR",
-                        help="the console's state folder (default: $LACRIMOSA_HOME, else "
-                             ".lacrimosa/ beside the nearest lacrimosa.toml or Procfile)")
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        help="the console's state folder (default: $LACRIMOSA_HOME, else "
+        ".lacrimosa/ beside the nearest lacrimosa.toml or Procfile)",
+    )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
@@ -45,30 +48,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
     up.add_argument("-f", "--file", metavar="FILE", help="lacrimosa.toml or Procfile to use")
-    up.add_argument("--headless", action="store_true",
-                    help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`")
+    up.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
+    )
     up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
     up.add_argument("--udp", metavar="HOST:PORT", help="receive UDP events (not yet available)")
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
-    logs = commands.add_parser("logs", parents=[common, as_json],
-                               help="show a process's log (all processes merged without NAME)")
+    logs = commands.add_parser(
+        "logs",
+        parents=[common, as_json],
+        help="show a process's log (all processes merged without NAME)",
+    )
     logs.add_argument("name", nargs="?", metavar="NAME")
-    logs.add_argument("-n", "--lines", type=_non_negative_int, default=100, metavar="N",
-                      help="how many of the last lines (default 100)")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="how many of the last lines (default 100)",
+    )
     stream = logs.add_mutually_exclusive_group()
     stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
     stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
     logs.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT")
-    logs.add_argument("--since", type=_duration, metavar="DURATION",
-                      help="only lines from the last DURATION (30s, 5m, 2h, 1d)")
+    logs.add_argument(
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     for verb in ("start", "stop", "restart"):
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
-    commands.add_parser("shutdown", parents=[common, as_json],
-                        help="stop every process and the console")
+    commands.add_parser(
+        "shutdown", parents=[common, as_json], help="stop every process and the console"
+    )
     return parser
 
 
@@ -120,8 +140,10 @@ def _one_shot(args: argparse.Namespace) -> int:
 
     home = resolve_home(args.home)
     if home is None:
-        raise NoConsole("no lacrimosa.toml or Procfile here or in a parent folder "
-                        "(or pass --home / set LACRIMOSA_HOME)")
+        raise NoConsole(
+            "no lacrimosa.toml or Procfile here or in a parent folder "
+            "(or pass --home / set LACRIMOSA_HOME)"
+        )
     with ControlClient(home) as client:
         if args.command == "ps":
             result = client.call("ps")
@@ -185,16 +207,26 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
         state = p["state"]
         if p.get("restart_in") is not None:
             state += f" ({p['restart_in']:.1f}s)"
-        rows.append((
-            p["name"], state, str(p["pid"] or ""), format_duration(p["uptime"]),
-            str(p["restarts"]), describe_exit(p["exit_code"]), str(p["stdout_lines"]),
-            str(p["stderr_lines"]), f"{p['lines_per_second']:.1f}",
-        ))
+        rows.append(
+            (
+                p["name"],
+                state,
+                str(p["pid"] or ""),
+                format_duration(p["uptime"]),
+                str(p["restarts"]),
+                describe_exit(p["exit_code"]),
+                str(p["stdout_lines"]),
+                str(p["stderr_lines"]),
+                f"{p['lines_per_second']:.1f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
     numeric = {2, 4, 6, 7, 8}
     return "\n".join(
-        "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
-                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     )
 
@@ -202,13 +234,15 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
 def _status_text(status: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items()))
     store = status["log_store"]
-    return "\n".join((
-        f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
-        f"config    {status['config']}",
-        f"processes {status['processes']} ({states})",
-        f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
-        f"{store['evicted_blocks']} blocks evicted",
-    ))
+    return "\n".join(
+        (
+            f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
+            f"config    {status['config']}",
+            f"processes {status['processes']} ({states})",
+            f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
+            f"{store['evicted_blocks']} blocks evicted",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 def line_to_dict(line: LogLine) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": line.id, "time": line.time, "process": line.process,
-        "stream": line.stream_name, "text": line.text,
+        "id": line.id,
+        "time": line.time,
+        "process": line.process,
+        "stream": line.stream_name,
+        "text": line.text,
     }
     if line.continued:
         out["continued"] = True
@@ -45,8 +48,9 @@ def dispatch(console: Console, request: Any) -> dict[str, Any]:
         return error(exc.code, exc.message)
 
 
-def follow_logs(console: Console, request: dict[str, Any], alive: Callable[[], bool]
-                ) -> Iterator[dict[str, Any]]:
+def follow_logs(
+    console: Console, request: dict[str, Any], alive: Callable[[], bool]
+) -> Iterator[dict[str, Any]]:
     """Replies for a following ``logs`` request: the last lines, then each batch of new ones."""
     try:
         result, query = _logs(console, request)
@@ -100,8 +104,9 @@ def _logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Lo
     if grep and "\n" in grep:
         raise InvalidRequest("grep text cannot contain a newline")
     since = request.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))
-                              or since < 0):
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, (int, float)) or since < 0
+    ):
         raise InvalidRequest("since must be a number of seconds")
     after_id = request.get("after_id")
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
@@ -124,8 +129,13 @@ def _last_id(view: LogView) -> int:
 
 
 def _replace_after(query: LogQuery, after: int) -> LogQuery:
-    return LogQuery(processes=query.processes, stream=query.stream, contains=query.contains,
-                    ignore_case=query.ignore_case, after_id=after)
+    return LogQuery(
+        processes=query.processes,
+        stream=query.stream,
+        contains=query.contains,
+        ignore_case=query.ignore_case,
+        after_id=after,
+    )
 
 
 def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:

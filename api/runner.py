@@ -21,8 +21,11 @@ from .server import ControlServer
 def run_up(args: argparse.Namespace) -> int:
     config_path = Path(args.file) if args.file else find_config()
     if config_path is None:
-        raise ConfigError(Path.cwd(), None, "no lacrimosa.toml or Procfile here or in a parent "
-                          "folder (or pass -f FILE)")
+        raise ConfigError(
+            Path.cwd(),
+            None,
+            "no lacrimosa.toml or Procfile here or in a parent folder (or pass -f FILE)",
+        )
     if args.file and not config_path.is_file():
         raise InvalidRequest(f"no such config file: {config_path}")
     config = load_config(config_path)
@@ -37,8 +40,12 @@ def run_up(args: argparse.Namespace) -> int:
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)
-    _on_signals(console, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if headless
-                else (signal.SIGTERM, signal.SIGHUP))
+    _on_signals(
+        console,
+        (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        if headless
+        else (signal.SIGTERM, signal.SIGHUP),
+    )
     try:
         console.start()
         if headless:
@@ -75,8 +82,11 @@ def _run_headless(console: Console) -> None:
     changed = threading.Event()
     _, unsubscribe = console.supervisor.subscribe(changed.set)
     report()
-    print(f"lacrimosa: console up ({len(last)} processes); `lacrimosa shutdown` or Ctrl-C stops it",
-          file=sys.stderr, flush=True)
+    print(
+        f"lacrimosa: console up ({len(last)} processes); `lacrimosa shutdown` or Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while not console.shutdown_requested.wait(0.2):
             if changed.is_set():

@@ -72,8 +72,9 @@ class ControlServer:
             os.umask(old_umask)
         sock.listen(64)
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept_loop, name="lacrimosa-control",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="lacrimosa-control", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -100,8 +101,9 @@ class ControlServer:
                 return
             with self._lock:
                 self._connections.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), name="lacrimosa-control-conn",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._serve, args=(conn,), name="lacrimosa-control-conn", daemon=True
+            ).start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -131,6 +133,7 @@ class ControlServer:
             conn.sendall(encode(error("invalid_request", f"malformed JSON: {exc}")))
             return
         if isinstance(request, dict) and request.get("op") == "logs" and request.get("follow"):
+
             def alive() -> bool:
                 return not self._closing.is_set() and _peer_connected(conn)
 

@@ -98,8 +98,16 @@ def _load_procfile(path: Path, text: str) -> Config:
 
 _TOP_LEVEL_KEYS = {"processes", "logs", "sequencer", "http"}
 _PROCESS_KEYS = {
-    "cmd", "cwd", "env", "restart", "stop_signal", "stop_timeout", "backoff_initial",
-    "backoff_max", "stable_after", "autostart",
+    "cmd",
+    "cwd",
+    "env",
+    "restart",
+    "stop_signal",
+    "stop_timeout",
+    "backoff_initial",
+    "backoff_max",
+    "stable_after",
+    "autostart",
 }
 
 
@@ -146,12 +154,18 @@ def _load_toml(path: Path, text: str) -> Config:
 
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            raise ConfigError(path, locate(key), f"unknown section {key!r} "
-                              f"(expected one of: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
+            raise ConfigError(
+                path,
+                locate(key),
+                f"unknown section {key!r} (expected one of: {', '.join(sorted(_TOP_LEVEL_KEYS))})",
+            )
     processes_table = data.get("processes")
     if not isinstance(processes_table, dict) or not processes_table:
-        raise ConfigError(path, locate("processes"), "declares no processes "
-                          "(add a [processes.NAME] table with a cmd)")
+        raise ConfigError(
+            path,
+            locate("processes"),
+            "declares no processes (add a [processes.NAME] table with a cmd)",
+        )
     processes = {}
     for name, table in processes_table.items():
         processes[name] = _process_spec(path, locate, name, table)
@@ -159,18 +173,28 @@ def _load_toml(path: Path, text: str) -> Config:
     logs = _table(path, locate, data, "logs", {"budget", "max_line"})
     budget = _size(path, locate, logs, "budget", DEFAULT_LOG_BUDGET)
     if budget < MIN_LOG_BUDGET:
-        raise ConfigError(path, locate("logs", "budget"), f"logs.budget must be at least "
-                          f"{MIN_LOG_BUDGET >> 20}MiB")
+        raise ConfigError(
+            path,
+            locate("logs", "budget"),
+            f"logs.budget must be at least {MIN_LOG_BUDGET >> 20}MiB",
+        )
     max_line = _size(path, locate, logs, "max_line", 64 << 10)
     if not 256 <= max_line <= 512 << 10:
-        raise ConfigError(path, locate("logs", "max_line"),
-                          "logs.max_line must be between 256B and 512KiB")
+        raise ConfigError(
+            path, locate("logs", "max_line"), "logs.max_line must be between 256B and 512KiB"
+        )
     sequencer = _table(path, locate, data, "sequencer", {"udp"})
     http = _table(path, locate, data, "http", {"bind"})
     udp = _address(path, locate, sequencer, "sequencer", "udp")
     bind = _address(path, locate, http, "http", "bind")
-    return Config(path=path, processes=processes, log_budget_bytes=budget,
-                  max_line_bytes=max_line, udp=udp, http=bind)
+    return Config(
+        path=path,
+        processes=processes,
+        log_budget_bytes=budget,
+        max_line_bytes=max_line,
+        udp=udp,
+        http=bind,
+    )
 
 
 def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec:
@@ -181,8 +205,12 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         raise ConfigError(path, line, f"{where} must be a table with at least a cmd")
     for key in table:
         if key not in _PROCESS_KEYS:
-            raise ConfigError(path, locate(where, key), f"unknown key {key!r} in [{where}] "
-                              f"(expected one of: {', '.join(sorted(_PROCESS_KEYS))})")
+            raise ConfigError(
+                path,
+                locate(where, key),
+                f"unknown key {key!r} in [{where}] "
+                f"(expected one of: {', '.join(sorted(_PROCESS_KEYS))})",
+            )
 
     def fail(key: str, reason: str) -> ConfigError:
         return ConfigError(path, locate(where, key) or line, f"{where}.{key}: {reason}")
@@ -201,14 +229,17 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     if not cwd.is_dir():
         raise fail("cwd", f"folder does not exist: {cwd}")
     env = table.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, (str, int, float, bool))
-                                            for v in env.values()):
-        raise fail("env", "must be a table of NAME = \"value\"")
+    if not isinstance(env, dict) or not all(
+        isinstance(v, (str, int, float, bool)) for v in env.values()
+    ):
+        raise fail("env", 'must be a table of NAME = "value"')
     for env_name, env_value in env.items():
         # What exec cannot pass on would only fail later, when the process is started.
         if not env_name or "=" in env_name or "\0" in env_name or "\0" in str(env_value):
-            raise fail("env", f"{env_name!r}: a name must be non-empty without '=' or NUL, "
-                       "a value without NUL")
+            raise fail(
+                "env",
+                f"{env_name!r}: a name must be non-empty without '=' or NUL, a value without NUL",
+            )
     restart = table.get("restart", "on-failure")
     if restart not in RESTART_POLICIES:
         raise fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, not {restart!r}")
@@ -216,8 +247,12 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     if stop_signal is None:
         raise fail("stop_signal", f"unknown signal {table.get('stop_signal')!r}")
     numbers = {}
-    for key, default in (("stop_timeout", 5.0), ("backoff_initial", 0.5), ("backoff_max", 30.0),
-                         ("stable_after", 10.0)):
+    for key, default in (
+        ("stop_timeout", 5.0),
+        ("backoff_initial", 0.5),
+        ("backoff_max", 30.0),
+        ("stable_after", 10.0),
+    ):
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
             raise fail(key, "must be a number of seconds, above 0 and at most 3600")
@@ -226,9 +261,14 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     if not isinstance(autostart, bool):
         raise fail("autostart", "must be true or false")
     return ProcessSpec(
-        name=name, cmd=cmd, cwd=cwd,
+        name=name,
+        cmd=cmd,
+        cwd=cwd,
         env={k: _env_value(v) for k, v in env.items()},
-        restart=restart, stop_signal=stop_signal, autostart=autostart, **numbers,
+        restart=restart,
+        stop_signal=stop_signal,
+        autostart=autostart,
+        **numbers,
     )
 
 
@@ -238,15 +278,19 @@ def _env_value(value: object) -> str:
     return str(value)
 
 
-def _table(path: Path, locate: Any, data: dict[str, Any], name: str, keys: set[str]
-           ) -> dict[str, Any]:
+def _table(
+    path: Path, locate: Any, data: dict[str, Any], name: str, keys: set[str]
+) -> dict[str, Any]:
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(path, locate(name), f"{name} must be a table")
     for key in table:
         if key not in keys:
-            raise ConfigError(path, locate(name, key), f"unknown key {key!r} in [{name}] "
-                              f"(expected one of: {', '.join(sorted(keys))})")
+            raise ConfigError(
+                path,
+                locate(name, key),
+                f"unknown key {key!r} in [{name}] (expected one of: {', '.join(sorted(keys))})",
+            )
     return table
 
 
@@ -256,8 +300,11 @@ def _size(path: Path, locate: Any, table: dict[str, Any], key: str, default: int
         return value
     match = _SIZE_PATTERN.match(value) if isinstance(value, str) else None
     if not match:
-        raise ConfigError(path, locate("logs", key),
-                          f"logs.{key}: expected a size like \"256MiB\" or a number of bytes")
+        raise ConfigError(
+            path,
+            locate("logs", key),
+            f'logs.{key}: expected a size like "256MiB" or a number of bytes',
+        )
     unit = (match.group(2) or "").lower()[:1]
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
@@ -276,7 +323,7 @@ def _address(path: Path, locate: Any, table: dict[str, Any], section: str, key: 
 def parse_address(value: object) -> tuple[str, int]:
     """``"host:port"`` → (host, port); raises ValueError with a reason."""
     if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f"expected \"HOST:PORT\", got {value!r}")
+        raise ValueError(f'expected "HOST:PORT", got {value!r}')
     host, _, port_text = value.rpartition(":")
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"bad port in {value!r}")
@@ -296,5 +343,9 @@ def _signal(value: object) -> int | None:
 
 def _check_name(path: Path, line: int | None, name: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise ConfigError(path, line, f"bad process name {name!r}: use letters, digits, '_', "
-                          "'.', '-', starting with a letter or digit")
+        raise ConfigError(
+            path,
+            line,
+            f"bad process name {name!r}: use letters, digits, '_', "
+            "'.', '-', starting with a letter or digit",
+        )

@@ -10,6 +10,7 @@ Children also get PR_SET_PDEATHSIG, which covers the group leaders even if the g
 killed; the guardian is what reaches grandchildren, which the kernel does not signal on its own.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -28,10 +29,8 @@ def _alive(pgid: int) -> bool:
 
 def _signal_groups(groups: set[int], sig: int) -> None:
     for pgid in groups:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def main() -> None:

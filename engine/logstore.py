@@ -50,8 +50,18 @@ class Block:
     """One block of lines of one process. Append-only; see the module docstring."""
 
     __slots__ = (
-        "process", "data", "ids", "ends", "times", "flags", "t0_ms", "n", "used",
-        "sealed", "scan_cache", "__weakref__",
+        "__weakref__",
+        "data",
+        "ends",
+        "flags",
+        "ids",
+        "n",
+        "process",
+        "scan_cache",
+        "sealed",
+        "t0_ms",
+        "times",
+        "used",
     )
 
     def __init__(self, process: str, t0_ms: int) -> None:
@@ -103,7 +113,7 @@ class Block:
         end = int(self.ends[index])
         if not self.flags[index] & FLAG_NO_NEWLINE:
             end -= 1
-        return memoryview(self.data)[start:end]
+        return memoryview(self.data)[start:end]  # type: ignore[arg-type]  # numpy arrays are buffers
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +245,9 @@ class ProcessLogs:
         self.bytes_in += complete
         return len(ends)
 
-    def _write_lines(self, arr: np.ndarray, ends: np.ndarray, nonl: np.ndarray | None,
-                     stream: int) -> None:
+    def _write_lines(
+        self, arr: np.ndarray, ends: np.ndarray, nonl: np.ndarray | None, stream: int
+    ) -> None:
         store = self._store
         now_ms = int(time.time() * 1000)
         total = len(ends)
@@ -259,7 +270,9 @@ class ProcessLogs:
             block._ensure_meta_capacity(n + fit)
             block.data[block.used : block.used + (end - pos)] = arr[pos:end]
             block.ends[n : n + fit] = ends[done:stop] - pos + block.used
-            block.ids[n : n + fit] = np.arange(store._next_id, store._next_id + fit, dtype=np.uint64)
+            block.ids[n : n + fit] = np.arange(
+                store._next_id, store._next_id + fit, dtype=np.uint64
+            )
             # Clamped so times never go backwards inside a block (a "since" query bisects them).
             floor = int(block.times[n - 1]) if n else 0
             block.times[n : n + fit] = max(now_ms - block.t0_ms, floor)
@@ -291,7 +304,7 @@ class ProcessLogs:
         self._active = None
         if block.n:
             block.seal()
-            self._sealed = self._sealed + (block,)
+            self._sealed = (*self._sealed, block)
             self._store._sealed_order.append(block)
         self._publish()
 
@@ -315,12 +328,14 @@ class ProcessLogs:
         return LogSnapshot(self.name, refs)
 
     def counts(self) -> StreamCounts:
-        return StreamCounts(self.line_counts[STDOUT], self.line_counts[STDERR], self.bytes_in,
-                            self.split_lines)
+        return StreamCounts(
+            self.line_counts[STDOUT], self.line_counts[STDERR], self.bytes_in, self.split_lines
+        )
 
 
-def _split_long_lines(ends: np.ndarray, lengths: np.ndarray, nonl: np.ndarray | None,
-                      max_line: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_long_lines(
+    ends: np.ndarray, lengths: np.ndarray, nonl: np.ndarray | None, max_line: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Insert piece boundaries every ``max_line`` bytes inside lines longer than that."""
     if nonl is None:
         nonl = np.zeros(len(ends), dtype=bool)
@@ -416,8 +431,11 @@ class LogStore:
         Needed when only partly filled active blocks are left (many processes, small budget):
         without it the budget would not hold. Returns False when there is no such block.
         """
-        active = [logs._active for logs in self._logs.values()
-                  if logs._active is not None and logs._active.n]
+        active = [
+            logs._active
+            for logs in self._logs.values()
+            if logs._active is not None and logs._active.n
+        ]
         if not active:
             return False
         oldest = min(active, key=lambda block: int(block.ids[0]))

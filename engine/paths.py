@@ -31,7 +31,9 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def resolve_home(home: str | os.PathLike[str] | None = None, config: Path | None = None) -> Path | None:
+def resolve_home(
+    home: str | os.PathLike[str] | None = None, config: Path | None = None
+) -> Path | None:
     """The state folder to use, or None when nothing says where it is."""
     if home:
         return Path(home).resolve()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .logstore import STREAM_MASK, Block, LogLine, StoreSnapshot
+from .logstore import STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
 
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A") : ord("Z") + 1] += 32
@@ -81,8 +81,9 @@ class _ProcessSelection:
         self.segments = segments
         counts = np.fromiter((s.count for s in segments), dtype=np.int64, count=len(segments))
         self.cum = np.concatenate(([0], np.cumsum(counts)))
-        self.first_ids = np.fromiter((int(s.block.ids[s.index(0)]) for s in segments), dtype=np.int64,
-                                     count=len(segments))
+        self.first_ids = np.fromiter(
+            (int(s.block.ids[s.index(0)]) for s in segments), dtype=np.int64, count=len(segments)
+        )
         self.total = int(self.cum[-1])
 
     def locate(self, i: int) -> tuple[_Segment, int]:
@@ -107,8 +108,9 @@ class _ProcessSelection:
         return int(self.cum[seg]) + within
 
 
-def _scan_block(block: Block, start: int, stop: int, key: tuple[int | None, bytes | None, bool]
-                ) -> np.ndarray:
+def _scan_block(
+    block: Block, start: int, stop: int, key: tuple[int | None, bytes | None, bool]
+) -> np.ndarray:
     """Indices in [start, stop) of the lines of ``block`` matching the predicate ``key``."""
     stream, needle, icase = key
     mask = np.ones(stop - start, dtype=bool)
@@ -165,7 +167,7 @@ def _first_ms_at_or_after(t: float) -> int:
     return ms
 
 
-def _select(process: str, refs: tuple, query: LogQuery) -> _ProcessSelection:
+def _select(process: str, refs: tuple[BlockRef, ...], query: LogQuery) -> _ProcessSelection:
     key = query.predicate_key
     since_ms = None if query.since is None else _first_ms_at_or_after(query.since)
     segments: list[_Segment] = []
@@ -198,8 +200,11 @@ class LogView:
     def __init__(self, snapshot: StoreSnapshot, query: LogQuery | None = None) -> None:
         self.query = query = query or LogQuery()
         names = list(snapshot.processes) if query.processes is None else query.processes
-        parts = [_select(n, snapshot.processes[n].blocks, query)
-                 for n in names if n in snapshot.processes]
+        parts = [
+            _select(n, snapshot.processes[n].blocks, query)
+            for n in names
+            if n in snapshot.processes
+        ]
         self._parts = [p for p in parts if p.total]
         self._total = sum(p.total for p in self._parts)
 
@@ -243,8 +248,11 @@ class LogView:
 
     def _merge_from(self, positions: list[int], count: int) -> Iterator[LogLine]:
         parts = self._parts
-        heap = [(p.id_at(pos), i) for i, (p, pos) in enumerate(zip(parts, positions))
-                if pos < p.total]
+        heap = [
+            (p.id_at(pos), i)
+            for i, (p, pos) in enumerate(zip(parts, positions, strict=False))
+            if pos < p.total
+        ]
         heapq.heapify(heap)
         positions = list(positions)
         while heap and count > 0:

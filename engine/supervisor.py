@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import fcntl
 import heapq
 import itertools
@@ -91,13 +90,19 @@ class ProcessInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "state": self.state, "pid": self.pid,
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
             "uptime": None if self.uptime is None else round(self.uptime, 3),
-            "started_at": self.started_at, "restarts": self.restarts,
-            "exit_code": self.exit_code, "restart_in": self.restart_in,
-            "stdout_lines": self.stdout_lines, "stderr_lines": self.stderr_lines,
+            "started_at": self.started_at,
+            "restarts": self.restarts,
+            "exit_code": self.exit_code,
+            "restart_in": self.restart_in,
+            "stdout_lines": self.stdout_lines,
+            "stderr_lines": self.stderr_lines,
             "lines_per_second": round(self.lines_per_second, 1),
-            "restart": self.restart_policy, "cmd": self.cmd,
+            "restart": self.restart_policy,
+            "cmd": self.cmd,
         }
 
 
@@ -118,9 +123,12 @@ class _Guardian:
         script = Path(__file__).with_name("guardian.py")
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(script), str(grace)],
-            stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
             # Never write on the terminal: the TUI owns it.
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         assert self._proc.stdin is not None
         self._pipe = self._proc.stdin
@@ -231,8 +239,9 @@ class Supervisor:
         """Run ``fn(*args, future)`` on the loop thread; ``fn`` completes the future later."""
         return self._enqueue(fn, args, completes_future=True)
 
-    def _enqueue(self, fn: Callable[..., Any], args: tuple[Any, ...], completes_future: bool
-                 ) -> Future[Any]:
+    def _enqueue(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], completes_future: bool
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         if not self._running:
             future.set_exception(ConsoleError("the console is shutting down"))
@@ -264,12 +273,27 @@ class Supervisor:
             counts = self._store.counts(name)
             state, pid, started_at, restarts, exit_code, restart_at, rate, policy, cmd = published
             restart_in = None if restart_at is None else max(restart_at - time.monotonic(), 0.0)
-            out.append(ProcessInfo(name, cmd, state, pid, started_at, restarts, exit_code,
-                                   restart_in, counts.stdout_lines, counts.stderr_lines, rate,
-                                   policy))
+            out.append(
+                ProcessInfo(
+                    name,
+                    cmd,
+                    state,
+                    pid,
+                    started_at,
+                    restarts,
+                    exit_code,
+                    restart_in,
+                    counts.stdout_lines,
+                    counts.stderr_lines,
+                    rate,
+                    policy,
+                )
+            )
         return out
 
-    def subscribe(self, listener: Callable[[], None]) -> tuple[list[ProcessInfo], Callable[[], None]]:
+    def subscribe(
+        self, listener: Callable[[], None]
+    ) -> tuple[list[ProcessInfo], Callable[[], None]]:
         """Call ``listener()`` (on the loop thread) after every state change.
 
         Returns the current state and an unsubscribe function; no change slips in between.
@@ -403,9 +427,15 @@ class Supervisor:
         env.update(spec.env)
         try:
             popen = subprocess.Popen(
-                ["/bin/sh", "-c", spec.cmd], cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                close_fds=True, preexec_fn=_child_setup(os.getpid()),
+                ["/bin/sh", "-c", spec.cmd],
+                cwd=spec.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_child_setup(os.getpid()),
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the command or env
             managed.exit_code = None
@@ -540,9 +570,13 @@ class Supervisor:
             return
         quick = lasted < managed.spec.stable_after
         managed.failures = managed.failures + 1 if quick else 0
-        delay = min(managed.spec.backoff_initial * 2 ** max(managed.failures - 1, 0),
-                    managed.spec.backoff_max)
-        managed.state = State.CRASH_LOOP if managed.failures >= CRASH_LOOP_FAILURES else State.BACKOFF
+        delay = min(
+            managed.spec.backoff_initial * 2 ** max(managed.failures - 1, 0),
+            managed.spec.backoff_max,
+        )
+        managed.state = (
+            State.CRASH_LOOP if managed.failures >= CRASH_LOOP_FAILURES else State.BACKOFF
+        )
         managed.generation += 1
         managed.restart_at = time.monotonic() + delay
         self._store.append_system(name, f"{_exit_words(code)}; restarting in {delay:.1f}s")
@@ -567,8 +601,9 @@ class Supervisor:
         managed.state = State.STOPPING
         managed.generation += 1
         self._signal_group(managed, managed.spec.stop_signal)
-        self._schedule_for(managed, managed.spec.stop_timeout,
-                           lambda: self._signal_group(managed, signal.SIGKILL))
+        self._schedule_for(
+            managed, managed.spec.stop_timeout, lambda: self._signal_group(managed, signal.SIGKILL)
+        )
         self._publish_one(managed)
 
     # -- commands (loop thread) ------------------------------------------------------------------
@@ -637,8 +672,15 @@ class Supervisor:
         run = managed.run
         spec = managed.spec
         self._published[spec.name] = (
-            managed.state, run.pid if run else None, managed.started_at, managed.restarts,
-            managed.exit_code, managed.restart_at, managed.rate, spec.restart, spec.cmd,
+            managed.state,
+            run.pid if run else None,
+            managed.started_at,
+            managed.restarts,
+            managed.exit_code,
+            managed.restart_at,
+            managed.rate,
+            spec.restart,
+            spec.cmd,
         )
         self.version += 1
         if notify:
@@ -652,4 +694,3 @@ def _exit_words(code: int) -> str:
     if code < 0:
         return f"killed by {describe_exit(code)}"
     return f"exited with code {code}"
-

@@ -22,8 +22,12 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
-               interval: float = 0.02, message: str | None = None) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.02,
+    message: str | None = None,
+) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that; fail at the deadline.
 
     The predicate is called once more at the deadline, so a slow machine only costs time.

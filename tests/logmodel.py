@@ -60,12 +60,14 @@ class LogModel:
         # process -> [stdout lines, stderr lines, bytes stored, split pieces]
         self.counts: dict[str, list[int]] = {}
 
-    def _emit(self, process: str, stream: int, piece: bytes, newline: bool, split: bool,
-              now: float) -> None:
+    def _emit(
+        self, process: str, stream: int, piece: bytes, newline: bool, split: bool, now: float
+    ) -> None:
         content = piece[:-1] if newline else piece
         ms = int(now * 1000)
-        self.lines.append(ModelLine(self.next_id, process, stream, content, not newline,
-                                    ms / 1000.0))
+        self.lines.append(
+            ModelLine(self.next_id, process, stream, content, not newline, ms / 1000.0)
+        )
         self.next_id += 1
         counts = self.counts.setdefault(process, [0, 0, 0, 0])
         if stream in (STDOUT, STDERR):
@@ -75,8 +77,11 @@ class LogModel:
 
     def append(self, process: str, stream: int, chunk: bytes, flush: bool, now: float) -> None:
         self.counts.setdefault(process, [0, 0, 0, 0])
-        pending = bytearray() if stream == SYSTEM else self._pending.setdefault(
-            (process, stream), bytearray())
+        pending = (
+            bytearray()
+            if stream == SYSTEM
+            else self._pending.setdefault((process, stream), bytearray())
+        )
         for byte in chunk:
             pending.append(byte)
             if byte == 10:
@@ -128,12 +133,21 @@ class _Clock:
 class Harness:
     """A LogStore with a small block geometry and a fake clock, plus its model."""
 
-    def __init__(self, max_line: int, block_bytes: int, block_lines: int, meta_capacity: int,
-                 budget: int | None = None) -> None:
+    def __init__(
+        self,
+        max_line: int,
+        block_bytes: int,
+        block_lines: int,
+        meta_capacity: int,
+        budget: int | None = None,
+    ) -> None:
         self.clock = _Clock()
         self._patches = mock.patch.multiple(
-            logstore, BLOCK_BYTES=block_bytes, BLOCK_LINES=block_lines,
-            _FIRST_META_CAPACITY=meta_capacity, time=self.clock,
+            logstore,
+            BLOCK_BYTES=block_bytes,
+            BLOCK_LINES=block_lines,
+            _FIRST_META_CAPACITY=meta_capacity,
+            time=self.clock,
         )
         self.block_bytes = block_bytes
         self.model = LogModel(max_line)
@@ -168,8 +182,9 @@ class Harness:
 
 def snapshot_lines(snapshot: LogSnapshot) -> list[LogLine]:
     """Every line a process snapshot holds, read from its blocks directly (no query layer)."""
-    return [LogLine(snapshot.process, ref.block, i)
-            for ref in snapshot.blocks for i in range(ref.n)]
+    return [
+        LogLine(snapshot.process, ref.block, i) for ref in snapshot.blocks for i in range(ref.n)
+    ]
 
 
 # -- strategies ----------------------------------------------------------------------------------
@@ -199,9 +214,11 @@ def op_lists(min_size: int = 0) -> st.SearchStrategy[list[tuple[Any, ...]]]:
 
 
 # (block bytes, block lines, first metadata capacity): tiny blocks, and the real ones.
-GEOMETRY = st.sampled_from([
-    (64, 4, 2),
-    (256, 16, 4),
-    (logstore.BLOCK_BYTES, logstore.BLOCK_LINES, logstore._FIRST_META_CAPACITY),
-])
+GEOMETRY = st.sampled_from(
+    [
+        (64, 4, 2),
+        (256, 16, 4),
+        (logstore.BLOCK_BYTES, logstore.BLOCK_LINES, logstore._FIRST_META_CAPACITY),
+    ]
+)
 MAX_LINE = st.integers(min_value=1, max_value=16)

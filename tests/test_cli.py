@@ -37,8 +37,9 @@ stop_timeout = 2
 def cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 class RunningConsole:
@@ -73,8 +74,14 @@ def start_console(folder: Path, config: str = CONFIG, *extra: str) -> RunningCon
     (folder / "lacrimosa.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen([*CLI, "up", "--headless", *extra], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless", *extra],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     console = RunningConsole(folder, proc)
     wait_until(lambda: proc.poll() is not None or console.run("ps").returncode == 0, timeout=20)
     assert proc.poll() is None, proc.communicate()
@@ -114,8 +121,10 @@ def test_ps_lists_every_process_as_text_and_json(console: RunningConsole) -> Non
 
 def test_logs_selects_by_stream_grep_lines_and_since(console: RunningConsole) -> None:
     wait_until(lambda: console.ps()["mixed"]["stderr_lines"] == 1)
-    assert console.run("logs", "mixed", "--stdout").stdout.splitlines() == ["out-line",
-                                                                             "needle here"]
+    assert console.run("logs", "mixed", "--stdout").stdout.splitlines() == [
+        "out-line",
+        "needle here",
+    ]
     assert console.run("logs", "mixed", "--stderr").stdout.splitlines() == ["err-line"]
     assert console.run("logs", "mixed", "--grep", "needle").stdout.splitlines() == ["needle here"]
     wait_until(lambda: console.ps()["ticker"]["stdout_lines"] >= 10)
@@ -151,8 +160,13 @@ def test_logs_without_name_merges_every_process(console: RunningConsole) -> None
 def test_logs_follow_streams_new_lines(console: RunningConsole) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("LACRIMOSA_HOME", None)
-    follower = subprocess.Popen([*CLI, "logs", "ticker", "--follow", "--lines", "1", "--json"],
-                                cwd=console.folder, env=env, stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [*CLI, "logs", "ticker", "--follow", "--lines", "1", "--json"],
+        cwd=console.folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert follower.stdout is not None
         seen = [json.loads(follower.stdout.readline()) for _ in range(5)]
@@ -237,17 +251,21 @@ def _raw_exchange(path: Path, payloads: list[bytes]) -> list[dict]:
 
 
 def test_malformed_requests_get_errors_and_the_server_keeps_serving(
-        console: RunningConsole) -> None:
+    console: RunningConsole,
+) -> None:
     path = socket_path(console.folder / ".lacrimosa")
-    replies = _raw_exchange(path, [
-        b"this is not json\n",
-        b"[1, 2, 3]\n",
-        b'{"op": "explode"}\n',
-        b'{"op": "logs", "name": "ticker", "lines": "many"}\n',
-        b'{"op": "restart"}\n',
-        b'\xff\xfe\n',
-        b'{"op": "ps"}\n',
-    ])
+    replies = _raw_exchange(
+        path,
+        [
+            b"this is not json\n",
+            b"[1, 2, 3]\n",
+            b'{"op": "explode"}\n',
+            b'{"op": "logs", "name": "ticker", "lines": "many"}\n',
+            b'{"op": "restart"}\n',
+            b"\xff\xfe\n",
+            b'{"op": "ps"}\n',
+        ],
+    )
     assert [r["ok"] for r in replies] == [False] * 6 + [True]
     assert all(r["error"]["code"] == "invalid_request" for r in replies[:6])
     assert {p["name"] for p in replies[-1]["result"]["processes"]} == {"ticker", "mixed", "grand"}
@@ -303,7 +321,8 @@ def test_nothing_survives_kill_9_of_the_console(tmp_path: Path) -> None:
 
 def test_bad_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
     (tmp_path / "lacrimosa.toml").write_text(
-        '[processes.ok]\ncmd = "sleep 300"\n\n[processes.bad]\ncmd = "sleep 1"\nrestart = "maybe"\n')
+        '[processes.ok]\ncmd = "sleep 300"\n\n[processes.bad]\ncmd = "sleep 1"\nrestart = "maybe"\n'
+    )
     result = cli("up", "--headless", cwd=tmp_path)
     assert result.returncode == 1
     assert f"{tmp_path / 'lacrimosa.toml'}:6:" in result.stderr
@@ -317,12 +336,19 @@ def test_procfile_project_and_long_home_path(tmp_path: Path) -> None:
     (deep / "Procfile").write_text("hello: echo hello from procfile; sleep 300\n")
     env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen([*CLI, "up", "--headless"], cwd=deep, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless"],
+        cwd=deep,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     running = RunningConsole(deep, proc)
     try:
-        wait_until(lambda: running.run("logs", "hello").stdout == "hello from procfile\n",
-                   timeout=20)
+        wait_until(
+            lambda: running.run("logs", "hello").stdout == "hello from procfile\n", timeout=20
+        )
         assert len(os.fsencode(socket_path(deep / ".lacrimosa"))) <= 107
     finally:
         running.run("shutdown")

@@ -17,42 +17,54 @@ from engine.errors import ConfigError
 HEAD = '[processes.web]\ncmd = "python -m http.server"\n'
 
 TOML_ERRORS = {
-    "bad syntax": (HEAD + 'restart = on-failure  # <-\n', "invalid TOML"),
-    "bad syntax, unclosed string": (HEAD + '[processes.db]\ncmd = "postgres  # <-\n',
-                                    "invalid TOML"),
+    "bad syntax": (HEAD + "restart = on-failure  # <-\n", "invalid TOML"),
+    "bad syntax, unclosed string": (
+        HEAD + '[processes.db]\ncmd = "postgres  # <-\n',
+        "invalid TOML",
+    ),
     "unknown section": (HEAD + '\n[database]  # <-\nurl = "x"\n', "unknown section 'database'"),
     "unknown key": (HEAD + 'colour = "red"  # <-\n', "unknown key 'colour'"),
-    "missing cmd": ('[processes.web]\ncmd = "a"\n[processes.worker]  # <-\ncwd = "."\n',
-                    "has no cmd"),
+    "missing cmd": (
+        '[processes.web]\ncmd = "a"\n[processes.worker]  # <-\ncwd = "."\n',
+        "has no cmd",
+    ),
     "empty cmd": ('[processes.web]\ncmd = "   "  # <-\n', "must be a non-empty string"),
-    "cmd not a string": ('[processes.web]\ncmd = ["python", "app.py"]  # <-\n',
-                         "must be a non-empty string"),
+    "cmd not a string": (
+        '[processes.web]\ncmd = ["python", "app.py"]  # <-\n',
+        "must be a non-empty string",
+    ),
     "bad restart policy": (HEAD + 'restart = "sometimes"  # <-\n', "'sometimes'"),
     "bad stop_signal": (HEAD + 'stop_signal = "SIGFOO"  # <-\n', "unknown signal 'SIGFOO'"),
-    "bad stop_signal number": (HEAD + 'stop_signal = 999  # <-\n', "unknown signal 999"),
+    "bad stop_signal number": (HEAD + "stop_signal = 999  # <-\n", "unknown signal 999"),
     "bad cwd": (HEAD + 'cwd = "no/such/folder"  # <-\n', "folder does not exist"),
-    "cwd not a string": (HEAD + 'cwd = 3  # <-\n', "must be a string"),
-    "negative stop_timeout": (HEAD + 'stop_timeout = -1  # <-\n', "number of seconds"),
+    "cwd not a string": (HEAD + "cwd = 3  # <-\n", "must be a string"),
+    "negative stop_timeout": (HEAD + "stop_timeout = -1  # <-\n", "number of seconds"),
     "text backoff": (HEAD + 'backoff_initial = "fast"  # <-\n', "number of seconds"),
-    "boolean stable_after": (HEAD + 'stable_after = true  # <-\n', "number of seconds"),
-    "huge backoff_max": (HEAD + 'backoff_max = 99999  # <-\n', "number of seconds"),
+    "boolean stable_after": (HEAD + "stable_after = true  # <-\n", "number of seconds"),
+    "huge backoff_max": (HEAD + "backoff_max = 99999  # <-\n", "number of seconds"),
     "env not a table": (HEAD + 'env = "PORT=1"  # <-\n', "env"),
-    "env value a list": (HEAD + 'env = { PORT = [1] }  # <-\n', "env"),
+    "env value a list": (HEAD + "env = { PORT = [1] }  # <-\n", "env"),
     "env name with '='": (HEAD + 'env = { "A=B" = "1" }  # <-\n', "env"),
     "env value with NUL": (HEAD + 'env = { A = "x\\u0000y" }  # <-\n', "env"),
     "cmd with NUL": ('[processes.web]\ncmd = "echo \\u0000"  # <-\n', "cmd"),
     "autostart not a bool": (HEAD + 'autostart = "yes"  # <-\n', "true or false"),
     "bad process name": ('[processes."bad name"]  # <-\ncmd = "x"\n', "bad process name"),
     "process not a table": ('[processes]\nweb = "python app.py"  # <-\n', "must be a table"),
-    "inline process table": ('[processes]\nweb = { cmd = "x", restart = "maybe" }  # <-\n',
-                             "'maybe'"),
-    "empty processes table": ('[processes]  # <-\n\n[http]\nbind = "127.0.0.1:3000"\n',
-                              "declares no processes"),
+    "inline process table": (
+        '[processes]\nweb = { cmd = "x", restart = "maybe" }  # <-\n',
+        "'maybe'",
+    ),
+    "empty processes table": (
+        '[processes]  # <-\n\n[http]\nbind = "127.0.0.1:3000"\n',
+        "declares no processes",
+    ),
     "bad size": (HEAD + '[logs]\nbudget = "lots"  # <-\n', "expected a size"),
     "budget too small": (HEAD + '[logs]\nbudget = "1MiB"  # <-\n', "at least"),
     "max_line too big": (HEAD + '[logs]\nmax_line = "2MiB"  # <-\n', "between"),
-    "unknown logs key": (HEAD + '[logs]\nbudget = "64MiB"\ncolour = 1  # <-\n',
-                         "unknown key 'colour'"),
+    "unknown logs key": (
+        HEAD + '[logs]\nbudget = "64MiB"\ncolour = 1  # <-\n',
+        "unknown key 'colour'",
+    ),
     "bad http bind": (HEAD + '[http]\nbind = "localhost"  # <-\n', "HOST:PORT"),
     "bad udp port": (HEAD + '[sequencer]\nudp = "127.0.0.1:99999"  # <-\n', "bad port"),
     "sequencer not a table": ('sequencer = "127.0.0.1:9000"  # <-\n' + HEAD, "must be a table"),
@@ -92,10 +104,12 @@ PROCFILE_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("text, line, fragment", PROCFILE_ERRORS.values(),
-                         ids=PROCFILE_ERRORS.keys())
-def test_procfile_errors_name_file_line_and_reason(tmp_path: Path, text: str, line: int | None,
-                                                   fragment: str) -> None:
+@pytest.mark.parametrize(
+    "text, line, fragment", PROCFILE_ERRORS.values(), ids=PROCFILE_ERRORS.keys()
+)
+def test_procfile_errors_name_file_line_and_reason(
+    tmp_path: Path, text: str, line: int | None, fragment: str
+) -> None:
     path = write_config(tmp_path, text, "Procfile")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -114,7 +128,9 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
 
 def test_a_full_config_round_trips_every_field(tmp_path: Path) -> None:
     (tmp_path / "services" / "api").mkdir(parents=True)
-    path = write_config(tmp_path, """
+    path = write_config(
+        tmp_path,
+        """
         [processes.api]
         cmd = "python -m http.server 8000"
         cwd = "services/api"
@@ -152,7 +168,8 @@ def test_a_full_config_round_trips_every_field(tmp_path: Path) -> None:
 
         [http]
         bind = "[::1]:3000"
-    """)
+    """,
+    )
     config = load_config(path)
     assert config.path == path.resolve()
     assert config.root == tmp_path.resolve()
@@ -166,7 +183,11 @@ def test_a_full_config_round_trips_every_field(tmp_path: Path) -> None:
     assert api.restart == "always"
     assert api.stop_signal == signal.SIGINT
     assert (api.stop_timeout, api.backoff_initial, api.backoff_max, api.stable_after) == (
-        2.5, 0.25, 8.0, 3.0)
+        2.5,
+        0.25,
+        8.0,
+        3.0,
+    )
     assert api.autostart is False
 
     worker = config.processes["worker"]
@@ -174,8 +195,12 @@ def test_a_full_config_round_trips_every_field(tmp_path: Path) -> None:
     assert worker.cwd == tmp_path.resolve()
     assert worker.restart == "on-failure"  # the defaults
     assert worker.stop_signal == signal.SIGTERM
-    assert (worker.stop_timeout, worker.backoff_initial, worker.backoff_max,
-            worker.stable_after) == (5.0, 0.5, 30.0, 10.0)
+    assert (
+        worker.stop_timeout,
+        worker.backoff_initial,
+        worker.backoff_max,
+        worker.stable_after,
+    ) == (5.0, 0.5, 30.0, 10.0)
     assert worker.autostart is True
 
     assert config.processes["db.main"].restart == "never"
@@ -195,25 +220,36 @@ def test_a_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
     assert config.processes["web"].restart in RESTART_POLICIES
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("max_line", '"300000"', 300000), ("max_line", '"512KiB"', 512 << 10),
-    ("max_line", '"300 B"', 300), ("max_line", "1024", 1024),
-    ("budget", '"64 MB"', 64 << 20), ("budget", '"1.5GiB"', 3 << 29),
-    ("budget", '"16mib"', 16 << 20), ("budget", "9000000", 9000000),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("max_line", '"300000"', 300000),
+        ("max_line", '"512KiB"', 512 << 10),
+        ("max_line", '"300 B"', 300),
+        ("max_line", "1024", 1024),
+        ("budget", '"64 MB"', 64 << 20),
+        ("budget", '"1.5GiB"', 3 << 29),
+        ("budget", '"16mib"', 16 << 20),
+        ("budget", "9000000", 9000000),
+    ],
+)
 def test_sizes(tmp_path: Path, key: str, value: str, expected: int) -> None:
     config = load_config(write_config(tmp_path, f"{HEAD}[logs]\n{key} = {value}\n"))
     assert (config.log_budget_bytes if key == "budget" else config.max_line_bytes) == expected
 
 
 def test_a_procfile_works_as_is(tmp_path: Path) -> None:
-    path = write_config(tmp_path, (
-        "# the web tier\n"
-        "web: python -m http.server --bind 127.0.0.1:8000\n"
-        "\n"
-        "worker:python worker.py --queue=a:b\n"
-        "  clock :  sh -c 'while :; do date; sleep 1; done'  \n"
-    ), "Procfile")
+    path = write_config(
+        tmp_path,
+        (
+            "# the web tier\n"
+            "web: python -m http.server --bind 127.0.0.1:8000\n"
+            "\n"
+            "worker:python worker.py --queue=a:b\n"
+            "  clock :  sh -c 'while :; do date; sleep 1; done'  \n"
+        ),
+        "Procfile",
+    )
     config = load_config(path)
     assert config.path == path.resolve()
     assert {name: spec.cmd for name, spec in config.processes.items()} == {
@@ -226,4 +262,3 @@ def test_a_procfile_works_as_is(tmp_path: Path) -> None:
         assert spec.restart == "on-failure"
         assert spec.autostart is True
     assert config.log_budget_bytes == DEFAULT_LOG_BUDGET
-

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ENGINE_MODULES = sorted(f"engine.{p.stem}" for p in (REPO / "engine").glob("*.py")
-                        if p.stem != "__init__")
+ENGINE_MODULES = sorted(
+    f"engine.{p.stem}" for p in (REPO / "engine").glob("*.py") if p.stem != "__init__"
+)
 API_MODULES = sorted(f"api.{p.stem}" for p in (REPO / "api").glob("*.py") if p.stem != "__init__")
 NOT_IN_ENGINE = ("textual", "rich", "typer", "starlette", "uvicorn", "fastapi", "aiohttp")
 
@@ -33,8 +34,9 @@ else:
 
 def loaded_after_import(module: str) -> set[str] | None:
     """Top-level packages in sys.modules after importing ``module`` alone; None if it is absent."""
-    result = subprocess.run([sys.executable, "-c", _PROBE, module], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, module], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     return None if found is None else set(found)

@@ -31,8 +31,11 @@ def _copy_project(dest: Path) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LACRIMOSA_HOME", "VIRTUAL_ENV", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LACRIMOSA_HOME", "VIRTUAL_ENV", "PYTHONPATH")
+    }
     env.update(extra)
     return env
 
@@ -46,48 +49,87 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
     outside = tmp_path / "somewhere-else"
     outside.mkdir()
 
-    first = subprocess.run([str(launcher), "ps"], cwd=outside, env=env, capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        [str(launcher), "ps"], cwd=outside, env=env, capture_output=True, text=True, timeout=600
+    )
     assert "setting up" in first.stderr
     assert first.returncode == 4  # no project here: "no console running"
     assert (venv / "bin" / "lacrimosa").exists()
 
-    second = subprocess.run([str(launcher), "--help"], cwd=outside, env=env, capture_output=True,
-                            text=True, timeout=60)
+    second = subprocess.run(
+        [str(launcher), "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=60
+    )
     assert second.returncode == 0 and "setting up" not in second.stderr
     assert "logs" in second.stdout and "restart" in second.stdout
 
     # The launcher brings up a real console on the demo config and the CLI reaches it.
     demo = project / "demo"
-    up = subprocess.Popen([str(launcher), "up", "--headless"], cwd=demo, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        [str(launcher), "up", "--headless"],
+        cwd=demo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def ps_ok() -> bool:
-            return subprocess.run([str(launcher), "ps"], cwd=demo, env=env,
-                                  capture_output=True, timeout=30).returncode == 0
+            return (
+                subprocess.run(
+                    [str(launcher), "ps"], cwd=demo, env=env, capture_output=True, timeout=30
+                ).returncode
+                == 0
+            )
 
         wait_until(ps_ok, timeout=30)
-        listing = subprocess.run([str(launcher), "ps"], cwd=demo, env=env, capture_output=True,
-                                 text=True, timeout=30).stdout
-        assert {"api", "worker", "flaky", "clock"} <= {row.split()[0] for row in
-                                                       listing.splitlines()[1:]}
+        listing = subprocess.run(
+            [str(launcher), "ps"], cwd=demo, env=env, capture_output=True, text=True, timeout=30
+        ).stdout
+        assert {"api", "worker", "flaky", "clock"} <= {
+            row.split()[0] for row in listing.splitlines()[1:]
+        }
     finally:
-        subprocess.run([str(launcher), "shutdown"], cwd=demo, env=env, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            [str(launcher), "shutdown"], cwd=demo, env=env, capture_output=True, timeout=30
+        )
         assert up.wait(30) == 0
         up.communicate()
 
     # `pip install .` (not editable) into the same environment provides the command too, and it
     # runs from the installed package, not from the source folder.
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                          "--disable-pip-version-check", str(project)], env=env,
-                         capture_output=True, text=True, timeout=600)
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(project),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert pip.returncode == 0, pip.stderr
     shutil.rmtree(project)
-    installed = subprocess.run([str(venv / "bin" / "lacrimosa"), "ps"], cwd=outside, env=env,
-                               capture_output=True, text=True, timeout=60)
+    installed = subprocess.run(
+        [str(venv / "bin" / "lacrimosa"), "ps"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert installed.returncode == 4 and "no lacrimosa.toml or Procfile here" in installed.stderr
-    where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import engine, api, tui; print(engine.__file__)"], cwd=outside,
-                           env=env, capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import engine, api, tui; print(engine.__file__)"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert str(venv) in where.stdout

@@ -30,6 +30,7 @@ def contents(store: LogStore, name: str, stream: int | None = None) -> list[byte
 
 # -- bytes as written ----------------------------------------------------------------------------
 
+
 def test_lines_are_stored_exactly_as_written() -> None:
     hostile = [
         b"\xff\xfe invalid utf-8 \xc3\x28",
@@ -86,8 +87,7 @@ def test_ids_are_strictly_increasing_and_global_across_processes() -> None:
         stream = (STDOUT, STDERR)[i % 2]
         store.append(name, stream, b"line %d\n" % i + b"more %d\n" % i)
         expected += [(name, b"line %d" % i), (name, b"more %d" % i)]
-    lines = [line for snap in store.snapshot().processes.values()
-             for line in snapshot_lines(snap)]
+    lines = [line for snap in store.snapshot().processes.values() for line in snapshot_lines(snap)]
     ids = [line.id for line in lines]
     assert sorted(ids) == list(range(1, len(expected) + 1))  # unique, no gaps, start at 1
     for name in ("a", "b", "c"):
@@ -99,6 +99,7 @@ def test_ids_are_strictly_increasing_and_global_across_processes() -> None:
 
 
 # -- long lines ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("chunk_size", [1 << 20, 50 << 20], ids=["1MiB-reads", "one-50MB-chunk"])
 def test_a_50mb_line_without_newline_is_split_within_budget(chunk_size: int) -> None:
@@ -159,6 +160,7 @@ def test_max_line_above_the_block_size_is_refused() -> None:
 
 # -- memory budget -------------------------------------------------------------------------------
 
+
 def test_budget_evicts_whole_oldest_blocks() -> None:
     budget = MIN_BUDGET
     store = LogStore(budget_bytes=budget)
@@ -195,8 +197,9 @@ def test_budget_holds_with_many_processes_each_with_a_partly_filled_block() -> N
         for p in range(12):
             store.append(f"p{p}", STDOUT, line * 3000)  # ~300 KB each round, no block fills
             assert store.stats()["bytes"] <= budget, (round_, p)
-    held = sum(ref.block.nbytes() for snap in store.snapshot().processes.values()
-               for ref in snap.blocks)
+    held = sum(
+        ref.block.nbytes() for snap in store.snapshot().processes.values() for ref in snap.blocks
+    )
     assert held == store.stats()["bytes"]
     # The newest lines are still there.
     assert contents(store, "p11")[-1] == line[:-1]
@@ -210,8 +213,7 @@ def test_a_snapshot_keeps_an_evicted_block_readable() -> None:
     first_block = snapshot.processes["p"].blocks[0].block
     filler = b"f" * 199 + b"\n"
     for _ in range(100):  # 1 MB a round: the first block must be gone well before the end
-        if all(ref.block is not first_block
-               for ref in store.snapshot(["p"]).processes["p"].blocks):
+        if all(ref.block is not first_block for ref in store.snapshot(["p"]).processes["p"].blocks):
             break
         store.append("p", STDOUT, filler * 5000)
     else:
@@ -220,6 +222,7 @@ def test_a_snapshot_keeps_an_evicted_block_readable() -> None:
 
 
 # -- snapshots -----------------------------------------------------------------------------------
+
 
 def test_snapshots_copy_no_line_bytes() -> None:
     store = LogStore()
@@ -258,8 +261,9 @@ def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
         for _ in range(1500):
             if failed.is_set():
                 return
-            store.append("p", STDOUT, b" tail\n" + b"".join(b"w %d %d\n" % (run, j)
-                                                           for j in range(200)))
+            store.append(
+                "p", STDOUT, b" tail\n" + b"".join(b"w %d %d\n" % (run, j) for j in range(200))
+            )
             store.append("p", STDERR, b"e" * 3000 + b"\n")
 
     thread = threading.Thread(target=writer)
@@ -281,6 +285,7 @@ def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
 
 # -- the reference model -------------------------------------------------------------------------
 
+
 @settings(max_examples=150, deadline=None)
 @given(ops=op_lists(), max_line=MAX_LINE, geometry=GEOMETRY)
 def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: tuple) -> None:
@@ -296,23 +301,34 @@ def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: t
                 got = [line_key(line) for line in snapshot_lines(snap.processes[name])]
                 assert got == [line.key() for line in h.model.of(name)]
                 counts = h.store.counts(name)
-                assert [counts.stdout_lines, counts.stderr_lines, counts.bytes,
-                        counts.split_lines] == h.model.counts[name]
+                assert [
+                    counts.stdout_lines,
+                    counts.stderr_lines,
+                    counts.bytes,
+                    counts.split_lines,
+                ] == h.model.counts[name]
                 for stream in (STDOUT, STDERR):
                     assert h.store.has_partial(name, stream) == h.model.has_partial(name, stream)
             snapshots.append((snap, [line.key() for line in h.model.lines]))
         # Every earlier snapshot still reads exactly what it read when it was taken.
         for snap, expected in snapshots:
-            lines = sorted((line for s in snap.processes.values() for line in snapshot_lines(s)),
-                           key=lambda line: line.id)
+            lines = sorted(
+                (line for s in snap.processes.values() for line in snapshot_lines(s)),
+                key=lambda line: line.id,
+            )
             assert [line_key(line) for line in lines] == expected
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=op_lists(), max_line=MAX_LINE, geometry=st.sampled_from([(64, 4, 2), (64, 16, 4)]),
-       extra=st.integers(0, 4))
-def test_eviction_keeps_the_budget_and_the_newest_lines(ops: list, max_line: int,
-                                                        geometry: tuple, extra: int) -> None:
+@given(
+    ops=op_lists(),
+    max_line=MAX_LINE,
+    geometry=st.sampled_from([(64, 4, 2), (64, 16, 4)]),
+    extra=st.integers(0, 4),
+)
+def test_eviction_keeps_the_budget_and_the_newest_lines(
+    ops: list, max_line: int, geometry: tuple, extra: int
+) -> None:
     # 16 lines of metadata outweigh 64 bytes of text: three live blocks exceed a small budget.
     budget = (4 + extra) * geometry[0]
     harness = Harness(max_line, *geometry, budget=budget)

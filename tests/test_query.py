@@ -21,20 +21,26 @@ from logmodel import (
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogStore
 from engine.query import LogQuery, LogView
 
-QUERY = st.fixed_dictionaries({
-    "processes": st.none() | st.lists(st.sampled_from((*PROCESSES, "ghost")), unique=True,
-                                      max_size=3).map(tuple),
-    "stream": st.none() | st.sampled_from([STDOUT, STDERR, SYSTEM]),
-    "after_id": st.none() | st.integers(0, 120),
-    # (which line's time, offset from it): at, just before, just after (sub-millisecond), later.
-    "since": st.none() | st.tuples(st.floats(0, 1), st.sampled_from([-0.0006, 0.0, 0.0004, 0.001])),
-    # Explicit bytes, or (process, where, before, after): bytes of one process's output around
-    # the end of one of its lines, in the order its blocks hold them; so the needle often
-    # straddles the cut between a piece without newline and the piece after it.
-    "contains": st.none() | st.lists(st.sampled_from(b"aAbB\r\x00\xff\x1b"), max_size=3).map(bytes)
-    | st.tuples(st.sampled_from(PROCESSES), st.floats(0, 1), st.integers(0, 3), st.integers(0, 3)),
-    "ignore_case": st.booleans(),
-})
+QUERY = st.fixed_dictionaries(
+    {
+        "processes": st.none()
+        | st.lists(st.sampled_from((*PROCESSES, "ghost")), unique=True, max_size=3).map(tuple),
+        "stream": st.none() | st.sampled_from([STDOUT, STDERR, SYSTEM]),
+        "after_id": st.none() | st.integers(0, 120),
+        # (which line's time, offset from it): at, just before, just after (sub-millisecond), later.
+        "since": st.none()
+        | st.tuples(st.floats(0, 1), st.sampled_from([-0.0006, 0.0, 0.0004, 0.001])),
+        # Explicit bytes, or (process, where, before, after): bytes of one process's output around
+        # the end of one of its lines, in the order its blocks hold them; so the needle often
+        # straddles the cut between a piece without newline and the piece after it.
+        "contains": st.none()
+        | st.lists(st.sampled_from(b"aAbB\r\x00\xff\x1b"), max_size=3).map(bytes)
+        | st.tuples(
+            st.sampled_from(PROCESSES), st.floats(0, 1), st.integers(0, 3), st.integers(0, 3)
+        ),
+        "ignore_case": st.booleans(),
+    }
+)
 WINDOWS = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=4)
 TAILS = st.lists(st.integers(0, 60), max_size=3)
 
@@ -73,16 +79,26 @@ def check_view(view: LogView, expected: list[ModelLine], windows: list, tails: l
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=op_lists(min_size=4), max_line=MAX_LINE, geometry=GEOMETRY,
-       queries=st.lists(QUERY, min_size=2, max_size=5), windows=WINDOWS, tails=TAILS)
-def test_views_match_a_naive_filter_of_the_model(ops: list, max_line: int, geometry: tuple,
-                                                 queries: list, windows: list, tails: list) -> None:
+@given(
+    ops=op_lists(min_size=4),
+    max_line=MAX_LINE,
+    geometry=GEOMETRY,
+    queries=st.lists(QUERY, min_size=2, max_size=5),
+    windows=WINDOWS,
+    tails=TAILS,
+)
+def test_views_match_a_naive_filter_of_the_model(
+    ops: list, max_line: int, geometry: tuple, queries: list, windows: list, tails: list
+) -> None:
     """Queries re-run as the store grows (extending the per-block scan caches), then re-run on
     every older snapshot (whose blocks have since grown past what it sees)."""
     # Each query alone, and its substring part alone (so that the other filters, each drawn
     # independently, do not hide most of what the substring scan does).
-    queries = queries + [{**spec, "processes": None, "stream": None, "after_id": None,
-                          "since": None} for spec in queries if spec["contains"] is not None]
+    queries = queries + [
+        {**spec, "processes": None, "stream": None, "after_id": None, "since": None}
+        for spec in queries
+        if spec["contains"] is not None
+    ]
     with Harness(max_line, *geometry).running() as h:
         taken = []
         for op in [*ops, ("check",)]:
@@ -102,17 +118,25 @@ def test_views_match_a_naive_filter_of_the_model(ops: list, max_line: int, geome
 
 
 @settings(max_examples=100, deadline=None)
-@given(sizes=st.lists(st.tuples(st.sampled_from(PROCESSES), st.integers(1, 40)), max_size=30),
-       start=st.integers(0, 400), stop=st.integers(0, 400), n=st.integers(0, 400))
+@given(
+    sizes=st.lists(st.tuples(st.sampled_from(PROCESSES), st.integers(1, 40)), max_size=30),
+    start=st.integers(0, 400),
+    stop=st.integers(0, 400),
+    n=st.integers(0, 400),
+)
 def test_merged_slices_of_several_processes(sizes: list, start: int, stop: int, n: int) -> None:
     """Many lines per process, interleaved in runs: slices bisect across processes by id."""
     store = LogStore()
     expected = []
     for process, count in sizes:
-        store.append(process, STDOUT, b"".join(b"%s %d\n" % (process.encode(), len(expected) + k)
-                                               for k in range(count)))
-        expected += [(process, b"%s %d" % (process.encode(), len(expected) + k))
-                     for k in range(count)]
+        store.append(
+            process,
+            STDOUT,
+            b"".join(b"%s %d\n" % (process.encode(), len(expected) + k) for k in range(count)),
+        )
+        expected += [
+            (process, b"%s %d" % (process.encode(), len(expected) + k)) for k in range(count)
+        ]
     view = LogView(store.snapshot())
 
     def pairs(lines: list) -> list:
@@ -123,6 +147,7 @@ def test_merged_slices_of_several_processes(sizes: list, start: int, stop: int, 
 
 
 # -- the cases the property test found, kept as plain examples ----------------------------------
+
 
 def test_contains_does_not_match_across_the_pieces_of_a_split_line() -> None:
     store = LogStore(max_line_bytes=256)
@@ -176,7 +201,9 @@ def test_filters_combine() -> None:
 
     assert texts(contains=b"GET") == [b"GET /health 200", b"GET /api 500", b"Traceback: GET failed"]
     assert texts(contains=b"get", ignore_case=True, stream=STDERR) == [
-        b"get lost", b"Traceback: GET failed"]
+        b"get lost",
+        b"Traceback: GET failed",
+    ]
     assert texts(processes=("a",), stream=SYSTEM) == [b"exited with code 1"]
     assert texts(after_id=first_id, processes=("a",), stream=STDOUT) == [b"GET /api 500"]
     assert texts(processes=("ghost",)) == []
@@ -192,4 +219,3 @@ def test_views_read_the_shared_blocks_not_copies() -> None:
     store.append("p", STDOUT, b"x\ny\nz\n")
     for line in LogView(store.snapshot(), LogQuery(contains=b"y")):
         assert line.content.obj is line.block.data
-

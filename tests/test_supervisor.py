@@ -44,6 +44,7 @@ def all_group_pids(infos: list[ProcessInfo]) -> set[int]:
 
 # -- capture -------------------------------------------------------------------------------------
 
+
 def test_stdout_and_stderr_are_captured_apart(console: MakeConsole) -> None:
     c = console("""
         [processes.both]
@@ -72,8 +73,7 @@ def test_a_partial_line_is_shown_while_the_process_still_runs(console: MakeConso
     assert state_of(c, "prompt") == "running"
 
 
-def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_path: Path
-                                                      ) -> None:
+def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_path: Path) -> None:
     (tmp_path / "writer.py").write_text(
         "import sys\n"
         "out, err = sys.stdout.buffer, sys.stderr.buffer\n"
@@ -94,12 +94,13 @@ def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_
         [logs]
         budget = "128MiB"
     """)
-    wait_until(lambda: state_of(c, "seq") == "exited" and state_of(c, "py") == "exited",
-               timeout=60)
+    wait_until(lambda: state_of(c, "seq") == "exited" and state_of(c, "py") == "exited", timeout=60)
     assert c.process("seq").stdout_lines == 2_000_000
     # Every byte, in order: the blocks hold seq's output and then the exit line, nothing else.
-    held = b"".join(ref.block.data[: int(ref.block.ends[ref.n - 1])].tobytes()
-                    for ref in c.snapshot(["seq"]).processes["seq"].blocks)
+    held = b"".join(
+        ref.block.data[: int(ref.block.ends[ref.n - 1])].tobytes()
+        for ref in c.snapshot(["seq"]).processes["seq"].blocks
+    )
     expected = "".join(f"{i}\n" for i in range(1, 2_000_001)).encode()
     assert held == expected + b"exited with code 0\n"
     assert c.store.counts("seq").split_lines == 0
@@ -114,16 +115,21 @@ def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_
 
 # -- restart policies and backoff ----------------------------------------------------------------
 
-@pytest.mark.parametrize("policy, ending, words, restarts", [
-    ("never", "exit 1", "exited with code 1", False),
-    ("never", "exit 0", "exited with code 0", False),
-    ("on-failure", "exit 0", "exited with code 0", False),
-    ("on-failure", "exit 3", "exited with code 3", True),
-    ("on-failure", "kill -9 $$", "killed by SIGKILL", True),
-    ("always", "exit 0", "exited with code 0", True),
-])
-def test_restart_policies(console: MakeConsole, policy: str, ending: str, words: str,
-                          restarts: bool) -> None:
+
+@pytest.mark.parametrize(
+    "policy, ending, words, restarts",
+    [
+        ("never", "exit 1", "exited with code 1", False),
+        ("never", "exit 0", "exited with code 0", False),
+        ("on-failure", "exit 0", "exited with code 0", False),
+        ("on-failure", "exit 3", "exited with code 3", True),
+        ("on-failure", "kill -9 $$", "killed by SIGKILL", True),
+        ("always", "exit 0", "exited with code 0", True),
+    ],
+)
+def test_restart_policies(
+    console: MakeConsole, policy: str, ending: str, words: str, restarts: bool
+) -> None:
     c = console(f"""
         [processes.job]
         cmd = "echo run; {ending}"
@@ -147,17 +153,21 @@ def test_restart_policies(console: MakeConsole, policy: str, ending: str, words:
 
 
 def test_backoff_grows_to_its_cap_resets_after_a_stable_run_and_shows_crash_loop(
-        console: MakeConsole) -> None:
+    console: MakeConsole,
+) -> None:
     # It counts its runs in a file: runs 1-4 fail at once, run 5 lasts longer than stable_after
     # and then fails, runs 6 and on fail at once.
-    c = console("""
+    c = console(
+        """
         [processes.flaky]
         cmd = '''n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs
                  if [ $n -eq 5 ]; then sleep 3; fi; exit 1'''
         backoff_initial = 0.1
         backoff_max = 0.4
         stable_after = 2
-    """, start=False)
+    """,
+        start=False,
+    )
     states: list[str] = []
     lock = threading.Lock()
 
@@ -180,8 +190,16 @@ def test_backoff_grows_to_its_cap_resets_after_a_stable_run_and_shows_crash_loop
     with lock:
         seen = list(states)
     # Two quick failures back off; the third in a row is a crash loop; a stable run ends it.
-    assert seen[:8] == ["running", "backoff", "running", "backoff", "running", "crash-loop",
-                        "running", "crash-loop"]
+    assert seen[:8] == [
+        "running",
+        "backoff",
+        "running",
+        "backoff",
+        "running",
+        "crash-loop",
+        "running",
+        "crash-loop",
+    ]
     assert "backoff" in seen[8:]
     assert seen[-1] == "stopped"
     assert c.process("flaky").restarts >= 6
@@ -203,6 +221,7 @@ def test_a_crash_loop_is_visible_and_a_stop_cancels_it(console: MakeConsole) -> 
 
 
 # -- stop, restart, start ------------------------------------------------------------------------
+
 
 def test_stop_sends_the_configured_signal_to_the_group(console: MakeConsole) -> None:
     c = console("""
@@ -301,6 +320,7 @@ def test_unknown_names_are_refused(console: MakeConsole) -> None:
 
 # -- commands that cannot start ------------------------------------------------------------------
 
+
 def test_a_missing_binary_is_reported_not_a_crash(console: MakeConsole) -> None:
     c = console("""
         [processes.typo]
@@ -317,10 +337,12 @@ def test_a_missing_binary_is_reported_not_a_crash(console: MakeConsole) -> None:
     assert c.supervisor.crashed is None
 
 
-def test_a_cwd_removed_after_loading_is_reported_not_a_crash(console: MakeConsole,
-                                                              tmp_path: Path) -> None:
+def test_a_cwd_removed_after_loading_is_reported_not_a_crash(
+    console: MakeConsole, tmp_path: Path
+) -> None:
     (tmp_path / "gone").mkdir()
-    c = console("""
+    c = console(
+        """
         [processes.lost]
         cmd = "sleep 300"
         cwd = "gone"
@@ -328,7 +350,9 @@ def test_a_cwd_removed_after_loading_is_reported_not_a_crash(console: MakeConsol
         [processes.fine]
         cmd = "sleep 300"
         stop_timeout = 1
-    """, start=False)
+    """,
+        start=False,
+    )
     (tmp_path / "gone").rmdir()
     c.start()
     assert state_of(c, "lost") == "failed"
@@ -355,8 +379,10 @@ def test_a_command_exec_refuses_is_reported_and_the_rest_still_start(console: Ma
 
 # -- file descriptors ----------------------------------------------------------------------------
 
+
 def test_a_pipe_closed_early_does_not_close_another_process_descriptors(
-        console: MakeConsole, tmp_path: Path) -> None:
+    console: MakeConsole, tmp_path: Path
+) -> None:
     # "early" closes its output long before it exits. The numbers of its pipes are free by then
     # and go to the next process started; early's exit must not close them a second time.
     c = console("""
@@ -404,8 +430,11 @@ MIXED = """
 
 def test_console_shutdown_leaves_nothing_running(console: MakeConsole) -> None:
     c = console(MIXED)
-    wait_until(lambda: all(len(group_pids(c.process(name).pid or -1)) >= size
-                           for name, size in GROUP_SIZES.items()))
+    wait_until(
+        lambda: all(
+            len(group_pids(c.process(name).pid or -1)) >= size for name, size in GROUP_SIZES.items()
+        )
+    )
     pids = all_group_pids(c.processes())
     guardian = c.supervisor._guardian
     assert guardian is not None and pid_alive(guardian._proc.pid)
@@ -442,15 +471,20 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
     script = tmp_path / "console_child.py"
     script.write_text(CONSOLE_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        [PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout is not None
         started = json.loads(proc.stdout.readline())
         leaders = started["leaders"]
         assert all(leaders), started
-        wait_until(lambda: all(len(group_pids(pid)) >= size
-                               for pid, size in zip(leaders, GROUP_SIZES.values(), strict=True)))
+        wait_until(
+            lambda: all(
+                len(group_pids(pid)) >= size
+                for pid, size in zip(leaders, GROUP_SIZES.values(), strict=True)
+            )
+        )
         pids = {p for pid in leaders for p in group_pids(pid)} | {started["guardian"]}
         assert all(pid_alive(p) for p in pids)
     finally:
@@ -460,6 +494,8 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
             proc.stdout.close()
     # PR_SET_PDEATHSIG ends the leaders; the guardian ends their groups (SIGTERM, then SIGKILL
     # for the group that ignores it) and then itself.
-    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=20,
-               message=f"{[p for p in pids if pid_alive(p)]} to end")
-
+    wait_until(
+        lambda: not any(pid_alive(p) for p in pids),
+        timeout=20,
+        message=f"{[p for p in pids if pid_alive(p)]} to end",
+    )
