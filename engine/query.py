@@ -26,6 +26,7 @@ from .logstore import STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A") : ord("Z") + 1] += 32
 _SCAN_CACHE_KEYS_PER_BLOCK = 8
+_NEAR_END_LINES = 1 << 16  # within this many lines of the end, LogView positions by partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,19 @@ class _ProcessSelection:
             (int(s.block.ids[s.index(0)]) for s in segments), dtype=np.int64, count=len(segments)
         )
         self.total = int(self.cum[-1])
+
+    def last_ids(self, m: int) -> np.ndarray:
+        """The ids of the last ``m`` selected lines (all of them if there are fewer)."""
+        pieces: list[np.ndarray] = []
+        need = m
+        for segment in reversed(self.segments):
+            ids = segment.ids()
+            pieces.append(ids[-need:] if len(ids) > need else ids)
+            need -= len(pieces[-1])
+            if need <= 0:
+                break
+        pieces.reverse()
+        return np.concatenate(pieces)
 
     def locate(self, i: int) -> tuple[_Segment, int]:
         seg = int(np.searchsorted(self.cum, i, side="right")) - 1
@@ -235,6 +249,17 @@ class LogView:
     def _positions_at(self, k: int) -> list[int]:
         """Per part, how many of its lines come before merged position k."""
         parts = self._parts
+        back = self._total - k
+        if back <= _NEAR_END_LINES:
+            # Near the end (tail, follow mode): the k-th line is the back-th largest id among
+            # each part's last `back` ids, so one partition replaces the binary search.
+            tails = [p.last_ids(back) for p in parts]
+            every = np.concatenate(tails)
+            threshold = np.partition(every, len(every) - back)[len(every) - back]
+            return [
+                p.total - int(np.count_nonzero(t >= threshold))
+                for p, t in zip(parts, tails, strict=True)
+            ]
         lo = min(int(p.first_ids[0]) for p in parts)
         hi = max(p.id_at(p.total - 1) for p in parts)
         # Smallest id v with at least k+1 selected lines <= v: that is the k-th line's id.

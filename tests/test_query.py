@@ -18,8 +18,11 @@ from logmodel import (
     op_lists,
 )
 
+from engine import query as query_module
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogStore
 from engine.query import LogQuery, LogView
+
+NEAR_END_DEFAULT = query_module._NEAR_END_LINES
 
 QUERY = st.fixed_dictionaries(
     {
@@ -123,9 +126,16 @@ def test_views_match_a_naive_filter_of_the_model(
     start=st.integers(0, 400),
     stop=st.integers(0, 400),
     n=st.integers(0, 400),
+    near_end=st.sampled_from([0, 50, 1 << 16]),
 )
-def test_merged_slices_of_several_processes(sizes: list, start: int, stop: int, n: int) -> None:
-    """Many lines per process, interleaved in runs: slices bisect across processes by id."""
+def test_merged_slices_of_several_processes(
+    sizes: list, start: int, stop: int, n: int, near_end: int
+) -> None:
+    """Many lines per process, interleaved in runs: slices bisect across processes by id.
+
+    ``near_end`` moves the point where LogView switches from its binary search to the
+    partition it uses near the end, so both ways of positioning are checked.
+    """
     store = LogStore()
     expected = []
     for process, count in sizes:
@@ -142,8 +152,12 @@ def test_merged_slices_of_several_processes(sizes: list, start: int, stop: int, 
     def pairs(lines: list) -> list:
         return [(line.process, bytes(line.content)) for line in lines]
 
-    assert pairs(view.lines(start, stop)) == expected[start:stop]
-    assert pairs(view.tail(n)) == expected[max(len(expected) - n, 0) :]
+    query_module._NEAR_END_LINES = near_end
+    try:
+        assert pairs(view.lines(start, stop)) == expected[start:stop]
+        assert pairs(view.tail(n)) == expected[max(len(expected) - n, 0) :]
+    finally:
+        query_module._NEAR_END_LINES = NEAR_END_DEFAULT
 
 
 # -- the cases the property test found, kept as plain examples ----------------------------------
