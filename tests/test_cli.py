@@ -34,18 +34,37 @@ stop_timeout = 2
 """
 
 
-def cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI call: this checkout's packages, no console chosen by env."""
     env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
     env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def cli(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(), timeout=timeout
     )
+
+
+_started: list[RunningConsole] = []
 
 
 class RunningConsole:
     def __init__(self, folder: Path, proc: subprocess.Popen[str]) -> None:
         self.folder = folder
         self.proc = proc
+
+    def stop(self) -> int:
+        """``lacrimosa shutdown`` if it still runs (SIGKILL if that fails); its exit status."""
+        if self.proc.poll() is None:
+            self.run("shutdown")
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.communicate()
+        return self.proc.returncode
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return cli(*args, cwd=self.folder, timeout=timeout)
@@ -70,39 +89,39 @@ class RunningConsole:
         return pids
 
 
-def start_console(folder: Path, config: str = CONFIG, *extra: str) -> RunningConsole:
-    (folder / "lacrimosa.toml").write_text(config)
-    env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
-    env["PYTHONPATH"] = str(REPO)
+def start_console(
+    folder: Path, config: str = CONFIG, config_name: str = "lacrimosa.toml"
+) -> RunningConsole:
+    """``lacrimosa up --headless`` in ``folder`` with this config, once its socket answers."""
+    (folder / config_name).write_text(config)
     proc = subprocess.Popen(
-        [*CLI, "up", "--headless", *extra],
+        [*CLI, "up", "--headless"],
         cwd=folder,
-        env=env,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     console = RunningConsole(folder, proc)
+    _started.append(console)
     wait_until(lambda: proc.poll() is not None or console.run("ps").returncode == 0, timeout=20)
     assert proc.poll() is None, proc.communicate()
     return console
 
 
+@pytest.fixture(autouse=True)
+def _no_console_left_behind() -> Iterator[None]:
+    """Whatever a test did or failed to do, every console it started is stopped after it."""
+    yield
+    while _started:
+        _started.pop().stop()
+
+
 @pytest.fixture
-def console(tmp_path: Path) -> Iterator[RunningConsole]:
+def console(tmp_path: Path) -> RunningConsole:
     running = start_console(tmp_path)
-    try:
-        wait_until(lambda: all(p["state"] == "running" for p in running.ps().values()))
-        yield running
-    finally:
-        if running.proc.poll() is None:
-            running.run("shutdown")
-            try:
-                running.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                running.proc.kill()
-                running.proc.wait()
-        running.proc.communicate()
+    wait_until(lambda: all(p["state"] == "running" for p in running.ps().values()))
+    return running
 
 
 def test_ps_lists_every_process_as_text_and_json(console: RunningConsole) -> None:
@@ -158,12 +177,10 @@ def test_logs_without_name_merges_every_process(console: RunningConsole) -> None
 
 
 def test_logs_follow_streams_new_lines(console: RunningConsole) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("LACRIMOSA_HOME", None)
     follower = subprocess.Popen(
         [*CLI, "logs", "ticker", "--follow", "--lines", "1", "--json"],
         cwd=console.folder,
-        env=env,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -313,10 +330,7 @@ def test_nothing_survives_kill_9_of_the_console(tmp_path: Path) -> None:
     running.proc.communicate()
     wait_until(lambda: not any(pid_alive(pid) for pid in children), timeout=15)
     # A new console can start in the same folder: the stale socket is cleaned up.
-    again = start_console(tmp_path)
-    assert again.run("shutdown").returncode == 0
-    assert again.proc.wait(20) == 0
-    again.proc.communicate()
+    assert start_console(tmp_path).stop() == 0
 
 
 def test_bad_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -333,24 +347,6 @@ def test_bad_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
 def test_procfile_project_and_long_home_path(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
-    (deep / "Procfile").write_text("hello: echo hello from procfile; sleep 300\n")
-    env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
-    env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless"],
-        cwd=deep,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = RunningConsole(deep, proc)
-    try:
-        wait_until(
-            lambda: running.run("logs", "hello").stdout == "hello from procfile\n", timeout=20
-        )
-        assert len(os.fsencode(socket_path(deep / ".lacrimosa"))) <= 107
-    finally:
-        running.run("shutdown")
-        proc.wait(20)
-        proc.communicate()
+    running = start_console(deep, "hello: echo hello from procfile; sleep 300\n", "Procfile")
+    wait_until(lambda: running.run("logs", "hello").stdout == "hello from procfile\n", timeout=20)
+    assert len(os.fsencode(socket_path(deep / ".lacrimosa"))) <= 107
