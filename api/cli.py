@@ -158,7 +158,8 @@ def _one_shot(args: argparse.Namespace) -> int:
             _print(args, result, f"{args.name}: {result['outcome']}, now {proc['state']}{pid}")
         elif args.command == "shutdown":
             result = client.call("shutdown")
-            _print(args, result, "console is stopping every process and shutting down")
+            client.wait_closed()  # returns once every process has stopped and the console is gone
+            _print(args, result, "console stopped")
         elif args.command == "logs":
             _logs(args, client)
     return EXIT_OK

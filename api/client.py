@@ -73,6 +73,11 @@ class ControlClient:
         self.send(op, **args)
         return self.receive()
 
+    def wait_closed(self) -> None:
+        """Block until the console hangs up (it does so last when it shuts down)."""
+        while self._reader.readline():
+            pass
+
     def stream(self, op: str, **args: Any) -> Iterator[Any]:
         """Send one request and yield every reply until the console hangs up."""
         self.send(op, **args)

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from engine.paths import socket_path
 
 from .protocol import dispatch, follow_logs
 from .wire import MAX_REQUEST_BYTES, encode, error
+
+CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
 
 
 def console_running(path: Path) -> bool:
@@ -53,7 +56,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
-        self._connections: set[socket.socket] = set()
+        self._connections: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
         self.malformed_requests = 0
 
@@ -78,17 +81,26 @@ class ControlServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop accepting, let requests in flight send their replies, then remove the socket.
+
+        Connections are shut for reading only, so a reply being written (the one to
+        ``shutdown`` itself, say) still reaches its client before the console exits.
+        """
         self._closing.set()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
-        with self._lock:
-            for conn in list(self._connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
+        with self._lock:
+            connections = dict(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + CLOSE_GRACE
+        for thread in connections.values():
+            thread.join(max(deadline - time.monotonic(), 0))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -99,11 +111,12 @@ class ControlServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            with self._lock:
-                self._connections.add(conn)
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._serve, args=(conn,), name="lacrimosa-control-conn", daemon=True
-            ).start()
+            )
+            with self._lock:
+                self._connections[conn] = thread
+            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -123,7 +136,7 @@ class ControlServer:
             return  # the client went away
         finally:
             with self._lock:
-                self._connections.discard(conn)
+                self._connections.pop(conn, None)
 
     def _answer(self, conn: socket.socket, raw: bytes) -> None:
         try:
