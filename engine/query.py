@@ -228,6 +228,11 @@ class LogView:
     def line(self, i: int) -> LogLine:
         return self.lines(i, i + 1)[0]
 
+    def position_of(self, line_id: int) -> int:
+        """How many matching lines come before the line with this id (its position, if it
+        matches): lets a reader keep its place when old lines are evicted under it."""
+        return sum(p.count_le(line_id - 1) for p in self._parts)
+
     def tail(self, n: int) -> list[LogLine]:
         return self.lines(max(self._total - n, 0), self._total)
 

@@ -369,6 +369,29 @@ async def test_follow_stays_at_the_bottom_and_stops_when_scrolling_up(console) -
         assert not pane.is_vertical_scroll_end
 
 
+async def test_the_screen_keeps_its_place_while_old_lines_are_evicted(console) -> None:
+    instance = console(FED + '\n[logs]\nbudget = "8MiB"\n')
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await select(pilot, app, "fed")
+        for first in range(0, 300_000, 50_000):
+            feed(instance, first, 50_000)
+        await wait_for(pilot, lambda: pane.line_count > 200_000, "a store near its budget")
+        await pilot.press("pageup")
+        assert not pane.follow
+        top_row = rendered_rows(app)[0]
+        evicted = instance.store.stats()["evicted_blocks"]
+        for first in range(300_000, 400_000, 50_000):
+            feed(instance, first, 50_000)
+        await wait_for(
+            pilot, lambda: instance.store.stats()["evicted_blocks"] > evicted, "an eviction"
+        )
+        await wait_for(pilot, lambda: pane.is_current, "the view to catch up")
+        await pilot.pause()
+        assert rendered_rows(app)[0] == top_row  # the lines above it went; it stayed put
+
+
 # -- quitting ------------------------------------------------------------------------------------
 
 STUBBORN = (

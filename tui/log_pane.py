@@ -163,12 +163,18 @@ class LogPane(ScrollView, can_focus=True):
             self._start_build()
 
     def _install(self, query: LogQuery, view: LogView) -> None:
+        # The line at the top of the screen, to keep in place when not following: as old
+        # blocks are evicted, the same line moves to a smaller position in the new view.
+        anchor = self._line_at(round(self.scroll_y)) if not self.follow else None
+        same_query = query == self._view_query
         self._view = view
         self._view_query = query
         self._window = []
         self.virtual_size = Size(self.size.width, len(view))
         if self.follow:
             self._scroll_to_end()
+        elif anchor is not None and same_query:
+            self.scroll_to(y=view.position_of(anchor.id), animate=False, immediate=True)
         self.refresh()
         self.post_message(self.Changed())
 
