@@ -7,10 +7,11 @@ never touch process state: they submit commands (:meth:`Supervisor.submit`) and 
 read the published, immutable :class:`ProcessInfo` list.
 
 Each child runs in its own session and process group, stdin from /dev/null, stdout and stderr on
-separate pipes read in chunks of up to 1 MiB straight into the log store. Stop sends the configured
-signal to the group, waits ``stop_timeout``, then SIGKILL to the group. Nothing outlives the console:
-the group is killed when its leader exits, children get PR_SET_PDEATHSIG, and the guardian process
-(see guardian.py) kills every registered group when the console ends, however it ends.
+separate pipes read in chunks of up to 1 MiB (into one reused buffer) straight into the log store.
+Stop sends the configured signal to the group, waits ``stop_timeout``, then SIGKILL to the group.
+Nothing outlives the console: the group is killed when its leader exits, children get
+PR_SET_PDEATHSIG, and the guardian process (see guardian.py) kills every registered group when the
+console ends, however it ends.
 
 Restart policy: ``never``, ``on-failure`` (non-zero exit or killed by a signal) or ``always``; the
 delay doubles from ``backoff_initial`` up to ``backoff_max`` on each quick failure, and resets once a
@@ -196,6 +197,9 @@ class Supervisor:
         for name in specs:
             store.add_process(name)
         self._selector = selectors.DefaultSelector()
+        # Every pipe is read into this one buffer (loop thread only), instead of a new bytes of up
+        # to 1 MiB per read; the store copies what it keeps before the next read overwrites it.
+        self._read_buffer = bytearray(READ_CHUNK)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # (function, arguments, future, whether the function completes the future itself)
         self._commands: list[tuple[Callable[..., Any], tuple[Any, ...], Future[Any], bool]] = []
@@ -484,15 +488,21 @@ class Supervisor:
             managed.failures = 0
             self._publish_one(managed)
 
+    def _read_pipe(self, fd: int) -> memoryview:
+        """Read what ``fd`` holds (up to READ_CHUNK) into the shared buffer; valid until the next
+        read. Empty at end of file."""
+        n = os.readv(fd, [self._read_buffer])
+        return memoryview(self._read_buffer)[:n]
+
     def _on_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
         if fd not in run.fds:  # closed earlier in this same batch of events
             return
         try:
-            data = os.read(fd, READ_CHUNK)
+            data = self._read_pipe(fd)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            data = memoryview(b"")
         if data:
             run.last_output = time.monotonic()
             self._store.append(managed.spec.name, stream, data)
@@ -514,11 +524,11 @@ class Supervisor:
         for fd, stream in list(run.fds.items()):
             while True:
                 try:
-                    data = os.read(fd, READ_CHUNK)
+                    data = self._read_pipe(fd)
                 except BlockingIOError:
                     break
                 except OSError:
-                    data = b""
+                    data = memoryview(b"")
                 if not data:
                     self._close_pipe(fd, managed, run, stream)
                     break

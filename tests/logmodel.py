@@ -11,7 +11,7 @@ The model states the store's rules the plain way, one byte at a time, per (proce
 - every stored piece takes the next global id; a system line is ``text + "\\n"``, same rules.
 
 The harness (:class:`Harness`) shrinks the block geometry so that small generated inputs still
-cross block boundaries, grow metadata arrays, seal blocks and evict them, and replaces the store's
+cross block boundaries, seal blocks and evict them, and replaces the store's
 clock so that line times are known exactly.
 """
 
@@ -138,7 +138,6 @@ class Harness:
         max_line: int,
         block_bytes: int,
         block_lines: int,
-        meta_capacity: int,
         budget: int | None = None,
     ) -> None:
         self.clock = _Clock()
@@ -146,7 +145,6 @@ class Harness:
             logstore,
             BLOCK_BYTES=block_bytes,
             BLOCK_LINES=block_lines,
-            _FIRST_META_CAPACITY=meta_capacity,
             time=self.clock,
         )
         self.block_bytes = block_bytes
@@ -213,12 +211,6 @@ def op_lists(min_size: int = 0) -> st.SearchStrategy[list[tuple[Any, ...]]]:
     return st.lists(_OP, min_size=min_size, max_size=40)
 
 
-# (block bytes, block lines, first metadata capacity): tiny blocks, and the real ones.
-GEOMETRY = st.sampled_from(
-    [
-        (64, 4, 2),
-        (256, 16, 4),
-        (logstore.BLOCK_BYTES, logstore.BLOCK_LINES, logstore._FIRST_META_CAPACITY),
-    ]
-)
+# (block bytes, block lines): tiny blocks, and the real ones.
+GEOMETRY = st.sampled_from([(64, 4), (256, 16), (logstore.BLOCK_BYTES, logstore.BLOCK_LINES)])
 MAX_LINE = st.integers(min_value=1, max_value=16)
