@@ -8,9 +8,7 @@ the nearest ``lacrimosa.toml`` or ``Procfile`` found walking up from the current
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 CONFIG_NAMES = ("lacrimosa.toml", "Procfile")
@@ -55,5 +53,9 @@ def socket_path(home: Path) -> Path:
     inside = home / SOCKET_NAME
     if len(os.fsencode(inside)) <= _MAX_SOCKET_PATH:
         return inside
+    # Imported here: the one-shot CLI pays for every import, and this path is rarely taken.
+    import hashlib
+    import tempfile
+
     digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:20]
     return Path(tempfile.gettempdir()) / f"lacrimosa-{os.getuid()}" / f"{digest}.sock"
