@@ -1,0 +1,22 @@
+"""The benchmark scripts keep working: a quick run of all of them (numbers not judged here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("capture", "store memory", "snapshot + tail", "cli latency", "tui frame"):
+        assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"
