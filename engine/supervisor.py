@@ -488,26 +488,28 @@ class Supervisor:
             managed.failures = 0
             self._publish_one(managed)
 
-    def _read_pipe(self, fd: int) -> memoryview:
-        """Read what ``fd`` holds (up to READ_CHUNK) into the shared buffer; valid until the next
-        read. Empty at end of file."""
-        n = os.readv(fd, [self._read_buffer])
-        return memoryview(self._read_buffer)[:n]
-
     def _on_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
-        if fd not in run.fds:  # closed earlier in this same batch of events
-            return
+        if fd in run.fds:  # else closed earlier in this same batch of events
+            self._read_once(fd, managed, run, stream)
+
+    def _read_once(self, fd: int, managed: _Managed, run: _Run, stream: int) -> bool:
+        """Read one chunk (up to READ_CHUNK) of a pipe into the store.
+
+        The chunk lands in the loop's one reused buffer, which the store copies from before the
+        next read. Closes the pipe at end of file. Returns whether more may be readable now.
+        """
         try:
-            data = self._read_pipe(fd)
+            n = os.readv(fd, [self._read_buffer])
         except BlockingIOError:
-            return
+            return False
         except OSError:
-            data = memoryview(b"")
-        if data:
-            run.last_output = time.monotonic()
-            self._store.append(managed.spec.name, stream, data)
-        else:
+            n = 0
+        if not n:
             self._close_pipe(fd, managed, run, stream)
+            return False
+        run.last_output = time.monotonic()
+        self._store.append(managed.spec.name, stream, memoryview(self._read_buffer)[:n])
+        return True
 
     def _close_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
         self._selector.unregister(fd)
@@ -522,17 +524,8 @@ class Supervisor:
     def _drain(self, managed: _Managed, run: _Run) -> None:
         """Read what the pipes still hold, so a process's last words precede its exit line."""
         for fd, stream in list(run.fds.items()):
-            while True:
-                try:
-                    data = self._read_pipe(fd)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    data = memoryview(b"")
-                if not data:
-                    self._close_pipe(fd, managed, run, stream)
-                    break
-                self._store.append(managed.spec.name, stream, data)
+            while self._read_once(fd, managed, run, stream):
+                pass
             self._store.flush(managed.spec.name, stream)
 
     def _on_exit(self, managed: _Managed) -> None:
