@@ -223,7 +223,7 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     if "\0" in cmd:  # exec refuses it: the process could never start
         raise fail("cmd", "must not contain a NUL character")
     cwd_value = table.get("cwd", ".")
-    if not isinstance(cwd_value, str):
+    if not isinstance(cwd_value, str) or "\0" in cwd_value:
         raise fail("cwd", "must be a string (a folder, relative to the config file)")
     cwd = (path.parent / cwd_value).resolve()
     if not cwd.is_dir():

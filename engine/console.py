@@ -16,9 +16,7 @@ from .config import Config
 from .errors import ConsoleError, NoSuchProcess
 from .logstore import LogStore, StoreSnapshot
 from .query import LogQuery, LogView
-from .supervisor import ProcessInfo, State, Supervisor
-
-ACTION_TIMEOUT = 60.0
+from .supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 
 class Console:
@@ -28,7 +26,7 @@ class Console:
         self.config = config
         self.home = home
         self.store = LogStore(config.log_budget_bytes, config.max_line_bytes)
-        self.supervisor = Supervisor(config.processes, self.store)
+        self.supervisor = Supervisor(config.processes, self.store, on_crash=self._supervisor_died)
         self.started_at = time.time()
         self._shutdown_requested = threading.Event()
 
@@ -37,6 +35,10 @@ class Console:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.supervisor.start()
+
+    def _supervisor_died(self, exc: BaseException) -> None:
+        # Its children were killed as it died; with nothing supervised, the console ends too.
+        self.request_shutdown()
 
     def request_shutdown(self) -> None:
         """Ask whoever runs the console (TUI or headless loop) to shut it down."""
@@ -101,19 +103,20 @@ class Console:
     # -- actions ---------------------------------------------------------------------------------
 
     def start_process(self, name: str) -> str:
-        return str(self._wait(self.supervisor.start_process(name)))
+        return str(self._wait(name, self.supervisor.start_process(name)))
 
     def stop_process(self, name: str) -> str:
         """Blocks until the process has stopped (signal, stop timeout, SIGKILL)."""
-        self._wait(self.supervisor.stop_process(name))
+        self._wait(name, self.supervisor.stop_process(name))
         return "stopped"
 
     def restart_process(self, name: str) -> str:
-        return str(self._wait(self.supervisor.restart_process(name)))
+        return str(self._wait(name, self.supervisor.restart_process(name)))
 
-    @staticmethod
-    def _wait(future: Any) -> Any:
+    def _wait(self, name: str, future: Any) -> Any:
+        # A stop may take the process's whole stop_timeout before SIGKILL, and a little more.
+        timeout = self.config.processes[name].stop_timeout + ACTION_MARGIN
         try:
-            return future.result(ACTION_TIMEOUT)
+            return future.result(timeout)
         except TimeoutError:
-            raise ConsoleError("the action did not complete in time") from None
+            raise ConsoleError(f"{name}: the action did not complete in {timeout:.0f}s") from None

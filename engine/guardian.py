@@ -8,6 +8,12 @@ waits up to the grace period (argv[1], seconds), sends SIGKILL to what is left, 
 
 Children also get PR_SET_PDEATHSIG, which covers the group leaders even if the guardian itself is
 killed; the guardian is what reaches grandchildren, which the kernel does not signal on its own.
+
+A descendant that leaves its process group (``setsid``, a shell with job control) is out of
+reach of group signals, so every child is also started with ``LACRIMOSA_CONSOLE=<token>`` (and
+``LACRIMOSA_PROCESS=<name>``) in its environment, which its descendants inherit: the guardian
+(argv[2] is the token) and the supervisor sweep /proc for processes carrying it. Only a process
+that drops its whole environment escapes that.
 """
 
 import contextlib
@@ -33,11 +39,42 @@ def _signal_groups(groups: set[int], sig: int) -> None:
             os.killpg(pgid, sig)
 
 
+CONSOLE_TAG = "LACRIMOSA_CONSOLE"
+PROCESS_TAG = "LACRIMOSA_PROCESS"
+
+
+def tagged_pids(token: str, process: str | None = None) -> list[int]:
+    """Processes whose environment carries this console's token (and this process name)."""
+    wanted = [f"{CONSOLE_TAG}={token}".encode()]
+    if process is not None:
+        wanted.append(f"{PROCESS_TAG}={process}".encode())
+    found = []
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if all(item in environ for item in wanted):
+            found.append(int(entry.name))
+    return found
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
 def main() -> None:
     # Terminal signals are for the console; the guardian must outlive it to do its job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     grace = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    token = sys.argv[2] if len(sys.argv) > 2 else None
     groups: set[int] = set()
     for raw in sys.stdin.buffer:
         line = raw.strip()
@@ -46,14 +83,19 @@ def main() -> None:
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
     groups = {g for g in groups if _alive(g)}
-    if not groups:
+    strays = tagged_pids(token) if token else []
+    if not groups and not strays:
         return
     _signal_groups(groups, signal.SIGTERM)
+    signal_pids(strays, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while groups and time.monotonic() < deadline:
+    while (groups or strays) and time.monotonic() < deadline:
         time.sleep(0.05)
         groups = {g for g in groups if _alive(g)}
+        strays = tagged_pids(token) if token else []
     _signal_groups(groups, signal.SIGKILL)
+    if token:
+        signal_pids(tagged_pids(token), signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import fcntl
 import heapq
 import itertools
 import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from typing import Any
 
 from .config import ProcessSpec
 from .errors import ConsoleError, NoSuchProcess
+from .guardian import CONSOLE_TAG, PROCESS_TAG, signal_pids, tagged_pids
 from .humanize import describe_exit
 from .logstore import STDERR, STDOUT, LogStore
 
@@ -50,7 +52,13 @@ PARTIAL_LINE_WAIT = 0.5  # a line without newline is shown after this long witho
 _TICK = 1.0
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+# Resolved here, once: the child calls it between fork and exec, where looking a symbol up
+# (and allocating for it) could deadlock on a lock another thread of the console held.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
+ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
 
 
 class State:
@@ -110,7 +118,7 @@ class ProcessInfo:
 def _child_setup(parent_pid: int) -> Callable[[], None]:
     def setup() -> None:
         # Runs in the child between fork and exec: the kernel signals it if the console dies.
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent_pid:  # the console died before the line above took effect
             os._exit(1)
 
@@ -120,10 +128,10 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
 class _Guardian:
     """The console's side of the guardian process (see guardian.py)."""
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, token: str) -> None:
         script = Path(__file__).with_name("guardian.py")
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(script), str(grace)],
+            [sys.executable, "-I", "-S", str(script), str(grace), token],
             stdin=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
@@ -191,8 +199,17 @@ class _Managed:
 class Supervisor:
     """Owns the child processes. Thread-safe entry points: submit, start/stop/restart, info."""
 
-    def __init__(self, specs: dict[str, ProcessSpec], store: LogStore) -> None:
+    def __init__(
+        self,
+        specs: dict[str, ProcessSpec],
+        store: LogStore,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_crash = on_crash  # told (from the loop thread) if the loop dies of a bug
+        # In every child's environment, inherited by its descendants: how the guardian and the
+        # stray sweep find processes that left their group (see guardian.py).
+        self.token = secrets.token_hex(8)
         self._managed = {name: _Managed(spec) for name, spec in specs.items()}
         for name in specs:
             store.add_process(name)
@@ -209,7 +226,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._guardian: _Guardian | None = None
         self._running = False
-        self._shutdown_future: Future[None] | None = None
+        self._shutdown_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
         self.version = 0  # bumped whenever a process changes state
@@ -228,7 +245,7 @@ class Supervisor:
         if self._thread is not None:
             return
         grace = max((m.spec.stop_timeout for m in self._managed.values()), default=5.0)
-        self._guardian = _Guardian(grace)
+        self._guardian = _Guardian(grace, self.token)
         self._running = True
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._thread = threading.Thread(target=self._loop, name="lacrimosa-supervisor", daemon=True)
@@ -247,13 +264,15 @@ class Supervisor:
         self, fn: Callable[..., Any], args: tuple[Any, ...], completes_future: bool
     ) -> Future[Any]:
         future: Future[Any] = Future()
-        if not self._running:
-            future.set_exception(ConsoleError("the console is shutting down"))
-            return future
+        # Checked and queued under the lock that shutdown takes to stop accepting commands, so
+        # no command slips in after it and waits forever.
         with self._commands_lock:
+            if not self._running:
+                future.set_exception(ConsoleError("the console is shutting down"))
+                return future
             self._commands.append((fn, args, future, completes_future))
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
         return future
 
     def start_process(self, name: str) -> Future[Any]:
@@ -313,17 +332,26 @@ class Supervisor:
         return current, unsubscribe
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every process (signal, timeout, SIGKILL) and end the loop. Idempotent."""
-        if self._thread is None:
-            return
-        if self._running:
-            future = self._submit_deferred(self._cmd_shutdown)
-            with contextlib.suppress(Exception):
-                future.result(timeout)
-        self._thread.join(timeout)
-        if self._guardian is not None:
-            self._guardian.close()
-            self._guardian = None
+        """Stop every process (signal, timeout, SIGKILL) and end the loop. Idempotent, and safe
+        to call from several threads (the TUI's quit worker and its exit path both do)."""
+        with self._shutdown_lock:
+            if self._thread is None:
+                return
+            if self._running:
+                future = self._submit_deferred(self._cmd_shutdown)
+                with contextlib.suppress(Exception):
+                    future.result(timeout)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # timed out; a later call may finish the job
+            self._thread = None
+            if self._guardian is not None:
+                self._guardian.close()
+                self._guardian = None
+            self._selector.close()
+            with self._commands_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _check(self, name: str) -> None:
         if name not in self._managed:
@@ -353,6 +381,8 @@ class Supervisor:
         except BaseException as exc:  # a bug here must not leave children unsupervised
             self.crashed = exc
             self._kill_everything()
+            if self._on_crash is not None:
+                self._on_crash(exc)
             raise
         finally:
             self._running = False
@@ -429,6 +459,8 @@ class Supervisor:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
         env.update(spec.env)
+        env[CONSOLE_TAG] = self.token
+        env[PROCESS_TAG] = spec.name
         try:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", spec.cmd],
@@ -524,8 +556,9 @@ class Supervisor:
     def _drain(self, managed: _Managed, run: _Run) -> None:
         """Read what the pipes still hold, so a process's last words precede its exit line."""
         for fd, stream in list(run.fds.items()):
-            while self._read_once(fd, managed, run, stream):
-                pass
+            for _ in range(DRAIN_MAX_READS):
+                if not self._read_once(fd, managed, run, stream):
+                    break
             self._store.flush(managed.spec.name, stream)
 
     def _on_exit(self, managed: _Managed) -> None:
@@ -534,12 +567,15 @@ class Supervisor:
             return
         self._selector.unregister(run.pidfd)
         os.close(run.pidfd)
+        # Whatever the leader left behind goes with it: its group, signalled while the unreaped
+        # leader still holds the group id (so it cannot be another's yet), and any descendant
+        # that left the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        signal_pids(tagged_pids(self.token, managed.spec.name), signal.SIGKILL)
         _, status = os.waitpid(run.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         run.popen.returncode = code  # we reaped it; keep Popen from trying again
-        # Whatever the leader left behind in its group goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(run.pid, signal.SIGKILL)
         if self._guardian is not None:
             self._guardian.remove(run.pid)
         self._drain(managed, run)
@@ -611,7 +647,12 @@ class Supervisor:
 
     # -- commands (loop thread) ------------------------------------------------------------------
 
+    def _refuse_when_shutting_down(self) -> None:
+        if not self._running:
+            raise ConsoleError("the console is shutting down")
+
     def _cmd_start(self, name: str) -> str:
+        self._refuse_when_shutting_down()
         managed = self._managed[name]
         if managed.state == State.RUNNING:
             return "already running"
@@ -641,6 +682,7 @@ class Supervisor:
         self._begin_stop(managed)
 
     def _cmd_restart(self, name: str, future: Future[Any]) -> None:
+        self._refuse_when_shutting_down()
         managed = self._managed[name]
         managed.restart_waiters.append(future)
         if managed.run is None:
@@ -652,7 +694,8 @@ class Supervisor:
         self._begin_stop(managed)
 
     def _cmd_shutdown(self, future: Future[Any]) -> None:
-        self._running = False
+        with self._commands_lock:
+            self._running = False
         for managed in self._managed.values():
             managed.start_after_stop = False
             self._resolve(managed.restart_waiters, ConsoleError("the console is shutting down"))

@@ -20,6 +20,7 @@ from helpers import group_pids, pid_alive, wait_until, write_config
 
 from engine.console import Console
 from engine.errors import ConsoleError, NoSuchProcess
+from engine.guardian import tagged_pids
 from engine.logstore import STDERR, STDOUT, SYSTEM
 from engine.query import LogQuery, LogView
 from engine.supervisor import ProcessInfo
@@ -499,3 +500,114 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
         timeout=20,
         message=f"{[p for p in pids if pid_alive(p)]} to end",
     )
+
+
+# -- descendants that leave their process group ----------------------------------------------
+
+
+ESCAPEE = """
+    [processes.escapee]
+    cmd = "setsid sleep 4242 & exec sleep 4343"
+    stop_timeout = 2
+"""
+
+
+def escaped_pids(c: Console, name: str) -> list[int]:
+    """Processes of ``name`` in another session than its leader (they left the group)."""
+    leader = c.process(name).pid
+    return [pid for pid in tagged_pids(c.supervisor.token, name) if os.getsid(pid) != leader]
+
+
+def test_a_descendant_that_left_its_group_goes_on_stop_and_on_shutdown(
+    console: MakeConsole,
+) -> None:
+    c = console(ESCAPEE)
+    escaped = wait_until(lambda: c.process("escapee").pid and escaped_pids(c, "escapee"))
+    c.stop_process("escapee")
+    wait_until(lambda: not any(pid_alive(p) for p in escaped), timeout=5)
+
+    c.start_process("escapee")
+    escaped = wait_until(lambda: c.process("escapee").pid and escaped_pids(c, "escapee"))
+    c.shutdown()
+    wait_until(lambda: not any(pid_alive(p) for p in escaped), timeout=5)
+
+
+ESCAPEE_CONSOLE_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+from engine.config import load_config
+from engine.console import Console
+from engine.guardian import tagged_pids
+
+root = Path(sys.argv[1])
+console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")
+console.start()
+deadline = time.monotonic() + 30
+while len(tagged_pids(console.supervisor.token)) < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(json.dumps(tagged_pids(console.supervisor.token)), flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_descendant_that_left_its_group_goes_when_the_console_is_sigkilled(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path, ESCAPEE)
+    script = tmp_path / "console_child.py"
+    script.write_text(ESCAPEE_CONSOLE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        pids = json.loads(proc.stdout.readline())
+        assert len(pids) >= 2 and all(pid_alive(p) for p in pids)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=15)
+
+
+def test_a_stray_writer_holding_the_pipe_does_not_freeze_the_supervisor(
+    console: MakeConsole,
+) -> None:
+    # The writer leaves the group and drops its environment, so nothing can find it to kill it:
+    # at the leader's exit the supervisor reads what the pipe held, closes it, and moves on
+    # (the writer then dies of SIGPIPE).
+    c = console("""
+        [processes.leaky]
+        cmd = "setsid env -i sh -c 'echo writer $$ >&2; exec yes' & sleep 0.5; exit 3"
+        restart = "never"
+
+        [processes.other]
+        cmd = "sleep 300"
+        stop_timeout = 2
+    """)
+    writer = wait_until(
+        lambda: next((int(t.split()[1]) for t in texts(c, "leaky", STDERR) if "writer" in t), 0)
+    )
+    wait_until(lambda: state_of(c, "leaky") == "failed", timeout=10)
+    assert c.stop_process("other") == "stopped"
+    wait_until(lambda: not pid_alive(writer), timeout=10)
+
+
+def test_commands_that_race_a_shutdown_are_refused_not_run(console: MakeConsole) -> None:
+    c = console("""
+        [processes.quiet]
+        cmd = "sleep 300"
+        autostart = false
+    """)
+    supervisor = c.supervisor
+    shutdown = threading.Thread(target=supervisor.shutdown)
+    shutdown.start()
+    late = [supervisor.start_process("quiet") for _ in range(20)]
+    shutdown.join(30)
+    assert not shutdown.is_alive()
+    for future in late:
+        outcome = future.exception(10) or future.result()
+        assert isinstance(outcome, ConsoleError) or outcome == "started"
+    assert c.process("quiet").pid is None  # anything that started was stopped by the shutdown
