@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from engine.errors import LacrimosaError, NoConsole
@@ -22,11 +22,26 @@ from engine.paths import resolve_home
 
 from .wire import parse_duration
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE = 0, 1, 2, 4
+QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs; actions are bounded by the console itself
 
 
 class _Parser(argparse.ArgumentParser):
+    """Usage errors as JSON on stderr when ``--json`` is among the arguments being parsed."""
+
+    _json_errors = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        arg_list = sys.argv[1:] if args is None else list(args)
+        self._json_errors = "--json" in arg_list
+        return super().parse_known_args(arg_list, namespace)
+
     def error(self, message: str) -> NoReturn:
+        if self._json_errors:
+            error = {"error": {"code": "usage", "message": f"{self.prog}: {message}"}}
+            self.exit(EXIT_USAGE, json.dumps(error) + "\n")
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -62,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, as_json],
         help="show a process's log (all processes merged without NAME)",
     )
-    logs.add_argument("name", nargs="?", metavar="NAME")
+    logs.add_argument("name", nargs="?", type=_text, metavar="NAME")
     logs.add_argument(
         "-n",
         "--lines",
@@ -74,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream = logs.add_mutually_exclusive_group()
     stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
     stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
-    logs.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT")
+    logs.add_argument("--grep", type=_text, metavar="TEXT", help="only lines containing TEXT")
     logs.add_argument(
         "--since",
         type=_duration,
@@ -84,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     for verb in ("start", "stop", "restart"):
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
-        action.add_argument("name", metavar="NAME")
+        action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
     commands.add_parser(
         "shutdown", parents=[common, as_json], help="stop every process and the console"
@@ -100,6 +115,16 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _text(text: str) -> str:
+    """An argument sent to the console: a byte that is not UTF-8 (in argv as a surrogate escape)
+    cannot be, so it is a usage error rather than a failure to encode the request."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    return text
 
 
 def _duration(text: str) -> float:
@@ -122,9 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader went away (`lacrimosa logs x | head`): not an error of ours.
+        # The reader went away (`lacrimosa logs x | head`): not an error of ours. (A broken
+        # connection to the console is raised by the client as ConsoleLost, handled above.)
         sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:
+        if args.command == "up":
+            return _fail(args, "failed", str(exc), EXIT_FAILED)
+        return _fail(args, "no_console", f"lost the console: {exc}", EXIT_NO_CONSOLE)
 
 
 def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
@@ -144,7 +174,10 @@ def _one_shot(args: argparse.Namespace) -> int:
             "no lacrimosa.toml or Procfile here or in a parent folder "
             "(or pass --home / set LACRIMOSA_HOME)"
         )
-    with ControlClient(home) as client:
+    # start/stop/restart: no read timeout, the console bounds them (a stop may last a process's
+    # whole stop_timeout); `shutdown`'s wait and `logs -f` drop the timeout in the client.
+    quick = args.command not in ("start", "stop", "restart")
+    with ControlClient(home, timeout=QUICK_TIMEOUT if quick else None) as client:
         if args.command == "ps":
             result = client.call("ps")
             _print(args, result, _ps_text(result["processes"]))

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +22,7 @@ from .wire import OPS, error, ok
 DEFAULT_LINES = 100
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
+MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 
@@ -35,6 +39,11 @@ def line_to_dict(line: LogLine) -> dict[str, Any]:
     return out
 
 
+def internal_error(exc: Exception) -> dict[str, Any]:
+    """The reply for a failure nobody foresaw: the client learns what broke, the server goes on."""
+    return error("internal", f"internal error: {type(exc).__name__}: {exc}")
+
+
 def dispatch(console: Console, request: Any) -> dict[str, Any]:
     """Carry out one request; every failure becomes an error reply, never an exception."""
     try:
@@ -46,30 +55,41 @@ def dispatch(console: Console, request: Any) -> dict[str, Any]:
         return ok(handler(console, request))
     except LacrimosaError as exc:
         return error(exc.code, exc.message)
+    except Exception as exc:
+        return internal_error(exc)
 
 
 def follow_logs(
     console: Console, request: dict[str, Any], alive: Callable[[], bool]
 ) -> Iterator[dict[str, Any]]:
-    """Replies for a following ``logs`` request: the last lines, then each batch of new ones."""
+    """Replies for a following ``logs`` request: the last lines, then each batch of new ones.
+
+    A failure ends the stream with one error reply rather than an exception.
+    """
     try:
         result, query = _logs(console, request)
     except LacrimosaError as exc:
         yield error(exc.code, exc.message)
         return
+    except Exception as exc:
+        yield internal_error(exc)
+        return
     yield ok(result)
     after = result["next_id"]
-    seen = console.store.version
-    while alive() and not console.shutdown_requested.is_set():
-        time.sleep(FOLLOW_POLL)
-        if console.store.version == seen:
-            continue
+    try:
         seen = console.store.version
-        view = LogView(console.snapshot(), _replace_after(query, after))
-        lines = [line_to_dict(line) for line in view]
-        if lines:
-            after = lines[-1]["id"]
-            yield ok({"lines": lines, "next_id": after})
+        while alive() and not console.shutdown_requested.is_set():
+            time.sleep(FOLLOW_POLL)
+            if console.store.version == seen:
+                continue
+            seen = console.store.version
+            view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
+            lines = [line_to_dict(line) for line in view]
+            if lines:
+                after = lines[-1]["id"]
+                yield ok({"lines": lines, "next_id": after})
+    except Exception as exc:
+        yield internal_error(exc)
 
 
 def _op(request: Any) -> str:
@@ -96,46 +116,51 @@ def _logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Lo
     if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LINES:
         raise InvalidRequest(f"lines must be an integer from 0 to {MAX_LINES}")
     stream_name = request.get("stream")
-    if stream_name is not None and stream_name not in _STREAM_BY_NAME:
+    if stream_name is not None and (
+        not isinstance(stream_name, str) or stream_name not in _STREAM_BY_NAME
+    ):
         raise InvalidRequest("stream must be stdout, stderr or system")
     grep = request.get("grep")
     if grep is not None and not isinstance(grep, str):
         raise InvalidRequest("grep must be a string")
     if grep and "\n" in grep:
         raise InvalidRequest("grep text cannot contain a newline")
+    try:
+        needle = grep.encode() if grep else None
+    except UnicodeEncodeError:
+        raise InvalidRequest("grep must be valid Unicode text (no lone surrogates)") from None
     since = request.get("since")
     if since is not None and (
-        isinstance(since, bool) or not isinstance(since, (int, float)) or since < 0
+        isinstance(since, bool)
+        or not isinstance(since, (int, float))
+        or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
     ):
-        raise InvalidRequest("since must be a number of seconds")
+        raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
     after_id = request.get("after_id")
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise InvalidRequest("after_id must be an integer")
     query = LogQuery(
         processes=(name,) if name else None,
         stream=_STREAM_BY_NAME[stream_name] if stream_name else None,
-        contains=grep.encode() if grep else None,
+        contains=needle,
         since=time.time() - since if since is not None else None,
         after_id=after_id,
     )
-    view = console.query(query)
+    if query.processes is not None:
+        console.check_names(query.processes)
+    snapshot = console.snapshot()
+    view = LogView(snapshot, query)
     selected = view.tail(lines) if lines else []
-    next_id = selected[-1].id if selected else _last_id(view)
+    if selected:
+        next_id = selected[-1].id
+    elif len(view):
+        next_id = view.line(len(view) - 1).id
+    else:
+        # Nothing matched: a follow starts after the newest line of this very snapshot (not 0,
+        # which would replay the whole history through the follow query).
+        every = LogView(snapshot, LogQuery(processes=query.processes))
+        next_id = every.line(len(every) - 1).id if len(every) else 0
     return {"lines": [line_to_dict(line) for line in selected], "next_id": next_id}, query
-
-
-def _last_id(view: LogView) -> int:
-    return view.line(len(view) - 1).id if len(view) else 0
-
-
-def _replace_after(query: LogQuery, after: int) -> LogQuery:
-    return LogQuery(
-        processes=query.processes,
-        stream=query.stream,
-        contains=query.contains,
-        ignore_case=query.ignore_case,
-        after_id=after,
-    )
 
 
 def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:
@@ -153,7 +178,7 @@ def _shutdown(console: Console, request: dict[str, Any]) -> Any:
 
 
 _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
-    "ping": lambda console, request: {"pid": console.status()["pid"]},
+    "ping": lambda console, request: {"pid": os.getpid()},
     "ps": lambda console, request: {"processes": [p.to_dict() for p in console.processes()]},
     "status": lambda console, request: console.status(),
     "start": _action("start"),

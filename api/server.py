@@ -2,17 +2,24 @@
 
 One thread accepts; each connection gets a thread that answers requests in order until the client
 hangs up. A malformed request gets an error reply and the connection keeps being served; requests
-that could not be parsed are counted in ``malformed_requests``.
+that could not be parsed are counted in ``malformed_requests``. An unexpected exception while
+answering (a bug) becomes an ``internal`` error reply, counted in ``internal_errors``.
+
+One console per state folder: the server holds an exclusive ``flock`` on ``console.lock`` there for
+the console's whole life, so two ``up`` racing past the socket probe cannot both run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +27,27 @@ from engine.console import Console
 from engine.errors import ConsoleError
 from engine.paths import socket_path
 
-from .protocol import dispatch, follow_logs
+from .protocol import dispatch, follow_logs, internal_error
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
+LOCK_NAME = "console.lock"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_private(folder: Path) -> None:
+    """A socket folder shared with others (under the temp folder) must be ours alone."""
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConsoleError(f"the socket folder {folder} is not a folder")
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConsoleError(
+            f"the socket folder {folder} is not private (owner uid {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}); it must be yours with mode 700"
+        )
 
 
 def console_running(path: Path) -> bool:
@@ -59,26 +83,71 @@ class ControlServer:
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._lock = threading.Lock()
         self.malformed_requests = 0
+        self.internal_errors = 0
+        self._lock_fd: int | None = None
 
     def start(self) -> None:
-        """Bind the socket (refusing if another console already answers on it) and serve."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            if console_running(self.path):
-                raise ConsoleError(f"a console is already running here ({self.path})")
-            self.path.unlink()  # left behind by a console that was killed
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is created 0600: owner only, from the start
+        """Take the console lock, bind the socket (refusing if another console runs) and serve."""
+        lock_fd = self._take_lock()
         try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        sock.listen(64)
-        self._sock = sock
+            self._sock = self._bind()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._lock_fd = lock_fd
         self._thread = threading.Thread(
             target=self._accept_loop, name="lacrimosa-control", daemon=True
         )
         self._thread.start()
+
+    def _take_lock(self) -> int:
+        home = self.console.home
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConsoleError(f"cannot create the state folder {home}: {exc.strerror}") from None
+        lock_path = home / LOCK_NAME
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConsoleError(f"cannot open {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConsoleError(f"a console is already running here ({home})") from None
+        except OSError as exc:
+            os.close(fd)
+            raise ConsoleError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        return fd
+
+    def _bind(self) -> socket.socket:
+        folder = self.path.parent
+        try:
+            if folder != self.console.home:  # the short fallback path under the temp folder
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _check_private(folder)
+            if self.path.exists() or self.path.is_symlink():
+                if console_running(self.path):
+                    raise ConsoleError(f"a console is already running here ({self.path})")
+                self.path.unlink()  # left behind by a console that was killed
+        except OSError as exc:
+            raise ConsoleError(f"cannot prepare the socket {self.path}: {exc.strerror}") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)  # the socket is created 0600: owner only, from the start
+            try:
+                sock.bind(str(self.path))
+            finally:
+                os.umask(old_umask)
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise ConsoleError(f"cannot listen on {self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         """Stop accepting, let requests in flight send their replies, then remove the socket.
@@ -103,6 +172,9 @@ class ControlServer:
             thread.join(max(deadline - time.monotonic(), 0))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self._lock_fd is not None:  # last: the next console may start from here on
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -128,8 +200,9 @@ class ControlServer:
                     if len(raw) > MAX_REQUEST_BYTES:
                         while raw and not raw.endswith(b"\n"):  # skip the rest of that line
                             raw = reader.readline(MAX_REQUEST_BYTES)
-                        self.malformed_requests += 1
-                        conn.sendall(encode(error("invalid_request", "request too large")))
+                        reply = error("invalid_request", "request too large")
+                        self._count(reply)
+                        conn.sendall(encode(reply))
                         continue
                     self._answer(conn, raw)
         except OSError:
@@ -139,21 +212,42 @@ class ControlServer:
                 self._connections.pop(conn, None)
 
     def _answer(self, conn: socket.socket, raw: bytes) -> None:
+        for reply in self._replies(conn, raw):
+            try:
+                data = encode(reply)
+            except Exception as exc:  # a reply that cannot be written is a bug too
+                reply = internal_error(exc)
+                data = encode(reply)
+            self._count(reply)
+            conn.sendall(data)
+
+    def _replies(self, conn: socket.socket, raw: bytes) -> Iterator[dict[str, Any]]:
         try:
-            request: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.malformed_requests += 1
-            conn.sendall(encode(error("invalid_request", f"malformed JSON: {exc}")))
+            request: Any = json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            yield error("invalid_request", f"malformed JSON: {exc}")
             return
-        if isinstance(request, dict) and request.get("op") == "logs" and request.get("follow"):
+        try:
+            following = (
+                isinstance(request, dict) and request.get("op") == "logs" and request.get("follow")
+            )
+            if not following:
+                yield dispatch(self.console, request)
+                return
 
             def alive() -> bool:
                 return not self._closing.is_set() and _peer_connected(conn)
 
-            for reply in follow_logs(self.console, request, alive):
-                conn.sendall(encode(reply))
+            yield from follow_logs(self.console, request, alive)
+        except Exception as exc:
+            yield internal_error(exc)
+
+    def _count(self, reply: dict[str, Any]) -> None:
+        if reply["ok"]:
             return
-        reply = dispatch(self.console, request)
-        if not reply["ok"] and reply["error"]["code"] == "invalid_request":
-            self.malformed_requests += 1
-        conn.sendall(encode(reply))
+        code = reply["error"]["code"]
+        with self._lock:
+            if code == "invalid_request":
+                self.malformed_requests += 1
+            elif code == "internal":
+                self.internal_errors += 1

@@ -4,7 +4,9 @@ Newline-delimited JSON over a Unix socket. A request is one object with an ``op`
 arguments; every reply is one object, ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"code": ..., "message": ...}}``. A ``logs`` request with ``follow`` gets a
 first reply and then one more ``{"ok": true, "result": {"lines": [...]}}`` per batch of new lines,
-until the client hangs up.
+until the client hangs up. Error codes: ``invalid_request`` (malformed JSON, unknown op, bad
+argument), ``no_such_process``, ``failed`` (an action failed), ``internal`` (a bug: the message
+names the exception; the connection goes on).
 
 Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
     ping                                      → {"pid": N}
@@ -26,7 +28,6 @@ from typing import Any
 
 MAX_REQUEST_BYTES = 1 << 20
 OPS = ("ping", "ps", "status", "logs", "start", "stop", "restart", "shutdown")
-STREAMS = ("stdout", "stderr", "system")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

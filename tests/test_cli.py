@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import pid_alive, wait_until
 
+from api.client import ControlClient
+from api.protocol import dispatch, follow_logs
+from api.server import ControlServer
+from engine.errors import ConsoleError
 from engine.paths import socket_path
 
 CLI = [sys.executable, "-m", "api.cli"]
@@ -280,11 +289,19 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(
             b'{"op": "logs", "name": "ticker", "lines": "many"}\n',
             b'{"op": "restart"}\n',
             b"\xff\xfe\n",
+            b'{"op": "logs", "name": "mixed", "since": Infinity}\n',
+            b'{"op": "logs", "name": "mixed", "since": NaN}\n',
+            b'{"op": "logs", "name": "mixed", "since": 1e308}\n',
+            b'{"op": "logs", "name": "mixed", "since": -1}\n',
+            b'{"op": "logs", "name": "mixed", "grep": "\\ud800"}\n',
+            b'{"op": "logs", "name": "mixed", "stream": []}\n',
+            b'{"op": "logs", "name": "mixed", "stream": "stdin"}\n',
             b'{"op": "ps"}\n',
         ],
     )
-    assert [r["ok"] for r in replies] == [False] * 6 + [True]
-    assert all(r["error"]["code"] == "invalid_request" for r in replies[:6])
+    assert [r["ok"] for r in replies] == [False] * 13 + [True]
+    assert all(r["error"]["code"] == "invalid_request" for r in replies[:13])
+    assert all("malformed JSON" in r["error"]["message"] for r in replies[6:8])
     assert {p["name"] for p in replies[-1]["result"]["processes"]} == {"ticker", "mixed", "grand"}
     # An oversized request is skipped whole and refused; the connection goes on.
     too_large, after = _raw_exchange(path, [b"x" * (2 << 20) + b"\n", b'{"op": "ping"}\n'])
@@ -350,3 +367,237 @@ def test_procfile_project_and_long_home_path(tmp_path: Path) -> None:
     running = start_console(deep, "hello: echo hello from procfile; sleep 300\n", "Procfile")
     wait_until(lambda: running.run("logs", "hello").stdout == "hello from procfile\n", timeout=20)
     assert len(os.fsencode(socket_path(deep / ".lacrimosa"))) <= 107
+
+
+class _BrokenConsole:
+    """Stands in for a Console whose every call fails with an unexpected (non-lacrimosa) error."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"boom in {name}")
+
+
+def test_unexpected_errors_become_internal_error_replies(tmp_path: Path) -> None:
+    broken: Any = _BrokenConsole(tmp_path / ".lacrimosa")
+    reply = dispatch(broken, {"op": "ps"})
+    assert reply["ok"] is False and reply["error"]["code"] == "internal"
+    assert "RuntimeError" in reply["error"]["message"] and "boom" in reply["error"]["message"]
+    followed = list(follow_logs(broken, {"op": "logs", "follow": True}, lambda: True))
+    assert [r["error"]["code"] for r in followed] == ["internal"]
+    # ping answers without building the whole status.
+    assert dispatch(broken, {"op": "ping"}) == {"ok": True, "result": {"pid": os.getpid()}}
+    # The server answers (and counts) it on the connection instead of dropping the connection.
+    server = ControlServer(broken)
+    mine, theirs = socket.socketpair()
+    with mine, theirs:
+        server._answer(mine, b'{"op": "status"}\n')
+        server._answer(mine, b'{"op": "logs", "follow": true}\n')
+        theirs.settimeout(10)
+        with theirs.makefile("rb") as reader:
+            replies = [json.loads(reader.readline()) for _ in range(2)]
+    assert [r["error"]["code"] for r in replies] == ["internal", "internal"]
+    assert server.internal_errors == 2
+
+
+def _reader(stream: Any) -> queue.Queue[str]:
+    """The lines of ``stream``, as they come, through a queue (so a test can wait with a deadline)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def test_follow_with_an_empty_first_view_starts_at_the_newest_line(
+    console: RunningConsole,
+) -> None:
+    wait_until(lambda: console.ps()["mixed"]["stdout_lines"] == 2)
+    old_ids = [json.loads(raw)["id"] for raw in console.run("logs", "--json").stdout.splitlines()]
+    time.sleep(1.2)  # the mixed lines are now older than the --since window below
+    follower = subprocess.Popen(
+        [*CLI, "logs", "mixed", "-f", "--since", "1s", "--grep", "needle", "--json"],
+        cwd=console.folder,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        lines = _reader(follower.stdout)
+        wait_until(lambda: console.ps()["ticker"]["stdout_lines"] > 40)  # more history, not ours
+        assert console.run("restart", "mixed").returncode == 0
+        first = json.loads(lines.get(timeout=10))
+        assert first["text"] == "needle here" and first["id"] > max(old_ids)
+        time.sleep(0.5)
+        assert lines.empty()  # the grep is kept: out-line and err-line did not come out
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        assert follower.stdout is not None
+        follower.stdout.close()
+
+
+def test_follow_and_shutdown_wait_have_no_read_timeout(tmp_path: Path) -> None:
+    running = start_console(
+        tmp_path,
+        '[processes.quiet]\ncmd = "echo hello; sleep 300"\n\n'
+        "[processes.stubborn]\ncmd = \"trap '' TERM; sleep 300\"\nstop_timeout = 2\n",
+    )
+    home = tmp_path / ".lacrimosa"
+    wait_until(lambda: running.run("logs", "quiet").stdout == "hello\n")
+    outcome: list[object] = []
+    client = ControlClient(home, timeout=0.3)
+    batches = client.stream("logs", name="quiet", follow=True)
+    assert [x["text"] for x in next(batches)["lines"]] == ["hello"]
+
+    def follow() -> None:
+        try:
+            outcome.extend(batches)
+        except Exception as exc:
+            outcome.append(exc)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    follower.join(2)  # nothing new to print for far longer than the client's timeout
+    assert follower.is_alive() and outcome == []
+    client._sock.shutdown(socket.SHUT_RDWR)  # the test, not the CLI, ends the follow
+    follower.join(10)
+    assert not follower.is_alive() and outcome == []
+    client.close()
+    # `shutdown` waits for the console to hang up: longer than the timeout, as stubborn ignores TERM.
+    with ControlClient(home, timeout=0.3) as client:
+        assert client.call("shutdown") == {"stopping": True}
+        client.wait_closed()
+    assert running.proc.wait(20) == 0
+
+
+def test_a_console_lost_mid_request_is_exit_4_not_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / ".lacrimosa"
+    home.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(home / "control.sock"))
+    listener.listen(4)
+
+    def hang_up_unread() -> None:
+        # Closing with the request unread resets the connection: the client's read fails.
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(1, socket.MSG_PEEK)
+            conn.close()
+
+    server = threading.Thread(target=hang_up_unread, daemon=True)
+    server.start()
+    try:
+        text = cli("ps", "--home", str(home), cwd=tmp_path)
+        assert text.returncode == 4 and "lost the console" in text.stderr, text.stderr
+        assert "Traceback" not in text.stderr
+        as_json = cli("status", "--json", "--home", str(home), cwd=tmp_path)
+        assert as_json.returncode == 4
+        assert json.loads(as_json.stderr)["error"]["code"] == "no_console"
+    finally:
+        server.join(10)
+        listener.close()
+
+
+def test_bad_input_is_an_error_not_a_traceback(console: RunningConsole, tmp_path: Path) -> None:
+    # A byte that is not UTF-8 in argv (a surrogate escape in Python) is a usage error.
+    for args in (("logs", "mixed", "--grep", "\udcff"), ("restart", "\udcff")):
+        result = console.run(*args)
+        assert result.returncode == 2, result.stderr
+        assert "UTF-8" in result.stderr and "Traceback" not in result.stderr
+    # A state folder that cannot be created.
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "Procfile").write_text("web: sleep 300\n")
+    up = cli("up", "--headless", "--home", "/proc/nope", cwd=tmp_path / "p")
+    assert up.returncode == 1, up.stderr
+    assert "/proc/nope" in up.stderr and "Traceback" not in up.stderr
+
+
+def test_a_failed_bind_is_a_console_error_and_leaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[socket.socket] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        made.append(self)
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+    server = ControlServer(_BrokenConsole(tmp_path / ".lacrimosa"))  # type: ignore[arg-type]
+    with pytest.raises(ConsoleError, match="Address already in use"):
+        server.start()
+    assert len(made) == 1 and made[0].fileno() == -1
+    monkeypatch.undo()
+    # Nothing is held either: the next attempt takes the lock and serves.
+    server = ControlServer(_BrokenConsole(tmp_path / ".lacrimosa"))  # type: ignore[arg-type]
+    server.start()
+    server.close()
+
+
+def test_two_consoles_for_one_project_are_refused_even_without_the_socket(
+    console: RunningConsole,
+) -> None:
+    # What a race of two `up`s (or a stray rm) leaves: the first console runs, its socket is gone.
+    socket_path(console.folder / ".lacrimosa").unlink()
+    second = subprocess.Popen(
+        [*CLI, "up", "--headless"],
+        cwd=console.folder,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = second.communicate(timeout=15)
+        assert second.returncode == 1
+        assert "already running" in err
+    finally:
+        if second.poll() is None:
+            second.terminate()
+            second.communicate(timeout=20)
+        console.proc.terminate()  # unreachable through the CLI now
+        console.proc.wait(20)
+
+
+def test_a_shared_socket_folder_open_to_others_is_refused(tmp_path: Path) -> None:
+    temp = Path(tempfile.mkdtemp(prefix="lc", dir="/tmp"))
+    try:
+        shared = temp / f"lacrimosa-{os.getuid()}"
+        shared.mkdir()
+        shared.chmod(0o777)
+        deep = tmp_path / ("d" * 60) / ("e" * 60)
+        deep.mkdir(parents=True)
+        (deep / "Procfile").write_text("web: sleep 300\n")
+        result = subprocess.run(
+            [*CLI, "up", "--headless"],
+            cwd=deep,
+            env={**cli_env(), "TMPDIR": str(temp)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1, result.stderr
+        assert str(shared) in result.stderr and "Traceback" not in result.stderr
+        assert list(shared.iterdir()) == []
+    finally:
+        shutil.rmtree(temp)
+
+
+def test_usage_errors_are_json_with_json(tmp_path: Path) -> None:
+    for args in (
+        ("logs", "x", "--lines", "-1", "--json"),
+        ("ps", "--json", "--bogus"),
+        ("frobnicate", "--json"),
+        ("--json",),
+    ):
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert result.stdout == ""
+        assert json.loads(result.stderr)["error"]["code"] == "usage", result.stderr
+    plain = cli("logs", "x", "--lines", "-1", cwd=tmp_path)
+    assert plain.returncode == 2 and plain.stderr.startswith("usage:")
