@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from helpers import pid_alive, wait_until
@@ -74,6 +75,20 @@ class RunningConsole:
                 self.proc.kill()
         self.proc.communicate()
         return self.proc.returncode
+
+    @contextlib.contextmanager
+    def follow(self, *args: str) -> Iterator[IO[str]]:
+        """A long-running CLI call (``logs -f``); yields its stdout, ends it on the way out."""
+        proc = subprocess.Popen(
+            [*CLI, *args], cwd=self.folder, env=cli_env(), stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            proc.stdout.close()
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return cli(*args, cwd=self.folder, timeout=timeout)
@@ -186,22 +201,10 @@ def test_logs_without_name_merges_every_process(console: RunningConsole) -> None
 
 
 def test_logs_follow_streams_new_lines(console: RunningConsole) -> None:
-    follower = subprocess.Popen(
-        [*CLI, "logs", "ticker", "--follow", "--lines", "1", "--json"],
-        cwd=console.folder,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert follower.stdout is not None
-        seen = [json.loads(follower.stdout.readline()) for _ in range(5)]
+    with console.follow("logs", "ticker", "--follow", "--lines", "1", "--json") as output:
+        seen = [json.loads(output.readline()) for _ in range(5)]
         ticks = [int(x["text"].split()[1]) for x in seen]
         assert ticks == list(range(ticks[0], ticks[0] + 5))  # consecutive, none lost, in order
-    finally:
-        follower.terminate()
-        follower.wait(10)
-        follower.stdout.close()
 
 
 def test_restart_stop_start_change_the_process(console: RunningConsole) -> None:
@@ -419,27 +422,16 @@ def test_follow_with_an_empty_first_view_starts_at_the_newest_line(
     wait_until(lambda: console.ps()["mixed"]["stdout_lines"] == 2)
     old_ids = [json.loads(raw)["id"] for raw in console.run("logs", "--json").stdout.splitlines()]
     time.sleep(1.2)  # the mixed lines are now older than the --since window below
-    follower = subprocess.Popen(
-        [*CLI, "logs", "mixed", "-f", "--since", "1s", "--grep", "needle", "--json"],
-        cwd=console.folder,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert follower.stdout is not None
-        lines = _reader(follower.stdout)
+    with console.follow(
+        "logs", "mixed", "-f", "--since", "1s", "--grep", "needle", "--json"
+    ) as out:
+        lines = _reader(out)
         wait_until(lambda: console.ps()["ticker"]["stdout_lines"] > 40)  # more history, not ours
         assert console.run("restart", "mixed").returncode == 0
         first = json.loads(lines.get(timeout=10))
         assert first["text"] == "needle here" and first["id"] > max(old_ids)
         time.sleep(0.5)
         assert lines.empty()  # the grep is kept: out-line and err-line did not come out
-    finally:
-        follower.terminate()
-        follower.wait(10)
-        assert follower.stdout is not None
-        follower.stdout.close()
 
 
 def test_follow_and_shutdown_wait_have_no_read_timeout(tmp_path: Path) -> None:

@@ -6,14 +6,16 @@ every wait is ``wait_until`` with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import group_pids, pid_alive, wait_until, write_config
@@ -449,6 +451,7 @@ def test_console_shutdown_leaves_nothing_running(console: MakeConsole) -> None:
 CONSOLE_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
+from typing import Any
 from engine.config import load_config
 from engine.console import Console
 
@@ -467,17 +470,31 @@ time.sleep(300)
 """
 
 
-def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
-    write_config(tmp_path, MIXED)
-    script = tmp_path / "console_child.py"
-    script.write_text(CONSOLE_SCRIPT)
+@contextlib.contextmanager
+def console_in_child(tmp_path: Path, config: str, script: str) -> Iterator[Any]:
+    """Run ``script`` (which starts a console) in a child Python; yield the JSON it prints first.
+
+    The child is SIGKILLed on the way out: these tests are about what survives that.
+    """
+    write_config(tmp_path, config)
+    path = tmp_path / "console_child.py"
+    path.write_text(script)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+        [PY, str(path), str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
     )
     try:
         assert proc.stdout is not None
-        started = json.loads(proc.stdout.readline())
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
+    with console_in_child(tmp_path, MIXED, CONSOLE_SCRIPT) as started:
         leaders = started["leaders"]
         assert all(leaders), started
         wait_until(
@@ -488,11 +505,6 @@ def test_nothing_survives_a_sigkilled_console(tmp_path: Path) -> None:
         )
         pids = {p for pid in leaders for p in group_pids(pid)} | {started["guardian"]}
         assert all(pid_alive(p) for p in pids)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     # PR_SET_PDEATHSIG ends the leaders; the guardian ends their groups (SIGTERM, then SIGKILL
     # for the group that ignores it) and then itself.
     wait_until(
@@ -535,6 +547,7 @@ def test_a_descendant_that_left_its_group_goes_on_stop_and_on_shutdown(
 ESCAPEE_CONSOLE_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
+from typing import Any
 from engine.config import load_config
 from engine.console import Console
 from engine.guardian import tagged_pids
@@ -553,22 +566,8 @@ time.sleep(300)
 def test_a_descendant_that_left_its_group_goes_when_the_console_is_sigkilled(
     tmp_path: Path,
 ) -> None:
-    write_config(tmp_path, ESCAPEE)
-    script = tmp_path / "console_child.py"
-    script.write_text(ESCAPEE_CONSOLE_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        pids = json.loads(proc.stdout.readline())
+    with console_in_child(tmp_path, ESCAPEE, ESCAPEE_CONSOLE_SCRIPT) as pids:
         assert len(pids) >= 2 and all(pid_alive(p) for p in pids)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=15)
 
 
