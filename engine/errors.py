@@ -64,6 +64,12 @@ class ConsoleError(LacrimosaError):
     exit_code = 1
 
 
+_EXIT_CODES = {
+    cls.code: cls.exit_code
+    for cls in (ConfigError, NoSuchProcess, InvalidRequest, NoConsole, ConsoleError)
+}
+
+
 def exit_code_for(code: str) -> int:
-    """The CLI exit status for a protocol error code."""
-    return {"no_such_process": 3, "invalid_request": 2, "no_console": 4}.get(code, 1)
+    """The CLI exit status for a protocol error code (1 for codes not listed here)."""
+    return _EXIT_CODES.get(code, 1)

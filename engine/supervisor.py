@@ -163,6 +163,19 @@ class _Guardian:
             self._proc.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """What the loop thread publishes of a process after each change; read by any thread."""
+
+    state: str
+    pid: int | None
+    started_at: float | None
+    restarts: int
+    exit_code: int | None
+    restart_at: float | None  # monotonic
+    rate: float
+
+
 @dataclass(slots=True)
 class _Run:
     """One start of a process: its child and its pipes."""
@@ -231,7 +244,7 @@ class Supervisor:
         self._listeners_lock = threading.Lock()
         self.version = 0  # bumped whenever a process changes state
         self.crashed: BaseException | None = None
-        self._published: dict[str, tuple[Any, ...]] = {}
+        self._published: dict[str, _Published] = {}
         for managed in self._managed.values():
             self._publish_one(managed)
 
@@ -292,24 +305,24 @@ class Supervisor:
     def info(self) -> list[ProcessInfo]:
         """The current state of every process, in config order (any thread)."""
         out = []
-        for name, published in self._published.items():
+        now = time.monotonic()
+        for name, p in self._published.items():
+            spec = self._managed[name].spec
             counts = self._store.counts(name)
-            state, pid, started_at, restarts, exit_code, restart_at, rate, policy, cmd = published
-            restart_in = None if restart_at is None else max(restart_at - time.monotonic(), 0.0)
             out.append(
                 ProcessInfo(
-                    name,
-                    cmd,
-                    state,
-                    pid,
-                    started_at,
-                    restarts,
-                    exit_code,
-                    restart_in,
-                    counts.stdout_lines,
-                    counts.stderr_lines,
-                    rate,
-                    policy,
+                    name=name,
+                    cmd=spec.cmd,
+                    state=p.state,
+                    pid=p.pid,
+                    started_at=p.started_at,
+                    restarts=p.restarts,
+                    exit_code=p.exit_code,
+                    restart_in=None if p.restart_at is None else max(p.restart_at - now, 0.0),
+                    stdout_lines=counts.stdout_lines,
+                    stderr_lines=counts.stderr_lines,
+                    lines_per_second=p.rate,
+                    restart_policy=spec.restart,
                 )
             )
         return out
@@ -581,10 +594,6 @@ class Supervisor:
         self._drain(managed, run)
         for fd in list(run.fds):  # pipes held open by something outside the group
             self._close_pipe(fd, managed, run, run.fds[fd])
-        for pipe in (run.popen.stdout, run.popen.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
         managed.run = None
         managed.exit_code = code
         lasted = time.monotonic() - run.started
@@ -670,12 +679,7 @@ class Supervisor:
         managed.start_after_stop = False
         self._resolve(managed.restart_waiters, ConsoleError("restart cancelled by a stop"))
         if managed.run is None:
-            if managed.state in State.WAITING:
-                managed.generation += 1
-                managed.restart_at = None
-                managed.state = State.STOPPED
-                self._store.append_system(name, "stopped (restart cancelled)")
-                self._publish_one(managed)
+            self._cancel_waiting_restart(managed)
             future.set_result(None)
             return
         managed.stop_waiters.append(future)
@@ -701,12 +705,18 @@ class Supervisor:
             self._resolve(managed.restart_waiters, ConsoleError("the console is shutting down"))
             if managed.run is not None:
                 self._begin_stop(managed)
-            elif managed.state in State.WAITING:
-                managed.generation += 1
-                managed.restart_at = None
-                managed.state = State.STOPPED
-                self._publish_one(managed)
+            else:
+                self._cancel_waiting_restart(managed)
         future.set_result(None)
+
+    def _cancel_waiting_restart(self, managed: _Managed) -> None:
+        """A process waiting out its backoff is stopped where it is (the timer goes stale)."""
+        if managed.state in State.WAITING:
+            managed.generation += 1
+            managed.restart_at = None
+            managed.state = State.STOPPED
+            self._store.append_system(managed.spec.name, "stopped (restart cancelled)")
+            self._publish_one(managed)
 
     def _kill_everything(self) -> None:
         for managed in self._managed.values():
@@ -717,7 +727,7 @@ class Supervisor:
     def _publish_one(self, managed: _Managed, notify: bool = True) -> None:
         run = managed.run
         spec = managed.spec
-        self._published[spec.name] = (
+        self._published[spec.name] = _Published(
             managed.state,
             run.pid if run else None,
             managed.started_at,
@@ -725,8 +735,6 @@ class Supervisor:
             managed.exit_code,
             managed.restart_at,
             managed.rate,
-            spec.restart,
-            spec.cmd,
         )
         self.version += 1
         if notify:
