@@ -87,7 +87,7 @@ class ControlClient:
             raise ConsoleLost(exc) from None
 
     def receive(self) -> Any:
-        """The next reply's result; an error reply is raised as RemoteError / NoSuchProcess."""
+        """The next reply's result; an error reply is raised as RemoteError (code, exit code)."""
         raw = self._readline()
         if not raw:
             raise NoConsole("the console closed the connection")

@@ -47,12 +47,7 @@ def internal_error(exc: Exception) -> dict[str, Any]:
 def dispatch(console: Console, request: Any) -> dict[str, Any]:
     """Carry out one request; every failure becomes an error reply, never an exception."""
     try:
-        op = _op(request)
-        if op == "logs":
-            result, _ = _logs(console, request)
-            return ok(result)
-        handler: Callable[[Console, dict[str, Any]], Any] = _HANDLERS[op]
-        return ok(handler(console, request))
+        return ok(_HANDLERS[_op(request)](console, request))
     except LacrimosaError as exc:
         return error(exc.code, exc.message)
     except Exception as exc:
@@ -181,6 +176,7 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ping": lambda console, request: {"pid": os.getpid()},
     "ps": lambda console, request: {"processes": [p.to_dict() for p in console.processes()]},
     "status": lambda console, request: console.status(),
+    "logs": lambda console, request: _logs(console, request)[0],
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),

@@ -567,12 +567,14 @@ class Supervisor:
         self._store.flush(managed.spec.name, stream)
 
     def _drain(self, managed: _Managed, run: _Run) -> None:
-        """Read what the pipes still hold, so a process's last words precede its exit line."""
+        """Read what the pipes still hold and close them, so a process's last words precede its
+        exit line. Bounded: a stray writer outside the group could otherwise keep it going."""
         for fd, stream in list(run.fds.items()):
             for _ in range(DRAIN_MAX_READS):
                 if not self._read_once(fd, managed, run, stream):
                     break
-            self._store.flush(managed.spec.name, stream)
+            if fd in run.fds:  # not at end of file: something outside the group holds it open
+                self._close_pipe(fd, managed, run, stream)
 
     def _on_exit(self, managed: _Managed) -> None:
         run = managed.run
@@ -592,8 +594,6 @@ class Supervisor:
         if self._guardian is not None:
             self._guardian.remove(run.pid)
         self._drain(managed, run)
-        for fd in list(run.fds):  # pipes held open by something outside the group
-            self._close_pipe(fd, managed, run, run.fds[fd])
         managed.run = None
         managed.exit_code = code
         lasted = time.monotonic() - run.started
