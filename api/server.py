@@ -227,20 +227,18 @@ class ControlServer:
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             yield error("invalid_request", f"malformed JSON: {exc}")
             return
-        try:
-            following = (
-                isinstance(request, dict) and request.get("op") == "logs" and request.get("follow")
-            )
-            if not following:
-                yield dispatch(self.console, request)
-                return
+        # dispatch and follow_logs turn every failure into an error reply themselves.
+        following = (
+            isinstance(request, dict) and request.get("op") == "logs" and request.get("follow")
+        )
+        if not following:
+            yield dispatch(self.console, request)
+            return
 
-            def alive() -> bool:
-                return not self._closing.is_set() and _peer_connected(conn)
+        def alive() -> bool:
+            return not self._closing.is_set() and _peer_connected(conn)
 
-            yield from follow_logs(self.console, request, alive)
-        except Exception as exc:
-            yield internal_error(exc)
+        yield from follow_logs(self.console, request, alive)
 
     def _count(self, reply: dict[str, Any]) -> None:
         if reply["ok"]:
