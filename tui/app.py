@@ -18,6 +18,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
@@ -137,13 +138,17 @@ class LacrimosaApp(App[None]):
     # -- reading the engine ------------------------------------------------------------------------
 
     def _poll(self) -> None:
+        try:
+            pane = self.log_pane
+        except NoMatches:
+            return  # the timer can fire once more while the screen is torn down at exit
         if self.engine.shutdown_requested.is_set() and not self._quitting:
             self._begin_quit()  # `lacrimosa shutdown` from another terminal
         version = self.engine.version
         seen = self._seen_version
         now = time.monotonic()
         if seen is None or version[1] != seen[1]:
-            self.log_pane.reload()
+            pane.reload()
         if (
             seen is None
             or version[0] != seen[0]
