@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
     up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
-    up.add_argument("--udp", metavar="HOST:PORT", help="receive UDP events (not yet available)")
+    up.add_argument(
+        "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
+    )
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(
@@ -97,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    events = commands.add_parser(
+        "events", parents=[common, as_json], help="show the newest events, oldest first"
+    )
+    events.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        default=20,
+        metavar="N",
+        help="how many of the newest events (default 20)",
+    )
+    events.add_argument("--stream", type=_non_negative_int, metavar="ID", help="only this stream")
+    events.add_argument("--node", type=_non_negative_int, metavar="ID", help="only this node")
     for verb in ("start", "stop", "restart"):
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
@@ -195,6 +211,10 @@ def _one_shot(args: argparse.Namespace) -> int:
             _print(args, result, "console stopped")
         elif args.command == "logs":
             _logs(args, client)
+        elif args.command == "events":
+            request = {"lines": args.lines, "stream": args.stream, "node": args.node}
+            result = client.call("events", **{k: v for k, v in request.items() if v is not None})
+            _print(args, result, _events_text(result["events"]))
     return EXIT_OK
 
 
@@ -268,15 +288,46 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
 def _status_text(status: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items()))
     store = status["log_store"]
-    return "\n".join(
-        (
-            f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
-            f"config    {status['config']}",
-            f"processes {status['processes']} ({states})",
-            f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
-            f"{store['evicted_blocks']} blocks evicted",
+    lines = [
+        f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
+        f"config    {status['config']}",
+        f"processes {status['processes']} ({states})",
+        f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
+        f"{store['evicted_blocks']} blocks evicted",
+    ]
+    sequencer = status.get("sequencer")
+    if sequencer is None:
+        lines.append("events    not received (no [sequencer] udp)")
+        return "\n".join(lines)
+    journal = sequencer["journal"]
+    drops = ", ".join(f"{cause} {n}" for cause, n in sequencer["drops"].items())
+    lines += [
+        f"events    udp {sequencer['udp']} via {sequencer['backend']}, "
+        f"{sequencer['accepted']:,} accepted of {sequencer['received']:,}, "
+        f"{sequencer['rate']:,.0f}/s",
+        f"drops     {drops}",
+        f"journal   {journal['path']}: {journal['events']:,} events, ring "
+        f"{journal['ring_used']:.0%} of {journal['capacity']:,} slots, blob "
+        f"{journal['blob_used']:.0%} of {journal['blob_bytes'] / 2**20:.0f} MiB",
+    ]
+    if "failure" in sequencer:
+        lines.append(f"sequencer FAILED: {sequencer['failure']}")
+    return "\n".join(lines)
+
+
+def _events_text(events: list[dict[str, Any]]) -> str:
+    rows = []
+    for event in events:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+        millis = int(event["time"] * 1000) % 1000
+        body = event["text"].replace("\n", "\\n") if "text" in event else "hex:" + event["hex"]
+        flags = f" flags=0x{event['flags']:03x}" if event["flags"] else ""
+        bad = " [checksum mismatch]" if not event["valid"] else ""
+        rows.append(
+            f"#{event['seq']} {stamp}.{millis:03d} node={event['node']} "
+            f"stream={event['stream']}{flags}{bad}  {body}"
         )
-    )
+    return "\n".join(rows) if rows else "(no events)"
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.console import Console
-from engine.errors import InvalidRequest, LacrimosaError
+from engine.errors import ConsoleError, InvalidRequest, LacrimosaError
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
 from engine.query import LogQuery, LogView
 
 from .wire import OPS, error, ok
 
 DEFAULT_LINES = 100
+DEFAULT_EVENTS = 20
+MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
@@ -158,6 +160,34 @@ def _logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Lo
     return {"lines": [line_to_dict(line) for line in selected], "next_id": next_id}, query
 
 
+def _events(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    sequencer = console.sequencer
+    if sequencer is None:
+        raise ConsoleError(
+            "this console receives no events: set udp in the [sequencer] section of the config, "
+            "or start it with `lacrimosa up --udp HOST:PORT`"
+        )
+    lines = _integer(request, "lines", DEFAULT_EVENTS, 0, MAX_EVENTS)
+    node = _integer(request, "node", None, 0, 2**32 - 1)
+    stream = _integer(request, "stream", None, 0, 2**16 - 1)
+    events = sequencer.events(lines, node=node, stream=stream)
+    tail, head = sequencer.journal.bounds()
+    return {
+        "events": [event.to_json() for event in events],
+        "first_seq": tail,
+        "next_seq": head,
+    }
+
+
+def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: int) -> Any:
+    value = request.get(key, default)
+    if value is default:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{key} must be an integer from {low} to {high}")
+    return value
+
+
 def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:
     def run(console: Console, request: dict[str, Any]) -> Any:
         name = _name(request)
@@ -177,6 +207,7 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ps": lambda console, request: {"processes": [p.to_dict() for p in console.processes()]},
     "status": lambda console, request: console.status(),
     "logs": lambda console, request: _logs(console, request)[0],
+    "events": _events,
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),

@@ -4,13 +4,14 @@ TUI in this process, or stay in the foreground headless until SIGTERM/SIGINT or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
-from engine.config import load_config
+from engine.config import load_config, parse_address
 from engine.console import Console
 from engine.errors import ConfigError, InvalidRequest
 from engine.paths import find_config, resolve_home
@@ -29,9 +30,16 @@ def run_up(args: argparse.Namespace) -> int:
     if args.file and not config_path.is_file():
         raise InvalidRequest(f"no such config file: {config_path}")
     config = load_config(config_path)
-    for flag in ("http", "udp"):
-        if getattr(args, flag):
-            print(f"lacrimosa: --{flag} is not available yet; ignoring it", file=sys.stderr)
+    if args.udp:
+        try:
+            parse_address(args.udp)
+        except ValueError as exc:
+            raise InvalidRequest(f"--udp: {exc}") from None
+        config = dataclasses.replace(
+            config, sequencer=dataclasses.replace(config.sequencer, udp=args.udp)
+        )
+    if args.http:
+        print("lacrimosa: --http is not available yet; ignoring it", file=sys.stderr)
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
@@ -82,6 +90,15 @@ def _run_headless(console: Console) -> None:
     changed = threading.Event()
     _, unsubscribe = console.supervisor.subscribe(changed.set)
     report()
+    sequencer = console.sequencer
+    if sequencer is not None:
+        journal = sequencer.journal
+        print(
+            f"lacrimosa: events on udp {sequencer.address} ({sequencer.receiver.name}); "
+            f"journal {journal.path}: {journal.recovery.describe()}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"lacrimosa: console up ({len(last)} processes); `lacrimosa shutdown` or Ctrl-C stops it",
         file=sys.stderr,

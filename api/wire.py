@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 MAX_REQUEST_BYTES = 1 << 20
-OPS = ("ping", "ps", "status", "logs", "start", "stop", "restart", "shutdown")
+OPS = ("ping", "ps", "status", "logs", "events", "start", "stop", "restart", "shutdown")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

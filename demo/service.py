@@ -1,8 +1,12 @@
 """Demo services for lacrimosa's demo config: each logs in its own way (standard library only)."""
 
+import os
 import random
+import socket
+import struct
 import sys
 import time
+import zlib
 
 GREEN, YELLOW, RED, DIM, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
 
@@ -52,5 +56,32 @@ def clock() -> None:
         time.sleep(1)
 
 
+def frame(payload: bytes, node: int, stream: int, flags: int = 0, clock: int = 0) -> bytes:
+    """A framed lacrimosa event (the format is in the README)."""
+    body = struct.pack("<QIHH", clock, node, stream, flags) + payload
+    return b"\xa7LQ\x01" + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def deployer() -> None:
+    """Sends events to the console's sequencer: deploy stages as framed events (node = host,
+    stream 1 = deploys, stream 2 = alerts), and now and then a plain-text note."""
+    host, _, port = os.environ["LACRIMOSA_EVENTS"].rpartition(":")
+    address = (host.strip("[]"), int(port))
+    sender = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    release = 0
+    while True:
+        release += 1
+        for node in (1, 2, 3):
+            for stage in ("pull", "migrate", "restart", "healthy"):
+                sender.sendto(frame(f"v1.{release} {stage}".encode(), node, stream=1), address)
+                time.sleep(random.uniform(0.05, 0.4))
+            print(f"deployed v1.{release} to node {node}", flush=True)
+        if random.random() < 0.3:
+            sender.sendto(frame(b"p99 latency above 250ms", 2, stream=2, flags=1), address)
+        sender.sendto(f"release v1.{release} rolled out".encode(), address)  # plain text
+        time.sleep(random.uniform(2, 6))
+
+
 if __name__ == "__main__":
-    {"api": api, "worker": worker, "flaky": flaky, "clock": clock}[sys.argv[1]]()
+    services = {"api": api, "worker": worker, "flaky": flaky, "clock": clock, "deployer": deployer}
+    services[sys.argv[1]]()

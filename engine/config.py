@@ -20,6 +20,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 DEFAULT_LOG_BUDGET = 256 << 20
+DEFAULT_JOURNAL_CAPACITY = 1 << 20
+DEFAULT_JOURNAL_BLOB = 128 << 20
+DEFAULT_RCVBUF = 64 << 20
+RECEIVE_BACKENDS = ("auto", "recvmmsg", "recv_into", "io_uring")
 MIN_LOG_BUDGET = 8 << 20
 
 
@@ -41,13 +45,29 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class SequencerSettings:
+    """``[sequencer]``: where events arrive and where they are journaled."""
+
+    udp: str | None = None  # "HOST:PORT"; no sequencer without it
+    journal: Path | None = None  # None: events.journal in the console's state folder
+    capacity: int = DEFAULT_JOURNAL_CAPACITY  # slots in the journal's index ring
+    blob_size: int = DEFAULT_JOURNAL_BLOB  # bytes for the events' payloads
+    backend: str = "auto"  # auto | recvmmsg | recv_into | io_uring
+    rcvbuf: int = DEFAULT_RCVBUF  # the kernel receive buffer asked for
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     processes: dict[str, ProcessSpec]
     log_budget_bytes: int = DEFAULT_LOG_BUDGET
     max_line_bytes: int = 64 << 10
-    udp: str | None = None
+    sequencer: SequencerSettings = field(default_factory=lambda: SequencerSettings())
     http: str | None = None
+
+    @property
+    def udp(self) -> str | None:
+        return self.sequencer.udp
 
     @property
     def root(self) -> Path:
@@ -171,29 +191,59 @@ def _load_toml(path: Path, text: str) -> Config:
         processes[name] = _process_spec(path, locate, name, table)
 
     logs = _table(path, locate, data, "logs", {"budget", "max_line"})
-    budget = _size(path, locate, logs, "budget", DEFAULT_LOG_BUDGET)
+    budget = _size(path, locate, logs, "logs", "budget", DEFAULT_LOG_BUDGET)
     if budget < MIN_LOG_BUDGET:
         raise ConfigError(
             path,
             locate("logs", "budget"),
             f"logs.budget must be at least {MIN_LOG_BUDGET >> 20}MiB",
         )
-    max_line = _size(path, locate, logs, "max_line", 64 << 10)
+    max_line = _size(path, locate, logs, "logs", "max_line", 64 << 10)
     if not 256 <= max_line <= 512 << 10:
         raise ConfigError(
             path, locate("logs", "max_line"), "logs.max_line must be between 256B and 512KiB"
         )
-    sequencer = _table(path, locate, data, "sequencer", {"udp"})
     http = _table(path, locate, data, "http", {"bind"})
-    udp = _address(path, locate, sequencer, "sequencer", "udp")
     bind = _address(path, locate, http, "http", "bind")
     return Config(
         path=path,
         processes=processes,
         log_budget_bytes=budget,
         max_line_bytes=max_line,
-        udp=udp,
+        sequencer=_sequencer_settings(path, locate, data),
         http=bind,
+    )
+
+
+def _sequencer_settings(path: Path, locate: Any, data: dict[str, Any]) -> SequencerSettings:
+    keys = {"udp", "journal", "capacity", "blob", "backend", "rcvbuf"}
+    table = _table(path, locate, data, "sequencer", keys)
+
+    def fail(key: str, reason: str) -> ConfigError:
+        return ConfigError(path, locate("sequencer", key), f"sequencer.{key}: {reason}")
+
+    journal = table.get("journal")
+    if journal is not None and (not isinstance(journal, str) or not journal):
+        raise fail("journal", "expected a file path")
+    capacity = table.get("capacity", DEFAULT_JOURNAL_CAPACITY)
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 64 <= capacity <= 1 << 28:
+        raise fail("capacity", "expected a number of slots from 64 to 268435456")
+    blob = _size(path, locate, table, "sequencer", "blob", DEFAULT_JOURNAL_BLOB)
+    if not 1 << 20 <= blob <= 1 << 40:
+        raise fail("blob", "must be between 1MiB and 1TiB")
+    backend = table.get("backend", "auto")
+    if backend not in RECEIVE_BACKENDS:
+        raise fail("backend", f"expected one of: {', '.join(RECEIVE_BACKENDS)}")
+    rcvbuf = _size(path, locate, table, "sequencer", "rcvbuf", DEFAULT_RCVBUF)
+    if not 4096 <= rcvbuf <= 1 << 31:
+        raise fail("rcvbuf", "must be between 4KiB and 2GiB")
+    return SequencerSettings(
+        udp=_address(path, locate, table, "sequencer", "udp"),
+        journal=(path.parent / journal) if journal else None,
+        capacity=capacity,
+        blob_size=blob,
+        backend=backend,
+        rcvbuf=rcvbuf,
     )
 
 
@@ -294,7 +344,9 @@ def _table(
     return table
 
 
-def _size(path: Path, locate: Any, table: dict[str, Any], key: str, default: int) -> int:
+def _size(
+    path: Path, locate: Any, table: dict[str, Any], section: str, key: str, default: int
+) -> int:
     value = table.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -302,8 +354,8 @@ def _size(path: Path, locate: Any, table: dict[str, Any], key: str, default: int
     if not match:
         raise ConfigError(
             path,
-            locate("logs", key),
-            f'logs.{key}: expected a size like "256MiB" or a number of bytes',
+            locate(section, key),
+            f'{section}.{key}: expected a size like "256MiB" or a number of bytes',
         )
     unit = (match.group(2) or "").lower()[:1]
     return int(float(match.group(1)) * _SIZE_UNITS[unit])

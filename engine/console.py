@@ -16,7 +16,11 @@ from .config import Config
 from .errors import ConsoleError, NoSuchProcess
 from .logstore import LogStore, StoreSnapshot
 from .query import LogQuery, LogView
+from .sequencer import Sequencer
 from .supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
+
+EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
+JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise
 
 
 class Console:
@@ -29,11 +33,21 @@ class Console:
         self.supervisor = Supervisor(config.processes, self.store, on_crash=self._supervisor_died)
         self.started_at = time.time()
         self._shutdown_requested = threading.Event()
+        # Made in start(): it binds a port and opens the journal file.
+        self.sequencer: Sequencer | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the sequencer (if configured), then every process. A sequencer that cannot
+        start (port taken, journal refused) stops this before any process is started."""
         self.home.mkdir(parents=True, exist_ok=True)
+        settings = self.config.sequencer
+        if settings.udp is not None:
+            self.sequencer = Sequencer(settings, settings.journal or self.home / JOURNAL_NAME)
+            self.sequencer.start()
+            # Processes learn where to send events (a config env entry can still override it).
+            self.supervisor.environment[EVENTS_ADDRESS_VARIABLE] = self.sequencer.address
         self.supervisor.start()
 
     def _supervisor_died(self, exc: BaseException) -> None:
@@ -52,6 +66,8 @@ class Console:
         """Stop every process and the supervisor. Blocks until they are gone."""
         self._shutdown_requested.set()
         self.supervisor.shutdown()
+        if self.sequencer is not None:
+            self.sequencer.stop()  # last: events sent by processes as they stopped are kept
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -98,6 +114,7 @@ class Console:
             "running": sum(1 for i in infos if i.state == State.RUNNING),
             "states": states,
             "log_store": self.store.stats(),
+            "sequencer": self.sequencer.status() if self.sequencer is not None else None,
         }
 
     # -- actions ---------------------------------------------------------------------------------

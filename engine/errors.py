@@ -5,7 +5,8 @@
     ├── NoSuchProcess              a request named a process that is not configured
     ├── InvalidRequest             a control request is malformed (bad JSON, unknown op, bad argument)
     ├── NoConsole                  no console is running for this project (CLI side)
-    └── ConsoleError               the console could not carry out an action
+    ├── ConsoleError               the console could not carry out an action
+    └── JournalError               an event journal file cannot be used (not ours, truncated, …)
 
 The API maps ``code`` to a JSON error (and later an HTTP status); the CLI maps ``exit_code`` to its
 exit status: 1 failed, 2 usage, 3 no such process, 4 no console running.
@@ -64,9 +65,16 @@ class ConsoleError(LacrimosaError):
     exit_code = 1
 
 
+class JournalError(LacrimosaError):
+    """A journal file cannot be used: not a journal, truncated, another version, in use."""
+
+    code = "journal"
+    exit_code = 1
+
+
 _EXIT_CODES = {
     cls.code: cls.exit_code
-    for cls in (ConfigError, NoSuchProcess, InvalidRequest, NoConsole, ConsoleError)
+    for cls in (ConfigError, NoSuchProcess, InvalidRequest, NoConsole, ConsoleError, JournalError)
 }
 
 

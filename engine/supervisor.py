@@ -223,6 +223,8 @@ class Supervisor:
         # In every child's environment, inherited by its descendants: how the guardian and the
         # stray sweep find processes that left their group (see guardian.py).
         self.token = secrets.token_hex(8)
+        # Set before start(): more variables for every child (e.g. where to send events).
+        self.environment: dict[str, str] = {}
         self._managed = {name: _Managed(spec) for name, spec in specs.items()}
         for name in specs:
             store.add_process(name)
@@ -471,6 +473,7 @@ class Supervisor:
         managed.stop_requested = False
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
+        env.update(self.environment)
         env.update(spec.env)
         env[CONSOLE_TAG] = self.token
         env[PROCESS_TAG] = spec.name

@@ -1,0 +1,253 @@
+"""The sequencer in a real console: real UDP datagrams on loopback, a real journal file."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from api.protocol import dispatch
+from engine.config import load_config
+from engine.console import Console
+from engine.errors import ConsoleError, JournalError
+from engine.events import MAX_CLOCK_AHEAD_MS, TEXT, encode_frame, lamport_wall_time
+from engine.query import LogQuery
+
+SEQUENCED = """
+[processes.idle]
+cmd = "sleep 300"
+
+[sequencer]
+udp = "127.0.0.1:0"
+capacity = 4096
+blob = "4MiB"
+"""
+
+
+@pytest.fixture
+def sender() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield sock
+    sock.close()
+
+
+def send(console: Console, sock: socket.socket, *datagrams: bytes) -> None:
+    assert console.sequencer is not None
+    host, port = console.sequencer.socket_info.address[:2]
+    for datagram in datagrams:
+        sock.sendto(datagram, (host, port))
+
+
+def wait_received(console: Console, count: int) -> None:
+    assert console.sequencer is not None
+    sequencer = console.sequencer
+    wait_until(lambda: sequencer.stats().received >= count, timeout=10)
+
+
+def test_text_and_framed_events_are_journaled_in_order(
+    console: Callable[..., Console], sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED)
+    send(
+        instance,
+        sender,
+        b"deploy started\n",
+        encode_frame(b"\x00\x01\x02", node=7, stream=3, flags=0x15),
+        "über\nzwei".encode(),
+    )
+    wait_received(instance, 3)
+    assert instance.sequencer is not None
+    events = instance.sequencer.events(10)
+    assert [e.seq for e in events] == [0, 1, 2]
+    assert events[0].payload == b"deploy started"  # one trailing newline dropped
+    assert events[0].is_text and (events[0].node, events[0].stream) == (0, 0)
+    assert (events[1].node, events[1].stream, events[1].sender_flags) == (7, 3, 0x15)
+    assert events[1].payload == b"\x00\x01\x02" and events[1].payload_text() is None
+    assert events[1].sender_clock == 0 and not events[1].is_text
+    assert events[2].payload_text() == "über\nzwei"
+    assert all(e.valid for e in events)
+    lamports = [e.lamport for e in events]
+    assert lamports == sorted(set(lamports))
+    assert abs(events[0].time - time.time()) < 5
+
+
+def test_every_bad_datagram_is_counted_by_cause_and_the_rest_kept(
+    console: Callable[..., Console], sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED)
+    good = encode_frame(b"ok", node=1, stream=1)
+    corrupt = bytearray(encode_frame(b"payload", node=1))
+    corrupt[-1] ^= 0x40
+    other_version = b"\xa7LQ\x02" + good[4:]
+    reserved_flags = bytearray(good)
+    reserved_flags[23] = 0x80  # flags bit 15 belongs to the sequencer
+    send(
+        instance,
+        sender,
+        b"",  # empty
+        b"\xa7LQ",  # a frame cut short
+        other_version,
+        bytes(reserved_flags),
+        b"\xff\xfe not utf-8",
+        b"\n",  # nothing left after the newline
+        bytes(corrupt),
+        b"x" * 5000,  # larger than a staging row
+        good,
+        b"still here",
+    )
+    wait_received(instance, 10)
+    assert instance.sequencer is not None
+    stats = instance.sequencer.stats()
+    assert stats.drops == {"malformed": 6, "bad_checksum": 1, "oversize": 1, "kernel": 0}
+    assert (stats.accepted, stats.framed, stats.text) == (2, 1, 1)
+    assert [e.payload for e in instance.sequencer.events(10)] == [b"ok", b"still here"]
+
+
+def test_sender_clocks_order_events_after_their_causes(
+    console: Callable[..., Console], sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED)
+    now = (time.time_ns() // 1_000_000) << 16
+    ahead = now + (5_000 << 16)  # 5 s ahead: followed
+    too_far = now + ((MAX_CLOCK_AHEAD_MS + 60_000) << 16)  # not followed
+    send(
+        instance,
+        sender,
+        encode_frame(b"caused", clock=ahead),
+        b"next",
+        encode_frame(b"liar", clock=too_far),
+    )
+    wait_received(instance, 3)
+    assert instance.sequencer is not None
+    caused, following, liar = instance.sequencer.events(3)
+    assert caused.lamport > ahead and following.lamport > caused.lamport
+    assert caused.sender_clock == ahead
+    assert liar.lamport < too_far and liar.to_json()["clock_ignored"] is True
+    assert lamport_wall_time(liar.lamport) < time.time() + 10
+    assert instance.sequencer.stats().clock_ignored == 1
+
+
+def test_events_survive_a_restart_and_the_clock_goes_on(
+    tmp_path: Path, sender: socket.socket
+) -> None:
+    (tmp_path / "lacrimosa.toml").write_text(SEQUENCED)
+    config = load_config(tmp_path / "lacrimosa.toml")
+    lamports = []
+    for run in range(2):
+        instance = Console(config, tmp_path / ".lacrimosa")
+        instance.start()
+        try:
+            send(instance, sender, f"run {run}".encode())
+            wait_received(instance, 1)
+            assert instance.sequencer is not None
+            events = instance.sequencer.events(10)
+            assert [e.payload for e in events] == [f"run {i}".encode() for i in range(run + 1)]
+            lamports = [e.lamport for e in events]
+            assert instance.sequencer.journal.recovery.clean
+        finally:
+            instance.shutdown()
+    assert lamports[1] > lamports[0]
+    assert (tmp_path / ".lacrimosa" / "events.journal").exists()
+
+
+def test_a_journal_that_is_not_ours_stops_the_console_before_any_process(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "precious.db"
+    journal.write_bytes(b"someone else's data" * 100)
+    (tmp_path / "lacrimosa.toml").write_text(
+        SEQUENCED.replace("[sequencer]", '[sequencer]\njournal = "precious.db"')
+    )
+    instance = Console(load_config(tmp_path / "lacrimosa.toml"), tmp_path / ".lacrimosa")
+    with pytest.raises(JournalError, match="not a lacrimosa journal"):
+        instance.start()
+    try:
+        assert [p.pid for p in instance.processes()] == [None]
+        assert journal.read_bytes() == b"someone else's data" * 100
+    finally:
+        instance.shutdown()
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    (tmp_path / "lacrimosa.toml").write_text(SEQUENCED.replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    instance = Console(load_config(tmp_path / "lacrimosa.toml"), tmp_path / ".lacrimosa")
+    try:
+        with pytest.raises(ConsoleError, match=f"cannot receive events on 127.0.0.1:{port}"):
+            instance.start()
+        # The journal it opened first was closed again: a second try can take it.
+        taken.close()
+        instance.start()
+        assert instance.sequencer is not None
+    finally:
+        taken.close()
+        instance.shutdown()
+
+
+def test_processes_learn_the_events_address(
+    console: Callable[..., Console], tmp_path: Path
+) -> None:
+    instance = console(
+        SEQUENCED.replace('cmd = "sleep 300"', 'cmd = "echo to=$LACRIMOSA_EVENTS; sleep 300"')
+    )
+    assert instance.sequencer is not None
+    address = instance.sequencer.address
+    assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+    view = lambda: instance.query(LogQuery(processes=("idle",)))  # noqa: E731
+    wait_until(lambda: len(view()) > 0)
+    assert view().line(0).text == f"to={address}"
+
+
+def test_protocol_events_and_status(console: Callable[..., Console], sender: socket.socket) -> None:
+    instance = console(SEQUENCED)
+    send(
+        instance,
+        sender,
+        *[encode_frame(f"e{i}".encode(), node=i % 2, stream=i % 3) for i in range(9)],
+    )
+    wait_received(instance, 9)
+    reply = dispatch(instance, {"op": "events", "lines": 2, "stream": 0})
+    assert reply["ok"], reply
+    assert [e["text"] for e in reply["result"]["events"]] == ["e3", "e6"]
+    assert reply["result"]["next_seq"] == 9
+    reply = dispatch(instance, {"op": "events", "node": 1})
+    assert [e["seq"] for e in reply["result"]["events"]] == [1, 3, 5, 7]
+    for bad in ({"lines": -1}, {"stream": 70000}, {"node": "1"}, {"lines": True}):
+        reply = dispatch(instance, {"op": "events", **bad})
+        assert reply["error"]["code"] == "invalid_request", bad
+    status = dispatch(instance, {"op": "status"})["result"]["sequencer"]
+    assert status["accepted"] == 9 and status["journal"]["events"] == 9
+    assert status["journal"]["capacity"] == 4096 and status["backend"] in ("recvmmsg", "recv_into")
+    assert status["rcvbuf"] > 0
+
+
+def test_events_without_a_sequencer_is_an_error_that_says_how(
+    console: Callable[..., Console],
+) -> None:
+    instance = console('[processes.idle]\ncmd = "sleep 300"\n')
+    reply = dispatch(instance, {"op": "events"})
+    assert reply["error"]["code"] == "failed"
+    assert "[sequencer]" in reply["error"]["message"]
+    assert dispatch(instance, {"op": "status"})["result"]["sequencer"] is None
+
+
+def test_the_journal_ring_overwrites_the_oldest_events(
+    console: Callable[..., Console], sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED.replace("capacity = 4096", "capacity = 64"))
+    for i in range(200):
+        send(instance, sender, f"n{i}".encode())
+        if i % 50 == 49:
+            wait_received(instance, i + 1)  # paced: nothing is lost in the kernel
+    wait_received(instance, 200)
+    assert instance.sequencer is not None
+    events = instance.sequencer.events(1000)
+    assert [e.payload for e in events] == [f"n{i}".encode() for i in range(136, 200)]
+    assert dispatch(instance, {"op": "status"})["result"]["sequencer"]["journal"]["ring_used"] == 1
+    assert events[0].flags & TEXT
