@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--stream", type=_non_negative_int, metavar="ID", help="only this stream")
     events.add_argument("--node", type=_non_negative_int, metavar="ID", help="only this node")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     for verb in ("start", "stop", "restart"):
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
@@ -212,9 +213,7 @@ def _one_shot(args: argparse.Namespace) -> int:
         elif args.command == "logs":
             _logs(args, client)
         elif args.command == "events":
-            request = {"lines": args.lines, "stream": args.stream, "node": args.node}
-            result = client.call("events", **{k: v for k, v in request.items() if v is not None})
-            _print(args, result, _events_text(result["events"]))
+            _events(args, client)
     return EXIT_OK
 
 
@@ -239,6 +238,24 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         return
     for batch in client.stream("logs", follow=True, **request):
         _write_lines(args, batch["lines"], merged)
+        sys.stdout.flush()
+
+
+def _events(args: argparse.Namespace, client: Any) -> None:
+    request = {"lines": args.lines, "stream": args.stream, "node": args.node}
+    request = {key: value for key, value in request.items() if value is not None}
+    if not args.follow:
+        result = client.call("events", **request)
+        _print(args, result, _events_text(result["events"]))
+        return
+    for batch in client.stream("events", follow=True, **request):
+        if args.json:  # following: one object per line, like logs
+            sys.stdout.write("".join(json.dumps(e) + "\n" for e in batch["events"]))
+        else:
+            if batch.get("lapped"):
+                sys.stdout.write(f"({batch['lapped']} events overwritten before they were read)\n")
+            if batch["events"]:
+                sys.stdout.write(_events_text(batch["events"]) + "\n")
         sys.stdout.flush()
 
 
@@ -327,7 +344,7 @@ def _events_text(events: list[dict[str, Any]]) -> str:
             f"#{event['seq']} {stamp}.{millis:03d} node={event['node']} "
             f"stream={event['stream']}{flags}{bad}  {body}"
         )
-    return "\n".join(rows) if rows else "(no events)"
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

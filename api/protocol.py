@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from engine.console import Console
 from engine.errors import ConsoleError, InvalidRequest, LacrimosaError
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
@@ -56,37 +58,85 @@ def dispatch(console: Console, request: Any) -> dict[str, Any]:
         return internal_error(exc)
 
 
-def follow_logs(
+def follow(
     console: Console, request: dict[str, Any], alive: Callable[[], bool]
 ) -> Iterator[dict[str, Any]]:
-    """Replies for a following ``logs`` request: the last lines, then each batch of new ones.
+    """Replies for a following request (``logs`` or ``events`` with ``follow``): the first reply
+    as without ``follow``, then one reply for each batch of new lines or events.
 
     A failure ends the stream with one error reply rather than an exception.
     """
     try:
-        result, query = _logs(console, request)
+        first, step = _FOLLOWERS[_op(request)](console, request)
     except LacrimosaError as exc:
         yield error(exc.code, exc.message)
         return
     except Exception as exc:
         yield internal_error(exc)
         return
-    yield ok(result)
-    after = result["next_id"]
+    yield ok(first)
     try:
-        seen = console.store.version
         while alive() and not console.shutdown_requested.is_set():
             time.sleep(FOLLOW_POLL)
-            if console.store.version == seen:
-                continue
-            seen = console.store.version
-            view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
-            lines = [line_to_dict(line) for line in view]
-            if lines:
-                after = lines[-1]["id"]
-                yield ok({"lines": lines, "next_id": after})
+            result = step()
+            if result is not None:
+                yield ok(result)
     except Exception as exc:
         yield internal_error(exc)
+
+
+Step = Callable[[], "dict[str, Any] | None"]
+
+
+def _follow_logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Step]:
+    result, query = _logs(console, request)
+    after = result["next_id"]
+    seen = console.store.version
+
+    def step() -> dict[str, Any] | None:
+        nonlocal after, seen
+        if console.store.version == seen:
+            return None
+        seen = console.store.version
+        view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
+        lines = [line_to_dict(line) for line in view]
+        if not lines:
+            return None
+        after = lines[-1]["id"]
+        return {"lines": lines, "next_id": after}
+
+    return result, step
+
+
+def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Step]:
+    result = _events(console, request)
+    sequencer = console.sequencer
+    assert sequencer is not None
+    journal = sequencer.journal
+    cursor = journal.cursor(result["next_seq"])
+    node, stream = request.get("node"), request.get("stream")
+
+    def step() -> dict[str, Any] | None:
+        if journal.closed:
+            return None  # the console is stopping
+        batch = cursor.poll(MAX_EVENTS)
+        if len(batch.seqs) == 0 and not batch.lapped:
+            return None
+        keep = np.ones(len(batch.seqs), bool)
+        if node is not None:
+            keep &= batch.slots["node"] == node
+        if stream is not None:
+            keep &= batch.slots["stream"] == stream
+        events = journal.read_events(batch.seqs[keep])
+        reply: dict[str, Any] = {
+            "events": [event.to_json() for event in events],
+            "next_seq": cursor.position,
+        }
+        if batch.lapped:
+            reply["lapped"] = batch.lapped  # overwritten before this reader got to them
+        return reply if events or batch.lapped else None
+
+    return result, step
 
 
 def _op(request: Any) -> str:
@@ -201,6 +251,12 @@ def _shutdown(console: Console, request: dict[str, Any]) -> Any:
     console.request_shutdown()
     return {"stopping": True}
 
+
+_FOLLOWERS: dict[str, Callable[[Console, dict[str, Any]], tuple[dict[str, Any], Step]]] = {
+    "logs": _follow_logs,
+    "events": _follow_events,
+}
+FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
 
 _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ping": lambda console, request: {"pid": os.getpid()},

@@ -27,7 +27,7 @@ from engine.console import Console
 from engine.errors import ConsoleError
 from engine.paths import socket_path
 
-from .protocol import dispatch, follow_logs, internal_error
+from .protocol import FOLLOWABLE, dispatch, follow, internal_error
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
@@ -227,9 +227,9 @@ class ControlServer:
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             yield error("invalid_request", f"malformed JSON: {exc}")
             return
-        # dispatch and follow_logs turn every failure into an error reply themselves.
+        # dispatch and follow turn every failure into an error reply themselves.
         following = (
-            isinstance(request, dict) and request.get("op") == "logs" and request.get("follow")
+            isinstance(request, dict) and request.get("op") in FOLLOWABLE and request.get("follow")
         )
         if not following:
             yield dispatch(self.console, request)
@@ -238,7 +238,7 @@ class ControlServer:
         def alive() -> bool:
             return not self._closing.is_set() and _peer_connected(conn)
 
-        yield from follow_logs(self.console, request, alive)
+        yield from follow(self.console, request, alive)
 
     def _count(self, reply: dict[str, Any]) -> None:
         if reply["ok"]:

@@ -23,7 +23,7 @@ import pytest
 from helpers import pid_alive, wait_until
 
 from api.client import ControlClient
-from api.protocol import dispatch, follow_logs
+from api.protocol import dispatch, follow
 from api.server import ControlServer
 from engine.errors import ConsoleError
 from engine.paths import socket_path
@@ -387,7 +387,7 @@ def test_unexpected_errors_become_internal_error_replies(tmp_path: Path) -> None
     reply = dispatch(broken, {"op": "ps"})
     assert reply["ok"] is False and reply["error"]["code"] == "internal"
     assert "RuntimeError" in reply["error"]["message"] and "boom" in reply["error"]["message"]
-    followed = list(follow_logs(broken, {"op": "logs", "follow": True}, lambda: True))
+    followed = list(follow(broken, {"op": "logs", "follow": True}, lambda: True))
     assert [r["error"]["code"] for r in followed] == ["internal"]
     # ping answers without building the whole status.
     assert dispatch(broken, {"op": "ping"}) == {"ok": True, "result": {"pid": os.getpid()}}
@@ -593,3 +593,91 @@ def test_usage_errors_are_json_with_json(tmp_path: Path) -> None:
         assert json.loads(result.stderr)["error"]["code"] == "usage", result.stderr
     plain = cli("logs", "x", "--lines", "-1", cwd=tmp_path)
     assert plain.returncode == 2 and plain.stderr.startswith("usage:")
+
+
+EVENTS_CONFIG = """
+[processes.idle]
+cmd = "sleep 300"
+
+[sequencer]
+udp = "127.0.0.1:0"
+capacity = 1024
+blob = "2MiB"
+"""
+
+
+def _events_address(console: RunningConsole) -> tuple[str, int]:
+    status = json.loads(console.run("status", "--json").stdout)
+    host, _, port = status["sequencer"]["udp"].rpartition(":")
+    return host, int(port)
+
+
+def test_events_are_sent_with_udp_and_read_with_the_cli(tmp_path: Path) -> None:
+    from engine.events import encode_frame
+
+    running = start_console(tmp_path, EVENTS_CONFIG)
+    address = _events_address(running)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"deploy started\n", address)
+        sender.sendto(encode_frame(b"\x00\xffraw", node=4, stream=2), address)
+        sender.sendto(b"\xa7LQ", address)  # malformed
+        wait_until(
+            lambda: json.loads(running.run("status", "--json").stdout)["sequencer"]["received"] == 3
+        )
+
+    text = running.run("events")
+    assert text.returncode == 0, text.stderr
+    first, second = text.stdout.splitlines()
+    assert first.startswith("#0 ") and first.endswith("node=0 stream=0  deploy started")
+    assert second.startswith("#1 ") and second.endswith("node=4 stream=2  hex:00ff726177")
+
+    document = json.loads(running.run("events", "--json").stdout)  # one JSON document
+    assert [e["seq"] for e in document["events"]] == [0, 1]
+    assert document["events"][1]["hex"] == "00ff726177" and document["next_seq"] == 2
+    only = json.loads(running.run("events", "--stream", "2", "-n", "5", "--json").stdout)
+    assert [e["node"] for e in only["events"]] == [4]
+
+    status = running.run("status")
+    assert "events    udp 127.0.0.1:" in status.stdout
+    assert "malformed 1, bad_checksum 0" in status.stdout
+
+    with running.follow("events", "-f", "--node", "9", "--json") as out:
+        lines = _reader(out)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(encode_frame(b"other node", node=1), address)
+            sender.sendto(encode_frame(b"followed", node=9), address)
+        event = json.loads(lines.get(timeout=10))
+        assert (event["text"], event["node"], event["seq"]) == ("followed", 9, 3)
+        time.sleep(0.3)
+        assert lines.empty()
+
+
+def test_events_without_a_sequencer_and_up_udp(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    running = start_console(plain, '[processes.idle]\ncmd = "sleep 300"\n')
+    result = running.run("events")
+    assert result.returncode == 1 and "[sequencer]" in result.stderr
+    assert "events    not received" in running.run("status").stdout
+    running.stop()
+
+    flagged = tmp_path / "flagged"
+    flagged.mkdir()
+    (flagged / "lacrimosa.toml").write_text('[processes.idle]\ncmd = "sleep 300"\n')
+    bad = cli("up", "--headless", "--udp", "nonsense", cwd=flagged)
+    assert bad.returncode == 2 and "--udp" in bad.stderr
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless", "--udp", "127.0.0.1:0"],
+        cwd=flagged,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    console = RunningConsole(flagged, proc)
+    _started.append(console)
+    wait_until(lambda: console.run("status").returncode == 0, timeout=20)
+    address = _events_address(console)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"via --udp", address)
+    wait_until(lambda: "via --udp" in console.run("events").stdout)
