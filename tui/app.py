@@ -1,4 +1,5 @@
-"""The lacrimosa TUI: process table, live log view, live filter, and one-key process control.
+"""The lacrimosa TUI: process table, live log view, live filter, one-key process control, and
+the sequencer's Overview and Events views.
 
 It runs in the console's own process and reads the engine only from its own timer and workers:
 a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
@@ -6,8 +7,15 @@ fast processes write, the UI does a bounded amount of work per second and engine
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
 workers and report back with notifications.
 
-Layout, top to bottom: the process table (as tall as the process list, at most a third of the
-screen), a status line, the log view, the filter input (shown while filtering) and the key footer.
+Three views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
+tui/overview.py) and ``3`` (Events, tui/events_view.py); a hidden view keeps its state. The log
+view's keys are the app's bindings, disabled (and left out of the footer) while another view is
+shown; the other views carry their own. The poll refreshes the log view's data whichever view is
+shown, and the Overview or Events view only while it is the one shown.
+
+The log view, top to bottom: the process table (as tall as the process list, at most a third of
+the screen), a status line, the log view, the filter input (shown while filtering); the key footer
+is below every view.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from engine.console import Console
@@ -27,7 +37,9 @@ from engine.errors import LacrimosaError
 from engine.logstore import STDERR, STDOUT, STREAM_NAMES
 from engine.query import LogQuery
 
+from .events_view import EventsView
 from .log_pane import LogPane
+from .overview import OverviewView
 from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
 from .process_table import ALL_ROW, ProcessTable
 
@@ -35,6 +47,27 @@ POLL_INTERVAL = 1 / 20  # how often console.version is checked
 TABLE_REFRESH_INTERVAL = 0.5  # uptimes and rates move even when nothing else changes
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
+VIEWS = ("logs", "overview", "events")
+VIEW_KEYS = Binding.Group("views", compact=True)
+# The app's actions that act on the log view: only enabled while it is shown.
+LOG_VIEW_ACTIONS = frozenset(
+    {
+        "restart_process",
+        "stop_process",
+        "start_process",
+        "toggle_follow",
+        "open_filter",
+        "clear_filter",
+        "cycle_stream",
+        "show_all",
+        "move_selection",
+        "escape",
+        "log_page_up",
+        "log_page_down",
+        "log_home",
+        "log_end",
+    }
+)
 
 
 class FilterInput(Input):
@@ -49,6 +82,9 @@ class LacrimosaApp(App[None]):
     TITLE = "lacrimosa"
     ENABLE_COMMAND_PALETTE = False
     CSS = """
+    #views {
+        height: 1fr;
+    }
     #processes {
         height: auto;
         max-height: 33%;
@@ -88,6 +124,10 @@ class LacrimosaApp(App[None]):
         Binding("tab", "move_selection(1)", show=False, priority=True),
         Binding("shift+tab", "move_selection(-1)", show=False, priority=True),
         Binding("escape", "escape", show=False),
+        # One compact footer entry ("123 views"): the log view's footer is nearly full at 80 columns.
+        Binding("1", "show_view('logs')", "logs", group=VIEW_KEYS),
+        Binding("2", "show_view('overview')", "overview", group=VIEW_KEYS),
+        Binding("3", "show_view('events')", "events", group=VIEW_KEYS),
     ]
 
     def __init__(self, console: Console) -> None:
@@ -103,18 +143,24 @@ class LacrimosaApp(App[None]):
         self._quitting = False
         self._seen_version: tuple[int, int] | None = None
         self._table_refreshed_at = 0.0
+        self._view = "logs"
+        self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
 
     # -- layout ----------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        # At least as wide as the "* all" row's name.
-        yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
-        yield Static(id="status")
-        yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
-        yield FilterInput(
-            placeholder="filter: type to narrow · smart case · enter: done · esc: clear",
-            id="filter",
-        )
+        with ContentSwitcher(initial="logs", id="views"):
+            with Vertical(id="logs"):
+                # At least as wide as the "* all" row's name.
+                yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
+                yield Static(id="status")
+                yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
+                yield FilterInput(
+                    placeholder="filter: type to narrow · smart case · enter: done · esc: clear",
+                    id="filter",
+                )
+            yield OverviewView(self.engine, id="overview")
+            yield EventsView(self.engine, id="events")
         yield Footer(compact=True)
 
     @property
@@ -128,6 +174,19 @@ class LacrimosaApp(App[None]):
     @property
     def filter_input(self) -> FilterInput:
         return self.query_one("#filter", FilterInput)
+
+    @property
+    def overview(self) -> OverviewView:
+        return self.query_one("#overview", OverviewView)
+
+    @property
+    def events_view(self) -> EventsView:
+        return self.query_one("#events", EventsView)
+
+    @property
+    def view(self) -> str:
+        """The view shown: "logs", "overview" or "events"."""
+        return self._view
 
     def on_mount(self) -> None:
         self.process_table.show_processes(self.engine.processes())
@@ -157,6 +216,41 @@ class LacrimosaApp(App[None]):
             self.process_table.show_processes(self.engine.processes())
             self._table_refreshed_at = now
         self._seen_version = version
+        self._poll_view()
+
+    def _poll_view(self, force: bool = False) -> None:
+        """Refresh the Overview or Events view if it is shown (each does nothing if nothing
+        it shows changed)."""
+        if self._quitting:
+            return  # the journal is about to be closed
+        if self._view == "overview":
+            self.overview.poll(force)
+        elif self._view == "events":
+            self.events_view.poll()
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def action_show_view(self, view: str) -> None:
+        if view == self._view or view not in VIEWS:
+            return
+        self._view_focus[self._view] = self.focused
+        self._view = view
+        self.query_one("#views", ContentSwitcher).current = view
+        focus = self._view_focus.get(view)
+        if focus is not None and focus.is_attached and focus.display:
+            focus.focus()
+        elif view == "logs":
+            self.process_table.focus()
+        elif view == "overview":
+            self.overview.focus()
+        else:
+            self.events_view.focus_default()
+        self.refresh_bindings()
+        self._poll_view(force=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False: neither run nor shown in the footer.
+        return not (action in LOG_VIEW_ACTIONS and self._view != "logs")
 
     @property
     def selected_process(self) -> str | None:
@@ -342,6 +436,7 @@ class LacrimosaApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
+        self.events_view.release()  # the journal is closed by the shutdown
         self._update_status()
         self.notify("stopping processes…", markup=False)
         self._shutdown_console()

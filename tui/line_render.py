@@ -86,6 +86,22 @@ def decode_for_terminal(raw: bytes | memoryview, max_bytes: int) -> tuple[Text, 
     return decoded, truncated
 
 
+_VISIBLE_WITH_ESCAPE = {**_VISIBLE_CONTROLS, 0x1B: _STRAY_ESCAPE, 0x09: " "}
+_VISIBLE_KEEPING_LINES = {
+    code: symbol for code, symbol in _VISIBLE_WITH_ESCAPE.items() if code not in (0x09, 0x0A)
+}
+
+
+def make_visible(text: str, *, keep_lines: bool = False) -> str:
+    """``text`` with every control character (ESC included) shown as a symbol.
+
+    For text that is not a log line (an event's payload): no ANSI decoding, no carriage-return
+    handling. Tabs become one space, or are kept (with newlines) when ``keep_lines`` is set, for
+    a multi-line panel that lays them out itself.
+    """
+    return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE_WITH_ESCAPE)
+
+
 def _decode_ansi(text: str) -> Text:
     """SGR codes to styles; whatever ESC is left (not part of a sequence) shown as a symbol."""
     decoded = Text.from_ansi(text, no_wrap=True, end="")

@@ -1,0 +1,659 @@
+"""The Overview (key 2) and Events (key 3) views, driven as a user drives them: the real app under
+Pilot at 80x24, on a real Console whose sequencer receives real UDP datagrams on 127.0.0.1:0.
+
+What is on screen is read from the widgets as drawn: the event list's rendered rows
+(``render_line``), the status line, the detail panel and the Overview's text. Lamport times (and
+so the time column) vary from run to run, so these are assertions on text, not SVG snapshots.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import zlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from helpers import wait_until
+from textual import events
+from textual.pilot import Pilot
+from textual.widgets import ContentSwitcher, Static
+
+from engine.console import Console
+from engine.events import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
+from engine.journal import Journal
+from engine.supervisor import State
+from tui import LacrimosaApp
+from tui.event_render import RowFormat, describe_event, event_row, hex_dump, payload_preview
+from tui.event_rows import EventFilter, build_rows
+from tui.events_view import EventList, EventsView, parse_number
+from tui.overview import OverviewView
+
+SIZE = (80, 24)
+
+WITH_SEQUENCER = """
+    [processes.idle]
+    cmd = "sleep 60"
+    stop_timeout = 2
+
+    [sequencer]
+    udp = "127.0.0.1:0"
+"""
+
+# A ring of 64 slots: a hundred events lap a reader that stays at the oldest.
+SMALL_JOURNAL = (
+    WITH_SEQUENCER
+    + """
+    capacity = 64
+    blob = "1MiB"
+"""
+)
+
+WITHOUT_SEQUENCER = """
+    [processes.idle]
+    cmd = "sleep 60"
+    stop_timeout = 2
+"""
+
+BINARY = bytes([0x00, 0xFF, 0x10, 0x80, 0x41, 0x42]) + bytes(range(0xF0, 0x100))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sender() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield sock
+    sock.close()
+
+
+def send(console: Console, sock: socket.socket, *datagrams: bytes) -> None:
+    """Send ``datagrams`` to the console's sequencer; return once it has counted every one."""
+    sequencer = console.sequencer
+    assert sequencer is not None
+    expected = sequencer.stats().received + len(datagrams)
+    for datagram in datagrams:
+        sock.sendto(datagram, sequencer.socket_info.address)
+    wait_until(
+        lambda: sequencer.stats().received >= expected,
+        message=f"the sequencer to receive {len(datagrams)} datagrams",
+    )
+
+
+def send_texts(console: Console, sock: socket.socket, texts: list[str]) -> None:
+    # In small bursts: a loopback burst of hundreds can overflow a small receive buffer.
+    for start in range(0, len(texts), 50):
+        send(console, sock, *(f"{text}\n".encode() for text in texts[start : start + 50]))
+
+
+async def wait_for(
+    pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 8.0
+) -> None:
+    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def event_list(app: LacrimosaApp) -> EventList:
+    return app.query_one(EventList)
+
+
+def rows(app: LacrimosaApp) -> list[str]:
+    """The event list's rows as drawn, blank ones dropped."""
+    return [row for row in event_list(app).visible_rows() if row]
+
+
+def static_text(app: LacrimosaApp, selector: str) -> str:
+    return str(app.query_one(selector, Static).content)
+
+
+def payloads(app: LacrimosaApp) -> list[str]:
+    """The payload column of each row on screen (where the header says it starts)."""
+    start = static_text(app, "#events-header").index("payload")
+    return [row[start:] for row in rows(app)]
+
+
+def events_status(app: LacrimosaApp) -> str:
+    return static_text(app, "#events-status")
+
+
+def overview_text(app: LacrimosaApp) -> str:
+    """The text of the Overview's parts that are shown."""
+    parts = app.query_one(OverviewView).query(Static)
+    return "\n".join(str(part.content) for part in parts if part.display)
+
+
+def detail_text(app: LacrimosaApp) -> str:
+    return static_text(app, "#event-detail-text")
+
+
+def footer_keys(app: LacrimosaApp) -> list[str]:
+    return [key for key, active in app.screen.active_bindings.items() if active.binding.show]
+
+
+def notifications(app: LacrimosaApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def show_events(pilot: Pilot, app: LacrimosaApp, count: int) -> None:
+    """Switch to the Events view and wait until it lists ``count`` events."""
+    await pilot.press("3")
+    await wait_for(pilot, lambda: len(event_list(app).rows) == count, f"{count} events listed")
+    await pilot.pause()
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+async def test_keys_1_2_3_switch_views_and_the_log_view_keeps_its_state(console) -> None:
+    instance = console(WITH_SEQUENCER + '\n[processes.other]\ncmd = "sleep 60"\n')
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        switcher = app.query_one("#views", ContentSwitcher)
+        await pilot.press("down", "down")  # the table cursor on "other"
+        assert app.selected_process == "other"
+        pane = app.log_pane
+        pane.focus()
+        assert app.view == "logs" and switcher.current == "logs"
+        # Every view's footer lists the view keys (grouped: "123 views").
+        assert {"1", "2", "3", "r"} <= set(footer_keys(app))
+
+        await pilot.press("2")
+        assert app.view == "overview" and switcher.current == "overview"
+        assert app.query_one(OverviewView).display and not app.query_one("#logs").display
+        keys = footer_keys(app)
+        assert {"1", "2", "3", "q"} <= set(keys)
+        assert not {"r", "x", "s", "e", "a", "slash"} & set(keys)
+
+        await pilot.press("3")
+        assert app.view == "events" and app.query_one(EventsView).display
+        assert app.focused is event_list(app)
+        assert {"1", "2", "3", "q", "enter", "g", "n", "t", "f"} <= set(footer_keys(app))
+        # The log view's keys do nothing here: `x` does not stop the selected process.
+        await pilot.press("x", "e")
+        await pilot.pause(0.2)
+        assert instance.process("other").state == State.RUNNING
+
+        await pilot.press("1")
+        assert app.view == "logs" and app.query_one("#logs").display
+        assert app.selected_process == "other"  # its state was kept while hidden
+        assert app.focused is pane  # and so was the focus
+        assert "stream: all" in str(app.query_one("#status", Static).render())
+
+
+@pytest.mark.parametrize("view", ["1", "2", "3"])
+async def test_q_quits_from_every_view(console, view: str) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: instance.process("idle").pid, "the process to run")
+        pid = instance.process("idle").pid
+        await pilot.press(view, "q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit", timeout=10)
+    assert instance.process("idle").pid is None and pid is not None
+    assert instance.sequencer is not None and instance.sequencer.journal.closed
+
+
+# -- Overview --------------------------------------------------------------------------------------
+
+
+async def test_overview_shows_counts_rates_utilisation_and_drops(console, sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        assert "0 accepted of 0 received" in overview_text(app)
+        bad_checksum = bytearray(encode_frame(b"tampered", node=1))
+        bad_checksum[-1] ^= 0xFF
+        send(
+            instance,
+            sender,
+            b"deploy started\n",
+            b"deploy finished\n",
+            encode_frame(b"framed", node=7, stream=3),
+            b"\xa7LQ",  # a frame cut short: malformed
+            bytes(bad_checksum),
+        )
+        await wait_for(
+            pilot, lambda: "3 accepted of 5 received" in overview_text(app), "the new counts"
+        )
+        text = overview_text(app)
+        sequencer = instance.sequencer
+        assert sequencer is not None
+        assert f"udp {sequencer.address} · {sequencer.receiver.name}" in text
+        assert "(2 text, 1 framed)" in text
+        assert "malformed 1 · bad checksum 1 · oversize 0 · kernel 0" in text
+        assert "3 events · first seq 0 · next seq 3" in text
+        assert f"3 of {sequencer.journal.capacity:,} slots" in text
+        assert "0 sender clocks ignored" in text
+        assert str(sequencer.journal.path) in text
+        assert "new journal" in text
+        assert "receive buffer" in text
+        assert "1 running of 1" in text
+        # The sparkline covers two minutes, a bar a second, and shows the burst once it is counted.
+        sparkline = app.query_one("#overview-sparkline")
+        await wait_for(pilot, lambda: sum(sparkline.data) == 3, "the burst in the sparkline")
+        assert len(sparkline.data) == 120
+
+
+async def test_overview_and_events_say_how_to_enable_the_sequencer(console) -> None:
+    app = LacrimosaApp(console(WITHOUT_SEQUENCER))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        text = overview_text(app)
+        assert "No event sequencer" in text
+        assert '[sequencer]\n    udp = "127.0.0.1:9000"' in text
+        assert "lacrimosa up --udp 127.0.0.1:9000" in text
+        assert 'echo "deploy started" | nc -u -w1 127.0.0.1 9000' in text
+        assert "1 running of 1" in text
+
+        await pilot.press("3")
+        assert "no sequencer" in events_status(app)
+        assert app.query_one("#events-hint").display
+        assert "nc -u -w1 127.0.0.1 9000" in static_text(app, "#events-hint")
+        await pilot.press("enter", "g", "n", "f")  # nothing to act on; nothing breaks
+        assert not app.query_one("#events-prompt").display
+
+
+# -- Events --------------------------------------------------------------------------------------
+
+
+async def test_events_are_listed_in_order_and_followed(console, sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        assert "no events yet · send one: echo" in rows(app)[0]
+        send_texts(instance, sender, [f"event {i}" for i in range(5)])
+        send(instance, sender, encode_frame(b"framed one", node=4, stream=9, flags=0x21))
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 6, "six events")
+        await pilot.pause()
+        assert payloads(app) == [f"event {i}" for i in range(5)] + ["framed one"]
+        # seq, time (hh:mm:ss.mmm), node, stream, flags, size, payload.
+        cells = [row.split() for row in rows(app)]
+        assert [int(row[0]) for row in cells] == list(range(6))
+        assert all(len(row[1]) == 12 and row[1][2] == row[1][5] == ":" for row in cells)
+        assert cells[0][2:] == ["0", "0", "text", "7", "event", "0"]
+        assert cells[5][2:] == ["4", "9", "021", "10", "framed", "one"]
+        assert "follow: on" in events_status(app) and "6 held (seq 0-5)" in events_status(app)
+        assert event_list(app).cursor == 5  # on the newest
+
+        # Following: a screenful more, and the newest is at the bottom with the cursor on it.
+        send_texts(instance, sender, [f"more {i}" for i in range(40)])
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 46, "46 events")
+        await pilot.pause()
+        assert payloads(app)[-1] == "more 39" and event_list(app).cursor == 45
+
+        # Up stops following: new events no longer move the screen or the cursor.
+        await pilot.press("up")
+        assert "follow: off" in events_status(app)
+        before = rows(app)
+        send_texts(instance, sender, ["later"])
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 47, "47 events")
+        await pilot.pause()
+        assert rows(app) == before and event_list(app).cursor == 44
+
+        # A click puts the cursor on a row.
+        await pilot.click(EventList, offset=(10, 3))
+        assert event_list(app).cursor == round(event_list(app).scroll_y) + 3
+
+        # Home and page down move the cursor; `f` follows again.
+        await pilot.press("home")
+        assert payloads(app)[0] == "event 0" and event_list(app).cursor == 0
+        await pilot.press("pagedown")
+        assert event_list(app).cursor == event_list(app).size.height - 1
+        await pilot.press("f")
+        await pilot.pause()
+        assert "follow: on" in events_status(app)
+        assert payloads(app)[-1] == "later" and event_list(app).cursor == 46
+
+        # The wheel stops following too, and arriving events leave the screen where it was.
+        the_list = event_list(app)
+        the_list.post_message(events.MouseScrollUp(the_list, 1, 1, 0, -1, 0, False, False, False))
+        await wait_for(pilot, lambda: not the_list.follow, "the wheel to stop following")
+        before = rows(app)
+        send_texts(instance, sender, ["after the wheel"])
+        await wait_for(pilot, lambda: len(the_list.rows) == 48, "48 events")
+        await pilot.pause()
+        assert rows(app) == before
+
+
+async def test_detail_panel_shows_every_field_and_binary_as_hex(console, sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        send(instance, sender, b"plain words\n", encode_frame(BINARY, node=2, stream=5, flags=3))
+        await show_events(pilot, app, 2)
+        # The binary payload's row shows hex.
+        assert payloads(app)[1].startswith("00 ff 10 80 41 42 f0 f1")
+
+        await pilot.press("enter")
+        assert app.query_one("#event-detail").display
+        text = detail_text(app)
+        assert "seq      1  node 2  stream 5  kind framed  size 22" in text
+        assert "lamport  " in text and "+ counter" in text
+        assert "flags    0x0003 (sender 0x003)" in text
+        assert "sender   clock 0 (the sender keeps none)" in text
+        assert "valid    yes, the checksum matches" in text
+        assert "payload  binary, 22 bytes" in text
+        assert "0000  00 ff 10 80 41 42 f0 f1 f2 f3 f4 f5 f6 f7 f8 f9  |....AB..........|" in text
+        assert "0010  fa fb fc fd fe ff" in text
+        # The cursor row is still in view above the panel.
+        the_list = event_list(app)
+        assert 0 <= the_list.cursor - round(the_list.scroll_y) < the_list.size.height
+
+        # The panel follows the cursor: up shows the text event.
+        await pilot.press("up")
+        text = detail_text(app)
+        assert "seq      0  node 0  stream 0  kind text  size 11" in text
+        assert "flags    0x8000 (sender 0x000, text)" in text
+        assert "sender   no clock (plain text)" in text
+        assert "payload  UTF-8 text, 11 bytes\nplain words" in text
+
+        await pilot.press("enter")
+        assert not app.query_one("#event-detail").display
+        await pilot.press("enter", "escape")  # Escape closes it too
+        assert not app.query_one("#event-detail").display
+
+
+async def test_g_jumps_to_a_seq_and_out_of_range_says_what_is_held(console, sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        send_texts(instance, sender, [f"event {i}" for i in range(100)])
+        await show_events(pilot, app, 100)
+        await pilot.press("g")
+        prompt = app.query_one("#events-prompt")
+        assert app.focused is prompt and "(0-99)" in prompt.placeholder
+        await pilot.press("4", "2", "enter")
+        assert app.focused is event_list(app)
+        assert event_list(app).cursor == 42 and "follow: off" in events_status(app)
+        assert "event 42" in payloads(app)
+        cursor_row = event_list(app).cursor - round(event_list(app).scroll_y)
+        assert rows(app)[cursor_row].startswith("  42 ")
+
+        await pilot.press("g", "5", "0", "0", "enter")
+        await wait_for(
+            pilot,
+            lambda: any(
+                "seq 500 is not held; the journal holds 0-99" in m for m in notifications(app)
+            ),
+            "the out-of-range notification",
+        )
+        assert event_list(app).cursor == 42
+
+        await pilot.press("g", "x", "enter")
+        await wait_for(
+            pilot, lambda: any("not a seq: 'x'" in m for m in notifications(app)), "an error"
+        )
+        await pilot.press("g", "7", "escape")  # Escape cancels the prompt
+        assert not prompt.display and event_list(app).cursor == 42
+
+
+async def test_node_and_stream_filters_and_escape_clears_them(console, sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        datagrams = [
+            encode_frame(f"n{node} s{stream} #{i}".encode(), node=node, stream=stream)
+            for i in range(3)
+            for node in (1, 2)
+            for stream in (10, 20)
+        ]
+        send(instance, sender, *datagrams)
+        send(instance, sender, b"text is node 0\n")
+        await show_events(pilot, app, 13)
+
+        await pilot.press("n", "2", "enter")
+        await wait_for(
+            pilot,
+            lambda: event_list(app).is_current and len(event_list(app).rows) == 6,
+            "node 2's events",
+        )
+        await pilot.pause()
+        assert payloads(app) == [f"n2 s{s} #{i}" for i in range(3) for s in (10, 20)]
+        assert "filter: node 2 6 matches" in events_status(app)
+
+        await pilot.press("t", "2", "0", "enter")
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 3, "node 2 on stream 20")
+        await pilot.pause()
+        assert payloads(app) == [f"n2 s20 #{i}" for i in range(3)]
+        assert "filter: node 2 · stream 20 3 matches" in events_status(app)
+
+        # New events that match arrive in the filtered list; others do not.
+        send(instance, sender, encode_frame(b"late match", node=2, stream=20))
+        send(instance, sender, encode_frame(b"late other", node=1, stream=20))
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 4, "the late match")
+        await pilot.pause()
+        assert payloads(app)[-1] == "late match"
+
+        # `n` with an empty answer clears the node filter only.
+        await pilot.press("n")
+        assert app.query_one("#events-prompt").value == "2"
+        await pilot.press("backspace", "enter")
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 8, "stream 20 of any node")
+        assert "filter: stream 20" in events_status(app)
+
+        await pilot.press("n", "x", "enter")
+        await wait_for(
+            pilot,
+            lambda: any("node: expected a number" in m for m in notifications(app)),
+            "an error for a bad node",
+        )
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: len(event_list(app).rows) == 15, "every event again")
+        assert "filter" not in events_status(app)
+
+
+async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, sender) -> None:
+    instance = console(SMALL_JOURNAL)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        send_texts(instance, sender, [f"first {i}" for i in range(40)])
+        await show_events(pilot, app, 40)
+        await pilot.press("home")
+        assert payloads(app)[0] == "first 0"
+        # 100 more: the ring of 64 keeps seqs 76..139; what was on screen is gone.
+        send_texts(instance, sender, [f"second {i}" for i in range(100)])
+        await wait_for(pilot, lambda: event_list(app).rows.tail == 76, "the ring to lap")
+        await pilot.pause()
+        assert payloads(app)[0] == "second 36"  # seq 76, the oldest held
+        assert rows(app)[0].startswith("  76 ")
+        assert event_list(app).cursor == 0
+        assert "lapped: 76 overwritten" in events_status(app)
+        assert any("76 events were overwritten" in m for m in notifications(app))
+        await pilot.press("down")
+        assert "lapped" not in events_status(app)
+
+
+async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:
+    instance = console(WITH_SEQUENCER)
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    journal = sequencer.journal
+    total = 1 << 20
+    # Written straight into the journal, as the sequencer thread would (it writes nothing while
+    # no datagram arrives, so this test is the only writer): node = i % 4, stream = i % 3.
+    records = np.zeros((total, 8), np.uint8)
+    records[:, :8] = np.frombuffer(b"event   ", np.uint8)
+    fields = np.zeros(total, EVENT_DTYPE)
+    fields["lamport"] = journal.last_lamport + 1 + np.arange(total, dtype=np.uint64)
+    fields["node"] = np.arange(total) % 4
+    fields["stream"] = np.arange(total) % 3
+    fields["flags"] = TEXT
+    crc = zlib.crc32(b"event   ")
+    journal.append(
+        records,
+        np.zeros(total, np.int64),
+        np.full(total, 8, np.int64),
+        fields,
+        np.full(total, crc, np.uint32),
+    )
+    assert journal.bounds() == (0, total)
+
+    fetched: list[int] = []
+    unspied = Journal.read_events
+
+    def spied(self: Journal, seqs):
+        fetched.append(len(seqs))
+        return unspied(self, seqs)
+
+    monkeypatch.setattr(Journal, "read_events", spied)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await show_events(pilot, app, total)
+        the_list = event_list(app)
+        assert rows(app)[-1].split()[0] == str(total - 1)
+        await pilot.press("home")
+        assert rows(app)[0].split()[0] == "0"
+        await pilot.press("g", *str(500_000), "enter")
+        assert the_list.cursor == 500_000
+        # Frames read the screen and a page either side, never the whole journal.
+        assert fetched and max(fetched) <= 3 * the_list.size.height
+
+        # A filter over a million events is built off the app's thread, then kept up to date.
+        await pilot.press("n", "3", "enter")
+        await wait_for(
+            pilot,
+            lambda: the_list.is_current and len(the_list.rows) == total // 4,
+            "node 3's events",
+            timeout=20,
+        )
+        await pilot.pause()
+        assert {row.split()[2] for row in rows(app)} == {"3"}
+        cursor_event = the_list.cursor_event()
+        assert cursor_event is not None and cursor_event.node == 3
+        assert cursor_event.seq >= 500_000  # the first match at or after the old cursor
+
+
+# -- formatting (no app) ---------------------------------------------------------------------------
+
+
+def test_rows_show_controls_as_symbols_and_cut_to_the_width() -> None:
+    event = Event(
+        seq=7,
+        lamport=1 << 16,
+        node=1,
+        stream=2,
+        flags=TEXT,
+        payload=b"a\x1b[31mred\x00\tb\nc" + b"x" * 200,
+        sender_clock=None,
+        valid=False,
+    )
+    row = event_row(event, RowFormat(width=60, seq_width=3))
+    assert row.cell_len == 60
+    assert row.plain.startswith("✗  7 ")
+    assert "a␛[31mred␀ b␊c" in row.plain
+    assert not any(ord(ch) < 0x20 for ch in row.plain)
+    assert "NO: checksum mismatch" in describe_event(event, 77).plain
+    assert payload_preview(b"").plain == "(empty)"
+    assert payload_preview(b"\xff\x00").plain == "ff 00"
+
+
+def test_hex_dump_lines() -> None:
+    dump = hex_dump(bytes(range(20)), 77).plain.splitlines()
+    assert dump == [
+        "0000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f  |................|",
+        "0010  10 11 12 13                                      |....|",
+    ]
+    assert (
+        hex_dump(b"ABCDEFGHIJ", 40).plain.splitlines()[0]
+        == "0000  41 42 43 44 45 46 47 48  |ABCDEFGH|"
+    )
+
+
+def test_parse_number() -> None:
+    assert [parse_number(t) for t in ("42", "1,234", "0x2a", "010", " 7 ", "x", "")] == [
+        42,
+        1234,
+        42,
+        10,
+        7,
+        None,
+        None,
+    ]
+
+
+def test_filtered_rows_grow_incrementally_like_a_fresh_select(tmp_path) -> None:
+    journal = Journal(tmp_path / "j", capacity=64, blob_size=1 << 20)
+    try:
+        lamport = 1
+        rows = None
+        wanted = EventFilter(node=1)
+        for batch in range(6):
+            for node in (0, 1):
+                journal.append_records(
+                    [f"b{batch} n{node}".encode()] * 7, range(lamport, lamport + 7), node=node
+                )
+                lamport += 7
+            rows = build_rows(journal, wanted, rows)
+            assert rows.seqs is not None
+            assert rows.seqs.tolist() == journal.select(node=1).tolist()
+        assert rows is not None and rows.tail == journal.tail > 0  # the ring lapped meanwhile
+    finally:
+        journal.close()
+
+
+# -- snapshot ------------------------------------------------------------------------------------
+
+# 2026-01-01 00:00:00 UTC in milliseconds, as the high 48 bits of a lamport timestamp.
+BASE_LAMPORT = 1_767_225_600_000 << 16
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Local time is UTC for the test, so that times on screen do not depend on the machine."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+def fill_fixed_events(console: Console) -> None:
+    """Events with fixed lamports, written straight into the console's journal.
+
+    The sequencer thread writes only when a datagram arrives and none is sent here, so this is
+    the journal's only writer. The third event's record is then damaged, as a torn write would
+    leave it: its checksum no longer matches.
+    """
+    sequencer = console.sequencer
+    assert sequencer is not None
+    journal = sequencer.journal
+    lamport = BASE_LAMPORT + (1_234 << 16)  # 00:00:01.234
+    texts = [b"deploy started", b"migrations: 3 applied", b"cache warmed\tin 41ms"]
+    journal.append_records(texts, [lamport + i for i in range(3)], flags=TEXT)
+    framed = [
+        (RECORD_HEADER.pack(0, 2, 1, 0x001) + b"p99 latency above 250ms", 2, 1, 0x001),
+        (RECORD_HEADER.pack(lamport + 7, 3, 4, 0x00A) + BINARY, 3, 4, 0x00A),
+    ]
+    for i, (record, node, stream, flags) in enumerate(framed):
+        later = lamport + ((500 + 250 * i) << 16)
+        journal.append_records([record], [later], node=node, stream=stream, flags=flags)
+    damaged = journal.slots[2]
+    journal.blob[int(damaged["payload_offset"])] ^= 0x20
+    assert journal.bounds() == (0, 5)
+
+
+def test_snapshot_of_the_events_view_with_a_binary_event_in_detail(
+    console, snap_compare, utc
+) -> None:
+    """Key 3, then Enter on the newest event (binary): the list above, the detail panel below."""
+    instance = console(
+        WITH_SEQUENCER.replace('cmd = "sleep 60"', 'cmd = "true"\nautostart = false')
+    )
+    fill_fixed_events(instance)
+    app = LacrimosaApp(instance)
+
+    async def run_before(pilot: Pilot) -> None:
+        await show_events(pilot, app, 5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "seq      4" in detail_text(app), "the detail panel")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
