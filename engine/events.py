@@ -139,9 +139,11 @@ class HybridClock:
         """
         n = len(sender_clocks)
         now = self._physical()
-        clocks = sender_clocks.astype(np.int64)  # HLC values stay far below 2**63
-        ahead = clocks > now + (MAX_CLOCK_AHEAD_MS << COUNTER_BITS)
-        wanted = np.where(ahead, 0, clocks + 1)
+        # Compared unsigned: a sender's clock is any 64-bit value, and one at 2**63 or above would
+        # turn negative as int64 and slip past the check. Those followed stay far below 2**63.
+        clocks = np.asarray(sender_clocks, dtype=np.uint64)
+        ahead = clocks > np.uint64(now + (MAX_CLOCK_AHEAD_MS << COUNTER_BITS))
+        wanted = np.where(ahead, 0, clocks).astype(np.int64) + 1
         np.maximum(wanted, now, out=wanted)
         index = np.arange(n, dtype=np.int64)
         wanted -= index

@@ -17,7 +17,9 @@ Counters (all only grow; ``seq`` and blob offsets are logical positions since th
 or the blob region is full, the oldest events are retired (``tail`` moves) to make room — an event
 is retired when its slot is about to be reused or its record's bytes are about to be overwritten,
 whichever comes first. Records never straddle the end of the blob region: a batch that does not
-fit before the end starts at the beginning of the next lap.
+fit before the end starts at the beginning of the next lap. A call with more events than the ring
+holds, or more record bytes than half the blob region, is written as two halves (split again as
+needed), each a batch of its own.
 
 **Readers and the writer (a seqlock).** The writer, for each batch: (1) publishes the new ``tail``
 and the reservation, (2) writes the records, (3) writes the slots, (4) publishes ``head``. A reader
@@ -273,8 +275,16 @@ class Journal:
             return
         counters = self._counters
         total = int(lengths.sum())
+        if n > 1 and (n > self.capacity or total > self.blob_size // 2):
+            # Too big for one batch (its slots would lap the ring, or its records the blob region,
+            # within the batch; recovery could not tell which were written): two batches instead.
+            for part in (slice(0, n // 2), slice(n // 2, n)):
+                self.append(
+                    staging[part], starts[part], lengths[part], fields[part], record_crcs[part]
+                )
+            return
         if total > self.blob_size // 2:
-            raise ValueError("batch larger than half the blob region")
+            raise ValueError("a record larger than half the blob region")
         start = int(counters[BLOB_HEAD])
         if start % self.blob_size + total > self.blob_size:
             start += self.blob_size - start % self.blob_size  # the next lap's beginning
@@ -352,6 +362,7 @@ class Journal:
 
     def read_slots(self, start: int, stop: int) -> SlotBatch:
         """Copies of the slots of events ``[start, stop)`` that are still held."""
+        start = max(start, 0)
         tail, head = self.bounds()
         low = max(start, tail)
         seqs = np.arange(low, max(low, min(stop, head)), dtype=np.int64)
@@ -366,11 +377,15 @@ class Journal:
     def read_events(self, seqs: Sequence[int] | np.ndarray) -> list[Event]:
         """The events at ``seqs`` (records included, checksums verified); gone ones are left out."""
         wanted = np.asarray(seqs, dtype=np.int64)
+        # Head before copying (a slot at or above it may be half written, or still the one it
+        # replaces), tail after too (what fell below it may have been overwritten mid-copy).
+        tail, head = self.bounds()
+        wanted = wanted[(wanted >= tail) & (wanted < head)]
         if len(wanted) == 0:
             return []
         slots = self.slots[wanted % self.capacity]
         records = [self._record_bytes(slot) for slot in slots]
-        tail, head = self.bounds()
+        tail = self.tail
         digests = fields_digest(slots)
         events = []
         for seq, slot, record, digest in zip(
@@ -420,9 +435,17 @@ class Journal:
         """Keep the complete slots of a batch cut short by a crash; return (kept, torn)."""
         counters = self._counters
         head, reserve = int(counters[HEAD]), int(counters[RESERVE])
-        blob_head, blob_reserve = int(counters[BLOB_HEAD]), int(counters[BLOB_RESERVE])
+        blob_reserve = int(counters[BLOB_RESERVE])
         reserve = min(max(reserve, head), head + self.capacity)
-        last = int(counters[LAST_LAMPORT])
+        # Where the batch began, from the last published event rather than from BLOB_HEAD and
+        # LAST_LAMPORT: a crash between publishing those and HEAD would have moved them already.
+        # (That slot is intact: a batch never reuses the slot just below it.)
+        if head > 0:
+            previous = self.slots[(head - 1) % self.capacity]
+            last = int(previous["lamport"])
+            blob_head = int(previous["payload_offset"]) + int(previous["payload_len"])
+        else:
+            last = blob_head = 0
         kept = 0
         end = blob_head
         for seq in range(head, reserve):
@@ -476,10 +499,17 @@ class Journal:
         self._counters[CLEAN] = 1
         self._map.flush()
         self._blob_view.release()
-        # Views into the map must be gone before it can close; readers may still hold some.
-        del self._counters, self.slots, self.blob
-        with contextlib.suppress(BufferError):  # a reader still holds a view: the map goes with it
+        # The map can only close once no view into it is left. A reader in another thread may
+        # still hold one: it keeps reading valid memory, and from here on sees an empty journal.
+        self._counters = np.zeros(8, "<u8")
+        self.slots = np.zeros(0, EVENT_DTYPE)
+        self.blob = np.zeros(0, np.uint8)
+        self._blob_view = memoryview(b"")
+        with contextlib.suppress(BufferError):  # that reader's view keeps the map until it goes
             self._map.close()
+        # The map holds a duplicate of the file descriptor: unlock explicitly, so that the journal
+        # can be opened again at once even if the map outlives this call.
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
 
 
