@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ def console(tmp_path: Path) -> Iterator[Callable[..., Console]]:
     yield make
     for instance in reversed(made):
         shutdown_within(instance, 60.0)
+
+
+@pytest.fixture
+def udp_sender() -> Iterator[socket.socket]:
+    """A UDP socket to send events with (see ``helpers.send_events``)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield sock
+    sock.close()
 
 
 def shutdown_within(console: Console, timeout: float) -> None:

@@ -6,6 +6,8 @@ Keep this module stable and dependency-free:
 - ``write_config(tmp_path, text)``: a config file from dedented text.
 - ``pid_alive(pid)`` / ``group_pids(pgid)``: what still runs, with zombies counted as gone
   (a reparented child nobody reaps stays a zombie here, but it runs nothing).
+- ``wait_for(pilot, predicate, what)``: ``wait_until`` for a Textual app under Pilot.
+- ``send_events(console, sock, *datagrams)``: UDP to a console's sequencer, until it counted them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -45,6 +47,30 @@ def wait_until(
         return result
     what = message or getattr(predicate, "__name__", "condition")
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_for(
+    pilot: Any, predicate: Callable[[], object], what: str, timeout: float = 8.0
+) -> None:
+    """Let the app under ``pilot`` run until ``predicate()`` is true; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def send_events(console: Any, sock: Any, *datagrams: bytes) -> None:
+    """Send ``datagrams`` to the console's sequencer; return once it has counted every one."""
+    sequencer = console.sequencer
+    assert sequencer is not None
+    expected = sequencer.stats().received + len(datagrams)
+    for datagram in datagrams:
+        sock.sendto(datagram, sequencer.socket_info.address)
+    wait_until(
+        lambda: sequencer.stats().received >= expected,
+        message=f"the sequencer to receive {len(datagrams)} datagrams",
+    )
 
 
 def write_config(tmp_path: Path, text: str, name: str = "lacrimosa.toml") -> Path:

@@ -114,12 +114,15 @@ class RunningConsole:
 
 
 def start_console(
-    folder: Path, config: str = CONFIG, config_name: str = "lacrimosa.toml"
+    folder: Path,
+    config: str = CONFIG,
+    config_name: str = "lacrimosa.toml",
+    up_args: tuple[str, ...] = (),
 ) -> RunningConsole:
     """``lacrimosa up --headless`` in ``folder`` with this config, once its socket answers."""
     (folder / config_name).write_text(config)
     proc = subprocess.Popen(
-        [*CLI, "up", "--headless"],
+        [*CLI, "up", "--headless", *up_args],
         cwd=folder,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -666,17 +669,9 @@ def test_events_without_a_sequencer_and_up_udp(tmp_path: Path) -> None:
     (flagged / "lacrimosa.toml").write_text('[processes.idle]\ncmd = "sleep 300"\n')
     bad = cli("up", "--headless", "--udp", "nonsense", cwd=flagged)
     assert bad.returncode == 2 and "--udp" in bad.stderr
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless", "--udp", "127.0.0.1:0"],
-        cwd=flagged,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    console = start_console(
+        flagged, '[processes.idle]\ncmd = "sleep 300"\n', up_args=("--udp", "127.0.0.1:0")
     )
-    console = RunningConsole(flagged, proc)
-    _started.append(console)
-    wait_until(lambda: console.run("status").returncode == 0, timeout=20)
     address = _events_address(console)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.sendto(b"via --udp", address)

@@ -11,12 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import pid_alive
+from helpers import pid_alive, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.color import Color
@@ -60,17 +58,6 @@ THREE_PROCESSES = """
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-async def wait_for(
-    pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 8.0
-) -> None:
-    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def pane_of(app: LacrimosaApp) -> LogPane:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import wait_until
+from helpers import send_events, wait_for
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
@@ -62,41 +62,10 @@ BINARY = bytes([0x00, 0xFF, 0x10, 0x80, 0x41, 0x42]) + bytes(range(0xF0, 0x100))
 # -- helpers -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sender() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    yield sock
-    sock.close()
-
-
-def send(console: Console, sock: socket.socket, *datagrams: bytes) -> None:
-    """Send ``datagrams`` to the console's sequencer; return once it has counted every one."""
-    sequencer = console.sequencer
-    assert sequencer is not None
-    expected = sequencer.stats().received + len(datagrams)
-    for datagram in datagrams:
-        sock.sendto(datagram, sequencer.socket_info.address)
-    wait_until(
-        lambda: sequencer.stats().received >= expected,
-        message=f"the sequencer to receive {len(datagrams)} datagrams",
-    )
-
-
 def send_texts(console: Console, sock: socket.socket, texts: list[str]) -> None:
     # In small bursts: a loopback burst of hundreds can overflow a small receive buffer.
     for start in range(0, len(texts), 50):
-        send(console, sock, *(f"{text}\n".encode() for text in texts[start : start + 50]))
-
-
-async def wait_for(
-    pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 8.0
-) -> None:
-    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
+        send_events(console, sock, *(f"{text}\n".encode() for text in texts[start : start + 50]))
 
 
 def event_list(app: LacrimosaApp) -> EventList:
@@ -202,7 +171,7 @@ async def test_q_quits_from_every_view(console, view: str) -> None:
 # -- Overview --------------------------------------------------------------------------------------
 
 
-async def test_overview_shows_counts_rates_utilisation_and_drops(console, sender) -> None:
+async def test_overview_shows_counts_rates_utilisation_and_drops(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
@@ -210,9 +179,9 @@ async def test_overview_shows_counts_rates_utilisation_and_drops(console, sender
         assert "0 accepted of 0 received" in overview_text(app)
         bad_checksum = bytearray(encode_frame(b"tampered", node=1))
         bad_checksum[-1] ^= 0xFF
-        send(
+        send_events(
             instance,
-            sender,
+            udp_sender,
             b"deploy started\n",
             b"deploy finished\n",
             encode_frame(b"framed", node=7, stream=3),
@@ -263,14 +232,14 @@ async def test_overview_and_events_say_how_to_enable_the_sequencer(console) -> N
 # -- Events --------------------------------------------------------------------------------------
 
 
-async def test_events_are_listed_in_order_and_followed(console, sender) -> None:
+async def test_events_are_listed_in_order_and_followed(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
         assert "no events yet · send one: echo" in rows(app)[0]
-        send_texts(instance, sender, [f"event {i}" for i in range(5)])
-        send(instance, sender, encode_frame(b"framed one", node=4, stream=9, flags=0x21))
+        send_texts(instance, udp_sender, [f"event {i}" for i in range(5)])
+        send_events(instance, udp_sender, encode_frame(b"framed one", node=4, stream=9, flags=0x21))
         await wait_for(pilot, lambda: len(event_list(app).rows) == 6, "six events")
         await pilot.pause()
         assert payloads(app) == [f"event {i}" for i in range(5)] + ["framed one"]
@@ -284,7 +253,7 @@ async def test_events_are_listed_in_order_and_followed(console, sender) -> None:
         assert event_list(app).cursor == 5  # on the newest
 
         # Following: a screenful more, and the newest is at the bottom with the cursor on it.
-        send_texts(instance, sender, [f"more {i}" for i in range(40)])
+        send_texts(instance, udp_sender, [f"more {i}" for i in range(40)])
         await wait_for(pilot, lambda: len(event_list(app).rows) == 46, "46 events")
         await pilot.pause()
         assert payloads(app)[-1] == "more 39" and event_list(app).cursor == 45
@@ -293,7 +262,7 @@ async def test_events_are_listed_in_order_and_followed(console, sender) -> None:
         await pilot.press("up")
         assert "follow: off" in events_status(app)
         before = rows(app)
-        send_texts(instance, sender, ["later"])
+        send_texts(instance, udp_sender, ["later"])
         await wait_for(pilot, lambda: len(event_list(app).rows) == 47, "47 events")
         await pilot.pause()
         assert rows(app) == before and event_list(app).cursor == 44
@@ -317,17 +286,19 @@ async def test_events_are_listed_in_order_and_followed(console, sender) -> None:
         the_list.post_message(events.MouseScrollUp(the_list, 1, 1, 0, -1, 0, False, False, False))
         await wait_for(pilot, lambda: not the_list.follow, "the wheel to stop following")
         before = rows(app)
-        send_texts(instance, sender, ["after the wheel"])
+        send_texts(instance, udp_sender, ["after the wheel"])
         await wait_for(pilot, lambda: len(the_list.rows) == 48, "48 events")
         await pilot.pause()
         assert rows(app) == before
 
 
-async def test_detail_panel_shows_every_field_and_binary_as_hex(console, sender) -> None:
+async def test_detail_panel_shows_every_field_and_binary_as_hex(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        send(instance, sender, b"plain words\n", encode_frame(BINARY, node=2, stream=5, flags=3))
+        send_events(
+            instance, udp_sender, b"plain words\n", encode_frame(BINARY, node=2, stream=5, flags=3)
+        )
         await show_events(pilot, app, 2)
         # The binary payload's row shows hex.
         assert payloads(app)[1].startswith("00 ff 10 80 41 42 f0 f1")
@@ -361,11 +332,11 @@ async def test_detail_panel_shows_every_field_and_binary_as_hex(console, sender)
         assert not app.query_one("#event-detail").display
 
 
-async def test_g_jumps_to_a_seq_and_out_of_range_says_what_is_held(console, sender) -> None:
+async def test_g_jumps_to_a_seq_and_out_of_range_says_what_is_held(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        send_texts(instance, sender, [f"event {i}" for i in range(100)])
+        send_texts(instance, udp_sender, [f"event {i}" for i in range(100)])
         await show_events(pilot, app, 100)
         await pilot.press("g")
         prompt = app.query_one("#events-prompt")
@@ -395,7 +366,7 @@ async def test_g_jumps_to_a_seq_and_out_of_range_says_what_is_held(console, send
         assert not prompt.display and event_list(app).cursor == 42
 
 
-async def test_node_and_stream_filters_and_escape_clears_them(console, sender) -> None:
+async def test_node_and_stream_filters_and_escape_clears_them(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
@@ -405,8 +376,8 @@ async def test_node_and_stream_filters_and_escape_clears_them(console, sender) -
             for node in (1, 2)
             for stream in (10, 20)
         ]
-        send(instance, sender, *datagrams)
-        send(instance, sender, b"text is node 0\n")
+        send_events(instance, udp_sender, *datagrams)
+        send_events(instance, udp_sender, b"text is node 0\n")
         await show_events(pilot, app, 13)
 
         await pilot.press("n", "2", "enter")
@@ -426,8 +397,8 @@ async def test_node_and_stream_filters_and_escape_clears_them(console, sender) -
         assert "filter: node 2 · stream 20 3 matches" in events_status(app)
 
         # New events that match arrive in the filtered list; others do not.
-        send(instance, sender, encode_frame(b"late match", node=2, stream=20))
-        send(instance, sender, encode_frame(b"late other", node=1, stream=20))
+        send_events(instance, udp_sender, encode_frame(b"late match", node=2, stream=20))
+        send_events(instance, udp_sender, encode_frame(b"late other", node=1, stream=20))
         await wait_for(pilot, lambda: len(event_list(app).rows) == 4, "the late match")
         await pilot.pause()
         assert payloads(app)[-1] == "late match"
@@ -450,16 +421,16 @@ async def test_node_and_stream_filters_and_escape_clears_them(console, sender) -
         assert "filter" not in events_status(app)
 
 
-async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, sender) -> None:
+async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, udp_sender) -> None:
     instance = console(SMALL_JOURNAL)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        send_texts(instance, sender, [f"first {i}" for i in range(40)])
+        send_texts(instance, udp_sender, [f"first {i}" for i in range(40)])
         await show_events(pilot, app, 40)
         await pilot.press("home")
         assert payloads(app)[0] == "first 0"
         # 100 more: the ring of 64 keeps seqs 76..139; what was on screen is gone.
-        send_texts(instance, sender, [f"second {i}" for i in range(100)])
+        send_texts(instance, udp_sender, [f"second {i}" for i in range(100)])
         await wait_for(pilot, lambda: event_list(app).rows.tail == 76, "the ring to lap")
         await pilot.pause()
         assert payloads(app)[0] == "second 36"  # seq 76, the oldest held
