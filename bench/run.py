@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, Row, print_table
 
 BENCH = Path(__file__).resolve().parent
-MODULES = ("capture", "store_memory", "snapshot_tail", "cli_latency", "tui_frame")
+MODULES = ("capture", "store_memory", "snapshot_tail", "cli_latency", "tui_frame", "sequencer")
 TIMEOUT = {True: 120, False: 1200}
 
 
