@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,18 @@ RATE_HISTORY = 120  # seconds of ingest rate kept for the Overview's sparkline
 WAIT_TIMEOUT = 0.2  # how often an idle loop looks at the clock and the stop flag
 
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
-_FRAME_FIELDS = np.dtype(
-    [("checksum", "<u4"), ("clock", "<u8"), ("node", "<u4"), ("stream", "<u2"), ("flags", "<u2")]
+_FRAME_HEADER = np.dtype(
+    [
+        ("magic", "<u4"),
+        ("checksum", "<u4"),
+        ("clock", "<u8"),
+        ("node", "<u4"),
+        ("stream", "<u2"),
+        ("flags", "<u2"),
+    ]
 )
-assert _FRAME_FIELDS.itemsize == FRAME_HEADER.size - 4
+assert _FRAME_HEADER.itemsize == FRAME_HEADER.size
+_RESERVED_FLAGS = np.uint16(~SENDER_FLAGS & 0xFFFF)
 _RECORD_START = 8  # a framed event's record is the frame from byte 8: clock..flags, then payload
 _NEWLINE = ord("\n")
 
@@ -91,6 +100,9 @@ class Sequencer:
         self._second = int(time.monotonic())
         self._this_second = 0
         self._stop = threading.Event()
+        # Views of every staging row's record for one record length (see _record_crcs).
+        self._uniform_length = -1
+        self._uniform_views: list[memoryview] = []
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -154,16 +166,67 @@ class Sequencer:
         receiver = self.receiver
         staging = receiver.staging
         lengths = receiver.lengths[:count]
-        oversize = receiver.truncated[:count].copy()
-        first_word = staging[:count, :4].copy().view("<u4").ravel()
-        looks_framed = staging[:count, 0] == MAGIC[0]  # 0xA7 never starts UTF-8 text
-        framed = looks_framed & (first_word == _MAGIC_WORD) & (lengths >= FRAME_HEADER.size)
-        framed &= ~oversize
-        header = staging[:count, 4 : FRAME_HEADER.size].copy().view(_FRAME_FIELDS).ravel()
-        malformed = looks_framed & ~framed & ~oversize
-        malformed |= framed & ((header["flags"] & ~np.uint16(SENDER_FLAGS)) != 0)
-        framed &= ~malformed
+        header = staging[:count, : FRAME_HEADER.size].copy().view(_FRAME_HEADER).ravel()
+        framed = (header["magic"] == _MAGIC_WORD) & (lengths >= FRAME_HEADER.size)
+        framed &= (header["flags"] & _RESERVED_FLAGS) == 0
+        every_row_framed = bool(framed.all()) and not receiver.truncated[:count].any()
+        if every_row_framed:  # a busy sender's batch: no text or malformed rows to sort out
+            starts = np.full(count, _RECORD_START)
+            record_lengths = lengths - _RECORD_START
+            candidates = framed
+        else:
+            framed, text, starts, record_lengths = self._sort_out(count, framed)
+            candidates = framed | text
+        crcs = self._record_crcs(count, candidates, starts, record_lengths, every_row_framed)
+        bad_checksum = framed & (crcs != header["checksum"])
+        accepted = candidates & ~bad_checksum
+        kept = count if every_row_framed else int(accepted.sum())
+        if every_row_framed and bad_checksum.any():
+            kept = int(accepted.sum())
+        self._drops["bad_checksum"] += int(bad_checksum.sum())
+        if kept == 0:
+            self._received += count
+            return
+        if kept < count:
+            keep = np.flatnonzero(accepted)
+            staging, starts, record_lengths = staging[keep], starts[keep], record_lengths[keep]
+            header, crcs, framed = header[keep], crcs[keep], framed[keep]
+        all_framed = every_row_framed or bool(framed.all())
+        fields = np.zeros(kept, EVENT_DTYPE)
+        if all_framed:
+            stamps, ignored = self.clock.stamp(header["clock"])
+            fields["node"] = header["node"]
+            fields["stream"] = header["stream"]
+            flags = header["flags"].copy()
+        else:
+            stamps, ignored = self.clock.stamp(np.where(framed, header["clock"], 0))
+            fields["node"] = np.where(framed, header["node"], 0)
+            fields["stream"] = np.where(framed, header["stream"], 0)
+            flags = np.where(framed, header["flags"], TEXT).astype(np.uint16)
+        if ignored.any():
+            flags[ignored] |= CLOCK_IGNORED
+        fields["lamport"] = stamps
+        fields["flags"] = flags
+        self.journal.append(staging, starts, record_lengths, fields, crcs)
+        framed_count = kept if all_framed else int(framed.sum())
+        self._framed += framed_count
+        self._text += kept - framed_count
+        self._accepted += kept
+        self._this_second += kept
+        self._received += count  # last: a reader that sees it sees the events journaled
 
+    def _sort_out(
+        self, count: int, framed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The general case: which rows are frames, which text, which are dropped (counted by
+        cause here); and where each row's record starts and how long it is."""
+        receiver = self.receiver
+        staging = receiver.staging
+        lengths = receiver.lengths[:count]
+        oversize = receiver.truncated[:count]
+        looks_framed = staging[:count, 0] == MAGIC[0]  # 0xA7 never starts UTF-8 text
+        framed = framed & ~oversize
+        malformed = looks_framed & ~framed & ~oversize
         text = ~looks_framed & ~oversize
         # One trailing newline (echo, nc) is not part of the event.
         last = staging[np.arange(count), np.clip(lengths - 1, 0, staging.shape[1] - 1)]
@@ -176,43 +239,39 @@ class Sequencer:
             except UnicodeDecodeError:
                 malformed[row] = True
                 text[row] = False
-
+        self._drops["oversize"] += int(oversize.sum())
+        self._drops["malformed"] += int(malformed.sum())
         starts = np.where(framed, _RECORD_START, 0)
         record_lengths = np.where(framed, lengths - _RECORD_START, text_lengths)
-        candidates = framed | text
+        return framed, text, starts, record_lengths
+
+    def _record_crcs(
+        self,
+        count: int,
+        candidates: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        every_row_framed: bool,
+    ) -> np.ndarray:
+        """CRC-32 of each candidate row's record (0 for the others)."""
+        staging = self.receiver.staging
+        length = int(lengths[0])
+        if every_row_framed and (lengths == length).all():
+            # Every record the same size (senders of fixed-size events): views made once.
+            if self._uniform_length != length:
+                flat = staging.data.cast("B")
+                stride = staging.shape[1]
+                self._uniform_views = [
+                    flat[row * stride + _RECORD_START : row * stride + _RECORD_START + length]
+                    for row in range(staging.shape[0])
+                ]
+                self._uniform_length = length
+            return np.array(list(map(zlib.crc32, self._uniform_views[:count])), np.uint32)
         crcs = np.zeros(count, np.uint32)
         rows = np.flatnonzero(candidates)
         begins = rows * staging.shape[1] + starts[rows]
-        crcs[rows] = crc32_slices(staging.data.cast("B"), begins, begins + record_lengths[rows])
-        bad_checksum = framed & (crcs != header["checksum"])
-        accepted = candidates & ~bad_checksum
-
-        self._drops["oversize"] += int(oversize.sum())
-        self._drops["malformed"] += int(malformed.sum())
-        self._drops["bad_checksum"] += int(bad_checksum.sum())
-        kept = int(accepted.sum())
-        if kept == 0:
-            self._received += count
-            return
-        if kept < count:
-            keep = np.flatnonzero(accepted)
-            staging, starts, record_lengths = staging[keep], starts[keep], record_lengths[keep]
-            header, crcs, framed = header[keep], crcs[keep], framed[keep]
-        stamps, ignored = self.clock.stamp(np.where(framed, header["clock"], 0))
-        fields = np.zeros(kept, EVENT_DTYPE)
-        fields["lamport"] = stamps
-        fields["node"] = np.where(framed, header["node"], 0)
-        fields["stream"] = np.where(framed, header["stream"], 0)
-        flags = np.where(framed, header["flags"], TEXT).astype(np.uint16)
-        flags[ignored] |= CLOCK_IGNORED
-        fields["flags"] = flags
-        self.journal.append(staging, starts, record_lengths, fields, crcs)
-        framed_count = int(framed.sum())
-        self._framed += framed_count
-        self._text += kept - framed_count
-        self._accepted += kept
-        self._this_second += kept
-        self._received += count  # last: a reader that sees it sees the events journaled
+        crcs[rows] = crc32_slices(staging.data.cast("B"), begins, begins + lengths[rows])
+        return crcs
 
     # -- reading ---------------------------------------------------------------------------------
 
