@@ -10,11 +10,12 @@ whole datagram, header included).
 - **Drain rate.** The receiver's socket gets a big buffer (256 MiB asked, SO_RCVBUFFORCE) and is
   filled by the sender *before* the clock starts (nothing reads meanwhile; the kernel's drop
   counter is checked to be 0), then the timed part empties it. For lacrimosa that is
-  ``Sequencer.drain()`` (receive, classify, CRC check, stamp, journal write) on a sequencer
-  whose thread is not started; for C, the receiver's ``drain`` command. So the sender never
+  ``Sequencer.drain()`` (receive, classify, CRC check, stamp, journal write, through the same
+  receive and ingest threads as a running console) on a sequencer that is not started; for C,
+  the receiver's ``drain`` command. So the sender never
   shares a core with the receiver being timed. Each round times C then lacrimosa; the ratio is
   the median of the per-round ratios.
-- **Full speed.** The sequencer's thread runs (the default 64 MiB buffer, as a user gets) while
+- **Full speed.** The sequencer's threads run (the default 64 MiB buffer, as a user gets) while
   the sender sends as fast as it can for 3 s; sent, accepted and the kernel's drops are counted.
   The reference is the C receiver, polling and draining live, under the same sender.
 - **Paced, zero loss.** The sender paces batches (~200 us apart) at absolute deadlines at a rate
@@ -451,7 +452,7 @@ def live_lacrimosa(tools: Tools, sequencer: Any, size: int, rate: float, seconds
         last = accepted
         time.sleep(0.01)
     if sequencer.failure is not None:
-        raise RuntimeError(f"the sequencer thread failed: {sequencer.failure!r}")
+        raise RuntimeError(f"the sequencer failed: {sequencer.failure!r}")
     _, kernel = udp_socket_state(port)
     return LiveRun(
         rate,

@@ -1,10 +1,18 @@
 """The event sequencer: UDP datagrams in, checked, stamped and journaled, in batches.
 
-One thread owns the socket and is the journal's only writer. Each wake-up drains whatever the
-kernel holds, a batch (up to a few hundred datagrams) per receive call, and handles each batch with
-whole-array numpy operations: classify (framed, text, malformed), parse the frame headers, verify
-checksums, stamp lamport timestamps, and append to the journal. The only per-datagram Python work
-is one CRC-32 call (driven by ``map``), plus a UTF-8 check for plain-text datagrams.
+Two threads, a pipeline over a few staging buffers (one receiver each, on the same socket):
+
+* the **receive** thread waits for the socket and receives a batch (up to a few hundred
+  datagrams, one ``recvmmsg`` call) into a free buffer, then hands the buffer on;
+* the **ingest** thread, the journal's only writer, handles each batch with whole-array numpy
+  operations: classify (framed, text, malformed), parse the frame headers, verify checksums,
+  stamp lamport timestamps, append to the journal; then gives the buffer back.
+
+The kernel's share of receiving (about half the time per datagram) runs without the GIL, so on
+two cores it overlaps with the ingest thread's Python work: measured here, this drains about 1.5x
+faster than one thread doing both. When every buffer is waiting to be ingested, the receive thread
+waits and the kernel's socket buffer absorbs the burst. The only per-datagram Python work is one
+CRC-32 call (driven by ``map``), plus a UTF-8 check for plain-text datagrams.
 
 Every datagram is counted: accepted, or dropped with a cause (``malformed``, ``bad_checksum``,
 ``oversize``), and the kernel's own drop counter for the socket (``kernel``: the receive buffer
@@ -13,6 +21,8 @@ overflowed) is read at most once a second.
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 import time
 import zlib
@@ -42,6 +52,8 @@ from .udp import Receiver, SocketInfo, kernel_drops, make_receiver, open_udp_soc
 DROP_CAUSES = ("malformed", "bad_checksum", "oversize", "kernel")
 RATE_HISTORY = 120  # seconds of ingest rate kept for the Overview's sparkline
 WAIT_TIMEOUT = 0.2  # how often an idle loop looks at the clock and the stop flag
+PIPELINE_BUFFERS = 4  # staging buffers between the receive and the ingest thread
+GIL_SWITCH_INTERVAL = 0.001
 
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
 _FRAME_HEADER = np.dtype(
@@ -87,8 +99,16 @@ class Sequencer:
             self.journal.close()
             reason = exc.strerror or str(exc)
             raise ConsoleError(f"cannot receive events on {settings.udp}: {reason}") from None
-        self.receiver: Receiver
+        self.receiver: Receiver  # the first buffer's; all share its backend and the socket
         self.receiver, self.backend_note = make_receiver(self._socket, settings.backend)
+        self._receivers = [self.receiver] + [
+            type(self.receiver)(self._socket, self.receiver.batch, self.receiver.stride)
+            for _ in range(PIPELINE_BUFFERS - 1)
+        ]
+        self._free: queue.SimpleQueue[Receiver] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[Receiver, int] | None] = queue.SimpleQueue()
+        for receiver in self._receivers:
+            self._free.put(receiver)
         self.clock = HybridClock(self.journal.last_lamport)
         self._received = 0
         self._accepted = 0
@@ -100,10 +120,9 @@ class Sequencer:
         self._second = int(time.monotonic())
         self._this_second = 0
         self._stop = threading.Event()
-        # Views of every staging row's record for one record length (see _record_crcs).
-        self._uniform_length = -1
-        self._uniform_views: list[memoryview] = []
-        self._thread: threading.Thread | None = None
+        # Per staging buffer: views of every row's record for one record length (_record_crcs).
+        self._record_views: dict[int, tuple[int, list[memoryview]]] = {}
+        self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 
     @property
@@ -114,38 +133,79 @@ class Sequencer:
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lacrimosa-sequencer", daemon=True)
-        self._thread.start()
+        _shorten_gil_switch_interval()
+        for target, name in ((self._receive_loop, "receive"), (self._ingest_loop, "sequencer")):
+            thread = threading.Thread(target=target, name=f"lacrimosa-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
-        """Drain what has arrived, stop the thread, close the socket and the journal cleanly."""
+        """Journal what has arrived, stop the threads, close the socket and the journal."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.receiver.close()
+        for thread in self._threads:
+            thread.join()
+        for receiver in self._receivers:
+            receiver.close()
         self._socket.close()
         self.journal.close()
 
-    def _run(self) -> None:
+    def drain(self) -> int:
+        """Journal what the socket holds now, through the same two threads, and return how many
+        datagrams that was. Only while the sequencer is not started (benchmarks, tools)."""
+        if self._threads:
+            raise RuntimeError("drain() is for a sequencer that is not started")
+        _shorten_gil_switch_interval()
+        before = self._received
+        receiving = threading.Thread(target=self._receive_loop, args=(True,), daemon=True)
+        receiving.start()
+        self._ingest_loop()
+        receiving.join()
+        if self.failure is not None:
+            raise self.failure
+        return self._received - before
+
+    def _receive_loop(self, until_empty: bool = False) -> None:
+        receiver = self._free.get()
         try:
-            while not self._stop.is_set():
-                if self.receiver.wait(WAIT_TIMEOUT):
-                    self.drain()
-                self._tick()
-            self.drain()  # what arrived before the stop is kept
+            while not (until_empty or self._stop.is_set()):
+                if receiver.wait(WAIT_TIMEOUT):
+                    receiver = self._hand_over(receiver)
+            # What arrived before the stop (or the drain) is journaled too.
+            while self.failure is None and (handed := self._hand_over(receiver)) is not receiver:
+                receiver = handed
         except BaseException as exc:  # reported in status; the console goes on without events
             self.failure = exc
+        finally:
+            self._free.put(receiver)
+            self._full.put(None)  # the ingest thread ends after what was handed over
 
-    def drain(self, limit: int = 1 << 30) -> int:
-        """Receive and journal until nothing is ready (or ``limit`` datagrams); return the count."""
-        done = 0
-        while done < limit:
-            count = self.receiver.receive()
-            if count == 0:
-                break
-            self.ingest(count)
-            done += count
-        return done
+    def _hand_over(self, receiver: Receiver) -> Receiver:
+        """Receive into ``receiver``'s buffer; if anything came, pass it on and take a free one."""
+        count = receiver.receive()
+        if count == 0:
+            return receiver
+        self._full.put((receiver, count))
+        return self._free.get()
+
+    def _ingest_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    batch = self._full.get(timeout=WAIT_TIMEOUT)
+                except queue.Empty:
+                    self._tick()
+                    continue
+                if batch is None:
+                    break
+                receiver, count = batch
+                self.ingest(receiver, count)
+                self._free.put(receiver)
+                self._tick()
+        except BaseException as exc:
+            self.failure = exc
+            self._stop.set()  # the receive thread ends too (it may wait for a buffer: give one)
+            for receiver in self._receivers:
+                self._free.put(receiver)
 
     def _tick(self) -> None:
         second = int(time.monotonic())
@@ -161,9 +221,8 @@ class Sequencer:
 
     # -- the pipeline ----------------------------------------------------------------------------
 
-    def ingest(self, count: int) -> None:
-        """Check, stamp and journal the ``count`` datagrams in the receiver's staging rows."""
-        receiver = self.receiver
+    def ingest(self, receiver: Receiver, count: int) -> None:
+        """Check, stamp and journal the ``count`` datagrams in ``receiver``'s staging rows."""
         staging = receiver.staging
         lengths = receiver.lengths[:count]
         header = staging[:count, : FRAME_HEADER.size].copy().view(_FRAME_HEADER).ravel()
@@ -175,9 +234,11 @@ class Sequencer:
             record_lengths = lengths - _RECORD_START
             candidates = framed
         else:
-            framed, text, starts, record_lengths = self._sort_out(count, framed)
+            framed, text, starts, record_lengths = self._sort_out(receiver, count, framed)
             candidates = framed | text
-        crcs = self._record_crcs(count, candidates, starts, record_lengths, every_row_framed)
+        crcs = self._record_crcs(
+            staging, count, candidates, starts, record_lengths, every_row_framed
+        )
         bad_checksum = framed & (crcs != header["checksum"])
         accepted = candidates & ~bad_checksum
         kept = count if every_row_framed else int(accepted.sum())
@@ -216,11 +277,10 @@ class Sequencer:
         self._received += count  # last: a reader that sees it sees the events journaled
 
     def _sort_out(
-        self, count: int, framed: np.ndarray
+        self, receiver: Receiver, count: int, framed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The general case: which rows are frames, which text, which are dropped (counted by
         cause here); and where each row's record starts and how long it is."""
-        receiver = self.receiver
         staging = receiver.staging
         lengths = receiver.lengths[:count]
         oversize = receiver.truncated[:count]
@@ -247,6 +307,7 @@ class Sequencer:
 
     def _record_crcs(
         self,
+        staging: np.ndarray,
         count: int,
         candidates: np.ndarray,
         starts: np.ndarray,
@@ -254,19 +315,19 @@ class Sequencer:
         every_row_framed: bool,
     ) -> np.ndarray:
         """CRC-32 of each candidate row's record (0 for the others)."""
-        staging = self.receiver.staging
         length = int(lengths[0])
         if every_row_framed and (lengths == length).all():
             # Every record the same size (senders of fixed-size events): views made once.
-            if self._uniform_length != length:
+            cached_length, views = self._record_views.get(id(staging), (-1, []))
+            if cached_length != length:
                 flat = staging.data.cast("B")
                 stride = staging.shape[1]
-                self._uniform_views = [
+                views = [
                     flat[row * stride + _RECORD_START : row * stride + _RECORD_START + length]
                     for row in range(staging.shape[0])
                 ]
-                self._uniform_length = length
-            return np.array(list(map(zlib.crc32, self._uniform_views[:count])), np.uint32)
+                self._record_views[id(staging)] = (length, views)
+            return np.array(list(map(zlib.crc32, views[:count])), np.uint32)
         crcs = np.zeros(count, np.uint32)
         rows = np.flatnonzero(candidates)
         begins = rows * staging.shape[1] + starts[rows]
@@ -333,3 +394,10 @@ class Sequencer:
         if self.failure is not None:
             out["failure"] = f"{type(self.failure).__name__}: {self.failure}"
         return out
+
+
+def _shorten_gil_switch_interval() -> None:
+    """The receive thread needs the GIL for a moment between two receive calls; with the default
+    5 ms switch interval it would wait that long behind the ingest thread's Python work each
+    time. 1 ms keeps it fed (process-wide, and cheap for the other threads: they switch more)."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
