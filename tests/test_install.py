@@ -65,7 +65,7 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
     # The launcher brings up a real console on the demo config and the CLI reaches it.
     demo = project / "demo"
     up = subprocess.Popen(
-        [str(launcher), "up", "--headless"],
+        [str(launcher), "up", "--headless", "--udp", "127.0.0.1:0"],  # 9000 may be taken
         cwd=demo,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -86,9 +86,19 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
         listing = subprocess.run(
             [str(launcher), "ps"], cwd=demo, env=env, capture_output=True, text=True, timeout=30
         ).stdout
-        assert {"api", "worker", "flaky", "clock"} <= {
+        assert {"api", "worker", "flaky", "clock", "deployer"} <= {
             row.split()[0] for row in listing.splitlines()[1:]
         }
+
+        def deploy_events() -> bool:  # the demo's deployer sends events to the sequencer
+            return (
+                "v1.1 pull"
+                in subprocess.run(
+                    [str(launcher), "events"], cwd=demo, env=env, capture_output=True, text=True
+                ).stdout
+            )
+
+        wait_until(deploy_events, timeout=30)
     finally:
         subprocess.run(
             [str(launcher), "shutdown"], cwd=demo, env=env, capture_output=True, timeout=30
