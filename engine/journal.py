@@ -242,9 +242,11 @@ class Journal:
         return int(self._counters[BLOB_HEAD])
 
     def bounds(self) -> tuple[int, int]:
-        """``(tail, head)``: the events that can be read now."""
+        """``(tail, head)``: the events that can be read now (``tail <= head``)."""
         head = int(self._counters[HEAD])
-        return int(self._counters[TAIL]), head
+        # Tail is read second, so it is never older than head; a writer that lapped the ring
+        # in between can have moved it past head (then nothing read as of head is left).
+        return min(int(self._counters[TAIL]), head), head
 
     def utilisation(self) -> tuple[float, float]:
         """How full the index ring and the blob region are (0..1 each)."""
