@@ -30,7 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, Row, print_table
 
 BENCH = Path(__file__).resolve().parent
-MODULES = ("capture", "store_memory", "snapshot_tail", "cli_latency", "tui_frame", "sequencer")
+MODULES = (
+    "capture",
+    "store_memory",
+    "snapshot_tail",
+    "cli_latency",
+    "tui_frame",
+    "sequencer",
+    "tui_events",
+)
 TIMEOUT = {True: 120, False: 1200}
 
 

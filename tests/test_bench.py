@@ -18,6 +18,14 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = ("capture", "store memory", "snapshot + tail", "cli latency", "tui frame", "sequencer")
+    rows = (
+        "capture",
+        "store memory",
+        "snapshot + tail",
+        "cli latency",
+        "tui frame",
+        "sequencer",
+        "tui events",
+    )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"
