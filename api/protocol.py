@@ -220,8 +220,9 @@ def _events(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     lines = _integer(request, "lines", DEFAULT_EVENTS, 0, MAX_EVENTS)
     node = _integer(request, "node", None, 0, 2**32 - 1)
     stream = _integer(request, "stream", None, 0, 2**16 - 1)
-    events = sequencer.events(lines, node=node, stream=stream)
+    # Bounds first: a follow goes on from ``head``, so the reply must hold every event below it.
     tail, head = sequencer.journal.bounds()
+    events = sequencer.events(lines, node=node, stream=stream, below=head)
     return {
         "events": [event.to_json() for event in events],
         "first_seq": tail,

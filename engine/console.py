@@ -1,7 +1,9 @@
 """The engine facade: the one seam the TUI, the control server and the HTTP API all use.
 
-A :class:`Console` owns the log store and the supervisor for one project. Everything it hands out
-is a snapshot (``ProcessInfo`` lists, ``StoreSnapshot``/``LogView``), never live mutable state.
+A :class:`Console` owns the log store, the supervisor and (when configured) the event sequencer
+for one project. Everything it hands out is a snapshot (``ProcessInfo`` lists,
+``StoreSnapshot``/``LogView``), never live mutable state; the sequencer's journal is read the same
+way (copies of slots, checked against the writer's counters).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journ
 
 
 class Console:
-    """One running project: its processes and their logs."""
+    """One running project: its processes, their logs and its events."""
 
     def __init__(self, config: Config, home: Path) -> None:
         self.config = config
@@ -63,7 +65,8 @@ class Console:
         return self._shutdown_requested
 
     def shutdown(self) -> None:
-        """Stop every process and the supervisor. Blocks until they are gone."""
+        """Stop every process and the supervisor, then the sequencer (its journal is closed).
+        Blocks until they are gone."""
         self._shutdown_requested.set()
         self.supervisor.shutdown()
         if self.sequencer is not None:

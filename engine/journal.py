@@ -17,9 +17,9 @@ Counters (all only grow; ``seq`` and blob offsets are logical positions since th
 or the blob region is full, the oldest events are retired (``tail`` moves) to make room — an event
 is retired when its slot is about to be reused or its record's bytes are about to be overwritten,
 whichever comes first. Records never straddle the end of the blob region: a batch that does not
-fit before the end starts at the beginning of the next lap. A call with more events than the ring
-holds, or more record bytes than half the blob region, is written as two halves (split again as
-needed), each a batch of its own.
+fit before the end starts at the beginning of the next lap. A call with as many events as the ring
+holds or more, or more record bytes than half the blob region, is written as two halves (split
+again as needed), each a batch of its own.
 
 **Readers and the writer (a seqlock).** The writer, for each batch: (1) publishes the new ``tail``
 and the reservation, (2) writes the records, (3) writes the slots, (4) publishes ``head``. A reader
@@ -33,7 +33,7 @@ one by one: each is kept if its checksum matches its fields and record and it fo
 event in order; the first that does not ends the journal (torn), and the header is fixed up. Then
 every held slot's checksum is verified and mismatches are counted as corrupt.
 
-Single writer: the sequencer thread. Any number of readers, in any thread.
+Single writer: the sequencer's ingest thread. Any number of readers, in any thread.
 """
 
 from __future__ import annotations
@@ -255,7 +255,8 @@ class Journal:
         if head == tail:
             return ring, 0.0
         oldest = int(self.slots[tail % self.capacity]["payload_offset"])
-        return ring, min(1.0, (self.blob_head - oldest) / self.blob_size)
+        # Under a flood the oldest slot may be reused between the reads: keep the figure in range.
+        return ring, min(1.0, max(0.0, (self.blob_head - oldest) / self.blob_size))
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -277,9 +278,11 @@ class Journal:
             return
         counters = self._counters
         total = int(lengths.sum())
-        if n > 1 and (n > self.capacity or total > self.blob_size // 2):
+        if n > 1 and (n >= self.capacity or total > self.blob_size // 2):
             # Too big for one batch (its slots would lap the ring, or its records the blob region,
             # within the batch; recovery could not tell which were written): two batches instead.
+            # A whole ring's worth is too big too: its last slot would be the one just below it,
+            # which recovery reads to learn where the batch began.
             for part in (slice(0, n // 2), slice(n // 2, n)):
                 self.append(
                     staging[part], starts[part], lengths[part], fields[part], record_crcs[part]

@@ -21,6 +21,8 @@ overflowed) is read at most once a second.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import queue
 import sys
 import threading
@@ -54,6 +56,10 @@ RATE_HISTORY = 120  # seconds of ingest rate kept for the Overview's sparkline
 WAIT_TIMEOUT = 0.2  # how often an idle loop looks at the clock and the stop flag
 PIPELINE_BUFFERS = 4  # staging buffers between the receive and the ingest thread
 GIL_SWITCH_INTERVAL = 0.001
+# At a stop, the socket is drained for at most this long: ample for a full receive buffer (the
+# default one holds some 10^5 small datagrams, well under a second's drain), and a stop ends even
+# while a sender floods.
+STOP_DRAIN_SECONDS = 2.0
 
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
 _FRAME_HEADER = np.dtype(
@@ -91,20 +97,28 @@ class Sequencer:
         assert settings.udp is not None
         self.settings = settings
         host, port = parse_address(settings.udp)
-        # The journal first: a journal that cannot be used stops the console before anything else.
-        self.journal = Journal(journal_path, settings.capacity, settings.blob_size)
-        try:
-            self._socket, self.socket_info = open_udp_socket(host, port, settings.rcvbuf)
-        except OSError as exc:
-            self.journal.close()
-            reason = exc.strerror or str(exc)
-            raise ConsoleError(f"cannot receive events on {settings.udp}: {reason}") from None
-        self.receiver: Receiver  # the first buffer's; all share its backend and the socket
-        self.receiver, self.backend_note = make_receiver(self._socket, settings.backend)
-        self._receivers = [self.receiver] + [
-            type(self.receiver)(self._socket, self.receiver.batch, self.receiver.stride)
-            for _ in range(PIPELINE_BUFFERS - 1)
-        ]
+        # A failure below closes what was opened before it (the journal's lock, the bound port).
+        with contextlib.ExitStack() as undo:
+            # The journal first: a journal that cannot be used stops the console before anything.
+            self.journal = Journal(journal_path, settings.capacity, settings.blob_size)
+            undo.callback(self.journal.close)
+            try:
+                self._socket, self.socket_info = open_udp_socket(host, port, settings.rcvbuf)
+                undo.callback(self._socket.close)
+                self.receiver: Receiver  # the first buffer's; all share its backend and socket
+                self.receiver, self.backend_note = make_receiver(self._socket, settings.backend)
+                undo.callback(self.receiver.close)
+                self._receivers = [self.receiver]
+                while len(self._receivers) < PIPELINE_BUFFERS:
+                    receiver = type(self.receiver)(
+                        self._socket, self.receiver.batch, self.receiver.stride
+                    )
+                    undo.callback(receiver.close)
+                    self._receivers.append(receiver)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ConsoleError(f"cannot receive events on {settings.udp}: {reason}") from None
+            undo.pop_all()
         self._free: queue.SimpleQueue[Receiver] = queue.SimpleQueue()
         self._full: queue.SimpleQueue[tuple[Receiver, int] | None] = queue.SimpleQueue()
         for receiver in self._receivers:
@@ -134,13 +148,14 @@ class Sequencer:
 
     def start(self) -> None:
         _shorten_gil_switch_interval()
-        for target, name in ((self._receive_loop, "receive"), (self._ingest_loop, "sequencer")):
+        for target, name in ((self._receive_loop, "receive"), (self._ingest_loop, "ingest")):
             thread = threading.Thread(target=target, name=f"lacrimosa-{name}", daemon=True)
             self._threads.append(thread)
             thread.start()
 
     def stop(self) -> None:
-        """Journal what has arrived, stop the threads, close the socket and the journal."""
+        """Journal what has arrived (for at most ``STOP_DRAIN_SECONDS``), stop the threads,
+        close the socket and the journal."""
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -170,8 +185,14 @@ class Sequencer:
             while not (until_empty or self._stop.is_set()):
                 if receiver.wait(WAIT_TIMEOUT):
                     receiver = self._hand_over(receiver)
-            # What arrived before the stop (or the drain) is journaled too.
-            while self.failure is None and (handed := self._hand_over(receiver)) is not receiver:
+            # What arrived before the stop (or the drain) is journaled too. At a stop, for a
+            # bounded time: a sender that keeps flooding would never let the socket run empty.
+            deadline = math.inf if until_empty else time.monotonic() + STOP_DRAIN_SECONDS
+            while (
+                self.failure is None
+                and time.monotonic() < deadline
+                and (handed := self._hand_over(receiver)) is not receiver
+            ):
                 receiver = handed
         except BaseException as exc:  # reported in status; the console goes on without events
             self.failure = exc
@@ -241,9 +262,7 @@ class Sequencer:
         )
         bad_checksum = framed & (crcs != header["checksum"])
         accepted = candidates & ~bad_checksum
-        kept = count if every_row_framed else int(accepted.sum())
-        if every_row_framed and bad_checksum.any():
-            kept = int(accepted.sum())
+        kept = int(accepted.sum())
         self._drops["bad_checksum"] += int(bad_checksum.sum())
         if kept == 0:
             self._received += count
@@ -338,9 +357,12 @@ class Sequencer:
 
     def stats(self) -> SequencerStats:
         history = tuple(self._history)
+        # Accepted before received: the ingest thread adds to received last, so read this way
+        # a snapshot never shows more accepted than received.
+        accepted = self._accepted
         return SequencerStats(
             received=self._received,
-            accepted=self._accepted,
+            accepted=accepted,
             text=self._text,
             framed=self._framed,
             drops=dict(self._drops),
@@ -350,13 +372,25 @@ class Sequencer:
         )
 
     def events(
-        self, lines: int, *, node: int | None = None, stream: int | None = None
+        self,
+        lines: int,
+        *,
+        node: int | None = None,
+        stream: int | None = None,
+        below: int | None = None,
     ) -> list[Event]:
-        """The newest ``lines`` events, oldest first, from ``node`` / on ``stream`` if given."""
+        """The newest ``lines`` events, oldest first, from ``node`` / on ``stream`` if given.
+
+        With ``below`` (a head read earlier), only events before that seq: a reader that goes on
+        from ``below`` then misses none that arrived meanwhile.
+        """
+        tail, head = self.journal.bounds()
+        if below is not None:
+            head = min(head, below)
         if node is None and stream is None:
-            tail, head = self.journal.bounds()
             return self.journal.read_events(np.arange(max(tail, head - lines), head))
         seqs = self.journal.select(node=node, stream=stream)
+        seqs = seqs[: np.searchsorted(seqs, head)]
         return self.journal.read_events(seqs[max(0, len(seqs) - lines) :])
 
     def status(self) -> dict[str, Any]:

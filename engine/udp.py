@@ -24,7 +24,8 @@ Loss happens in the kernel's socket buffer, not here: :func:`open_udp_socket` as
 buffer (SO_RCVBUFFORCE, then SO_RCVBUF capped by ``net.core.rmem_max``) and :func:`kernel_drops`
 reads the kernel's drop counter for the socket.
 
-A receiver is used by one thread. This module imports only the standard library and numpy (and
+A receiver is used by one thread at a time (the sequencer hands each one from its receive thread
+to its ingest thread and back). This module imports only the standard library and numpy (and
 liburing, lazily, for that backend), so the probe child can load it on its own from its file.
 """
 

@@ -833,6 +833,45 @@ def test_recovery_keeps_the_complete_slots_of_an_interrupted_batch(
         again.close()
 
 
+def test_a_crash_in_a_call_of_a_whole_ring_of_events_keeps_its_complete_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recovery learns where the interrupted batch began from the slot just below it, so no batch
+    # may reuse that slot: a call of exactly ``capacity`` events is split like a longer one.
+    capacity = 64
+    path = tmp_path / "events.journal"
+    journal = Journal(path, capacity, BLOB)
+    journal.append_records([b"old %d" % i for i in range(10)], range(1, 11))
+    began: list[tuple[int, int, int, int]] = []  # head, reserve, blob head, lamport per batch
+    real_gather = journal_module._gather
+
+    def gather(*args: np.ndarray) -> None:  # step (2): the batch is reserved, nothing written
+        counters = journal._counters
+        began.append(
+            (journal.head, int(counters[RESERVE]), journal.blob_head, journal.last_lamport)
+        )
+        real_gather(*args)
+
+    monkeypatch.setattr(journal_module, "_gather", gather)
+    journal.append_records([b"new %d" % i for i in range(capacity)], range(11, 11 + capacity))
+    head_after = journal.head
+    journal.close()
+    head, reserve, blob_head, last = began[-1]
+    assert reserve - head < capacity  # the slot just below the batch is left alone
+    with raw_journal(path, capacity) as (counters, _, _):
+        # Killed in step (3) of the last batch, every slot written, head not yet published.
+        counters[HEAD], counters[BLOB_HEAD], counters[LAST_LAMPORT] = head, blob_head, last
+        counters[CLEAN] = 0
+    journal = Journal(path, capacity, BLOB)
+    try:
+        assert (journal.recovery.kept, journal.recovery.torn) == (reserve - head, 0)
+        assert journal.head == head_after and journal.verify() == 0
+        events = journal.read_events(range(journal.tail, journal.head))
+        assert [e.payload for e in events][-3:] == [b"new 61", b"new 62", b"new 63"]
+    finally:
+        journal.close()
+
+
 def test_a_damaged_held_slot_is_reported_corrupt_and_read_as_invalid(tmp_path: Path) -> None:
     path = tmp_path / "events.journal"
     journal = Journal(path, 64, BLOB)

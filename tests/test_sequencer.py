@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from helpers import send_events, wait_until
 
-from api.protocol import dispatch
-from engine.config import load_config
+from api.protocol import dispatch, follow
+from engine import sequencer as sequencer_module
+from engine.config import SequencerSettings, load_config
 from engine.console import Console
 from engine.errors import ConsoleError, JournalError
-from engine.events import MAX_CLOCK_AHEAD_MS, TEXT, encode_frame, lamport_wall_time
+from engine.events import MAX_CLOCK_AHEAD_MS, TEXT, Event, encode_frame, lamport_wall_time
+from engine.journal import Journal
 from engine.query import LogQuery
+from engine.sequencer import Sequencer
+from engine.udp import Receiver, RecvIntoReceiver
 
 SEQUENCED = """
 [processes.idle]
@@ -225,3 +234,87 @@ def test_the_journal_ring_overwrites_the_oldest_events(
     assert [e.payload for e in events] == [f"n{i}".encode() for i in range(136, 200)]
     assert dispatch(instance, {"op": "status"})["result"]["sequencer"]["journal"]["ring_used"] == 1
     assert events[0].flags & TEXT
+
+
+def test_events_that_arrive_while_the_first_reply_is_made_reach_a_follower(
+    console: Callable[..., Console], udp_sender: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = console(SEQUENCED)
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    send_events(instance, udp_sender, b"before")
+    read_events = sequencer.events
+
+    def events_then_one_more(*args: Any, **kwargs: Any) -> list[Event]:
+        read = read_events(*args, **kwargs)
+        send_events(instance, udp_sender, b"meanwhile")  # after the read, before the reply
+        return read
+
+    monkeypatch.setattr(sequencer, "events", events_then_one_more)
+    deadline = time.monotonic() + 5
+    replies = follow(
+        instance, {"op": "events", "follow": True}, lambda: time.monotonic() < deadline
+    )
+    first = next(replies)
+    assert [e["text"] for e in first["result"]["events"]] == ["before"]
+    later = next(replies, None)
+    assert later is not None, "the event that arrived meanwhile never reached the follower"
+    assert [e["text"] for e in later["result"]["events"]] == ["meanwhile"]
+    replies.close()
+
+
+def test_a_stop_ends_while_a_sender_floods(tmp_path: Path) -> None:
+    settings = SequencerSettings(udp="127.0.0.1:0", capacity=4096, blob_size=1 << 20)
+    sequencer = Sequencer(settings, tmp_path / "events.journal")
+    sequencer.start()
+
+    def flood(receiver: Receiver) -> int:  # a socket that is never empty
+        receiver.staging[0, :5] = np.frombuffer(b"flood", np.uint8)
+        receiver.lengths[0], receiver.truncated[0] = 5, False
+        return 1
+
+    for receiver in sequencer._receivers:
+        receiver.receive = functools.partial(flood, receiver)  # type: ignore[method-assign]
+    stopping = threading.Thread(target=sequencer.stop, daemon=True)
+    stopping.start()
+    try:
+        stopping.join(15)  # the drain at a stop is bounded (STOP_DRAIN_SECONDS)
+        assert not stopping.is_alive(), "stop() went on draining a socket that never empties"
+        assert sequencer.journal.closed
+    finally:
+        sequencer.failure = RuntimeError("test over")  # ends the drain if it went on
+        stopping.join(10)
+
+
+def test_a_receive_backend_that_fails_after_the_journal_and_port_were_taken_frees_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Receiver] = []
+
+    class RingsRunOut(RecvIntoReceiver):
+        """The first staging buffer's receiver is made; the next one fails (io_uring rings can
+        run out of locked memory, say)."""
+
+        def __init__(self, sock: socket.socket, *args: int) -> None:
+            if made:
+                raise OSError(errno.ENOMEM, "io_uring_queue_init: Cannot allocate memory")
+            super().__init__(sock, *args)
+            made.append(self)
+
+    monkeypatch.setattr(
+        sequencer_module, "make_receiver", lambda sock, backend: (RingsRunOut(sock), "test")
+    )
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    path = tmp_path / "events.journal"
+    settings = SequencerSettings(udp=f"127.0.0.1:{port}", capacity=4096, blob_size=1 << 20)
+    with pytest.raises(ConsoleError, match=r"cannot receive events on .*Cannot allocate memory"):
+        Sequencer(settings, path)
+    Journal(path, 4096, 1 << 20).close()  # its lock was released
+    again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        again.bind(("127.0.0.1", port))  # the port was closed
+    finally:
+        again.close()

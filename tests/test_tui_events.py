@@ -526,6 +526,23 @@ def test_rows_show_controls_as_symbols_and_cut_to_the_width() -> None:
     assert payload_preview(b"\xff\x00").plain == "ff 00"
 
 
+def test_the_detail_of_an_event_whose_sender_clock_is_past_the_calendar_is_shown() -> None:
+    # A sender's clock is any 64-bit value (all ones, say, for "unknown"): it was followed by no
+    # one (too far ahead), and it must not take the detail panel (and the app) down.
+    event = Event(
+        seq=3,
+        lamport=1 << 16,
+        node=1,
+        stream=0,
+        flags=0,
+        payload=b"x",
+        sender_clock=(1 << 64) - 1,
+        valid=True,
+    )
+    detail = describe_event(event, 77).plain
+    assert f"clock {(1 << 64) - 1} = (beyond the year 9999)" in detail
+
+
 def test_hex_dump_lines() -> None:
     dump = hex_dump(bytes(range(20)), 77).plain.splitlines()
     assert dump == [

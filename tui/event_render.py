@@ -62,8 +62,13 @@ def local_clock(seconds: float) -> str:
 
 
 def local_datetime(seconds: float) -> str:
-    """``YYYY-mm-dd hh:mm:ss.mmm`` in local time."""
-    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """``YYYY-mm-dd hh:mm:ss.mmm`` in local time, or a note if it is past the year 9999 (a
+    sender's clock is any 64-bit value, and datetime refuses such a time)."""
+    try:
+        moment = datetime.fromtimestamp(seconds)
+    except (ValueError, OverflowError, OSError):
+        return "(beyond the year 9999)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def header_row(fmt: RowFormat) -> Text:
