@@ -250,6 +250,8 @@ def _events(args: argparse.Namespace, client: Any) -> None:
         return
     for batch in client.stream("events", follow=True, **request):
         if args.json:  # following: one object per line, like logs
+            if batch.get("lapped"):
+                sys.stdout.write(json.dumps({"lapped": batch["lapped"]}) + "\n")
             sys.stdout.write("".join(json.dumps(e) + "\n" for e in batch["events"]))
         else:
             if batch.get("lapped"):

@@ -127,14 +127,18 @@ def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str,
             keep &= batch.slots["node"] == node
         if stream is not None:
             keep &= batch.slots["stream"] == stream
-        events = journal.read_events(batch.seqs[keep])
+        wanted = batch.seqs[keep]
+        events = journal.read_events(wanted)
+        # Overwritten before this reader got to them: before the slots were copied, or between
+        # that and reading the records.
+        lapped = batch.lapped + len(wanted) - len(events)
         reply: dict[str, Any] = {
             "events": [event.to_json() for event in events],
             "next_seq": cursor.position,
         }
-        if batch.lapped:
-            reply["lapped"] = batch.lapped  # overwritten before this reader got to them
-        return reply if events or batch.lapped else None
+        if lapped:
+            reply["lapped"] = lapped
+        return reply if events or lapped else None
 
     return result, step
 

@@ -176,9 +176,20 @@ class Journal:
         geometry = _GEOMETRY.pack(
             JOURNAL_MAGIC, VERSION, HEADER_SIZE, SLOT_SIZE, 0, capacity, blob_size, time.time_ns()
         )
+        size = HEADER_SIZE + capacity * SLOT_SIZE + blob_size
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(fd, HEADER_SIZE + capacity * SLOT_SIZE + blob_size)  # sparse
+            try:
+                # The disk space is taken now: a full disk is an error here, at start, rather
+                # than a SIGBUS (which kills the console) when the mapping first writes a page.
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                os.unlink(temporary)
+                raise JournalError(
+                    f"{self.path}: cannot make the event journal ({size / 2**20:.0f} MiB): "
+                    f"{exc.strerror or exc} (set [sequencer] capacity and blob smaller, or free "
+                    "some disk space)"
+                ) from None
             os.pwrite(fd, geometry + _GEOMETRY_CRC.pack(zlib.crc32(geometry)), 0)
             os.pwrite(fd, struct.pack("<Q", 1), _COUNTERS_OFFSET + CLEAN * 8)
         finally:

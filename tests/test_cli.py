@@ -676,3 +676,23 @@ def test_events_without_a_sequencer_and_up_udp(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.sendto(b"via --udp", address)
     wait_until(lambda: "via --udp" in console.run("events").stdout)
+
+
+def test_a_follower_that_was_lapped_is_told_how_many_it_missed(tmp_path: Path) -> None:
+    running = start_console(tmp_path, EVENTS_CONFIG.replace("capacity = 1024", "capacity = 64"))
+    address = _events_address(running)
+    with running.follow("events", "-f", "--json") as out:
+        lines = _reader(out)
+        time.sleep(0.3)  # the follower is polling
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for i in range(200):  # in far less than one poll: the 64-slot ring laps
+                sender.sendto(f"burst {i}".encode(), address)
+        seen, lapped = [], 0
+        while len(seen) + lapped < 200:
+            record = json.loads(lines.get(timeout=10))
+            if "lapped" in record:
+                lapped += record["lapped"]
+            else:
+                seen.append(record["seq"])
+    assert lapped > 0 and seen == sorted(set(seen))  # told, and never a seq twice or back
+    assert len(seen) + lapped == 200 and seen[-1] == 199  # every event seen or counted

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import zlib
@@ -1000,7 +1001,7 @@ def test_a_journal_smaller_than_the_minimum_is_not_made(tmp_path: Path) -> None:
 # -- creating and reopening ----------------------------------------------------------------------
 
 
-def test_a_new_journal_is_sparse_private_and_the_right_size(tmp_path: Path) -> None:
+def test_a_new_journal_takes_its_space_is_private_and_the_right_size(tmp_path: Path) -> None:
     path = tmp_path / "state" / "events.journal"
     journal = Journal(path, 4096, 8 * BLOB)
     try:
@@ -1009,13 +1010,37 @@ def test_a_new_journal_is_sparse_private_and_the_right_size(tmp_path: Path) -> N
         assert report.describe() == "new journal"
         info = path.stat()
         assert info.st_size == file_size(4096, 8 * BLOB)
-        assert info.st_blocks * 512 < 1 << 20  # sparse: 8 MiB long, almost nothing stored
+        assert info.st_blocks * 512 >= info.st_size  # allocated now, not when first written
         assert stat.S_IMODE(info.st_mode) == 0o600
         assert os.listdir(path.parent) == ["events.journal"]  # no temporary file left
         assert journal.bounds() == (0, 0) and journal.last_lamport == 0
         assert journal.read_events([0, 1]) == [] and journal.verify() == 0
     finally:
         journal.close()
+
+
+def test_no_room_for_a_new_journal_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    # A file size limit stands in for a full disk (in a child: the limit is per process).
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from engine.errors import JournalError
+        from engine.journal import Journal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        try:
+            Journal({str(tmp_path / "events.journal")!r}, 4096, 8 << 20)
+        except JournalError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot make the event journal (8 MiB)" in done.stdout
+    assert os.listdir(tmp_path) == []
 
 
 def test_reopening_after_a_clean_close_keeps_every_event(tmp_path: Path) -> None:
