@@ -38,7 +38,6 @@ Single writer: the sequencer's ingest thread. Any number of readers, in any thre
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
@@ -524,17 +523,10 @@ class Journal:
         self.closed = True
         self._counters[CLEAN] = 1
         self._map.flush()
-        self._blob_view.release()
-        # The map can only close once no view into it is left. A reader in another thread may
-        # still hold one: it keeps reading valid memory, and from here on sees an empty journal.
-        self._counters = np.zeros(8, "<u8")
-        self.slots = np.zeros(0, EVENT_DTYPE)
-        self.blob = np.zeros(0, np.uint8)
-        self._blob_view = memoryview(b"")
-        with contextlib.suppress(BufferError):  # that reader's view keeps the map until it goes
-            self._map.close()
-        # The map holds a duplicate of the file descriptor: unlock explicitly, so that the journal
-        # can be opened again at once even if the map outlives this call.
+        # The mapping itself stays until this object goes: a reader in another thread may be
+        # copying from it right now, and unmapping under it would crash or garble that read. Late
+        # readers see the journal as it was closed. The map holds a duplicate of the file
+        # descriptor, so unlock explicitly: the journal can be opened again at once.
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
 
