@@ -142,6 +142,7 @@ class Journal:
         self._blob_view = memoryview(self._map)[
             self._blob_start : self._blob_start + self.blob_size
         ]
+        self._check_counters()
         clean = bool(self._counters[CLEAN])
         kept = torn = corrupt = 0
         if not created and not clean:
@@ -194,6 +195,23 @@ class Journal:
         finally:
             os.close(fd)
         os.rename(temporary, self.path)
+
+    def _check_counters(self) -> None:
+        """Refuse counters that no writer could have left (a damaged file), before trusting them."""
+        head, reserve, tail = (int(self._counters[i]) for i in (HEAD, RESERVE, TAIL))
+        blob_head, blob_reserve = int(self._counters[BLOB_HEAD]), int(self._counters[BLOB_RESERVE])
+        if not (
+            tail <= head <= 1 << 62
+            and head - tail <= self.capacity
+            and head <= reserve <= head + self.capacity
+            and blob_head <= blob_reserve <= 1 << 62
+        ):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)  # the map (freed with this object) holds a dup
+            os.close(self._fd)
+            raise JournalError(
+                f"{self.path}: refusing to use this file as the event journal: its counters are "
+                "inconsistent (a damaged file?); move it away to start a new one"
+            )
 
     def _lock(self) -> None:
         try:

@@ -134,6 +134,7 @@ class Sequencer:
         self._second = int(time.monotonic())
         self._this_second = 0
         self._stop = threading.Event()
+        self._stopping = threading.Lock()
         # Per staging buffer: views of every row's record for one record length (_record_crcs).
         self._record_views: dict[int, tuple[int, list[memoryview]]] = {}
         self._threads: list[threading.Thread] = []
@@ -156,13 +157,14 @@ class Sequencer:
     def stop(self) -> None:
         """Journal what has arrived (for at most ``STOP_DRAIN_SECONDS``), stop the threads,
         close the socket and the journal."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        for receiver in self._receivers:
-            receiver.close()
-        self._socket.close()
-        self.journal.close()
+        with self._stopping:  # safe to call twice, and from two threads at once
+            self._stop.set()
+            for thread in self._threads:
+                thread.join()
+            for receiver in self._receivers:
+                receiver.close()
+            self._socket.close()
+            self.journal.close()
 
     def drain(self) -> int:
         """Journal what the socket holds now, through the same two threads, and return how many

@@ -909,6 +909,10 @@ def damage_header(data: bytearray) -> None:
     data[44] ^= 0x01  # a bit of the creation time: only the header checksum can tell
 
 
+def damage_counters(data: bytearray) -> None:
+    data[COUNTERS_AT + TAIL * 8 + 7] = 0x7F  # a tail far past the head: no writer leaves that
+
+
 REFUSALS = {
     "random-bytes": (
         lambda data: data.__setitem__(slice(None), os.urandom(5000)),
@@ -920,6 +924,7 @@ REFUSALS = {
     "longer": (lambda data: data.extend(b"\0" * 10), "longer than its header says"),
     "other-version": (patch_version, "version 2 journal"),
     "damaged-header": (damage_header, "damaged"),
+    "damaged-counters": (damage_counters, "counters are inconsistent"),
 }
 
 
