@@ -158,6 +158,8 @@ class Sequencer:
         """Journal what has arrived (for at most ``STOP_DRAIN_SECONDS``), stop the threads,
         close the socket and the journal."""
         with self._stopping:  # safe to call twice, and from two threads at once
+            if self.journal.closed:
+                return
             self._stop.set()
             for thread in self._threads:
                 thread.join()
