@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from engine.console import Console
 from engine.errors import ConsoleError, InvalidRequest, LacrimosaError
+from engine.events import matching
 from engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
 from engine.query import LogQuery, LogView
 
@@ -122,12 +121,7 @@ def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str,
         batch = cursor.poll(MAX_EVENTS)
         if len(batch.seqs) == 0 and not batch.lapped:
             return None
-        keep = np.ones(len(batch.seqs), bool)
-        if node is not None:
-            keep &= batch.slots["node"] == node
-        if stream is not None:
-            keep &= batch.slots["stream"] == stream
-        wanted = batch.seqs[keep]
+        wanted = batch.seqs[matching(batch.slots, node, stream)]
         events = journal.read_events(wanted)
         # Overwritten before this reader got to them: before the slots were copied, or between
         # that and reading the records.

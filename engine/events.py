@@ -111,6 +111,16 @@ def crc32_slices(buffer: memoryview, begins: np.ndarray, ends: np.ndarray) -> li
     )
 
 
+def matching(slots: np.ndarray, node: int | None = None, stream: int | None = None) -> np.ndarray:
+    """Which ``slots`` are from ``node`` and on ``stream`` (either may be None: any)."""
+    keep = np.ones(len(slots), bool)
+    if node is not None:
+        keep &= slots["node"] == node
+    if stream is not None:
+        keep &= slots["stream"] == stream
+    return keep
+
+
 def order_key(slots: np.ndarray) -> np.ndarray:
     """Indices that sort ``slots`` by ``(lamport, node, stream)``."""
     return np.lexsort((slots["stream"], slots["node"], slots["lamport"]))

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import JournalError
-from .events import EVENT_DTYPE, Event, crc32_slices, decode_record, fields_digest
+from .events import EVENT_DTYPE, Event, crc32_slices, decode_record, fields_digest, matching
 
 JOURNAL_MAGIC = b"LQJOURNL"
 VERSION = 1
@@ -451,15 +451,11 @@ class Journal:
         seqs = np.arange(tail, head, dtype=np.int64)
         if (node is None and stream is None) or len(seqs) == 0:
             return seqs
-        keep = np.ones(len(seqs), bool)
         # The held window is at most two contiguous runs of the ring; view them without copying.
         position = tail % self.capacity
         first = min(len(seqs), self.capacity - position)
         runs = (self.slots[position : position + first], self.slots[: len(seqs) - first])
-        for field, wanted in (("node", node), ("stream", stream)):
-            if wanted is not None:
-                keep &= np.concatenate([run[field] == wanted for run in runs])
-        selected = seqs[keep]
+        selected: np.ndarray = seqs[np.concatenate([matching(run, node, stream) for run in runs])]
         return selected[selected >= self.tail]  # the tail may have moved while this looked
 
     def cursor(self, position: int | None = None) -> Cursor:

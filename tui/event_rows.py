@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.events import matching
 from engine.journal import Journal
 
 
@@ -71,15 +72,6 @@ class EventRows:
         return row < len(self) and self.seq_at(row) == seq
 
 
-def _matches(slots: np.ndarray, wanted: EventFilter) -> np.ndarray:
-    keep = np.ones(len(slots), bool)
-    if wanted.node is not None:
-        keep &= slots["node"] == wanted.node
-    if wanted.stream is not None:
-        keep &= slots["stream"] == wanted.stream
-    return keep
-
-
 def build_rows(journal: Journal, wanted: EventFilter, previous: EventRows | None) -> EventRows:
     """The rows for ``wanted`` now; reuses ``previous`` (same filter, not lapped) when it can.
 
@@ -93,7 +85,7 @@ def build_rows(journal: Journal, wanted: EventFilter, previous: EventRows | None
     if previous is not None and previous.filter == wanted and previous.head >= tail:
         assert previous.seqs is not None
         batch = journal.read_slots(previous.head, head)
-        fresh = batch.seqs[_matches(batch.slots, wanted)]
+        fresh = batch.seqs[matching(batch.slots, wanted.node, wanted.stream)]
         seqs = np.concatenate([previous.seqs, fresh]) if len(fresh) else previous.seqs
     else:
         # select() reads the bounds again itself; what it found past ``head`` is left for the
