@@ -178,13 +178,31 @@ class Receiver:
         self._poll = select.poll()
         self._poll_fd = sock.fileno()
         self._poll.register(self._poll_fd, select.POLLIN)
+        self._deferred: OSError | None = None  # see _defer_error
 
     def receive(self) -> int:
         """Receive up to ``batch`` ready datagrams into rows ``0..k-1``; return k (0: none ready).
 
-        Never blocks. Raises OSError for a socket error other than "nothing ready".
+        Never blocks. Raises OSError for a socket error other than "nothing ready"; one met after
+        some datagrams of the batch were received may be raised by the next call instead.
         """
         raise NotImplementedError
+
+    def _raise_deferred(self) -> None:
+        """Raise the error that a previous call put off, if there is one (once)."""
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            raise deferred
+
+    def _defer_error(self, error: OSError, count: int) -> None:
+        """``error`` ended a batch after ``count`` datagrams: raise it now if there are none.
+
+        Otherwise keep it for the next call: the datagrams already received are good and are
+        handed out first.
+        """
+        if count == 0:
+            raise error
+        self._deferred = error
 
     def wait(self, timeout: float) -> bool:
         """Block until a datagram is ready or ``timeout`` seconds pass; True if one is ready."""
@@ -336,12 +354,9 @@ class RecvIntoReceiver(Receiver):
         super().__init__(sock, batch, stride)
         self._rows = [memoryview(row) for row in self.staging]
         self._length_slots = self.lengths.data  # item assignment is cheaper than numpy's
-        self._deferred: OSError | None = None
 
     def receive(self) -> int:
-        if self._deferred is not None:
-            deferred, self._deferred = self._deferred, None
-            raise deferred
+        self._raise_deferred()
         recv_into = self.sock.recv_into
         stride = self.stride
         slots = self._length_slots
@@ -353,10 +368,7 @@ class RecvIntoReceiver(Receiver):
         except BlockingIOError:
             pass  # nothing more ready: the normal end of a batch
         except OSError as exc:
-            if count == 0:
-                raise
-            # The datagrams already in this batch are good: hand them out, report the error next.
-            self._deferred = exc
+            self._defer_error(exc, count)
         np.greater(self.lengths[:count], stride, out=self.truncated[:count])
         return count
 
@@ -401,12 +413,9 @@ class IoUringReceiver(Receiver):
         self._length_slots = self.lengths.data
         self._chain = min(batch, _IO_URING_MIN_CHAIN)
         self._fd = sock.fileno()
-        self._deferred: OSError | None = None
 
     def receive(self) -> int:
-        if self._deferred is not None:
-            deferred, self._deferred = self._deferred, None
-            raise deferred
+        self._raise_deferred()
         if not self._ring_open:
             raise OSError(errno.EBADF, "io_uring receiver is closed")
         if not self._poll.poll(0):
@@ -446,9 +455,7 @@ class IoUringReceiver(Receiver):
         np.greater(self.lengths[:count], stride, out=self.truncated[:count])
         self._chain = min(self.batch, max(_IO_URING_MIN_CHAIN, 2 * count))
         if error is not None:
-            if count == 0:
-                raise error
-            self._deferred = error
+            self._defer_error(error, count)
         return count
 
     def close(self) -> None:

@@ -18,6 +18,8 @@ rather than showing what is no longer there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
@@ -26,9 +28,6 @@ from textual.cache import LRUCache
 from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.message import Message
-from textual.reactive import var
-from textual.scroll_view import ScrollView
-from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
@@ -47,6 +46,7 @@ from .event_render import (
 from .event_rows import EventFilter, EventRows, build_rows
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
+from .virtual_list import FollowingScrollView, OneBuildAtATime
 
 _EVENT_CACHE_SIZE = 2048
 _STRIP_CACHE_SIZE = 1024
@@ -67,7 +67,7 @@ def parse_number(text: str) -> int | None:
             return None
 
 
-class EventList(ScrollView, can_focus=True):
+class EventList(FollowingScrollView, can_focus=True):
     """The listed events, oldest at the top; a cursor row; follows the newest by default."""
 
     COMPONENT_CLASSES = {"event-list--cursor"}
@@ -100,9 +100,6 @@ class EventList(ScrollView, can_focus=True):
         Binding("end", "last", show=False),
     ]
 
-    follow: var[bool] = var(True)
-    """Keep the cursor on the newest event as events arrive."""
-
     class Changed(Message):
         """The rows, the cursor or the follow state changed (for the status line and detail)."""
 
@@ -120,8 +117,9 @@ class EventList(ScrollView, can_focus=True):
         self.cursor = 0  # a row of ``rows``
         self.lapped = 0  # events overwritten under the window on screen, until the cursor moves
         self.empty_text = Text("no events yet", style="dim")
-        self._build_running = False
-        self._build_wanted = False
+        self._rows_builds = OneBuildAtATime(
+            self, self._prepare_build, group=_BUILD_GROUP, description="filter events"
+        )
         self._events: LRUCache[int, Event] = LRUCache(_EVENT_CACHE_SIZE)
         self._strips: LRUCache[tuple[int, RowFormat, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
 
@@ -130,7 +128,7 @@ class EventList(ScrollView, can_focus=True):
     @property
     def is_current(self) -> bool:
         """True when the rows on screen were built for the current filter."""
-        return self.rows.filter == self.event_filter and not self._build_running
+        return self.rows.filter == self.event_filter and not self._rows_builds.running
 
     def cursor_event(self) -> Event | None:
         """The event under the cursor (read from the journal if it is not cached)."""
@@ -148,16 +146,12 @@ class EventList(ScrollView, can_focus=True):
         journal = self.journal
         if journal is None:
             return
-        if not self.event_filter.active and not self._build_running:
+        if not self.event_filter.active and not self._rows_builds.running:
             self._install(build_rows(journal, self.event_filter, None))  # O(1): a range
             return
-        self._build_wanted = True
-        if not self._build_running:
-            self._start_build()
+        self._rows_builds.request()
 
-    def _start_build(self) -> None:
-        self._build_wanted = False
-        self._build_running = True
+    def _prepare_build(self) -> Callable[[], None]:
         journal, wanted = self.journal, self.event_filter
         previous = self.rows if self.rows.filter == wanted else None
         assert journal is not None
@@ -169,14 +163,12 @@ class EventList(ScrollView, can_focus=True):
                 rows, error = None, f"{type(exc).__name__}: {exc}"
             self.post_message(self._RowsBuilt(rows, error))
 
-        self.run_worker(
-            build, thread=True, group=_BUILD_GROUP, exit_on_error=False, description="filter events"
-        )
+        return build
 
     @on(_RowsBuilt)
     def _rows_built(self, message: _RowsBuilt) -> None:
         message.stop()
-        self._build_running = False
+        build_again = self._rows_builds.finished()
         if self.journal is None:
             return  # released (the console is shutting down): nothing more is read
         if message.error is not None:
@@ -185,8 +177,8 @@ class EventList(ScrollView, can_focus=True):
         elif message.rows is not None and message.rows.filter == self.event_filter:
             self._install(message.rows)
         elif message.rows is not None:
-            self._build_wanted = True  # built for a filter that has changed since
-        if self._build_wanted:
+            build_again = True  # built for a filter that has changed since
+        if build_again:
             self.reload()
 
     def release(self) -> None:
@@ -291,24 +283,10 @@ class EventList(ScrollView, can_focus=True):
             self._scroll_to_end()
         self.post_message(self.Changed())
 
-    def _scroll_to_end(self) -> None:
-        # Forced: the scrollbar of a list that has just outgrown the screen is not laid out yet.
-        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
-
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is not None and round(self.scroll_y) + offset.y < len(self.rows):
             self.move_cursor(round(self.scroll_y) + offset.y)
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        self.follow = False
-
-    def on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar above the thumb
-        self.follow = False
-
-    def on_scroll_to(self, event: ScrollTo) -> None:  # a drag of the scrollbar thumb
-        if event.y is not None and event.y < self.max_scroll_y:
-            self.follow = False
 
     def on_resize(self, event: events.Resize) -> None:
         self.virtual_size = Size(event.size.width, len(self.rows))

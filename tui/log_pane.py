@@ -15,16 +15,13 @@ changes, so a row rendered once is reused while it stays on screen or is scrolle
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from textual import events, on
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
-from textual.reactive import var
-from textual.scroll_view import ScrollView
-from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 
 from engine.console import Console
@@ -33,12 +30,13 @@ from engine.logstore import LogLine
 from engine.query import LogQuery, LogView
 
 from .line_render import LineFormat, format_log_line
+from .virtual_list import FollowingScrollView, OneBuildAtATime
 
 _STRIP_CACHE_SIZE = 4096
 _BUILD_GROUP = "log-view"
 
 
-class LogPane(ScrollView, can_focus=True):
+class LogPane(FollowingScrollView, can_focus=True):
     """Shows the lines of ``console`` that match ``log_query``; follows the end by default."""
 
     DEFAULT_CSS = """
@@ -58,9 +56,6 @@ class LogPane(ScrollView, can_focus=True):
         Binding("j", "scroll_down", show=False),
         Binding("k", "scroll_up", show=False),
     ]
-
-    follow: var[bool] = var(True)
-    """Keep the newest line in view as lines arrive."""
 
     class Changed(Message):
         """The view, its line count or the follow state changed (for the status line)."""
@@ -89,8 +84,9 @@ class LogPane(ScrollView, can_focus=True):
         self._query = LogQuery()
         self._view: LogView | None = None
         self._view_query: LogQuery | None = None
-        self._build_running = False
-        self._build_wanted = False
+        self._view_builds = OneBuildAtATime(
+            self, self._prepare_build, group=_BUILD_GROUP, description="build log view"
+        )
         self._last_error: str | None = None  # reported once, not on every failed rebuild
         # The lines around the visible window, fetched once per new view or scroll position.
         self._window_start = 0
@@ -121,13 +117,9 @@ class LogPane(ScrollView, can_focus=True):
 
     def reload(self) -> None:
         """Rebuild the view (new lines arrived, or the query changed), off the app's thread."""
-        self._build_wanted = True
-        if not self._build_running:
-            self._start_build()
+        self._view_builds.request()
 
-    def _start_build(self) -> None:
-        self._build_wanted = False
-        self._build_running = True
+    def _prepare_build(self) -> Callable[[], None]:
         query = self._query
         engine = self._engine
 
@@ -142,25 +134,19 @@ class LogPane(ScrollView, can_focus=True):
                 error = exc.message if isinstance(exc, LacrimosaError) else repr(exc)
             self.post_message(self._ViewBuilt(query, view, error))
 
-        self.run_worker(
-            build,
-            thread=True,
-            group=_BUILD_GROUP,
-            exit_on_error=False,
-            description="build log view",
-        )
+        return build
 
     @on(_ViewBuilt)
     def _view_built(self, event: _ViewBuilt) -> None:
         event.stop()
-        self._build_running = False
+        build_again = self._view_builds.finished()
         if event.view is not None and event.query == self._query:
             self._install(event.query, event.view)
         if event.error is not None and event.error != self._last_error:
             self.notify(f"log view: {event.error}", severity="error", markup=False)
         self._last_error = event.error
-        if self._build_wanted:
-            self._start_build()
+        if build_again:
+            self.reload()
 
     def _install(self, query: LogQuery, view: LogView) -> None:
         # The line at the top of the screen, to keep in place when not following: as old
@@ -183,15 +169,11 @@ class LogPane(ScrollView, can_focus=True):
             self._scroll_to_end()
         self.post_message(self.Changed())
 
-    def _scroll_to_end(self) -> None:
-        # Forced: when the view has just outgrown the screen, Textual has not yet laid out the
-        # scrollbar and would otherwise refuse to scroll (allow_vertical_scroll is still False).
-        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
-
     # -- scrolling: moving up stops following ----------------------------------------------------
 
     def _stop_following(self) -> None:
-        # A view that fits on the screen cannot scroll, so keys there should not stop follow.
+        # A view that fits on the screen cannot scroll, so keys or the wheel there should not
+        # stop follow.
         if self.max_scroll_y > 0:
             self.follow = False
 
@@ -210,16 +192,6 @@ class LogPane(ScrollView, can_focus=True):
     def action_scroll_end(self) -> None:
         self.follow = True
         self._scroll_to_end()
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        self._stop_following()
-
-    def on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar above the thumb
-        self._stop_following()
-
-    def on_scroll_to(self, event: ScrollTo) -> None:  # a drag of the scrollbar thumb
-        if event.y is not None and event.y < self.max_scroll_y:
-            self.follow = False
 
     def on_resize(self, event: events.Resize) -> None:
         self.virtual_size = Size(event.size.width, self.line_count)

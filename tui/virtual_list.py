@@ -1,0 +1,95 @@
+"""What the two virtual lists, the log pane and the events list, have in common.
+
+:class:`FollowingScrollView` follows the end of its content until the user scrolls up with the
+wheel or the scrollbar. What following keeps in view, and which keys stop it, is up to each widget.
+
+:class:`OneBuildAtATime` rebuilds a widget's content in a thread worker, because a build may scan
+much stored data and must not stall the app's thread. At most one build is in flight: requests
+arriving meanwhile collapse into one more build when it finishes, made from the inputs of that
+moment, so a burst of requests costs two builds, not one per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import events
+from textual.reactive import var
+from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo, ScrollUp
+from textual.widget import Widget
+
+
+class FollowingScrollView(ScrollView):
+    """A scroll view that keeps its end in view (``follow``) until scrolled up."""
+
+    follow: var[bool] = var(True)
+    """Keep the end in view as content arrives."""
+
+    def _stop_following(self) -> None:
+        self.follow = False
+
+    def _scroll_to_end(self) -> None:
+        # Forced: when the content has just outgrown the screen, Textual has not yet laid out the
+        # scrollbar and would otherwise refuse to scroll (allow_vertical_scroll is still False).
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._stop_following()
+
+    def on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar above the thumb
+        self._stop_following()
+
+    def on_scroll_to(self, event: ScrollTo) -> None:  # a drag of the scrollbar thumb
+        if event.y is not None and event.y < self.max_scroll_y:
+            self.follow = False
+
+
+class OneBuildAtATime:
+    """Runs ``widget``'s builds in a thread worker, one at a time (see the module docstring).
+
+    ``prepare`` is called on the app's thread as each build starts, so that it reads the newest
+    inputs, and returns the work for the worker thread. The work reports back by ``post_message``;
+    the widget's handler of that message calls :meth:`finished`.
+    """
+
+    def __init__(
+        self,
+        widget: Widget,
+        prepare: Callable[[], Callable[[], None]],
+        *,
+        group: str,
+        description: str,
+    ) -> None:
+        self._widget = widget
+        self._prepare = prepare
+        self._group = group
+        self._description = description
+        self._wanted = False
+        self.running = False
+
+    def request(self) -> None:
+        """Start a build now, or when the one in flight has finished."""
+        self._wanted = True
+        if not self.running:
+            self._start()
+
+    def _start(self) -> None:
+        self._wanted = False
+        self.running = True
+        self._widget.run_worker(
+            self._prepare(),
+            thread=True,
+            group=self._group,
+            exit_on_error=False,
+            description=self._description,
+        )
+
+    def finished(self) -> bool:
+        """The build in flight has reported back; True if another was requested meanwhile.
+
+        The widget then requests that one itself, after installing what this build made.
+        """
+        self.running = False
+        wanted, self._wanted = self._wanted, False
+        return wanted
