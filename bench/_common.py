@@ -11,6 +11,7 @@ checkout's: that is how a prototype in a scratch copy is measured with the same 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -140,6 +141,19 @@ def use_root(root: Path) -> None:
 
 def code_root() -> Path:
     return Path(os.environ.get("LACRIMOSA_BENCH_ROOT", REPO))
+
+
+def require(*modules: str) -> None:
+    """Skip the benchmark unless each module (``"tui.app"``) exists in the code measured and
+    imports."""
+    for module in modules:
+        path = code_root().joinpath(*module.split(".")).with_suffix(".py")
+        if not path.is_file():
+            raise Skip(f"{path.relative_to(code_root())} does not exist yet")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise Skip(f"{module} does not import: {exc}") from exc
 
 
 def main(run: Callable[[bool], list[Row]], doc: str | None) -> int:

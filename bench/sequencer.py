@@ -60,7 +60,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import Row, Skip, code_root, fmt_mb, fmt_ms, fmt_rate, main, median, use_root
+from bench._common import (
+    Row,
+    Skip,
+    code_root,
+    fmt_mb,
+    fmt_ms,
+    fmt_rate,
+    main,
+    median,
+    require,
+    use_root,
+)
 
 C_SOURCES = Path(__file__).resolve().parent / "c"
 HOST = "127.0.0.1"
@@ -736,13 +747,7 @@ def recovery_row(r: dict[str, Any]) -> Row:
 
 
 def run(quick: bool) -> list[Row]:
-    root = code_root()
-    if not (root / "engine" / "sequencer.py").is_file():
-        raise Skip("engine/sequencer.py does not exist yet")
-    try:
-        import engine.sequencer  # noqa: F401
-    except ImportError as exc:
-        raise Skip(f"engine.sequencer does not import: {exc}") from exc
+    require("engine.sequencer")
     capacity = QUICK_CAPACITY if quick else CAPACITY
     blob = QUICK_BLOB if quick else BLOB
     events = QUICK_DRAIN_EVENTS if quick else DRAIN_EVENTS

@@ -60,7 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import Row, Skip, code_root, fmt_ms, fmt_rate, main, median, percentile
+from bench._common import Row, fmt_ms, fmt_rate, main, median, percentile, require
 from bench.sequencer import build_tools, send, sequencer_port
 
 SIZE = (120, 40)
@@ -432,15 +432,7 @@ def _keys_note(label: str, phase: Phase) -> str:
 
 
 def run(quick: bool) -> list[Row]:
-    root = code_root()
-    if not (root / "tui" / "events_view.py").is_file():
-        raise Skip("tui/events_view.py does not exist yet")
-    if not (root / "engine" / "sequencer.py").is_file():
-        raise Skip("engine/sequencer.py does not exist yet")
-    try:
-        import tui.app  # noqa: F401
-    except ImportError as exc:
-        raise Skip(f"tui.app does not import: {exc}") from exc
+    require("engine.sequencer", "tui.events_view", "tui.app")
     seconds = QUICK_SECONDS if quick else SECONDS
     result = asyncio.run(measure(seconds))
     idle, busy, solo = result["idle"], result["blast"], result["solo"]

@@ -37,13 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     Row,
-    Skip,
-    code_root,
     fmt_ms,
     fmt_rate,
     main,
     median,
     percentile,
+    require,
 )
 from bench.snapshot_tail import fill
 
@@ -193,13 +192,7 @@ async def measure(stored: int, seconds: float) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[Row]:
-    root = code_root()
-    if not (root / "tui" / "app.py").is_file():
-        raise Skip("tui/app.py does not exist yet")
-    try:
-        import tui.app  # noqa: F401
-    except ImportError as exc:
-        raise Skip(f"tui.app does not import: {exc}") from exc
+    require("tui.app")
     stored = QUICK_LINES if quick else LINES
     seconds = QUICK_SECONDS if quick else SECONDS
     ref = asyncio.run(measure(REFERENCE_LINES, seconds))
