@@ -448,7 +448,7 @@ async def test_a_million_events_render_only_the_visible_window(console, monkeypa
     assert sequencer is not None
     journal = sequencer.journal
     total = 1 << 20
-    # Written straight into the journal, as the sequencer thread would (it writes nothing while
+    # Written straight into the journal, as the sequencer's ingest thread would (it writes nothing while
     # no datagram arrives, so this test is the only writer): node = i % 4, stream = i % 3.
     records = np.zeros((total, 8), np.uint8)
     records[:, :8] = np.frombuffer(b"event   ", np.uint8)
@@ -606,7 +606,7 @@ def utc() -> Iterator[None]:
 def fill_fixed_events(console: Console) -> None:
     """Events with fixed lamports, written straight into the console's journal.
 
-    The sequencer thread writes only when a datagram arrives and none is sent here, so this is
+    The sequencer writes only when a datagram arrives and none is sent here, so this is
     the journal's only writer. The third event's record is then damaged, as a torn write would
     leave it: its checksum no longer matches.
     """
