@@ -448,8 +448,9 @@ async def test_a_million_events_render_only_the_visible_window(console, monkeypa
     assert sequencer is not None
     journal = sequencer.journal
     total = 1 << 20
-    # Written straight into the journal, as the sequencer's ingest thread would (it writes nothing while
-    # no datagram arrives, so this test is the only writer): node = i % 4, stream = i % 3.
+    # Written straight into the journal, as the sequencer's ingest thread would (it writes
+    # nothing while no datagram arrives, so this test is the only writer): node = i % 4,
+    # stream = i % 3.
     records = np.zeros((total, 8), np.uint8)
     records[:, :8] = np.frombuffer(b"event   ", np.uint8)
     fields = np.zeros(total, EVENT_DTYPE)
