@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from engine.errors import LacrimosaError, NoConsole
-from engine.humanize import describe_exit, format_duration
+from engine.humanize import describe_exit, format_duration, local_clock
 from engine.paths import resolve_home
 
 from .wire import parse_duration
@@ -337,13 +336,11 @@ def _status_text(status: dict[str, Any]) -> str:
 def _events_text(events: list[dict[str, Any]]) -> str:
     rows = []
     for event in events:
-        stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
-        millis = int(event["time"] * 1000) % 1000
         body = event["text"].replace("\n", "\\n") if "text" in event else "hex:" + event["hex"]
         flags = f" flags=0x{event['flags']:03x}" if event["flags"] else ""
         bad = " [checksum mismatch]" if not event["valid"] else ""
         rows.append(
-            f"#{event['seq']} {stamp}.{millis:03d} node={event['node']} "
+            f"#{event['seq']} {local_clock(event['time'])} node={event['node']} "
             f"stream={event['stream']}{flags}{bad}  {body}"
         )
     return "\n".join(rows)

@@ -4,6 +4,7 @@ CLI imports this)."""
 from __future__ import annotations
 
 import signal
+import time
 
 
 def describe_exit(code: int | None) -> str:
@@ -33,3 +34,12 @@ def format_duration(seconds: float | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def local_clock(seconds: float) -> str:
+    """``hh:mm:ss.mmm`` in local time (for event times: the CLI's and the TUI's)."""
+    whole = int(seconds)
+    millis = round((seconds - whole) * 1000)
+    if millis == 1000:
+        whole, millis = whole + 1, 0
+    return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{millis:03d}"

@@ -139,9 +139,7 @@ class Journal:
             buffer=self._map,
             offset=HEADER_SIZE + self.capacity * SLOT_SIZE,
         )
-        self._blob_view = memoryview(self._map)[
-            self._blob_start : self._blob_start + self.blob_size
-        ]
+        self._blob_view = self.blob.data  # the same bytes, for slicing and CRCs
         self._check_counters()
         clean = bool(self._counters[CLEAN])
         kept = torn = corrupt = 0
@@ -526,10 +524,6 @@ class Journal:
         return int(bad.sum())
 
     # -- closing ---------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Write the mapped pages to disk (a crash of the process loses nothing without this)."""
-        self._map.flush()
 
     def close(self) -> None:
         if self.closed:

@@ -9,7 +9,6 @@ Only rich is used here (no Textual), so the formatting can be tested on its own.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +16,7 @@ from rich.style import Style
 from rich.text import Text
 
 from engine.events import CLOCK_IGNORED, COUNTER_BITS, Event, lamport_wall_time
+from engine.humanize import local_clock
 
 from .line_render import CROPPED_MARKER, make_visible
 from .palette import ERROR, GOOD, WARNING
@@ -50,15 +50,6 @@ class RowFormat:
 def seq_width(head: int) -> int:
     """Digits needed for every seq below ``head``."""
     return max(MIN_SEQ_WIDTH, len(str(max(head - 1, 0))))
-
-
-def local_clock(seconds: float) -> str:
-    """``hh:mm:ss.mmm`` in local time."""
-    whole = int(seconds)
-    millis = round((seconds - whole) * 1000)
-    if millis == 1000:
-        whole, millis = whole + 1, 0
-    return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{millis:03d}"
 
 
 def local_datetime(seconds: float) -> str:
