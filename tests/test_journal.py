@@ -142,9 +142,9 @@ class JournalModel:
     """What the journal must hold, stated the plain way.
 
     Placement: a call's records go back to back from the blob head; a batch that does not fit
-    before the end of the blob region starts at the next lap. A call with more events than the
-    ring holds, or more record bytes than half the blob region, is written as two halves (each
-    split again as needed). Retirement: after a call the tail is the smallest value at or above
+    before the end of the blob region starts at the next lap. A call with as many events as the
+    ring holds or more, or more record bytes than half the blob region, is written as two halves
+    (each split again as needed). Retirement: after a call the tail is the smallest value at or above
     the old tail such that every event from it to the head still has its own slot
     (``seq >= head - capacity``) and its own record bytes (tracked here byte by byte).
     """
@@ -160,7 +160,7 @@ class JournalModel:
 
     def _place(self, lengths: list[int]) -> list[int]:
         n, total = len(lengths), sum(lengths)
-        if n > 1 and (n > self.capacity or total > self.blob_size // 2):
+        if n > 1 and (n >= self.capacity or total > self.blob_size // 2):
             return self._place(lengths[: n // 2]) + self._place(lengths[n // 2 :])
         start = self.blob_head
         if start % self.blob_size + total > self.blob_size:
