@@ -20,8 +20,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 DEFAULT_LOG_BUDGET = 256 << 20
-DEFAULT_JOURNAL_CAPACITY = 1 << 20
+DEFAULT_JOURNAL_CAPACITY = 1 << 20  # slots (32 MiB)
 DEFAULT_JOURNAL_BLOB = 128 << 20
+MIN_JOURNAL_CAPACITY = 64
+MIN_JOURNAL_BLOB = 1 << 20
 DEFAULT_RCVBUF = 64 << 20
 RECEIVE_BACKENDS = ("auto", "recvmmsg", "recv_into", "io_uring")
 MIN_LOG_BUDGET = 8 << 20
@@ -226,11 +228,17 @@ def _sequencer_settings(path: Path, locate: Any, data: dict[str, Any]) -> Sequen
     if journal is not None and (not isinstance(journal, str) or not journal):
         raise fail("journal", "expected a file path")
     capacity = table.get("capacity", DEFAULT_JOURNAL_CAPACITY)
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 64 <= capacity <= 1 << 28:
-        raise fail("capacity", "expected a number of slots from 64 to 268435456")
+    if (
+        isinstance(capacity, bool)
+        or not isinstance(capacity, int)
+        or not MIN_JOURNAL_CAPACITY <= capacity <= 1 << 28
+    ):
+        raise fail(
+            "capacity", f"expected a number of slots from {MIN_JOURNAL_CAPACITY} to 268435456"
+        )
     blob = _size(path, locate, table, "sequencer", "blob", DEFAULT_JOURNAL_BLOB)
-    if not 1 << 20 <= blob <= 1 << 40:
-        raise fail("blob", "must be between 1MiB and 1TiB")
+    if not MIN_JOURNAL_BLOB <= blob <= 1 << 40:
+        raise fail("blob", f"must be between {MIN_JOURNAL_BLOB >> 20}MiB and 1TiB")
     backend = table.get("backend", "auto")
     if backend not in RECEIVE_BACKENDS:
         raise fail("backend", f"expected one of: {', '.join(RECEIVE_BACKENDS)}")

@@ -50,6 +50,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import (
+    DEFAULT_JOURNAL_BLOB,
+    DEFAULT_JOURNAL_CAPACITY,
+    MIN_JOURNAL_BLOB,
+    MIN_JOURNAL_CAPACITY,
+)
 from .errors import JournalError
 from .events import EVENT_DTYPE, Event, crc32_slices, decode_record, fields_digest, matching
 
@@ -64,10 +70,6 @@ _COUNTERS_OFFSET = 64
 # Indices into the header's uint64 counters.
 HEAD, RESERVE, TAIL, BLOB_HEAD, BLOB_RESERVE, LAST_LAMPORT, CLEAN = range(7)
 
-DEFAULT_CAPACITY = 1 << 20  # slots (32 MiB)
-DEFAULT_BLOB_SIZE = 128 << 20
-MIN_CAPACITY = 64
-MIN_BLOB_SIZE = 1 << 20
 # Records shorter than this are gathered with one vectorised mask; longer ones one copy each, where
 # the per-call cost is small beside the bytes moved.
 _MASK_GATHER_MAX = 256
@@ -110,14 +112,14 @@ class Journal:
     def __init__(
         self,
         path: Path,
-        capacity: int = DEFAULT_CAPACITY,
-        blob_size: int = DEFAULT_BLOB_SIZE,
+        capacity: int = DEFAULT_JOURNAL_CAPACITY,
+        blob_size: int = DEFAULT_JOURNAL_BLOB,
     ) -> None:
         self.path = Path(path)
-        if capacity < MIN_CAPACITY or blob_size < MIN_BLOB_SIZE:
+        if capacity < MIN_JOURNAL_CAPACITY or blob_size < MIN_JOURNAL_BLOB:
             raise JournalError(
-                f"{self.path}: a journal needs at least {MIN_CAPACITY} slots and "
-                f"{MIN_BLOB_SIZE >> 20} MiB of blob space"
+                f"{self.path}: a journal needs at least {MIN_JOURNAL_CAPACITY} slots and "
+                f"{MIN_JOURNAL_BLOB >> 20} MiB of blob space"
             )
         started = time.perf_counter()
         created = not self.path.exists()

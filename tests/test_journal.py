@@ -30,6 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import journal as journal_module
+from engine.config import MIN_JOURNAL_BLOB, MIN_JOURNAL_CAPACITY
 from engine.errors import JournalError
 from engine.events import (
     CLOCK_IGNORED,
@@ -48,8 +49,6 @@ from engine.journal import (
     HEAD,
     HEADER_SIZE,
     LAST_LAMPORT,
-    MIN_BLOB_SIZE,
-    MIN_CAPACITY,
     RESERVE,
     SLOT_SIZE,
     TAIL,
@@ -60,7 +59,7 @@ from engine.journal import (
 REPO = Path(__file__).resolve().parent.parent
 COUNTERS_AT = journal_module._COUNTERS_OFFSET  # the layout, as the module docstring shows it
 GEOMETRY_CRC_AT = journal_module._GEOMETRY.size
-BLOB = MIN_BLOB_SIZE  # 1 MiB: small enough that tests lap it often
+BLOB = MIN_JOURNAL_BLOB  # 1 MiB: small enough that tests lap it often
 
 
 def file_size(capacity: int, blob_size: int = BLOB) -> int:
@@ -995,7 +994,7 @@ def test_a_closed_journal_is_free_to_reopen_and_late_readers_still_read(tmp_path
 
 
 def test_a_journal_smaller_than_the_minimum_is_not_made(tmp_path: Path) -> None:
-    for capacity, blob in ((MIN_CAPACITY - 1, BLOB), (MIN_CAPACITY, BLOB - 1)):
+    for capacity, blob in ((MIN_JOURNAL_CAPACITY - 1, BLOB), (MIN_JOURNAL_CAPACITY, BLOB - 1)):
         with pytest.raises(JournalError, match="at least"):
             Journal(tmp_path / "events.journal", capacity, blob)
     assert os.listdir(tmp_path) == []
