@@ -527,12 +527,16 @@ class Journal:
 
     # -- closing ---------------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Write the mapped pages to disk (a crash of the process loses nothing without this)."""
+        self._map.flush()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._counters[CLEAN] = 1
-        self._map.flush()
+        self.flush()
         # The mapping itself stays until this object goes: a reader in another thread may be
         # copying from it right now, and unmapping under it would crash or garble that read. Late
         # readers see the journal as it was closed. The map holds a duplicate of the file
