@@ -16,10 +16,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
-from engine.errors import LacrimosaError, NoConsole
-from engine.humanize import describe_exit, format_duration, local_clock
-from engine.paths import resolve_home
-
+from ..engine.errors import LacrimosaError, NoConsole
+from ..engine.humanize import describe_exit, format_duration, local_clock
+from ..engine.paths import resolve_home
+from .version import __version__
 from .wire import parse_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE = 0, 1, 2, 4
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
+    parser.add_argument("--version", action="version", version=f"lacrimosa {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 

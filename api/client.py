@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRequest, LacrimosaError, NoConsole, exit_code_for
-from engine.paths import socket_path
-
+from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole, exit_code_for
+from ..engine.paths import socket_path
 from .wire import encode
 
 DEFAULT_TIMEOUT = 30.0  # seconds; also bounds connecting

@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.console import Console
-from engine.errors import ConsoleError, InvalidRequest, LacrimosaError
-from engine.events import matching
-from engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
-from engine.query import LogQuery, LogView
-
+from ..engine.console import Console
+from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError
+from ..engine.events import matching
+from ..engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
+from ..engine.query import LogQuery, LogView
 from .wire import OPS, error, ok
 
 DEFAULT_LINES = 100

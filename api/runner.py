@@ -11,11 +11,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from engine.config import load_config, parse_address
-from engine.console import Console
-from engine.errors import ConfigError, InvalidRequest
-from engine.paths import find_config, resolve_home
-
+from ..engine.config import load_config, parse_address
+from ..engine.console import Console
+from ..engine.errors import ConfigError, InvalidRequest
+from ..engine.paths import find_config, resolve_home
 from .server import ControlServer
 
 
@@ -59,7 +58,7 @@ def run_up(args: argparse.Namespace) -> int:
         if headless:
             _run_headless(console)
         else:
-            from tui.app import run_tui
+            from ..tui.app import run_tui
 
             run_tui(console)
     finally:

@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.console import Console
-from engine.errors import ConsoleError
-from engine.paths import socket_path
-
+from ..engine.console import Console
+from ..engine.errors import ConsoleError
+from ..engine.paths import socket_path
 from .protocol import FOLLOWABLE, dispatch, follow, internal_error
 from .wire import MAX_REQUEST_BYTES, encode, error
 

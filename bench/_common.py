@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,11 +133,30 @@ def startup_env(pycache: Path) -> dict[str, str]:
 
 
 def use_root(root: Path) -> None:
-    """Import engine/api/tui from ``root`` (this checkout by default)."""
+    """Import ``lacrimosa.engine``/``.api``/``.tui`` from ``root`` (this checkout by default).
+
+    Installed, those are the folders engine/, api/, tui/ mapped into the ``lacrimosa`` package; a
+    package module whose ``__path__`` is ``root`` gives the same names for any checkout, so an
+    older one can be measured beside this one without installing it.
+    """
     root = root.resolve()
     os.environ["LACRIMOSA_BENCH_ROOT"] = str(root)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    sys.modules["lacrimosa"] = package_from(root)
+
+
+def package_from(root: Path) -> types.ModuleType:
+    package = types.ModuleType("lacrimosa")
+    package.__path__ = [str(root)]
+    return package
+
+
+def package_shim(root: Path, folder: Path) -> Path:
+    """A folder to put on PYTHONPATH so that a child interpreter imports ``lacrimosa`` from
+    ``root``: it holds ``lacrimosa/__init__.py``, which points the package at ``root``."""
+    package = folder / "lacrimosa"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(f"__path__ = [{str(root.resolve())!r}]\n")
+    return folder
 
 
 def code_root() -> Path:
@@ -144,10 +164,10 @@ def code_root() -> Path:
 
 
 def require(*modules: str) -> None:
-    """Skip the benchmark unless each module (``"tui.app"``) exists in the code measured and
-    imports."""
+    """Skip the benchmark unless each module (``"lacrimosa.tui.app"``) exists in the code
+    measured and imports."""
     for module in modules:
-        path = code_root().joinpath(*module.split(".")).with_suffix(".py")
+        path = code_root().joinpath(*module.split(".")[1:]).with_suffix(".py")
         if not path.is_file():
             raise Skip(f"{path.relative_to(code_root())} does not exist yet")
         try:

@@ -55,8 +55,8 @@ def time_reference(n: int) -> float:
 
 def time_lacrimosa(n: int, workdir: Path) -> dict[str, float]:
     """One capture run through the real engine; returns seconds and resource use."""
-    from engine.config import Config, ProcessSpec
-    from engine.console import Console
+    from lacrimosa.engine.config import Config, ProcessSpec
+    from lacrimosa.engine.console import Console
 
     spec = ProcessSpec(name="seq", cmd=f"seq 1 {n}", cwd=workdir, restart="never")
     config = Config(path=workdir / "lacrimosa.toml", processes={"seq": spec})
@@ -91,8 +91,8 @@ def time_lacrimosa(n: int, workdir: Path) -> dict[str, float]:
 
 
 def _system_line_bytes(console: object) -> int:
-    from engine.logstore import SYSTEM
-    from engine.query import LogQuery, LogView
+    from lacrimosa.engine.logstore import SYSTEM
+    from lacrimosa.engine.query import LogQuery, LogView
 
     view = LogView(console.store.snapshot(), LogQuery(stream=SYSTEM))  # type: ignore[attr-defined]
     return sum(len(line.content) + 1 for line in view)

@@ -47,8 +47,8 @@ BUCKETS = (
 def capture_once(
     n: int, workdir: Path, poll: float, profiler: cProfile.Profile | None
 ) -> dict[str, Any]:
-    from engine.config import Config, ProcessSpec
-    from engine.console import Console
+    from lacrimosa.engine.config import Config, ProcessSpec
+    from lacrimosa.engine.console import Console
 
     spec = ProcessSpec(name="seq", cmd=f"seq 1 {n}", cwd=workdir, restart="never")
     config = Config(path=workdir / "lacrimosa.toml", processes={"seq": spec})
@@ -109,7 +109,7 @@ def histogram(sizes: list[int]) -> list[str]:
 
 def replay(n: int, cuts: dict[str, list[int]]) -> list[str]:
     """Append the seq output to fresh stores, cut as given, from this thread alone."""
-    from engine.logstore import LogStore
+    from lacrimosa.engine.logstore import LogStore
 
     data = b"".join(b"%d\n" % i for i in range(1, n + 1))
     out = [f"  {'chunks':<28}{'appends':>8}{'ms (median of 5)':>18}{'µs/append':>11}{'ns/line':>9}"]

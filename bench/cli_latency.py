@@ -1,6 +1,6 @@
 """cli latency: wall time of a one-shot `lacrimosa ps --json` against a running console.
 
-A console with 5 processes is started in the background (``python -m api.cli up --headless -f
+A console with 5 processes is started in the background (``python -m lacrimosa.api.cli up --headless -f
 CONFIG``, from a temporary project folder, so the CLI finds it the way a user's shell would);
 once ``ps`` answers with all 5 running, each round times ``python -c pass`` and then
 ``lacrimosa ps --json`` (process start to exit, output read and checked to be the JSON of 5
@@ -10,8 +10,8 @@ Bytecode is cached as on a user's machine: PYTHONDONTWRITEBYTECODE is unset and 
 to a temporary PYTHONPYCACHEPREFIX (nothing is written into the checkout), warmed by the calls
 made while waiting for the console.
 
-Which ``lacrimosa``: the installed entry point's equivalent, ``python -c "from api.cli import
-main; ..."`` with the code on PYTHONPATH. When the repo's ``./lacrimosa`` launcher has its
+Which ``lacrimosa``: the installed entry point's equivalent, ``python -c "from lacrimosa.api.cli
+import main; ..."``, with a ``lacrimosa`` package pointing at the code measured on PYTHONPATH. When the repo's ``./lacrimosa`` launcher has its
 ``.venv`` set up already, the launcher is measured too (it is never set up from here: that would
 install packages). ``--cli "COMMAND"`` measures any other command instead.
 
@@ -40,6 +40,7 @@ from bench._common import (
     fmt_ms,
     main,
     median,
+    package_shim,
     percentile,
     startup_env,
 )
@@ -49,7 +50,7 @@ QUICK_ROUNDS = 5
 PROCESSES = 5
 TARGET = 0.080
 READY_TIMEOUT = 30.0
-ENTRY_POINT = "import sys; from api.cli import main; sys.exit(main())"
+ENTRY_POINT = "import sys; from lacrimosa.api.cli import main; sys.exit(main())"
 
 CONFIG = textwrap.dedent("""\
     # lacrimosa bench: five quiet processes
@@ -126,13 +127,13 @@ def measure(cli_commands: dict[str, list[str]], rounds: int) -> dict[str, list[f
             CONFIG.format(processes="\n".join(PROCESS.format(i=i) for i in range(1, PROCESSES + 1)))
         )
         env = startup_env(Path(tmp) / "pycache")
-        env["PYTHONPATH"] = str(root)
+        env["PYTHONPATH"] = str(package_shim(root, Path(tmp) / "shim"))
         env.pop("LACRIMOSA_HOME", None)
         python = [sys.executable, "-c", ENTRY_POINT]
         log = Path(tmp) / "console.log"
         with log.open("wb") as log_file:
             console = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "up", "--headless", "-f", str(config)],
+                [sys.executable, "-m", "lacrimosa.api.cli", "up", "--headless", "-f", str(config)],
                 cwd=project,
                 env=env,
                 stdin=subprocess.DEVNULL,

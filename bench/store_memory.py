@@ -1,7 +1,7 @@
 """store memory: what 1M lines of 100 bytes cost in the log store, against the raw bytes.
 
 The lines (99 visible bytes plus a newline, distinct contents) are appended to a
-``engine.logstore.LogStore`` in chunks of random sizes between 64 KiB and 1 MiB that cut lines
+``lacrimosa.engine.logstore.LogStore`` in chunks of random sizes between 64 KiB and 1 MiB that cut lines
 anywhere, as pipe reads would. The measurement runs in a fresh interpreter (a child of this
 script) so that nothing else lives in its heap. Three views, all reported:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import Row, code_root, fmt_mb, main, rss_bytes
+from bench._common import Row, code_root, fmt_mb, main, rss_bytes, use_root
 
 LINES = 1_000_000
 QUICK_LINES = 100_000
@@ -69,7 +69,7 @@ def measure(count: int) -> dict[str, float]:
     """Runs in the fresh child: append, then look at the store and the process."""
     import numpy as np  # noqa: F401  (imported before the baseline, as the engine needs it)
 
-    from engine.logstore import LogStore
+    from lacrimosa.engine.logstore import LogStore
 
     gc.collect()
     rss_before = rss_bytes()
@@ -156,7 +156,7 @@ def run(quick: bool) -> list[Row]:
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        sys.path.insert(0, sys.argv[3])
+        use_root(Path(sys.argv[3]))
         print(json.dumps(measure(int(sys.argv[2]))))
         sys.exit(0)
     sys.exit(main(run, __doc__))

@@ -9,7 +9,7 @@ each time for 5 s (1.5 s with ``--quick``) plus a second's margin, in three phas
 
 1. **no TUI**: the console alone, before the app starts (the reference for what the sequencer
    accepts; it also fills the journal, so the event list is full in both phases below);
-2. **idle**: the real app (``tui.app.LacrimosaApp``) under ``app.run_test(size=(120, 40))``,
+2. **idle**: the real app (``lacrimosa.tui.app.LacrimosaApp``) under ``app.run_test(size=(120, 40))``,
    switched to the Events view (key ``3``), following the newest event, nothing arriving: the
    reference for the TUI's figures;
 3. **blast**: the same app while the sender sends, so every 20 Hz poll sees the journal move and
@@ -70,7 +70,7 @@ SENDER_MARGIN = 1.0  # the sender runs this much longer than the measured window
 KEY_INTERVAL = 0.2
 KEYS = ("up", "end", "2", "3")
 KEY_TIMEOUT = 2.0  # a key with no frame by then is counted as missed
-POLL_INTERVAL = 0.05  # the app's (tui.app.POLL_INTERVAL), for the notes
+POLL_INTERVAL = 0.05  # the app's (lacrimosa.tui.app.POLL_INTERVAL), for the notes
 TARGET = 0.100
 START_TIMEOUT = 30.0
 
@@ -344,9 +344,9 @@ async def blast(
 
 
 async def measure(seconds: float) -> dict[str, Any]:
-    from engine.config import load_config
-    from engine.console import Console
-    from tui.app import LacrimosaApp
+    from lacrimosa.engine.config import load_config
+    from lacrimosa.engine.console import Console
+    from lacrimosa.tui.app import LacrimosaApp
 
     with tempfile.TemporaryDirectory(prefix="lacrimosa-bench-tui-events-") as tmp:
         folder = Path(tmp)
@@ -432,7 +432,7 @@ def _keys_note(label: str, phase: Phase) -> str:
 
 
 def run(quick: bool) -> list[Row]:
-    require("engine.sequencer", "tui.events_view", "tui.app")
+    require("lacrimosa.engine.sequencer", "lacrimosa.tui.events_view", "lacrimosa.tui.app")
     seconds = QUICK_SECONDS if quick else SECONDS
     result = asyncio.run(measure(seconds))
     idle, busy, solo = result["idle"], result["blast"], result["solo"]

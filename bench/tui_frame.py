@@ -1,6 +1,6 @@
 """tui frame: time per frame of the log view, 10M lines stored, 100k lines/s arriving.
 
-The real app (``tui.app.LacrimosaApp``) runs headless under ``app.run_test(size=(120, 40))`` on
+The real app (``lacrimosa.tui.app.LacrimosaApp``) runs headless under ``app.run_test(size=(120, 40))`` on
 a ``Console`` of 3 processes (not started: the bench writes their output into the store itself).
 The store is filled with 10M short lines first (split between the 3 processes); then a writer
 thread appends 100k lines/s (a ~1000-line chunk every 10 ms, round-robin over the processes,
@@ -92,9 +92,9 @@ class Writer(threading.Thread):
 
 
 async def measure(stored: int, seconds: float) -> dict[str, Any]:
-    from engine.config import Config, ProcessSpec
-    from engine.console import Console
-    from tui.app import LacrimosaApp
+    from lacrimosa.engine.config import Config, ProcessSpec
+    from lacrimosa.engine.console import Console
+    from lacrimosa.tui.app import LacrimosaApp
 
     with tempfile.TemporaryDirectory(prefix="lacrimosa-bench-") as tmp:
         workdir = Path(tmp)
@@ -192,7 +192,7 @@ async def measure(stored: int, seconds: float) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[Row]:
-    require("tui.app")
+    require("lacrimosa.tui.app")
     stored = QUICK_LINES if quick else LINES
     seconds = QUICK_SECONDS if quick else SECONDS
     ref = asyncio.run(measure(REFERENCE_LINES, seconds))

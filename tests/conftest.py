@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import write_config
 
-from engine.config import load_config
-from engine.console import Console
+from lacrimosa.engine.config import load_config
+from lacrimosa.engine.console import Console
 
 
 @pytest.fixture

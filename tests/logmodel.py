@@ -25,9 +25,9 @@ from unittest import mock
 
 from hypothesis import strategies as st
 
-from engine import logstore
-from engine.logstore import STDERR, STDOUT, SYSTEM, LogLine, LogSnapshot, LogStore
-from engine.query import LogQuery
+from lacrimosa.engine import logstore
+from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM, LogLine, LogSnapshot, LogStore
+from lacrimosa.engine.query import LogQuery
 
 PROCESSES = ("api", "worker", "db")
 START_TIME = 1_700_000_000.0

@@ -22,13 +22,13 @@ from typing import IO, Any
 import pytest
 from helpers import pid_alive, wait_until
 
-from api.client import ControlClient
-from api.protocol import dispatch, follow
-from api.server import ControlServer
-from engine.errors import ConsoleError
-from engine.paths import socket_path
+from lacrimosa.api.client import ControlClient
+from lacrimosa.api.protocol import dispatch, follow
+from lacrimosa.api.server import ControlServer
+from lacrimosa.engine.errors import ConsoleError
+from lacrimosa.engine.paths import socket_path
 
-CLI = [sys.executable, "-m", "api.cli"]
+CLI = [sys.executable, "-m", "lacrimosa.api.cli"]
 REPO = Path(__file__).resolve().parent.parent
 
 CONFIG = f"""
@@ -616,7 +616,7 @@ def _events_address(console: RunningConsole) -> tuple[str, int]:
 
 
 def test_events_are_sent_with_udp_and_read_with_the_cli(tmp_path: Path) -> None:
-    from engine.events import encode_frame
+    from lacrimosa.engine.events import encode_frame
 
     running = start_console(tmp_path, EVENTS_CONFIG)
     address = _events_address(running)

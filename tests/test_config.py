@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import write_config
 
-from engine.config import DEFAULT_LOG_BUDGET, RESTART_POLICIES, load_config
-from engine.errors import ConfigError
+from lacrimosa.engine.config import DEFAULT_LOG_BUDGET, RESTART_POLICIES, load_config
+from lacrimosa.engine.errors import ConfigError
 
 HEAD = '[processes.web]\ncmd = "python -m http.server"\n'
 

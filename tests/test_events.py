@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine.events import (
+from lacrimosa.engine.events import (
     CLOCK_IGNORED,
     COUNTER_BITS,
     EVENT_DTYPE,

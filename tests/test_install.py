@@ -135,7 +135,11 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
     )
     assert installed.returncode == 4 and "no lacrimosa.toml or Procfile here" in installed.stderr
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import engine, api, tui; print(engine.__file__)"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import lacrimosa.engine; print(lacrimosa.engine.__file__)",
+        ],
         cwd=outside,
         env=env,
         capture_output=True,
@@ -143,3 +147,24 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
         timeout=60,
     )
     assert str(venv) in where.stdout
+    # The project adds exactly one import name: a user's own `api` or `engine` is never shadowed.
+    assert installed_top_level_names(venv) == {"lacrimosa"}
+    version = subprocess.run(
+        [str(venv / "bin" / "lacrimosa"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.startswith("lacrimosa ")
+
+
+def installed_top_level_names(venv: Path) -> set[str]:
+    """The import names the lacrimosa distribution installed, from its RECORD."""
+    code = (
+        "import importlib.metadata as m\n"
+        "files = m.distribution('lacrimosa').files or []\n"
+        "names = {f.parts[0].removesuffix('.py') for f in files if f.suffix == '.py' or len(f.parts) > 1}\n"
+        "print('\\n'.join(sorted(n for n in names if not n.endswith(('.dist-info', '.data')) and n != '..')))\n"
+    )
+    listed = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    return set(listed.stdout.split())

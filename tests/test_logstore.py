@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from logmodel import GEOMETRY, MAX_LINE, Harness, line_key, op_lists, snapshot_lines
 
-from engine import logstore
-from engine.logstore import (
+from lacrimosa.engine import logstore
+from lacrimosa.engine.logstore import (
     BLOCK_BYTES,
     STDERR,
     STDOUT,

@@ -18,9 +18,9 @@ from logmodel import (
     op_lists,
 )
 
-from engine import query as query_module
-from engine.logstore import STDERR, STDOUT, SYSTEM, LogStore
-from engine.query import LogQuery, LogView
+from lacrimosa.engine import query as query_module
+from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM, LogStore
+from lacrimosa.engine.query import LogQuery, LogView
 
 NEAR_END_DEFAULT = query_module._NEAR_END_LINES
 

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from helpers import send_events, wait_until
 
-from api.protocol import dispatch, follow
-from engine import sequencer as sequencer_module
-from engine.config import SequencerSettings, load_config
-from engine.console import Console
-from engine.errors import ConsoleError, JournalError
-from engine.events import MAX_CLOCK_AHEAD_MS, TEXT, Event, encode_frame, lamport_wall_time
-from engine.journal import Journal
-from engine.query import LogQuery
-from engine.sequencer import Sequencer
-from engine.udp import Receiver, RecvIntoReceiver
+from lacrimosa.api.protocol import dispatch, follow
+from lacrimosa.engine import sequencer as sequencer_module
+from lacrimosa.engine.config import SequencerSettings, load_config
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.errors import ConsoleError, JournalError
+from lacrimosa.engine.events import MAX_CLOCK_AHEAD_MS, TEXT, Event, encode_frame, lamport_wall_time
+from lacrimosa.engine.journal import Journal
+from lacrimosa.engine.query import LogQuery
+from lacrimosa.engine.sequencer import Sequencer
+from lacrimosa.engine.udp import Receiver, RecvIntoReceiver
 
 SEQUENCED = """
 [processes.idle]

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from helpers import group_pids, pid_alive, wait_until, write_config
 
-from engine.console import Console
-from engine.errors import ConsoleError, NoSuchProcess
-from engine.guardian import tagged_pids
-from engine.logstore import STDERR, STDOUT, SYSTEM
-from engine.query import LogQuery, LogView
-from engine.supervisor import ProcessInfo
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.errors import ConsoleError, NoSuchProcess
+from lacrimosa.engine.guardian import tagged_pids
+from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM
+from lacrimosa.engine.query import LogQuery, LogView
+from lacrimosa.engine.supervisor import ProcessInfo
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -452,8 +452,8 @@ CONSOLE_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
 from typing import Any
-from engine.config import load_config
-from engine.console import Console
+from lacrimosa.engine.config import load_config
+from lacrimosa.engine.console import Console
 
 root = Path(sys.argv[1])
 console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")
@@ -548,9 +548,9 @@ ESCAPEE_CONSOLE_SCRIPT = """
 import json, os, sys, time
 from pathlib import Path
 from typing import Any
-from engine.config import load_config
-from engine.console import Console
-from engine.guardian import tagged_pids
+from lacrimosa.engine.config import load_config
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.guardian import tagged_pids
 
 root = Path(sys.argv[1])
 console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")

@@ -23,20 +23,20 @@ from textual import events
 from textual.pilot import Pilot
 from textual.strip import Strip
 
-from engine.console import Console
-from engine.logstore import STDOUT, LogStore
-from engine.query import LogView
-from engine.supervisor import State
-from tui import LacrimosaApp, palette
-from tui.line_render import (
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.logstore import STDOUT, LogStore
+from lacrimosa.engine.query import LogView
+from lacrimosa.engine.supervisor import State
+from lacrimosa.tui import LacrimosaApp, palette
+from lacrimosa.tui.line_render import (
     CONTINUED_MARKER,
     CROPPED_MARKER,
     LineFormat,
     decode_for_terminal,
     format_log_line,
 )
-from tui.log_pane import LogPane
-from tui.process_table import ProcessTable, format_count
+from lacrimosa.tui.log_pane import LogPane
+from lacrimosa.tui.process_table import ProcessTable, format_count
 
 SIZE = (80, 24)
 PYTHON = sys.executable
@@ -559,8 +559,8 @@ async def test_two_million_lines_render_and_scroll_to_the_end(console, monkeypat
 def test_tui_does_not_import_the_api_package() -> None:
     code = textwrap.dedent("""
         import sys
-        import tui
-        leaked = sorted(m for m in sys.modules if m == "api" or m.startswith("api."))
+        import lacrimosa.tui.app
+        leaked = sorted(m for m in sys.modules if m.startswith("lacrimosa.api"))
         assert not leaked, leaked
     """)
     repo = Path(__file__).resolve().parent.parent

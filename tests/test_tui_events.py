@@ -20,15 +20,21 @@ from textual import events
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
-from engine.console import Console
-from engine.events import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
-from engine.journal import Journal
-from engine.supervisor import State
-from tui import LacrimosaApp
-from tui.event_render import RowFormat, describe_event, event_row, hex_dump, payload_preview
-from tui.event_rows import EventFilter, build_rows
-from tui.events_view import EventList, EventsView, parse_number
-from tui.overview import OverviewView
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.events import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
+from lacrimosa.engine.journal import Journal
+from lacrimosa.engine.supervisor import State
+from lacrimosa.tui import LacrimosaApp
+from lacrimosa.tui.event_render import (
+    RowFormat,
+    describe_event,
+    event_row,
+    hex_dump,
+    payload_preview,
+)
+from lacrimosa.tui.event_rows import EventFilter, build_rows
+from lacrimosa.tui.events_view import EventList, EventsView, parse_number
+from lacrimosa.tui.overview import OverviewView
 
 SIZE = (80, 24)
 

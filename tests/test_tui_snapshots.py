@@ -30,11 +30,11 @@ from helpers import wait_until
 from rich.text import Text
 from textual.pilot import Pilot
 
-from engine.console import Console
-from engine.logstore import STDERR, STDOUT
-from tui import LacrimosaApp
-from tui.log_pane import LogPane
-from tui.process_table import ProcessTable
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.logstore import STDERR, STDOUT
+from lacrimosa.tui import LacrimosaApp
+from lacrimosa.tui.log_pane import LogPane
+from lacrimosa.tui.process_table import ProcessTable
 
 SIZE = (80, 24)
 

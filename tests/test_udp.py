@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import wait_until
 
-from engine import udp
+from lacrimosa.engine import udp
 
 BACKEND_CLASSES: dict[str, type[udp.Receiver]] = {
     "recvmmsg": udp.RecvmmsgReceiver,

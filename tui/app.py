@@ -32,11 +32,10 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
-from engine.console import Console
-from engine.errors import LacrimosaError
-from engine.logstore import STDERR, STDOUT, STREAM_NAMES
-from engine.query import LogQuery
-
+from ..engine.console import Console
+from ..engine.errors import LacrimosaError
+from ..engine.logstore import STDERR, STDOUT, STREAM_NAMES
+from ..engine.query import LogQuery
 from .events_view import EventsView
 from .log_pane import LogPane
 from .overview import OverviewView

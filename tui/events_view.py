@@ -31,10 +31,9 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-from engine.console import Console
-from engine.events import Event
-from engine.journal import Journal
-
+from ..engine.console import Console
+from ..engine.events import Event
+from ..engine.journal import Journal
 from .event_render import (
     RowFormat,
     describe_event,

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from engine.logstore import STDERR, SYSTEM, LogLine
-
+from ..engine.logstore import STDERR, SYSTEM, LogLine
 from .palette import ERROR, WARNING
 
 TAB_SIZE = 8

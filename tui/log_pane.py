@@ -24,11 +24,10 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.strip import Strip
 
-from engine.console import Console
-from engine.errors import LacrimosaError
-from engine.logstore import LogLine
-from engine.query import LogQuery, LogView
-
+from ..engine.console import Console
+from ..engine.errors import LacrimosaError
+from ..engine.logstore import LogLine
+from ..engine.query import LogQuery, LogView
 from .line_render import LineFormat, format_log_line
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 

@@ -16,10 +16,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from engine.console import Console
-from engine.sequencer import DROP_CAUSES, RATE_HISTORY, Sequencer, SequencerStats
-from engine.supervisor import State
-
+from ..engine.console import Console
+from ..engine.sequencer import DROP_CAUSES, RATE_HISTORY, Sequencer, SequencerStats
+from ..engine.supervisor import State
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
 

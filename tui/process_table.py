@@ -13,9 +13,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from engine.humanize import describe_exit, format_duration
-from engine.supervisor import ProcessInfo, State
-
+from ..engine.humanize import describe_exit, format_duration
+from ..engine.supervisor import ProcessInfo, State
 from .palette import ERROR, GOOD, WARNING
 
 ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"
