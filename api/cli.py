@@ -6,6 +6,10 @@ module and what it imports at the top stay standard-library-light; ``up`` import
 the TUI only when it runs.
 
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here.
+
+What a child or a datagram wrote is printed through ``terminal_safe`` (colours kept or stripped,
+every other control sequence shown inert; ``--raw`` opts out) and every JSON document through
+``json_text`` (every control character escaped): see engine/terminal_text.py.
 """
 
 from __future__ import annotations

@@ -83,10 +83,20 @@ def terminal_safe(text: str, mode: TextMode = "color") -> str:
     return "".join(pieces)
 
 
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]+")  # runs: one call each
-_JSON_ESCAPES = {
-    code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
-}
+# Runs, so a long run costs one call. Compiled on first use (re caches it): only --json needs it.
+_JSON_UNSAFE = "[\x7f-\x9f\u2028\u2029\ud800-\udfff]+"
+
+
+class _EscapeTable(dict[int, str]):
+    """``code -> "\\uXXXX"`` for str.translate, filled as codes are met (the 2,000 surrogates
+    are not worth building at import: the one-shot CLI imports this)."""
+
+    def __missing__(self, code: int) -> str:
+        self[code] = escaped = f"\\u{code:04x}"
+        return escaped
+
+
+_JSON_ESCAPES = _EscapeTable()
 
 
 def _json_escape(match: re.Match[str]) -> str:
@@ -97,4 +107,4 @@ def json_text(value: Any, indent: int | None = None) -> str:
     """``value`` as JSON text with no raw control character in it (see the module docstring)."""
     # The characters escaped here occur only inside JSON strings (the syntax is ASCII), where
     # ``\\uXXXX`` means the same character.
-    return _JSON_UNSAFE.sub(_json_escape, json.dumps(value, ensure_ascii=False, indent=indent))
+    return re.sub(_JSON_UNSAFE, _json_escape, json.dumps(value, ensure_ascii=False, indent=indent))
