@@ -6,12 +6,16 @@ module and what it imports at the top stay standard-library-light; ``up`` import
 the TUI only when it runs.
 
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here.
+
+What a child or a datagram wrote is printed through ``terminal_safe`` (colours kept or stripped,
+every other control sequence shown inert; ``--raw`` opts out) and every JSON document through
+``json_text`` (every control character escaped): see engine/terminal_text.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -19,6 +23,7 @@ from typing import Any, NoReturn
 from ..engine.errors import LacrimosaError, NoConsole
 from ..engine.humanize import describe_exit, format_duration, local_clock
 from ..engine.paths import resolve_home
+from ..engine.terminal_text import TextMode, json_text, terminal_safe
 from .version import __version__
 from .wire import parse_duration
 
@@ -41,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self._json_errors:
             error = {"error": {"code": "usage", "message": f"{self.prog}: {message}"}}
-            self.exit(EXIT_USAGE, json.dumps(error) + "\n")
+            self.exit(EXIT_USAGE, json_text(error) + "\n")
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -56,6 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    # For commands that print what children or datagrams wrote (see engine/terminal_text.py).
+    child_text = _Parser(add_help=False)
+    shown = child_text.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="keep the colours (SGR codes) of the text shown: auto (the default) keeps them when "
+        "stdout is a terminal and NO_COLOR is unset or empty; other control sequences are "
+        "always shown as inert text (ESC as ␛)",
+    )
+    shown.add_argument(
+        "--no-color", dest="color", action="store_const", const="never", help="= --color=never"
+    )
+    shown.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the text as the console holds it, control sequences and all (not with --json)",
+    )
 
     parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
     parser.add_argument("--version", action="version", version=f"lacrimosa {__version__}")
@@ -77,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(
         "logs",
-        parents=[common, as_json],
+        parents=[common, as_json, child_text],
         help="show a process's log (all processes merged without NAME)",
     )
     logs.add_argument("name", nargs="?", type=_text, metavar="NAME")
@@ -101,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     events = commands.add_parser(
-        "events", parents=[common, as_json], help="show the newest events, oldest first"
+        "events", parents=[common, as_json, child_text], help="show the newest events, oldest first"
     )
     events.add_argument(
         "-n",
@@ -152,7 +176,10 @@ def _duration(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "raw", False) and args.json:
+        parser.error("--raw cannot be used with --json (JSON escapes every control character)")
     try:
         if args.command == "up":
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
@@ -176,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
     if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+        print(json_text({"error": {"code": code, "message": message}}), file=sys.stderr)
     else:
         print(f"lacrimosa: {message}", file=sys.stderr)
     return exit_code
@@ -218,10 +245,23 @@ def _one_shot(args: argparse.Namespace) -> int:
 
 
 def _print(args: argparse.Namespace, result: Any, text: str) -> None:
+    """``result`` as one JSON document with ``--json``, else ``text`` (safe: made so by the caller
+    where it holds a child's or a datagram's text)."""
     if args.json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json_text(result, indent=2) + "\n")
     else:
         sys.stdout.write(text + "\n")
+
+
+def _text_mode(args: argparse.Namespace) -> TextMode:
+    """How a child's or a datagram's text is written: ``--raw``, else colours kept or stripped."""
+    if args.raw:
+        return "raw"
+    color = args.color
+    if color == "auto":
+        keep = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        return "color" if keep else "plain"
+    return "color" if color == "always" else "plain"
 
 
 def _logs(args: argparse.Namespace, client: Any) -> None:
@@ -246,29 +286,36 @@ def _events(args: argparse.Namespace, client: Any) -> None:
     request = {key: value for key, value in request.items() if value is not None}
     if not args.follow:
         result = client.call("events", **request)
-        _print(args, result, _events_text(result["events"]))
+        _print(args, result, _events_text(result["events"], _text_mode(args)))
         return
+    mode = _text_mode(args)
     for batch in client.stream("events", follow=True, **request):
         if args.json:  # following: one object per line, like logs
             if batch.get("lapped"):
-                sys.stdout.write(json.dumps({"lapped": batch["lapped"]}) + "\n")
-            sys.stdout.write("".join(json.dumps(e) + "\n" for e in batch["events"]))
+                sys.stdout.write(json_text({"lapped": batch["lapped"]}) + "\n")
+            sys.stdout.write("".join(json_text(e) + "\n" for e in batch["events"]))
         else:
             if batch.get("lapped"):
                 sys.stdout.write(f"({batch['lapped']} events overwritten before they were read)\n")
             if batch["events"]:
-                sys.stdout.write(_events_text(batch["events"]) + "\n")
+                sys.stdout.write(_events_text(batch["events"], mode) + "\n")
         sys.stdout.flush()
 
 
 def _write_lines(args: argparse.Namespace, lines: Iterable[dict[str, Any]], merged: bool) -> None:
     out = sys.stdout
     if args.json:
-        out.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    elif merged:
-        out.write("".join(f"{line['process']} | {line['text']}\n" for line in lines))
+        out.write("".join(json_text(line) + "\n" for line in lines))
+        return
+    mode = _text_mode(args)
+    # Made safe one line at a time: a line holds no newline (the store splits on them), so the
+    # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours.
+    if merged:
+        out.write(
+            "".join(f"{line['process']} | {terminal_safe(line['text'], mode)}\n" for line in lines)
+        )
     else:
-        out.write("".join(line["text"] + "\n" for line in lines))
+        out.write("".join(terminal_safe(line["text"], mode) + "\n" for line in lines))
 
 
 _PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
@@ -334,10 +381,13 @@ def _status_text(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _events_text(events: list[dict[str, Any]]) -> str:
+def _events_text(events: list[dict[str, Any]], mode: TextMode) -> str:
     rows = []
     for event in events:
-        body = event["text"].replace("\n", "\\n") if "text" in event else "hex:" + event["hex"]
+        if "text" in event:
+            body = terminal_safe(event["text"].replace("\n", "\\n"), mode)
+        else:
+            body = "hex:" + event["hex"]
         flags = f" flags=0x{event['flags']:03x}" if event["flags"] else ""
         bad = " [checksum mismatch]" if not event["valid"] else ""
         rows.append(

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import queue
+import re
+import select
 import shutil
 import signal
 import socket
@@ -13,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -696,3 +699,192 @@ def test_a_follower_that_was_lapped_is_told_how_many_it_missed(tmp_path: Path) -
                 seen.append(record["seq"])
     assert lapped > 0 and seen == sorted(set(seen))  # told, and never a seq twice or back
     assert len(seen) + lapped == 200 and seen[-1] == 199  # every event seen or counted
+
+
+# -- nothing a child or a datagram writes drives the user's terminal -------------------------------
+
+HOSTILE_CHILD = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"clip \x1b]52;c;aGVsbG8=\x07 end\n")
+out.write(b"title \x1b]0;pwned\x07 end\n")
+out.write(b"clear \x1b[2J end\n")
+out.write(b"report \x1b[6n end\n")
+out.write(b"paste \x1b[201~ end\n")
+out.write(b"link \x1b]8;;https://evil.example/\x1b\\shown\x1b]8;;\x1b\\ end\n")
+out.write(b"dcs \x1bP1$r\x1b\\ apc \x1b_x\x1b\\ end\n")
+out.write(b"c1 \xc2\x9b2J \xc2\x9d0;t\xc2\x9c end\n")
+out.write(b"\x1b[31mred\x1b[0m \x1b[1;32mgreen\x1b[0m end\n")
+out.write(b"open \x1b]0;never terminated, the rest stays\n")
+out.write(b"del \x7f nul \x00 cr \r hidden\n")
+out.write(b"crlf\r\n")
+out.write(b"hostile done\n")
+out.flush()
+"""
+
+HOSTILE_SHOWN = [
+    "clip ␛]52;c;aGVsbG8=␇ end",
+    "title ␛]0;pwned␇ end",
+    "clear ␛[2J end",
+    "report ␛[6n end",
+    "paste ␛[201~ end",
+    "link ␛]8;;https://evil.example/␛\\shown␛]8;;␛\\ end",
+    "dcs ␛P1$r␛\\ apc ␛_x␛\\ end",
+    "c1 \\x9b2J \\x9d0;t\\x9c end",
+    "red green end",
+    "open ␛]0;never terminated, the rest stays",
+    "del ␡ nul ␀ cr ␍ hidden",
+    "crlf",
+    "hostile done",
+]
+COLOURED = "\x1b[31mred\x1b[0m \x1b[1;32mgreen\x1b[0m end\x1b[0m"
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+SGR = re.compile("\x1b\\[[0-9;:]*m")
+
+
+def _hostile_console(tmp_path: Path) -> RunningConsole:
+    (tmp_path / "hostile.py").write_text(HOSTILE_CHILD)
+    running = start_console(
+        tmp_path,
+        f'[processes.hostile]\ncmd = "{sys.executable} hostile.py; exec sleep 300"\n'
+        '[sequencer]\nudp = "127.0.0.1:0"\n',
+    )
+    wait_until(lambda: "hostile done" in running.run("logs", "hostile").stdout)
+    return running
+
+
+def _on_a_terminal(
+    console: RunningConsole, *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> str:
+    """The CLI's stdout when stdout is a terminal (a pty), newlines as written (no CR added)."""
+    master, slave = os.openpty()
+    attributes = termios.tcgetattr(slave)
+    attributes[1] &= ~termios.OPOST  # the pty passes bytes as written: no \n -> \r\n
+    termios.tcsetattr(slave, termios.TCSANOW, attributes)
+    try:
+        proc = subprocess.Popen(
+            [*CLI, *args],
+            cwd=console.folder,
+            env={**cli_env(), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return b"".join(chunks).decode()
+
+
+def _assert_inert(output: str, colours: bool) -> None:
+    rest = SGR.sub("", output) if colours else output
+    assert RAW_CONTROL.search(rest) is None, repr(rest)
+
+
+def test_logs_show_a_childs_control_sequences_inert(tmp_path: Path) -> None:
+    running = _hostile_console(tmp_path)
+
+    piped = running.run("logs", "hostile")  # stdout a pipe: colours stripped too
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.splitlines() == HOSTILE_SHOWN
+    _assert_inert(piped.stdout, colours=False)
+
+    merged = running.run("logs", "--grep", "report")  # the merged view's prefix is ours
+    assert merged.stdout == "hostile | report ␛[6n end\n"
+
+    on_terminal = _on_a_terminal(running, "logs", "hostile").splitlines()
+    assert on_terminal[8] == COLOURED  # colours kept on a terminal, and reset after
+    assert on_terminal[:8] + on_terminal[9:] == HOSTILE_SHOWN[:8] + HOSTILE_SHOWN[9:]
+    _assert_inert("\n".join(on_terminal), colours=True)
+
+    for no_colour, env in [
+        (("--no-color",), {}),
+        (("--color=never",), {}),
+        ((), {"NO_COLOR": "1"}),
+    ]:
+        stripped = _on_a_terminal(running, "logs", "hostile", *no_colour, env=env)
+        assert stripped.splitlines() == HOSTILE_SHOWN
+    # NO_COLOR set but empty is unset; --color=always wins over NO_COLOR and a pipe.
+    assert COLOURED in _on_a_terminal(running, "logs", "hostile", env={"NO_COLOR": ""})
+    always = cli_env() | {"NO_COLOR": "1"}
+    forced = subprocess.run(
+        [*CLI, "logs", "hostile", "--color=always"],
+        cwd=running.folder,
+        env=always,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert COLOURED in forced.stdout.splitlines()
+    _assert_inert(forced.stdout, colours=True)
+
+    # --raw: the text as the child wrote it, for a file.
+    raw = running.run("logs", "hostile", "--raw").stdout
+    for sequence in ("\x1b]52;c;aGVsbG8=\x07", "\x1b[6n", "\x1b[201~", "\x9b2J \x9d0;t\x9c"):
+        assert sequence in raw
+    assert "\x1b]8;;https://evil.example/\x1b\\shown" in _on_a_terminal(
+        running, "logs", "hostile", "--raw"
+    )
+
+    # JSON: every control character escaped, the text itself unchanged.
+    for output in (running.run("logs", "hostile", "--json").stdout,):
+        assert RAW_CONTROL.search(output) is None
+        texts = [json.loads(line)["text"] for line in output.splitlines()]
+        assert texts[0] == "clip \x1b]52;c;aGVsbG8=\x07 end"
+        assert texts[7] == "c1 \x9b2J \x9d0;t\x9c end" and texts[11] == "crlf\r"
+    assert RAW_CONTROL.search(_on_a_terminal(running, "logs", "hostile", "--json")) is None
+
+    with running.follow("logs", "hostile", "-f", "--lines", "13") as out:
+        followed = [out.readline() for _ in range(13)]
+    assert [line.rstrip("\n") for line in followed] == HOSTILE_SHOWN
+
+    refused = running.run("logs", "hostile", "--raw", "--json")
+    assert refused.returncode == 2 and "--raw" in json.loads(refused.stderr)["error"]["message"]
+    both = running.run("logs", "hostile", "--raw", "--no-color")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_events_show_c1_controls_inert(tmp_path: Path) -> None:
+    running = _hostile_console(tmp_path)
+    payload = "csi \x9b6n osc \x9d52;c;aGk=\x9c end"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(payload.encode(), _events_address(running))
+    wait_until(lambda: "end" in running.run("events").stdout)
+    shown = "csi \\x9b6n osc \\x9d52;c;aGk=\\x9c end"
+
+    piped = running.run("events").stdout
+    assert piped.rstrip("\n").endswith("  " + shown)
+    _assert_inert(piped, colours=False)
+    on_terminal = _on_a_terminal(running, "events")
+    assert on_terminal.rstrip("\n").endswith("  " + shown)
+    _assert_inert(on_terminal, colours=True)
+    assert running.run("events", "--raw").stdout.rstrip("\n").endswith("  " + payload)
+
+    document = running.run("events", "--json").stdout
+    assert RAW_CONTROL.search(document) is None and "\\u009b6n" in document
+    assert json.loads(document)["events"][0]["text"] == payload
+    with running.follow("events", "-f", "--json", "--lines", "1") as out:
+        line = out.readline()
+    assert RAW_CONTROL.search(line) is None and json.loads(line)["text"] == payload

@@ -465,9 +465,10 @@ async def test_hostile_bytes_render_safely(console, tmp_path: Path) -> None:
             "  red plain",
             "  progress 100%",
             "  nul␀here        tab",
-            "  ␇bell after osc cleared ␛ lone escape",
+            # Shown, inert: the title sequence and the line clear are text, not removed.
+            "  ␇bell ␛]0;window title␇after osc ␛[2Kcleared ␛ lone escape",
             "  crlf line",
-            "  ↵sep \ufffd c1 ␡ del ␌ ff",
+            "  ↵sep \\x85 c1 ␡ del ␌ ff",
             "  wide 中文 text",
         ]
         # 200 000 bytes with a 64 KiB line cap: four pieces, each marked as continuing but the last.
@@ -482,6 +483,43 @@ async def test_hostile_bytes_render_safely(console, tmp_path: Path) -> None:
         # The red ANSI span is kept as colour, not as text.
         red_row = rendered_strips(app)[1]
         assert any(seg.text == "red" and seg.style.color.number == 1 for seg in red_row)
+
+
+OSC8_SCRIPT = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"see \x1b]8;;https://evil.example/\x1b\\docs.example.org\x1b]8;;\x1b\\ for help\n")
+out.write(b"bel \x1b]8;;https://evil.example/\x07click\x1b]8;;\x07 \x1b[32mgreen\x1b[0m\n")
+out.write(b"c1 \xc2\x9d8;;https://evil.example/\xc2\x9c c1link \xc2\x9b2J end of osc8\n")
+out.flush()
+"""
+
+
+async def test_a_child_cannot_make_links_or_escapes_on_screen(console, tmp_path: Path) -> None:
+    """OSC 8 (with either terminator, or as 8-bit C1) is shown as inert text, never as a link:
+    a link's shown text can hide where it goes. Colours still work."""
+    (tmp_path / "osc8.py").write_text(OSC8_SCRIPT)
+    app = LacrimosaApp(
+        console(f"""
+        [processes.links]
+        cmd = "{PYTHON} osc8.py; exec sleep 60"
+    """)
+    )
+    async with app.run_test(size=(120, 24)) as pilot:
+        await select(pilot, app, "links")
+        await wait_for(pilot, lambda: shown(app, "end of osc8"), "the OSC 8 output")
+        rows = rendered_rows(app)
+        assert rows[:3] == [
+            "  see ␛]8;;https://evil.example/␛\\docs.example.org␛]8;;␛\\ for help",
+            "  bel ␛]8;;https://evil.example/␇click␛]8;;␇ green",
+            "  c1 \\x9d8;;https://evil.example/\\x9c c1link \\x9b2J end of osc8",
+        ]
+        for strip in rendered_strips(app):
+            for segment in strip:
+                assert segment.style is None or not segment.style.link, segment
+                assert not any(ch in segment.text for ch in "\x1b\x07\x9b\x9c\x9d")
+        green_row = rendered_strips(app)[1]
+        assert any(seg.text == "green" and seg.style.color.number == 2 for seg in green_row)
 
 
 def _stored_line(data: bytes):

@@ -6,8 +6,10 @@ of printable cells, so:
 
 - ``\\r``: a terminal would show what was written after the last carriage return (progress bars
   redraw the whole line), so only that part is kept; a trailing ``\\r`` (CRLF output) is dropped.
-- ANSI SGR codes become styles (rich's decoder); other escape sequences are removed by it, and a
-  stray ESC that is not part of a sequence is shown as ``␛`` rather than sent to the terminal.
+- Everything but colour is made inert first (``engine/terminal_text.py``, the rules the CLI uses
+  too): ANSI SGR codes are kept and become styles (rich's decoder); every other escape sequence
+  (OSC 8 hyperlinks, titles, clipboard writes, cursor movement) is shown as text with its ESC as
+  ``␛``, so rich never sees it (rich would turn OSC 8 into a link whose target the text hides).
 - Other control characters (C0, DEL, C1, Unicode line separators) are shown as visible symbols,
   because they would move the cursor or break the row; tabs are expanded to 8-column stops.
 - Only a bounded prefix of the bytes is decoded: the row is cropped to the screen width anyway,
@@ -18,13 +20,13 @@ Only rich is used here (no Textual), so the formatting can be tested on its own.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rich.style import Style
 from rich.text import Text
 
 from ..engine.logstore import STDERR, SYSTEM, LogLine
+from ..engine.terminal_text import VISIBLE_CONTROLS, terminal_safe
 from .palette import ERROR, WARNING
 
 TAB_SIZE = 8
@@ -42,18 +44,9 @@ _MATCH_STYLE = Style(color="black", bgcolor=WARNING, bold=True)
 _CONTINUED_STYLE = Style(color=WARNING, bold=True)
 _CROPPED_STYLE = Style(dim=True)
 
-# C0 controls except TAB (expanded later) and ESC (needed to parse ANSI codes) become the Unicode
-# "control pictures" (U+2400 + code), DEL becomes ␡; C1 controls and the Unicode line/paragraph
-# separators, which terminals and str.splitlines treat as line breaks, become visible symbols too.
-_VISIBLE_CONTROLS: dict[int, int | str] = {
-    code: 0x2400 + code for code in range(0x20) if code not in (0x09, 0x1B)
-}
-_VISIBLE_CONTROLS[0x7F] = "␡"
-_VISIBLE_CONTROLS.update({code: "\ufffd" for code in range(0x80, 0xA0)})
-_VISIBLE_CONTROLS.update({0x2028: "↵", 0x2029: "¶"})
-_STRAY_ESCAPE = "␛"
-# OSC sequences ended by BEL (window titles, hyperlinks); rich only knows the ESC \ terminator.
-_OSC_ENDED_BY_BEL = re.compile("\x1b\\][^\x07\x1b]*\x07")
+# The Unicode line/paragraph separators, which str.splitlines (and so rich) treats as line breaks,
+# become visible symbols too; the other controls are terminal_safe's (VISIBLE_CONTROLS).
+_LINE_SEPARATORS = {0x2028: "↵", 0x2029: "¶"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +68,23 @@ def decode_for_terminal(raw: bytes | memoryview, max_bytes: int) -> tuple[Text, 
     truncated = len(data) > max_bytes
     if truncated:
         data = data[:max_bytes]
-    text = data.decode("utf-8", "replace")
-    if "\x1b]" in text:
-        text = _OSC_ENDED_BY_BEL.sub("", text)
-    text = text.translate(_VISIBLE_CONTROLS)
+    # A stored line holds no newline, but one row must never become two.
+    text = data.decode("utf-8", "replace").replace("\n", "\u240a")
+    # Only SGR escapes are left after this: every other one is visible text now.
+    text = terminal_safe(text, "color")
+    if "\u2028" in text or "\u2029" in text:
+        text = text.translate(_LINE_SEPARATORS)
     # Most lines have no escape codes, and rich's ANSI decoder is the main cost of a row.
-    decoded = _decode_ansi(text) if "\x1b" in text else Text(text, no_wrap=True, end="")
+    if "\x1b" in text:
+        decoded = Text.from_ansi(text, no_wrap=True, end="")
+    else:
+        decoded = Text(text, no_wrap=True, end="")
     decoded.expand_tabs(TAB_SIZE)
     return decoded, truncated
 
 
-_VISIBLE_WITH_ESCAPE = {**_VISIBLE_CONTROLS, 0x1B: _STRAY_ESCAPE, 0x09: " "}
-_VISIBLE_KEEPING_LINES = {
-    code: symbol for code, symbol in _VISIBLE_WITH_ESCAPE.items() if code not in (0x09, 0x0A)
-}
+_VISIBLE_KEEPING_LINES: dict[int, str] = {**VISIBLE_CONTROLS, **_LINE_SEPARATORS}
+_VISIBLE_IN_A_ROW: dict[int, str] = {**_VISIBLE_KEEPING_LINES, 0x09: " ", 0x0A: "␊"}
 
 
 def make_visible(text: str, *, keep_lines: bool = False) -> str:
@@ -98,22 +94,7 @@ def make_visible(text: str, *, keep_lines: bool = False) -> str:
     handling. Tabs become one space, or are kept (with newlines) when ``keep_lines`` is set, for
     a multi-line panel that lays them out itself.
     """
-    return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE_WITH_ESCAPE)
-
-
-def _decode_ansi(text: str) -> Text:
-    """SGR codes to styles; whatever ESC is left (not part of a sequence) shown as a symbol."""
-    decoded = Text.from_ansi(text, no_wrap=True, end="")
-    if "\x1b" not in decoded.plain:
-        return decoded
-    # Same length replacement, so the decoded colour spans stay where they were.
-    return Text(
-        decoded.plain.replace("\x1b", _STRAY_ESCAPE),
-        style=decoded.style,
-        spans=decoded.spans,
-        no_wrap=True,
-        end="",
-    )
+    return text.translate(_VISIBLE_KEEPING_LINES if keep_lines else _VISIBLE_IN_A_ROW)
 
 
 def byte_budget(width: int) -> int:
