@@ -358,6 +358,7 @@ def _status_text(status: dict[str, Any]) -> str:
         f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
         f"config    {status['config']}",
         f"processes {status['processes']} ({states})",
+        "guardian  {state}, pid {pid}, restarts {restarts}".format_map(status["guardian"]),
         f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
         f"{store['evicted_blocks']} blocks evicted",
     ]

@@ -1,15 +1,23 @@
 """Loading ``lacrimosa.toml`` and ``Procfile``: every mistake reported with file, line and reason.
 
 A config is checked whole before anything starts; the first problem found is raised as a
-:class:`ConfigError`, so a bad config never half-starts a project.
+:class:`ConfigError`, so a bad config never half-starts a project. Whatever the file holds,
+:func:`load_config` returns a :class:`Config` or raises :class:`ConfigError`, never another
+exception (a test mutates valid configs at random to hold it to that): integers too long for
+Python to read (over ``sys.get_int_max_str_digits()`` digits) or nested too deeply for the parser,
+sizes beyond the bounds below, and ``cwd``/``journal`` paths the OS refuses (too long, a symlink
+loop, a file where a folder should be) are all reported with the file, the line and the key.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,7 @@ from .errors import ConfigError
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_PATTERN = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*([KMG]i?B?|B)?\s*$", re.I)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 DEFAULT_LOG_BUDGET = 256 << 20
 DEFAULT_JOURNAL_CAPACITY = 1 << 20  # slots (32 MiB)
@@ -27,6 +35,8 @@ MIN_JOURNAL_BLOB = 1 << 20
 DEFAULT_RCVBUF = 64 << 20
 RECEIVE_BACKENDS = ("auto", "recvmmsg", "recv_into", "io_uring")
 MIN_LOG_BUDGET = 8 << 20
+MAX_LOG_BUDGET = 1 << 40
+MAX_SIZE = 1 << 62  # no size above this is read at all (every size has a lower bound of its own)
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,14 @@ class Config:
 
 
 def load_config(path: Path) -> Config:
-    """Load a ``lacrimosa.toml`` or a ``Procfile`` (chosen by file name)."""
-    path = Path(path).resolve()
+    """Load a ``lacrimosa.toml`` or a ``Procfile`` (chosen by file name).
+
+    Returns a :class:`Config` or raises :class:`ConfigError` (file, line, reason); nothing else.
+    """
+    try:
+        path = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
+        raise ConfigError(path, None, f"cannot read: {_os_reason(exc)}") from None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -160,6 +176,60 @@ class _TomlLocator:
         return None
 
 
+def _first_line(text: str, pattern: re.Pattern[str]) -> int | None:
+    """The number of the first line ``pattern`` matches in, if any."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.search(line):
+            return number
+    return None
+
+
+def _most_nested_line(text: str) -> int | None:
+    """The line that opens the most arrays and inline tables (where deep nesting starts)."""
+    best, best_count = None, 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        count = line.count("[") + line.count("{")
+        if count > best_count:
+            best, best_count = number, count
+    return best
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, short whatever the value (even a 5,000-digit int,
+    whose repr Python refuses)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def _os_reason(exc: BaseException) -> str:
+    """Why the OS refused a path, without echoing the (maybe huge) path itself."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)[:200]
+
+
+def _check_path(path: Path) -> None:
+    """Raise OSError (or RuntimeError, ValueError) if the OS could never use ``path``: a name
+    or the whole path too long, a symlink loop, a file where a folder should be, a NUL. A path
+    that does not exist yet is fine."""
+    if "\0" in str(path):
+        raise ValueError("contains a NUL character")
+    resolved = path.resolve()
+    existing = resolved
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    os.stat(existing)  # ENOTDIR, ELOOP, EACCES, ENAMETOOLONG
+    if existing != resolved and not os.path.isdir(existing):  # a file where a folder should be
+        raise NotADirectoryError(20, os.strerror(20))
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+    path_max = os.pathconf(existing, "PC_PATH_MAX")
+    encoded = os.fsencode(resolved)
+    if len(encoded) >= path_max or any(len(part) > name_max for part in encoded.split(b"/")):
+        raise OSError(36, os.strerror(36))  # ENAMETOOLONG, as open() would say
+
+
 def _normalise_key(key: str) -> str:
     return ".".join(part.strip().strip("\"'") for part in key.split("."))
 
@@ -172,6 +242,19 @@ def _load_toml(path: Path, text: str) -> Config:
         line = int(match.group(1)) if match else None
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(path, line, f"invalid TOML: {reason}") from None
+    except ValueError:  # tomllib passes on int()'s refusal of an over-long literal, unlocated
+        limit = sys.get_int_max_str_digits()
+        raise ConfigError(
+            path,
+            _first_line(text, re.compile(rf"[0-9](?:_?[0-9]){{{limit},}}")),
+            f"invalid TOML: an integer with more than {limit} digits",
+        ) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(
+            path,
+            _most_nested_line(text),
+            "invalid TOML: arrays or inline tables nested too deeply",
+        ) from None
     locate = _TomlLocator(text).find
 
     for key in data:
@@ -194,11 +277,11 @@ def _load_toml(path: Path, text: str) -> Config:
 
     logs = _table(path, locate, data, "logs", {"budget", "max_line"})
     budget = _size(path, locate, logs, "logs", "budget", DEFAULT_LOG_BUDGET)
-    if budget < MIN_LOG_BUDGET:
+    if not MIN_LOG_BUDGET <= budget <= MAX_LOG_BUDGET:
         raise ConfigError(
             path,
             locate("logs", "budget"),
-            f"logs.budget must be at least {MIN_LOG_BUDGET >> 20}MiB",
+            f"logs.budget must be at least {MIN_LOG_BUDGET >> 20}MiB and at most 1TiB",
         )
     max_line = _size(path, locate, logs, "logs", "max_line", 64 << 10)
     if not 256 <= max_line <= 512 << 10:
@@ -227,6 +310,14 @@ def _sequencer_settings(path: Path, locate: Any, data: dict[str, Any]) -> Sequen
     journal = table.get("journal")
     if journal is not None and (not isinstance(journal, str) or not journal):
         raise fail("journal", "expected a file path")
+    journal_path = (path.parent / journal) if journal else None
+    if journal_path is not None:
+        try:
+            _check_path(journal_path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise fail("journal", f"cannot use this path: {_os_reason(exc)}") from None
+        if journal_path.is_dir():
+            raise fail("journal", "is a folder; expected a file path")
     capacity = table.get("capacity", DEFAULT_JOURNAL_CAPACITY)
     if (
         isinstance(capacity, bool)
@@ -247,7 +338,7 @@ def _sequencer_settings(path: Path, locate: Any, data: dict[str, Any]) -> Sequen
         raise fail("rcvbuf", "must be between 4KiB and 2GiB")
     return SequencerSettings(
         udp=_address(path, locate, table, "sequencer", "udp"),
-        journal=(path.parent / journal) if journal else None,
+        journal=journal_path,
         capacity=capacity,
         blob_size=blob,
         backend=backend,
@@ -283,27 +374,37 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
     cwd_value = table.get("cwd", ".")
     if not isinstance(cwd_value, str) or "\0" in cwd_value:
         raise fail("cwd", "must be a string (a folder, relative to the config file)")
-    cwd = (path.parent / cwd_value).resolve()
-    if not cwd.is_dir():
-        raise fail("cwd", f"folder does not exist: {cwd}")
+    try:
+        cwd = (path.parent / cwd_value).resolve()
+        is_dir = cwd.is_dir()
+    except (OSError, RuntimeError) as exc:  # too long, a symlink loop (RuntimeError), ...
+        raise fail("cwd", f"cannot use {_show(cwd_value)}: {_os_reason(exc)}") from None
+    if not is_dir:
+        raise fail("cwd", f"folder does not exist: {_show(str(cwd), 200)}")
     env = table.get("env", {})
     if not isinstance(env, dict) or not all(
         isinstance(v, (str, int, float, bool)) for v in env.values()
     ):
         raise fail("env", 'must be a table of NAME = "value"')
+    env_values = {}
     for env_name, env_value in env.items():
+        try:
+            env_values[env_name] = _env_value(env_value)
+        except ValueError:  # str() of an int too long to write out (a huge hex literal)
+            raise fail("env", f"{_show(env_name)}: the number is too large") from None
         # What exec cannot pass on would only fail later, when the process is started.
-        if not env_name or "=" in env_name or "\0" in env_name or "\0" in str(env_value):
+        if not env_name or "=" in env_name or "\0" in env_name or "\0" in env_values[env_name]:
             raise fail(
                 "env",
-                f"{env_name!r}: a name must be non-empty without '=' or NUL, a value without NUL",
+                f"{_show(env_name)}: a name must be non-empty without '=' or NUL, "
+                "a value without NUL",
             )
     restart = table.get("restart", "on-failure")
     if restart not in RESTART_POLICIES:
-        raise fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, not {restart!r}")
+        raise fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, not {_show(restart)}")
     stop_signal = _signal(table.get("stop_signal", "SIGTERM"))
     if stop_signal is None:
-        raise fail("stop_signal", f"unknown signal {table.get('stop_signal')!r}")
+        raise fail("stop_signal", f"unknown signal {_show(table.get('stop_signal'))}")
     numbers = {}
     for key, default in (
         ("stop_timeout", 5.0),
@@ -322,7 +423,7 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         name=name,
         cmd=cmd,
         cwd=cwd,
-        env={k: _env_value(v) for k, v in env.items()},
+        env=env_values,
         restart=restart,
         stop_signal=stop_signal,
         autostart=autostart,
@@ -357,7 +458,7 @@ def _size(
 ) -> int:
     value = table.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value  # the caller checks its bounds (comparing a huge int is fine)
     match = _SIZE_PATTERN.match(value) if isinstance(value, str) else None
     if not match:
         raise ConfigError(
@@ -365,8 +466,14 @@ def _size(
             locate(section, key),
             f'{section}.{key}: expected a size like "256MiB" or a number of bytes',
         )
-    unit = (match.group(2) or "").lower()[:1]
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    whole, fraction = match.group(1), match.group(2) or "0"
+    unit = _SIZE_UNITS[(match.group(3) or "").lower()[:1]]
+    # Decimal, not float: 400 nines are too large, not infinity (float → int overflowed). With
+    # at most 19 digits before the point and 9 after (a billionth of a GiB is a byte), 28-digit
+    # decimal arithmetic is exact for every size up to MAX_SIZE.
+    if len(whole) > 19 or (size := Decimal(f"{whole}.{fraction[:9]}") * unit) > MAX_SIZE:
+        raise ConfigError(path, locate(section, key), f"{section}.{key}: too large")
+    return int(size)
 
 
 def _address(path: Path, locate: Any, table: dict[str, Any], section: str, key: str) -> str | None:
@@ -383,10 +490,11 @@ def _address(path: Path, locate: Any, table: dict[str, Any], section: str, key: 
 def parse_address(value: object) -> tuple[str, int]:
     """``"host:port"`` → (host, port); raises ValueError with a reason."""
     if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f'expected "HOST:PORT", got {value!r}')
+        raise ValueError(f'expected "HOST:PORT", got {_show(value)}')
     host, _, port_text = value.rpartition(":")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"bad port in {value!r}")
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {_show(value)}")
     return host.strip("[]") or "127.0.0.1", int(port_text)
 
 

@@ -118,6 +118,7 @@ class Console:
             "states": states,
             "log_store": self.store.stats(),
             "sequencer": self.sequencer.status() if self.sequencer is not None else None,
+            "guardian": self.supervisor.guardian_info.to_dict(),
         }
 
     # -- actions ---------------------------------------------------------------------------------

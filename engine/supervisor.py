@@ -13,6 +13,17 @@ Nothing outlives the console: the group is killed when its leader exits, childre
 PR_SET_PDEATHSIG, and the guardian process (see guardian.py) kills every registered group when the
 console ends, however it ends.
 
+The guardian is watched like a child: its pidfd sits in the same selector. If it dies (``kill -9``
+of the guardian alone, the OOM killer), a new one is started at once, every live group is
+registered with it again (the stray-sweep token travels on its command line), the restart is
+counted and logged on stderr, and :attr:`Supervisor.guardian_info` shows it (``status`` does too).
+A write on the old guardian's broken pipe (EPIPE) is ignored: the pidfd is what tells. A guardian
+that keeps dying is not restarted in a tight loop: each quick death (it lived less than
+``GUARDIAN_STABLE_AFTER``) doubles the wait before the next start, from ``GUARDIAN_BACKOFF_INITIAL``
+up to ``GUARDIAN_BACKOFF_MAX`` (the first restart is immediate), and from
+``GUARDIAN_FAILING_AFTER`` quick deaths in a row the guardian shows as ``failing`` until one lives
+through the stable period.
+
 Restart policy: ``never``, ``on-failure`` (non-zero exit or killed by a signal) or ``always``; the
 delay doubles from ``backoff_initial`` up to ``backoff_max`` on each quick failure, and resets once a
 run has lasted ``stable_after`` seconds. Three or more quick failures in a row show as ``crash-loop``.
@@ -59,6 +70,10 @@ _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
 _prctl.restype = ctypes.c_int
 DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
 ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
+GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick death in a row
+GUARDIAN_BACKOFF_MAX = 30.0
+GUARDIAN_STABLE_AFTER = 10.0  # a guardian that lived this long resets the count of quick deaths
+GUARDIAN_FAILING_AFTER = 3  # quick deaths in a row from which the guardian shows as failing
 
 
 class State:
@@ -141,11 +156,30 @@ class _Guardian:
         )
         assert self._proc.stdin is not None
         self._pipe = self._proc.stdin
+        self.pid = self._proc.pid
+        self.started = time.monotonic()
+        self.pidfd = -1
+        try:
+            # Readable once the guardian has exited: the supervisor's loop selects on it.
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self.close()
+            raise
 
     def _send(self, line: str) -> None:
+        # A dead guardian's pipe raises EPIPE here; its pidfd tells the loop, which replaces it.
         with contextlib.suppress(OSError, ValueError):
             self._pipe.write(line.encode() + b"\n")
             self._pipe.flush()
+
+    def reap(self) -> int:
+        """Collect a guardian that has exited (its pidfd was readable); its exit code."""
+        code = self._proc.wait()
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+        os.close(self.pidfd)
+        self.pidfd = -1
+        return code
 
     def add(self, pgid: int) -> None:
         self._send(f"+{pgid}")
@@ -161,6 +195,35 @@ class _Guardian:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianInfo:
+    """What a client sees of the guardian: ``state`` is ``running``, ``restarting`` (dead, a new
+    one is due in ``restart_in`` seconds), ``failing`` (it died quickly
+    ``GUARDIAN_FAILING_AFTER`` times in a row; restarts go on with a growing delay, ``alive`` says
+    whether one runs now) or ``stopped`` (before start and after shutdown)."""
+
+    pid: int | None
+    alive: bool
+    restarts: int
+    state: str
+    restart_at: float | None  # monotonic
+
+    def to_dict(self) -> dict[str, Any]:
+        restart_in = None
+        if self.restart_at is not None:
+            restart_in = round(max(self.restart_at - time.monotonic(), 0.0), 3)
+        return {
+            "pid": self.pid,
+            "alive": self.alive,
+            "restarts": self.restarts,
+            "state": self.state,
+            "restart_in": restart_in,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +303,12 @@ class Supervisor:
         self._timer_seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._guardian: _Guardian | None = None
+        self._guardian_grace = 5.0
+        self._guardian_restarts = 0
+        self._guardian_failures = 0  # quick deaths in a row
+        self._guardian_restart_at: float | None = None  # monotonic, while one is due
+        # Replaced whole by the loop thread on every change; any thread may read it.
+        self.guardian_info = GuardianInfo(None, False, 0, "stopped", None)
         self._running = False
         self._shutdown_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
@@ -259,8 +328,12 @@ class Supervisor:
         """Start the loop thread and the guardian, then every autostart process."""
         if self._thread is not None:
             return
-        grace = max((m.spec.stop_timeout for m in self._managed.values()), default=5.0)
-        self._guardian = _Guardian(grace, self.token)
+        self._guardian_grace = max(
+            (m.spec.stop_timeout for m in self._managed.values()), default=5.0
+        )
+        self._guardian = _Guardian(self._guardian_grace, self.token)
+        self._selector.register(self._guardian.pidfd, selectors.EVENT_READ, ("guardian", None))
+        self._publish_guardian()
         self._running = True
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._thread = threading.Thread(target=self._loop, name="lacrimosa-supervisor", daemon=True)
@@ -361,8 +434,12 @@ class Supervisor:
                 return  # timed out; a later call may finish the job
             self._thread = None
             if self._guardian is not None:
+                self._selector.unregister(self._guardian.pidfd)
                 self._guardian.close()
                 self._guardian = None
+            self._guardian_failures = 0  # a restart still due died with the loop
+            self._guardian_restart_at = None
+            self._publish_guardian()
             self._selector.close()
             with self._commands_lock:
                 os.close(self._wake_r)
@@ -387,6 +464,8 @@ class Supervisor:
                         self._on_pipe(key.fd, *target)
                     elif kind == "exit":
                         self._on_exit(target)
+                    elif kind == "guardian":
+                        self._on_guardian_exit()
                     else:
                         self._on_wake()
                 now = time.monotonic()
@@ -458,6 +537,95 @@ class Supervisor:
                         self._store.flush(name, stream)
             self._publish_one(managed, notify=False)
         self._schedule(_TICK, self._tick)
+
+    # -- the guardian (loop thread) --------------------------------------------------------------
+
+    def _on_guardian_exit(self) -> None:
+        """The guardian died: reap it, then start another now or after a backoff."""
+        guardian = self._guardian
+        if guardian is None:
+            return
+        self._selector.unregister(guardian.pidfd)
+        code = guardian.reap()
+        self._guardian = None
+        quick = time.monotonic() - guardian.started < GUARDIAN_STABLE_AFTER
+        self._guardian_failures = self._guardian_failures + 1 if quick else 1
+        self._replace_guardian(f"the guardian (pid {guardian.pid}) {_exit_words(code)}")
+
+    def _replace_guardian(self, what: str) -> None:
+        """Start a guardian now after a first quick death, else after a doubling delay. One
+        line on stderr says what happened and what comes next."""
+        if self._guardian_failures <= 1 and self._start_guardian():
+            assert self._guardian is not None
+            _report(f"{what}; restarted as pid {self._guardian.pid}, {self._registered()}")
+            return
+        if self._guardian_failures <= 1:  # could not even start one: that counts too
+            self._guardian_failures += 1
+        failures = self._guardian_failures
+        delay = min(GUARDIAN_BACKOFF_INITIAL * 2 ** (failures - 2), GUARDIAN_BACKOFF_MAX)
+        failing = ""
+        if failures >= GUARDIAN_FAILING_AFTER:
+            failing = f" (guardian failing: {failures} quick deaths in a row)"
+        self._guardian_restart_at = time.monotonic() + delay
+        _report(f"{what}; restarting it in {delay:.2f}s{failing}")
+        self._schedule(delay, self._delayed_guardian_restart)
+        self._publish_guardian()
+
+    def _delayed_guardian_restart(self) -> None:
+        self._guardian_restart_at = None
+        if self._start_guardian():
+            assert self._guardian is not None
+            _report(f"the guardian restarted as pid {self._guardian.pid}, {self._registered()}")
+        else:
+            self._guardian_failures += 1
+            self._replace_guardian("the guardian could not be started")
+
+    def _start_guardian(self) -> bool:
+        """A new guardian, told every live group (the token is on its command line)."""
+        try:
+            guardian = _Guardian(self._guardian_grace, self.token)
+        except (OSError, subprocess.SubprocessError) as exc:
+            _report(f"could not start the guardian: {exc}")
+            self._publish_guardian()
+            return False
+        self._guardian = guardian
+        self._guardian_restarts += 1
+        for managed in self._managed.values():
+            if managed.run is not None:
+                guardian.add(managed.run.pid)
+        self._selector.register(guardian.pidfd, selectors.EVENT_READ, ("guardian", None))
+
+        def stable() -> None:
+            if self._guardian is guardian:
+                self._guardian_failures = 0
+                self._publish_guardian()
+
+        self._schedule(GUARDIAN_STABLE_AFTER, stable)
+        self._publish_guardian()
+        return True
+
+    def _registered(self) -> str:
+        groups = sum(1 for m in self._managed.values() if m.run is not None)
+        return f"{groups} process group{'' if groups == 1 else 's'} registered again"
+
+    def _publish_guardian(self) -> None:
+        guardian = self._guardian
+        if self._guardian_failures >= GUARDIAN_FAILING_AFTER:
+            state = "failing"
+        elif guardian is not None:
+            state = "running"
+        elif self._guardian_restart_at is not None:
+            state = "restarting"
+        else:
+            state = "stopped"
+        self.guardian_info = GuardianInfo(
+            guardian.pid if guardian is not None else None,
+            guardian is not None,
+            self._guardian_restarts,
+            state,
+            self._guardian_restart_at,
+        )
+        self.version += 1
 
     # -- children --------------------------------------------------------------------------------
 
@@ -745,6 +913,12 @@ class Supervisor:
                 listeners = list(self._listeners)
             for listener in listeners:
                 listener()
+
+
+def _report(message: str) -> None:
+    """One line on the console's stderr (under the TUI, Textual captures it)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"lacrimosa: {message}", file=sys.stderr, flush=True)
 
 
 def _exit_words(code: int) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from helpers import write_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lacrimosa.engine.config import DEFAULT_LOG_BUDGET, RESTART_POLICIES, load_config
 from lacrimosa.engine.errors import ConfigError
@@ -68,6 +70,37 @@ TOML_ERRORS = {
     "bad http bind": (HEAD + '[http]\nbind = "localhost"  # <-\n', "HOST:PORT"),
     "bad udp port": (HEAD + '[sequencer]\nudp = "127.0.0.1:99999"  # <-\n', "bad port"),
     "sequencer not a table": ('sequencer = "127.0.0.1:9000"  # <-\n' + HEAD, "must be a table"),
+    # Values that used to end in a traceback instead of file:line: reason.
+    "a size of 400 nines": (HEAD + f'[logs]\nbudget = "{"9" * 400}"  # <-\n', "too large"),
+    "a size integer over 1TiB": (HEAD + f"[logs]\nbudget = {'9' * 30}  # <-\n", "at most 1TiB"),
+    "an integer literal over 4300 digits": (
+        HEAD + f"[logs]\nbudget = {'9' * 4301}  # <-\n",
+        "more than 4300 digits",
+    ),
+    "an integer literal over 4300 digits with underscores": (
+        HEAD + f"stop_timeout = 1{'_1' * 4400}  # <-\n",
+        "more than 4300 digits",
+    ),
+    "a huge hex env value": (HEAD + f"env = {{ A = 0x{'f' * 5000} }}  # <-\n", "too large"),
+    "a huge hex signal": (HEAD + f"stop_signal = 0x{'f' * 5000}  # <-\n", "unknown signal"),
+    "a huge hex restart": (HEAD + f"restart = 0x{'f' * 5000}  # <-\n", "must be one of"),
+    "arrays nested too deeply": (
+        HEAD + f"env = {'[' * 3000}{']' * 3000}  # <-\n",
+        "nested too deeply",
+    ),
+    "a cwd too long for the OS": (HEAD + f'cwd = "{"a" * 300}"  # <-\n', "too long"),
+    "a cwd path too long for the OS": (HEAD + f'cwd = "{"a/" * 3000}"  # <-\n', "too long"),
+    "a journal too long for the OS": (
+        HEAD + f'[sequencer]\nudp = "127.0.0.1:9000"\njournal = "{"j" * 300}"  # <-\n',
+        "File name too long",
+    ),
+    "a journal under a file": (
+        HEAD + '[sequencer]\njournal = "lacrimosa.toml/events"  # <-\n',
+        "Not a directory",
+    ),
+    "a journal that is a folder": (HEAD + '[sequencer]\njournal = "."  # <-\n', "is a folder"),
+    "a port in other digits": (HEAD + '[http]\nbind = "h:\u00b2"  # <-\n', "bad port"),
+    "a port too long to read": (HEAD + f'[http]\nbind = "h:{"9" * 5000}"  # <-\n', "bad port"),
 }
 
 
@@ -262,3 +295,140 @@ def test_a_procfile_works_as_is(tmp_path: Path) -> None:
         assert spec.restart == "on-failure"
         assert spec.autostart is True
     assert config.log_budget_bytes == DEFAULT_LOG_BUDGET
+
+
+def test_symlink_loops_are_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    path = write_config(tmp_path, HEAD + 'cwd = "loop"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.line == 3 and "processes.web.cwd" in caught.value.reason
+    (tmp_path / "Procfile").symlink_to("Procfile")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "Procfile")
+
+
+# -- whatever the text, a Config or a ConfigError ------------------------------------------------
+
+# The README's full example (kept in step by hand) and the demo's config.
+README_EXAMPLE = """
+[processes.api]
+cmd = "python -m http.server 8000"   # run with /bin/sh -c, in its own process group
+cwd = "."                            # relative to this file
+env = { PORT = "8000" }              # added to the console's environment
+restart = "on-failure"               # never | on-failure | always
+stop_signal = "SIGTERM"              # sent to the whole process group on stop
+stop_timeout = 5                     # seconds before SIGKILL to the group
+backoff_initial = 0.5                # restart delay, doubled on each quick failure...
+backoff_max = 30                     # ...up to this
+stable_after = 10                    # a run this long resets the backoff
+autostart = true                     # false: start it by hand (`lacrimosa start api`)
+
+[logs]
+budget = "256MiB"                    # memory for all logs; the oldest whole blocks go first
+max_line = "64KiB"                   # longer lines are split into pieces (and counted)
+
+[sequencer]
+udp = "127.0.0.1:9000"               # receive events here (no sequencer without it)
+journal = ".lacrimosa/events.journal" # relative to this file; default: in the state folder
+capacity = 1048576                   # slots in the journal's ring (32 bytes each)
+blob = "128MiB"                      # room for the events' payloads
+backend = "auto"                     # auto (recvmmsg) | recvmmsg | recv_into | io_uring
+rcvbuf = "64MiB"                     # the kernel receive buffer asked for
+
+[http]
+bind = "127.0.0.1:3000"              # parsed and checked; the HTTP API comes in a later release
+"""
+DEMO = (Path(__file__).resolve().parent.parent / "demo" / "lacrimosa.toml").read_text()
+VALID = [README_EXAMPLE, DEMO, HEAD]
+
+_toml_strings = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\\n\r'), max_size=40
+).map(lambda text: f'"{text}"')
+_toml_values = st.one_of(
+    st.integers().map(str),
+    st.sampled_from(
+        [
+            "9" * 400,
+            "9" * 4301,
+            "1_" * 2200 + "1",
+            "0x" + "f" * 5000,
+            "-0",
+            "inf",
+            "-inf",
+            "nan",
+            "1e400",
+            "-1.5",
+            "true",
+            "false",
+            "1979-05-27T07:32:00Z",
+            "07:32:00",
+            "[]",
+            "{}",
+            '["a", 1]',
+            "{ a = 1 }",
+            "[" * 3000 + "]" * 3000,
+            '"' + "9" * 400 + '"',
+            '"' + "a" * 300 + '"',
+            '"' + "a/" * 3000 + '"',
+            '"/dev/null/x"',
+            '"lacrimosa.toml/x"',
+            '"."',
+            '"h:\u00b2"',
+            '"\\u0000"',
+            '"SIGKILL"',
+            '"1.5 GiB"',
+            "'''multi\nline'''",
+        ]
+    ),
+    _toml_strings,
+    st.floats().map(repr),
+)
+
+
+@st.composite
+def mutated_configs(draw: st.DrawFn) -> str:
+    lines = draw(st.sampled_from(VALID)).splitlines()
+    for _ in range(draw(st.integers(1, 4))):
+        if not lines:
+            lines.append(draw(_toml_strings))
+        index = draw(st.integers(0, len(lines) - 1))
+        line = lines[index]
+        kind = draw(st.sampled_from(["value", "value", "delete", "duplicate", "flip", "insert"]))
+        if kind == "value" and "=" in line:
+            lines[index] = line.split("=", 1)[0] + "= " + draw(_toml_values)
+        elif kind == "delete":
+            del lines[index]
+        elif kind == "duplicate":
+            lines.insert(index, line)
+        elif kind == "flip" and line:
+            at = draw(st.integers(0, len(line) - 1))
+            lines[index] = (
+                line[:at] + draw(st.characters(blacklist_categories=("Cs",))) + line[at + 1 :]
+            )
+        else:
+            key = draw(st.sampled_from(["cmd", "cwd", "env", "budget", "journal", "blob", "x"]))
+            lines.insert(index, f"{key} = {draw(_toml_values)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_any_mutation_of_a_valid_config_is_a_config_or_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "lacrimosa.toml"
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(mutated_configs())
+    def check(text: str) -> None:
+        path.write_text(text, encoding="utf-8")
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            assert error.path == path.resolve()
+            assert error.line is None or 1 <= error.line <= len(text.splitlines()) + 1
+            assert len(str(error)) < 1000, "an error message echoed a huge value"
+        else:
+            assert config.processes
+
+    for text in VALID:  # the seeds themselves load
+        path.write_text(text, encoding="utf-8")
+        assert load_config(path).processes
+    check()
