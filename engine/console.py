@@ -118,7 +118,13 @@ class Console:
             "states": states,
             "log_store": self.store.stats(),
             "sequencer": self.sequencer.status() if self.sequencer is not None else None,
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """Console-level problems to show wherever the console is looked at (status, ps, the
+        TUI): a sequencer that stopped or lost events, a journal repaired on opening."""
+        return self.sequencer.warnings() if self.sequencer is not None else []
 
     # -- actions ---------------------------------------------------------------------------------
 
