@@ -225,6 +225,9 @@ def _one_shot(args: argparse.Namespace) -> int:
         if args.command == "ps":
             result = client.call("ps")
             _print(args, result, _ps_text(result["processes"]))
+            if not args.json:  # in JSON the "warnings" field says it
+                for warning in result.get("warnings", []):
+                    print(f"lacrimosa: warning: {warning}", file=sys.stderr)
         elif args.command == "status":
             result = client.call("status")
             _print(args, result, _status_text(result))
@@ -379,6 +382,12 @@ def _status_text(status: dict[str, Any]) -> str:
     ]
     if "failure" in sequencer:
         lines.append(f"sequencer FAILED: {sequencer['failure']}")
+    elif sequencer.get("ingest_errors"):
+        lines.append(
+            f"sequencer {sequencer['ingest_errors']:,} failed batches, {sequencer['lost']:,} "
+            f"datagrams lost (last: {sequencer.get('last_error')})"
+        )
+    lines.append(f"journal   opened: {journal['opened']}")
     return "\n".join(lines)
 
 

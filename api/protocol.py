@@ -258,7 +258,10 @@ FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
 
 _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ping": lambda console, request: {"pid": os.getpid()},
-    "ps": lambda console, request: {"processes": [p.to_dict() for p in console.processes()]},
+    "ps": lambda console, request: {
+        "processes": [p.to_dict() for p in console.processes()],
+        "warnings": console.warnings(),
+    },
     "status": lambda console, request: console.status(),
     "logs": lambda console, request: _logs(console, request)[0],
     "events": _events,

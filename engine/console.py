@@ -119,7 +119,21 @@ class Console:
             "log_store": self.store.stats(),
             "sequencer": self.sequencer.status() if self.sequencer is not None else None,
             "guardian": self.supervisor.guardian_info.to_dict(),
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """Console-level problems to show wherever the console is looked at (status, ps, the
+        TUI): a sequencer that stopped or lost events, a journal repaired on opening, a guardian
+        that keeps dying (then a kill -9 of the console could leave processes behind)."""
+        found = self.sequencer.warnings() if self.sequencer is not None else []
+        guardian = self.supervisor.guardian_info
+        if guardian.state == "failing":
+            found.append(
+                f"the guardian keeps dying ({guardian.restarts} restarts): if the console is "
+                "killed now, processes that ignore SIGTERM may outlive it"
+            )
+        return found
 
     # -- actions ---------------------------------------------------------------------------------
 

@@ -67,6 +67,11 @@ CLOCK_IGNORED = 0x4000  # the sender's clock was too far ahead of ours and was n
 # would otherwise drag every later timestamp into the future.
 MAX_CLOCK_AHEAD_MS = 60_000
 COUNTER_BITS = 16
+# A lamport read back from a journal is believed only if its time is at most this far ahead of
+# now (and it is below 2**63, where the clock's int64 arithmetic ends): a damaged journal must not
+# move the clock years ahead, nor overflow it.
+MAX_LAMPORT_AHEAD_MS = 86_400_000
+LAMPORT_LIMIT = 1 << 63
 
 _DIGEST_MULTIPLIERS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
@@ -126,6 +131,19 @@ def order_key(slots: np.ndarray) -> np.ndarray:
     return np.lexsort((slots["stream"], slots["node"], slots["lamport"]))
 
 
+def plausible_lamports(lamports: np.ndarray, now_ms: int | None = None) -> np.ndarray:
+    """Which ``lamports`` (uint64) a clock may be set from: below 2**63 and at most
+    ``MAX_LAMPORT_AHEAD_MS`` ahead of now (bool per value)."""
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    values = np.asarray(lamports, dtype=np.uint64)
+    latest = np.uint64(now_ms + MAX_LAMPORT_AHEAD_MS)
+    plausible: np.ndarray = (values < np.uint64(LAMPORT_LIMIT)) & (
+        (values >> np.uint64(COUNTER_BITS)) <= latest
+    )
+    return plausible
+
+
 def lamport_wall_time(lamport: int) -> float:
     """The wall-clock time (seconds since the epoch) a lamport timestamp carries."""
     return (lamport >> COUNTER_BITS) / 1000.0
@@ -135,6 +153,10 @@ class HybridClock:
     """Stamps batches of events with strictly increasing hybrid logical timestamps."""
 
     def __init__(self, last: int = 0) -> None:
+        # The journal checks what it hands over; this is the last line: a value the int64
+        # arithmetic below cannot hold would kill the thread that stamps.
+        if not 0 <= last < LAMPORT_LIMIT >> 1:
+            raise ValueError(f"a clock cannot start from lamport {last}")
         self.last = last
         self.ignored = 0  # sender clocks not followed because they were too far ahead
 

@@ -27,20 +27,49 @@ copies what it wants, *then* reads ``tail`` again: anything below the new tail m
 overwritten while it was copying, so it is dropped and the reader is told it was lapped. Nothing a
 reader returns was ever overwritten under it.
 
-**Crash recovery.** The mapping is shared, so a SIGKILLed writer loses nothing it had stored. On
-reopen after an unclean close, the slots of the interrupted batch (``[head, reserve)``) are checked
-one by one: each is kept if its checksum matches its fields and record and it follows the previous
-event in order; the first that does not ends the journal (torn), and the header is fixed up. Then
-every held slot's checksum is verified and mismatches are counted as corrupt.
+**Opening: the counters are cross-checked, never just believed.** The header counters are hints;
+the slots (each with its own checksum) are the ground truth. A slot is *intact* when its checksum
+matches its fields and record, its record lies inside the blob region, and its lamport is a
+plausible hybrid-logical-clock value (below 2**63, its millisecond part at most
+``MAX_LAMPORT_AHEAD_MS`` (a day) ahead of now). Every open, clean or not:
+
+1. counters no writer could leave (tail above head, more than a ring held, ...) are refused;
+2. the *anchor* is found: the newest held slot that is intact and follows the one before it.
+   Held slots above it (a damaged newest event) are dropped and zeroed; if none of the newest
+   ``ANCHOR_SEARCH`` held slots is intact, the file is refused (and left unchanged);
+3. from the anchor on, slots that are intact and follow in order (lamport greater, record at the
+   previous record's end or the next lap's start) are kept: after a crash that is the interrupted
+   batch ``[head, reserve)``; past that (a head counter that is too low) a repair. The first that
+   does not follow ends the journal; claimed slots after it are zeroed (torn);
+4. ``blob_head`` and ``last_lamport`` are set from the newest kept slot, never from the counters
+   (so a bad value never reaches the clock or the blob placement), and the tail is retired as an
+   append would (ring and blob bounds);
+5. leading held slots that are not intact, or whose record the blob head has passed, are retired
+   (a tail that is too low); intact older slots that follow into the tail and are still within the
+   ring and blob bounds are taken back (a tail that is too high).
+
+A clean journal whose counters agree with its boundary slots costs a few checksums; only a
+disagreement (or an unclean close) reads more. After an unclean close every held slot is verified
+too, and mismatches (between intact ones) are counted as corrupt and read as invalid. Every repair
+is listed in :meth:`RecoveryReport.describe` (and so in ``status`` and the Overview).
+
+**The file itself.** It is opened with ``O_NOFOLLOW``: a journal path that is a symbolic link (one
+planted in the state folder by another user, say) is refused, as is anything but a regular file.
+A new journal is built under a random temporary name made with ``O_CREAT | O_EXCL | O_NOFOLLOW``
+and linked into place only if nothing has the name meanwhile (never written through a link).
 
 Single writer: the sequencer's ingest thread. Any number of readers, in any thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import mmap
 import os
+import secrets
+import stat
 import struct
 import time
 import zlib
@@ -57,7 +86,15 @@ from .config import (
     MIN_JOURNAL_CAPACITY,
 )
 from .errors import JournalError
-from .events import EVENT_DTYPE, Event, crc32_slices, decode_record, fields_digest, matching
+from .events import (
+    EVENT_DTYPE,
+    Event,
+    crc32_slices,
+    decode_record,
+    fields_digest,
+    matching,
+    plausible_lamports,
+)
 
 JOURNAL_MAGIC = b"LQJOURNL"
 VERSION = 1
@@ -73,6 +110,10 @@ HEAD, RESERVE, TAIL, BLOB_HEAD, BLOB_RESERVE, LAST_LAMPORT, CLEAN = range(7)
 # Records shorter than this are gathered with one vectorised mask; longer ones one copy each, where
 # the per-call cost is small beside the bytes moved.
 _MASK_GATHER_MAX = 256
+# How far below the head counter opening looks for an intact newest event before refusing.
+ANCHOR_SEARCH = 4096
+# Slots examined at once when scanning for the true extent of the journal (grows to this).
+_SCAN_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -84,6 +125,7 @@ class RecoveryReport:
     torn: int  # slots of an interrupted batch that were rejected
     corrupt: int  # held slots whose checksum does not match
     seconds: float
+    repairs: tuple[str, ...] = ()  # counters found wrong on opening, and what was done
 
     def describe(self) -> str:
         if self.created:
@@ -94,6 +136,7 @@ class RecoveryReport:
             parts.append(f"{self.kept} kept and {self.torn} torn from the interrupted write")
         if self.corrupt:
             parts.append(f"{self.corrupt} corrupt")
+        parts.extend(f"repaired: {repair}" for repair in self.repairs)
         return ", ".join(parts) + f" ({self.seconds * 1000:.0f} ms)"
 
 
@@ -104,6 +147,21 @@ class SlotBatch:
     seqs: np.ndarray  # int64
     slots: np.ndarray  # EVENT_DTYPE
     lapped: int = 0  # events the reader asked for that had already been overwritten
+
+
+@dataclass(frozen=True)
+class _OpeningPlan:
+    """What opening found the counters should be (written only once everything was checked)."""
+
+    head: int
+    tail: int
+    blob_head: int
+    last_lamport: int
+    zero_from: int  # slots [zero_from, zero_to) were claimed but are not intact: zeroed
+    zero_to: int
+    kept: int  # events of an interrupted batch that were kept
+    torn: int  # slots of an interrupted batch that were rejected
+    repairs: list[str]
 
 
 class Journal:
@@ -122,10 +180,10 @@ class Journal:
                 f"{MIN_JOURNAL_BLOB >> 20} MiB of blob space"
             )
         started = time.perf_counter()
-        created = not self.path.exists()
-        if created:
-            self._create(capacity, blob_size)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        created = False
+        if not self._existing():
+            created = self._create(capacity, blob_size)
+        self._fd = self._open()
         try:
             self._lock()
             self.capacity, self.blob_size = self._check_geometry(capacity, blob_size)
@@ -142,21 +200,26 @@ class Journal:
             offset=HEADER_SIZE + self.capacity * SLOT_SIZE,
         )
         self._blob_view = self.blob.data  # the same bytes, for slicing and CRCs
-        self._check_counters()
         clean = bool(self._counters[CLEAN])
-        kept = torn = corrupt = 0
-        if not created and not clean:
-            kept, torn = self._recover_interrupted_batch()
-            corrupt = self.verify()
-        self._counters[CLEAN] = 0  # until close(): a crash from here on is an unclean stop
+        try:
+            self._check_counters()
+            plan = self._plan_opening(clean)
+        except JournalError:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)  # the map (freed with this object) holds a dup
+            os.close(self._fd)
+            raise
+        self._counters[CLEAN] = 0  # from here on (repairs included) a crash is an unclean stop
+        self._apply(plan)
+        corrupt = 0 if created or clean else self.verify()
         self.recovery = RecoveryReport(
             created=created,
             clean=clean or created,
             events=self.head - self.tail,
-            kept=kept,
-            torn=torn,
+            kept=plan.kept,
+            torn=plan.torn,
             corrupt=corrupt,
             seconds=time.perf_counter() - started,
+            repairs=tuple(plan.repairs),
         )
         self.closed = False
 
@@ -169,22 +232,64 @@ class Journal:
     def _expected_size(self) -> int:
         return self._blob_start + self.blob_size
 
-    def _create(self, capacity: int, blob_size: int) -> None:
-        # Built under a temporary name and renamed: a half-made file never carries the real name.
+    def _existing(self) -> bool:
+        """Whether something has the journal's name (a symbolic link counts, and is refused)."""
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(info.st_mode):
+            raise JournalError(self._symlink_message())
+        return True
+
+    def _symlink_message(self) -> str:
+        return (
+            f"{self.path}: refusing to use this path as the event journal: it is a symbolic "
+            "link (anyone who can write the folder could point it at another file); set "
+            "[sequencer] journal to the real file, or remove the link"
+        )
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise JournalError(self._symlink_message()) from None
+            raise JournalError(
+                f"{self.path}: cannot open the event journal: {exc.strerror or exc}"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise JournalError(
+                f"{self.path}: refusing to use this path as the event journal: it is not a "
+                "regular file"
+            )
+        return fd
+
+    def _create(self, capacity: int, blob_size: int) -> bool:
+        """Make a new journal file; False if another one took the name meanwhile."""
+        # Built under a temporary name and linked into place: a half-made file never carries the
+        # real name. The temporary name is random and made with O_EXCL | O_NOFOLLOW, so a file or
+        # link planted in the folder is never truncated or written through.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
         geometry = _GEOMETRY.pack(
             JOURNAL_MAGIC, VERSION, HEADER_SIZE, SLOT_SIZE, 0, capacity, blob_size, time.time_ns()
         )
         size = HEADER_SIZE + capacity * SLOT_SIZE + blob_size
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.new")
+        try:
+            fd = os.open(temporary, flags, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"{self.path}: cannot make the event journal: {exc.strerror or exc}"
+            ) from None
         try:
             try:
                 # The disk space is taken now: a full disk is an error here, at start, rather
                 # than a SIGBUS (which kills the console) when the mapping first writes a page.
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
-                os.unlink(temporary)
                 raise JournalError(
                     f"{self.path}: cannot make the event journal ({size / 2**20:.0f} MiB): "
                     f"{exc.strerror or exc} (set [sequencer] capacity and blob smaller, or free "
@@ -192,9 +297,21 @@ class Journal:
                 ) from None
             os.pwrite(fd, geometry + _GEOMETRY_CRC.pack(zlib.crc32(geometry)), 0)
             os.pwrite(fd, struct.pack("<Q", 1), _COUNTERS_OFFSET + CLEAN * 8)
+            try:
+                # link() never replaces what has the name (a link planted meanwhile included).
+                os.link(temporary, self.path, follow_symlinks=False)
+            except FileExistsError:
+                return False  # opened as an existing file (and checked) by the caller
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                os.rename(temporary, self.path)  # no hard links here: replaces the name itself
+                return True
+            return True
         finally:
             os.close(fd)
-        os.rename(temporary, self.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
 
     def _check_counters(self) -> None:
         """Refuse counters that no writer could have left (a damaged file), before trusting them."""
@@ -206,8 +323,6 @@ class Journal:
             and head <= reserve <= head + self.capacity
             and blob_head <= blob_reserve <= 1 << 62
         ):
-            fcntl.flock(self._fd, fcntl.LOCK_UN)  # the map (freed with this object) holds a dup
-            os.close(self._fd)
             raise JournalError(
                 f"{self.path}: refusing to use this file as the event journal: its counters are "
                 "inconsistent (a damaged file?); move it away to start a new one"
@@ -464,51 +579,217 @@ class Journal:
 
     # -- recovery and verification ---------------------------------------------------------------
 
-    def _slot_ok(self, slot: np.void, digest: int) -> bool:
-        record = self._record_bytes(slot)
-        return len(record) == int(slot["payload_len"]) and (zlib.crc32(record) ^ digest) == int(
-            slot["checksum"]
+    def _examine(self, first: int, count: int, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the slots of events ``[first, first + count)`` and which are intact on their
+        own: checksum, record inside the blob region, plausible lamport (see the docstring)."""
+        slots = self._copy_run(first, count)
+        begins = (slots["payload_offset"] % np.uint64(self.blob_size)).astype(np.int64)
+        lengths = slots["payload_len"].astype(np.int64)
+        fits = (lengths <= self.blob_size // 2) & (begins + lengths <= self.blob_size)
+        ends = np.where(fits, begins + lengths, begins)
+        crcs = np.array(crc32_slices(self._blob_view, begins, ends), np.uint32)
+        intact = fits & ((crcs ^ fields_digest(slots)) == slots["checksum"])
+        intact &= plausible_lamports(slots["lamport"], now_ms)
+        return slots, intact
+
+    def _follows(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Whether each ``after`` slot can be the event written just after ``before``: a greater
+        lamport, and its record where the writer puts the next one (the previous record's end,
+        or the next lap's beginning when the batch did not fit before the end)."""
+        blob = np.uint64(self.blob_size)
+        end = before["payload_offset"] + before["payload_len"].astype(np.uint64)
+        next_lap = end + (blob - end % blob) % blob
+        offset = after["payload_offset"]
+        follows: np.ndarray = (after["lamport"] > before["lamport"]) & (
+            (offset == end) | (offset == next_lap)
+        )
+        return follows
+
+    def _plan_opening(self, clean: bool) -> _OpeningPlan:
+        """Decide, without writing anything, what the counters should be (see the module
+        docstring); refuse with a JournalError if the slots cannot tell."""
+        counters = self._counters
+        now_ms = time.time_ns() // 1_000_000
+        head0, tail0 = int(counters[HEAD]), int(counters[TAIL])
+        reserve0 = int(counters[RESERVE]) if not clean else head0
+        blob_head0, blob_reserve0 = int(counters[BLOB_HEAD]), int(counters[BLOB_RESERVE])
+        last0 = int(counters[LAST_LAMPORT])
+        repairs: list[str] = []
+
+        # 1. The anchor: the newest held slot that is intact and follows the one before it.
+        if head0 > tail0:
+            count = min(head0 - tail0, ANCHOR_SEARCH)
+            slots, intact = self._examine(head0 - count, count, now_ms)
+            good = intact.copy()
+            good[1:] &= ~intact[:-1] | self._follows(slots[:-1], slots[1:])
+            found = np.flatnonzero(good)
+            if len(found) == 0:
+                which = "any" if count == head0 - tail0 else f"the newest {count:,}"
+                raise JournalError(
+                    f"{self.path}: refusing to use this file as the event journal: none of "
+                    f"{which} of its {head0 - tail0:,} events is intact (a damaged file?); move "
+                    "it away to start a new one"
+                )
+            anchor = head0 - count + int(found[-1])
+            previous = slots[int(found[-1])].copy()
+            if anchor < head0 - 1:
+                repairs.append(
+                    f"the newest {head0 - 1 - anchor:,} events were damaged (checksum, order or "
+                    "an impossible timestamp) and were dropped"
+                )
+        else:
+            # Nothing held to check against (a new journal, or every event retired): the slot
+            # just below the head if it is plausible, else the counters if they are.
+            anchor = head0 - 1
+            previous = np.zeros((), EVENT_DTYPE)
+            if head0 > 0:
+                below = self.slots[anchor % self.capacity].copy()
+                if bool(plausible_lamports(below["lamport"].reshape(1), now_ms)[0]):
+                    previous = below
+                else:
+                    previous["payload_offset"] = blob_head0
+                    if bool(plausible_lamports(np.array([last0], np.uint64), now_ms)[0]):
+                        previous["lamport"] = last0
+
+        # 2. Forward from the anchor: the interrupted batch, or events past a head too low.
+        limit = min(tail0, anchor + 1) + self.capacity  # never the anchor's own slot again
+        kept_from = anchor + 1
+        run = self._scan_forward(previous, kept_from, limit, now_ms)
+        if run:
+            previous = self.slots[(kept_from + run - 1) % self.capacity].copy()
+        head = kept_from + run
+        claimed = min(max(head0, reserve0), min(tail0, head) + self.capacity)
+        torn_from, torn_to = head, claimed  # claimed by the counters, not intact: zeroed
+        kept = max(0, min(head, reserve0) - head0)
+        torn = max(0, reserve0 - max(head, head0))
+        beyond = head - max(head0, reserve0)
+        if beyond > 0:
+            repairs.append(
+                f"the head counter was {beyond:,} events behind the slots: they were kept"
+            )
+
+        # 3. Blob head and clock from the newest kept slot; the tail retired as an append would.
+        blob_head = int(previous["payload_offset"]) + int(previous["payload_len"])
+        last = int(previous["lamport"])
+        tail = max(min(tail0, head), head - self.capacity)
+        tail = self._first_at_or_above(blob_head - self.blob_size, tail, head)
+        if tail > min(tail0, head):
+            repairs.append(
+                f"{tail - min(tail0, head):,} events whose slots or records were reused were "
+                "retired"
+            )
+
+        # 4. Leading slots that are not intact, or whose record was passed: a tail too low.
+        if tail < head:
+            tail = self._first_held(tail, head, blob_head, now_ms, repairs)
+        # 5. Older intact slots that follow into the tail: a tail too high.
+        if 0 < tail < head:
+            floor_blob = max(blob_head, blob_head0, blob_reserve0) - self.blob_size
+            floor_seq = max(head, head0, reserve0) - self.capacity
+            tail = self._taken_back(tail, max(0, floor_seq), floor_blob, now_ms, repairs)
+
+        # After a crash the counters may legitimately be ahead of the slots (step 4 was cut
+        # short); a clean journal's must match, and an impossible value is reported either way.
+        last0_plausible = bool(plausible_lamports(np.array([last0], np.uint64), now_ms)[0])
+        if last != last0 and (clean or not last0_plausible):
+            repairs.append(f"the last lamport counter was {last0}, the newest event's is {last}")
+        if blob_head != blob_head0 and clean:
+            repairs.append(
+                f"the blob head counter was {blob_head0:,}, the newest record ends at {blob_head:,}"
+            )
+        return _OpeningPlan(
+            head=head,
+            tail=tail,
+            blob_head=blob_head,
+            last_lamport=last,
+            zero_from=torn_from,
+            zero_to=max(torn_from, torn_to),
+            kept=kept,
+            torn=torn,
+            repairs=repairs,
         )
 
-    def _recover_interrupted_batch(self) -> tuple[int, int]:
-        """Keep the complete slots of a batch cut short by a crash; return (kept, torn)."""
-        counters = self._counters
-        head, reserve = int(counters[HEAD]), int(counters[RESERVE])
-        blob_reserve = int(counters[BLOB_RESERVE])
-        reserve = min(max(reserve, head), head + self.capacity)
-        # Where the batch began, from the last published event rather than from BLOB_HEAD and
-        # LAST_LAMPORT: a crash between publishing those and HEAD would have moved them already.
-        # (That slot is intact: a batch never reuses the slot just below it.)
-        if head > 0:
-            previous = self.slots[(head - 1) % self.capacity]
-            last = int(previous["lamport"])
-            blob_head = int(previous["payload_offset"]) + int(previous["payload_len"])
-        else:
-            last = blob_head = 0
-        kept = 0
-        end = blob_head
-        for seq in range(head, reserve):
-            slot = self.slots[seq % self.capacity]
-            offset, length = int(slot["payload_offset"]), int(slot["payload_len"])
-            in_batch = blob_head <= offset and offset + length <= blob_reserve and offset >= end
-            digest = int(fields_digest(slot.reshape(1))[0])
-            if not (in_batch and int(slot["lamport"]) > last and self._slot_ok(slot, digest)):
-                break
-            kept += 1
-            last = int(slot["lamport"])
-            end = offset + length
-        torn = reserve - head - kept
-        for seq in range(head + kept, reserve):
+    def _scan_forward(self, previous: np.ndarray, first: int, limit: int, now_ms: int) -> int:
+        """How many slots from event ``first`` (below ``limit``) are intact and follow in order
+        from ``previous`` (read a growing chunk at a time: a clean journal reads one slot)."""
+        run = 0
+        chunk = 1
+        while first + run < limit:
+            count = min(chunk, limit - first - run)
+            slots, intact = self._examine(first + run, count, now_ms)
+            befores = np.concatenate((previous.reshape(1), slots[:-1]))
+            good = intact & self._follows(befores, slots)
+            bad = np.flatnonzero(~good)
+            if len(bad):
+                return run + int(bad[0])
+            run += count
+            previous = slots[-1]
+            chunk = min(chunk * 16, _SCAN_CHUNK)
+        return run
+
+    def _first_held(
+        self, tail: int, head: int, blob_head: int, now_ms: int, repairs: list[str]
+    ) -> int:
+        """The first event at or above ``tail`` that is intact, whose record the blob head has
+        not passed, and that the next event follows (slots below it were retired or reused).
+        Slot ``tail`` is checked first: only if it fails is the whole window read."""
+        floor = np.uint64(max(0, blob_head - self.blob_size))
+
+        def good(first: int, count: int) -> np.ndarray:
+            slots, intact = self._examine(first, count, now_ms)
+            ok: np.ndarray = intact & (slots["payload_offset"] >= floor)
+            if first + count < head:  # the last one's follower was not read: judged next time
+                ok[-1] = False
+            ok[:-1] &= self._follows(slots[:-1], slots[1:])
+            return ok
+
+        if good(tail, min(2, head - tail))[0]:
+            return tail
+        found = np.flatnonzero(good(tail, head - tail))
+        first = tail + int(found[0]) if len(found) else head - 1  # the anchor is always good
+        repairs.append(
+            f"the tail counter was {first - tail:,} events too low (records overwritten or slots "
+            "damaged): they were retired"
+        )
+        return first
+
+    def _taken_back(
+        self, tail: int, floor_seq: int, floor_blob: int, now_ms: int, repairs: list[str]
+    ) -> int:
+        """The oldest event at or above ``floor_seq`` from which every slot up to ``tail`` is
+        intact, follows in order and has its record still in place (a tail too high). Slot
+        ``tail - 1`` is checked first: only if it qualifies are more read."""
+        floor = np.uint64(max(0, floor_blob))
+
+        def good(first: int) -> np.ndarray:
+            slots, intact = self._examine(first, tail + 1 - first, now_ms)
+            ok: np.ndarray = intact[:-1] & (slots["payload_offset"][:-1] >= floor)
+            ok &= self._follows(slots[:-1], slots[1:])
+            return ok
+
+        if floor_seq >= tail or not good(tail - 1)[0]:
+            return tail
+        ok = good(floor_seq)
+        bad = np.flatnonzero(~ok)
+        back = len(ok) - (int(bad[-1]) + 1 if len(bad) else 0)
+        repairs.append(f"the tail counter was {back:,} events too high: they were kept")
+        return tail - back
+
+    def _apply(self, plan: _OpeningPlan) -> None:
+        """Write what :meth:`_plan_opening` decided: zero the torn slots, then the counters in
+        the order an append publishes them."""
+        for seq in range(plan.zero_from, plan.zero_to):
             self.slots[seq % self.capacity] = np.zeros((), EVENT_DTYPE)
-        # Publish what was kept; retirement already happened before the crash (step 1).
-        counters[BLOB_HEAD] = end
-        counters[BLOB_RESERVE] = end
-        counters[LAST_LAMPORT] = last
-        counters[HEAD] = head + kept
-        counters[RESERVE] = head + kept
-        if int(counters[TAIL]) > head + kept:
-            counters[TAIL] = head + kept
-        return kept, torn
+        counters = self._counters
+        counters[TAIL] = min(int(counters[TAIL]), plan.tail, plan.head)
+        counters[BLOB_RESERVE] = max(plan.blob_head, int(counters[BLOB_RESERVE]))
+        counters[RESERVE] = min(max(int(counters[RESERVE]), plan.head), plan.tail + self.capacity)
+        counters[BLOB_HEAD] = plan.blob_head
+        counters[LAST_LAMPORT] = plan.last_lamport
+        counters[HEAD] = plan.head
+        counters[TAIL] = plan.tail
+        counters[RESERVE] = plan.head
+        counters[BLOB_RESERVE] = plan.blob_head
 
     def verify(self) -> int:
         """Check every held slot (order and checksum); return how many are corrupt."""

@@ -17,6 +17,14 @@ CRC-32 call (driven by ``map``), plus a UTF-8 check for plain-text datagrams.
 Every datagram is counted: accepted, or dropped with a cause (``malformed``, ``bad_checksum``,
 ``oversize``), and the kernel's own drop counter for the socket (``kernel``: the receive buffer
 overflowed) is read at most once a second.
+
+**Failures are loud, and ingest goes on.** Neither thread dies silently. A batch whose ingest
+raises is lost (its datagrams are counted in ``lost``), the error is recorded (``ingest_errors``,
+``last_error``) and written to stderr (each distinct error once), and the ingest thread goes on with
+the next batch: a fault tied to one batch does not stop the events after it. After
+``MAX_CONSECUTIVE_INGEST_ERRORS`` failed batches in a row (a fault that will not pass) ingest stops;
+so does everything if the receive thread fails. Then ``failure`` is set, which the console shows as
+an error in ``status``, ``ps`` (a warning) and the TUI (a notification and the Overview).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -60,6 +69,10 @@ GIL_SWITCH_INTERVAL = 0.001
 # default one holds some 10^5 small datagrams, well under a second's drain), and a stop ends even
 # while a sender floods.
 STOP_DRAIN_SECONDS = 2.0
+# Failed batches in a row after which ingest stops for good (each failed batch is lost).
+MAX_CONSECUTIVE_INGEST_ERRORS = 8
+# Distinct error messages written to stderr (the rest are counted only).
+MAX_LOGGED_ERRORS = 16
 
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
 _FRAME_HEADER = np.dtype(
@@ -138,7 +151,13 @@ class Sequencer:
         # Per staging buffer: views of every row's record for one record length (_record_crcs).
         self._record_views: dict[int, tuple[int, list[memoryview]]] = {}
         self._threads: list[threading.Thread] = []
+        # Set when the sequencer stopped receiving or ingesting for good (see the docstring).
         self.failure: BaseException | None = None
+        self.ingest_errors = 0  # batches whose ingest raised (and were lost)
+        self.lost = 0  # datagrams in those batches
+        self.last_error: str | None = None
+        self._failures_in_a_row = 0
+        self._logged: set[str] = set()
 
     @property
     def address(self) -> str:
@@ -198,8 +217,8 @@ class Sequencer:
                 and (handed := self._hand_over(receiver)) is not receiver
             ):
                 receiver = handed
-        except BaseException as exc:  # reported in status; the console goes on without events
-            self.failure = exc
+        except BaseException as exc:  # the console goes on, without events: said loudly
+            self._failed("receive", exc, final=True)
         finally:
             self._free.put(receiver)
             self._full.put(None)  # the ingest thread ends after what was handed over
@@ -223,14 +242,50 @@ class Sequencer:
                 if batch is None:
                     break
                 receiver, count = batch
-                self.ingest(receiver, count)
-                self._free.put(receiver)
+                try:
+                    self.ingest(receiver, count)
+                    self._failures_in_a_row = 0
+                except Exception as exc:
+                    self._ingest_failed(exc, count)
+                finally:
+                    self._free.put(receiver)
                 self._tick()
         except BaseException as exc:
-            self.failure = exc
+            if self.failure is None:
+                self._failed("ingest", exc, final=True)
             self._stop.set()  # the receive thread ends too (it may wait for a buffer: give one)
             for receiver in self._receivers:
                 self._free.put(receiver)
+
+    def _ingest_failed(self, exc: Exception, count: int) -> None:
+        """One batch could not be journaled: count it, say so, and go on (or give up, raising,
+        after too many in a row)."""
+        self.ingest_errors += 1
+        self.lost += count
+        self._failures_in_a_row += 1
+        final = self._failures_in_a_row >= MAX_CONSECUTIVE_INGEST_ERRORS
+        self._failed("ingest", exc, final=final)
+        if final:
+            raise exc
+
+    def _failed(self, thread: str, exc: BaseException, *, final: bool) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.last_error = text
+        if final:
+            self.failure = exc
+        if text in self._logged and not final:
+            return
+        if len(self._logged) < MAX_LOGGED_ERRORS:
+            self._logged.add(text)
+            outcome = (
+                "events are no longer received"
+                if final
+                else f"a batch of datagrams was lost ({self.lost:,} so far); ingest goes on"
+            )
+            with contextlib.suppress(OSError, ValueError):  # stderr closed: status still says it
+                print(f"lacrimosa: sequencer {thread} failed: {text}; {outcome}", file=sys.stderr)
+                if thread == "ingest" and (final or len(self._logged) == 1):
+                    traceback.print_exception(exc, file=sys.stderr)
 
     def _tick(self) -> None:
         second = int(time.monotonic())
@@ -429,8 +484,30 @@ class Sequencer:
                 "opened": journal.recovery.describe(),
             },
         }
+        out["ingest_errors"] = self.ingest_errors
+        out["lost"] = self.lost
+        if self.last_error is not None:
+            out["last_error"] = self.last_error
         if self.failure is not None:
             out["failure"] = f"{type(self.failure).__name__}: {self.failure}"
+        return out
+
+    def warnings(self) -> list[str]:
+        """What is wrong with the sequencer, in a sentence each (empty when all is well)."""
+        out = []
+        if self.failure is not None:
+            out.append(
+                f"the event sequencer stopped: {type(self.failure).__name__}: {self.failure} "
+                "(events are no longer received)"
+            )
+        elif self.ingest_errors:
+            out.append(
+                f"the event sequencer lost {self.lost:,} datagrams in {self.ingest_errors:,} "
+                f"failed batches (last: {self.last_error})"
+            )
+        repairs = self.journal.recovery.repairs
+        if repairs:
+            out.append(f"the event journal was repaired on opening: {'; '.join(repairs)}")
         return out
 
 

@@ -41,6 +41,7 @@ from lacrimosa.engine.events import (
     Event,
     HybridClock,
     fields_digest,
+    lamport_wall_time,
 )
 from lacrimosa.engine.journal import (
     BLOB_HEAD,
@@ -1076,3 +1077,142 @@ def test_reopening_after_a_clean_close_keeps_every_event(tmp_path: Path) -> None
         check_det_events(journal)
     finally:
         journal.close()
+
+
+# -- counters cross-checked against the slots on opening (issue 6) -------------------------------
+
+TAMPER_CAPACITY = 4096
+TAMPER_EVENTS = 3000
+
+
+def tampered_journal(path: Path, kind: str, clean: bool) -> tuple[int, int, int]:
+    """A journal of ``TAMPER_EVENTS`` now-ish events, closed, then damaged as ``kind`` says;
+    return its true (tail, head, last lamport)."""
+    journal = Journal(path, TAMPER_CAPACITY, BLOB)
+    clock = HybridClock()
+    for first in range(0, TAMPER_EVENTS, 500):
+        lamports, _ = clock.stamp(np.zeros(500, np.uint64))
+        journal.append_records([b"event %d" % i for i in range(first, first + 500)], lamports)
+    truth = (journal.tail, journal.head, journal.last_lamport)
+    journal.close()
+    with raw_journal(path, TAMPER_CAPACITY) as (counters, slots, _):
+        newest = (truth[1] - 1) % TAMPER_CAPACITY
+        if kind == "last-lamport-max":
+            counters[LAST_LAMPORT] = 2**64 - 1
+        elif kind == "last-lamport-bit-62":
+            counters[LAST_LAMPORT] |= np.uint64(1 << 62)
+        elif kind == "newest-slot-lamport":
+            slots[newest]["lamport"] = 2**64 - 1
+        elif kind == "newest-slot-lamport-checksummed":  # a forger who fixed the checksum too
+            slots[newest]["lamport"] |= np.uint64(1 << 62)
+            record = b"event %d" % (truth[1] - 1)
+            digest = int(fields_digest(slots[newest : newest + 1])[0])
+            slots[newest]["checksum"] = zlib.crc32(record) ^ digest
+        elif kind == "newest-slot-offset":
+            slots[newest]["payload_offset"] += np.uint64(900_000)
+        elif kind == "head-minus-1000":
+            counters[HEAD] -= np.uint64(1000)
+            counters[RESERVE] = counters[HEAD]
+        elif kind == "tail-plus-1000":
+            counters[TAIL] += np.uint64(1000)
+        counters[CLEAN] = int(clean)
+    return truth
+
+
+# kind: (the message, how many of the newest events are lost: only damaged ones)
+TAMPERINGS = {
+    "last-lamport-max": ("the last lamport counter was 18446744073709551615", 0),
+    "last-lamport-bit-62": ("the last lamport counter was", 0),
+    "newest-slot-lamport": ("the newest 1 events were damaged", 1),
+    "newest-slot-lamport-checksummed": ("the newest 1 events were damaged", 1),
+    "newest-slot-offset": ("the newest 1 events were damaged", 1),
+    "head-minus-1000": ("the head counter was 1,000 events behind the slots", 0),
+    "tail-plus-1000": ("the tail counter was 1,000 events too high", 0),
+}
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean", "unclean"])
+@pytest.mark.parametrize("kind", sorted(TAMPERINGS))
+def test_tampered_counters_are_repaired_from_the_slots_and_never_reach_the_clock(
+    tmp_path: Path, kind: str, clean: bool
+) -> None:
+    path = tmp_path / "events.journal"
+    tail, head, last = tampered_journal(path, kind, clean)
+    message, lost = TAMPERINGS[kind]
+    journal = Journal(path, TAMPER_CAPACITY, BLOB)
+    try:
+        report = journal.recovery
+        if kind != "head-minus-1000" or clean:  # unclean: [head, reserve) is a crash's batch
+            assert message in report.describe(), report.describe()
+        assert journal.bounds() == (tail, head - lost)
+        if lost:
+            assert journal.slots[(head - 1) % TAMPER_CAPACITY].tolist() == (0, 0, 0, 0, 0, 0, 0)
+            assert journal.last_lamport < last
+        else:
+            assert journal.last_lamport == last
+        assert journal.verify() == 0
+        events = journal.read_events(range(tail, head))
+        assert [e.payload for e in events] == [b"event %d" % i for i in range(tail, head - lost)]
+        assert all(e.valid for e in events)
+        # What the clock starts from is now-ish, and it goes on from there.
+        assert abs(lamport_wall_time(journal.last_lamport) - time.time()) < 60
+        clock = HybridClock(journal.last_lamport)
+        lamports, _ = clock.stamp(np.zeros(5, np.uint64))
+        journal.append_records([b"after %d" % i for i in range(5)], lamports)
+        assert journal.verify() == 0
+        assert journal.bounds() == (tail, head - lost + 5)
+    finally:
+        journal.close()
+    again = Journal(path, TAMPER_CAPACITY, BLOB)  # repaired for good: nothing more to say
+    try:
+        assert again.recovery.clean and again.recovery.repairs == ()
+    finally:
+        again.close()
+
+
+def test_a_journal_whose_held_events_are_all_damaged_is_refused_and_left_unchanged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.journal"
+    tampered_journal(path, "none", clean=True)
+    with raw_journal(path, TAMPER_CAPACITY) as (_, _, blob):
+        blob[:] = 0  # every record gone: no slot can be trusted
+    data = path.read_bytes()
+    with pytest.raises(JournalError, match="none of its 3,000 held events is intact"):
+        Journal(path, TAMPER_CAPACITY, BLOB)
+    assert path.read_bytes() == data
+
+
+def test_a_journal_path_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious" * 1000)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "events.journal").symlink_to(victim)
+    with pytest.raises(JournalError, match="symbolic link"):
+        Journal(state / "events.journal", 64, BLOB)
+    # A dangling link (to a file it would create) is refused too, and nothing is made.
+    (state / "other.journal").symlink_to(tmp_path / "made-through-the-link")
+    with pytest.raises(JournalError, match="symbolic link"):
+        Journal(state / "other.journal", 64, BLOB)
+    assert victim.read_bytes() == b"precious" * 1000
+    assert not (tmp_path / "made-through-the-link").exists()
+    assert sorted(os.listdir(state)) == ["events.journal", "other.journal"]
+    # A real journal linked to: refused as well (the link could be swapped at any time).
+    Journal(tmp_path / "real.journal", 64, BLOB).close()
+    (state / "linked.journal").symlink_to(tmp_path / "real.journal")
+    with pytest.raises(JournalError, match="symbolic link"):
+        Journal(state / "linked.journal", 64, BLOB)
+
+
+def test_a_planted_temporary_name_is_never_written_through(tmp_path: Path) -> None:
+    # The old temporary name was predictable (pid-based); whatever is planted, it is left alone.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    for name in (f".events.journal.{os.getpid()}.new", ".events.journal.new"):
+        (tmp_path / name).symlink_to(victim)
+    journal = Journal(tmp_path / "events.journal", 64, BLOB)
+    journal.close()
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "events.journal").is_symlink()
+    assert len(os.listdir(tmp_path)) == 4  # victim, two links, the journal: no temporary left

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from helpers import send_events, wait_until
 
+from lacrimosa.api import cli as cli_module
 from lacrimosa.api.protocol import dispatch, follow
 from lacrimosa.engine import sequencer as sequencer_module
 from lacrimosa.engine.config import SequencerSettings, load_config
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConsoleError, JournalError
 from lacrimosa.engine.events import MAX_CLOCK_AHEAD_MS, TEXT, Event, encode_frame, lamport_wall_time
-from lacrimosa.engine.journal import Journal
+from lacrimosa.engine.journal import BLOB_HEAD, Journal
 from lacrimosa.engine.query import LogQuery
 from lacrimosa.engine.sequencer import Sequencer
 from lacrimosa.engine.udp import Receiver, RecvIntoReceiver
@@ -318,3 +319,69 @@ def test_a_receive_backend_that_fails_after_the_journal_and_port_were_taken_free
         again.bind(("127.0.0.1", port))  # the port was closed
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["last-lamport-max", "last-lamport-bit-62", "newest-slot-lamport", "head-minus-1000"],
+)
+def test_a_tampered_journal_is_repaired_and_real_datagrams_get_sane_lamports(
+    tmp_path: Path, udp_sender: socket.socket, kind: str
+) -> None:
+    from test_journal import TAMPER_CAPACITY, tampered_journal
+
+    path = tmp_path / "events.journal"
+    tampered_journal(path, kind, clean=kind != "newest-slot-lamport")
+    settings = SequencerSettings(udp="127.0.0.1:0", capacity=TAMPER_CAPACITY, blob_size=1 << 20)
+    sequencer = Sequencer(settings, path)
+    sequencer.start()
+    try:
+        assert "repaired" in sequencer.status()["journal"]["opened"]
+        assert any("repaired on opening" in w for w in sequencer.warnings())
+        for i in range(5):
+            udp_sender.sendto(b"fresh %d" % i, sequencer.socket_info.address)
+        wait_until(lambda: sequencer.stats().accepted == 5, message="5 events journaled")
+        fresh = sequencer.events(5)
+        assert [e.payload for e in fresh] == [b"fresh %d" % i for i in range(5)]
+        for event in fresh:
+            assert abs(lamport_wall_time(event.lamport) - time.time()) < 60
+        assert fresh[0].lamport > sequencer.events(6)[0].lamport  # after what was held
+        assert "failure" not in sequencer.status() and sequencer.ingest_errors == 0
+    finally:
+        sequencer.stop()
+
+
+def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
+    console: Callable[..., Console], udp_sender: socket.socket, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from test_journal import raw_journal
+
+    instance = console(SEQUENCED)
+    send_events(instance, udp_sender, b"before")
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    # Another process writes the live journal file (the mapping is shared): a blob head no
+    # writer could leave, which no check on opening could have caught. Every append now fails.
+    with raw_journal(sequencer.journal.path, 4096) as (counters, _, _):
+        counters[BLOB_HEAD] = 2**64 - 1
+    for failed in range(1, sequencer_module.MAX_CONSECUTIVE_INGEST_ERRORS + 1):
+        udp_sender.sendto(b"lost %d" % failed, sequencer.socket_info.address)
+        wait_until(lambda n=failed: sequencer.ingest_errors >= n, message=f"{failed} failures")
+        if failed == 1:  # one failed batch: said, counted, and ingest goes on
+            status = dispatch(instance, {"op": "status"})["result"]
+            assert "failure" not in status["sequencer"]
+            assert status["sequencer"]["lost"] == 1
+            assert "OverflowError" in status["sequencer"]["last_error"]
+            assert any("lost 1 datagrams" in w for w in status["warnings"])
+    wait_until(lambda: sequencer.failure is not None, message="ingest to give up")
+    status = dispatch(instance, {"op": "status"})["result"]
+    assert "OverflowError" in status["sequencer"]["failure"]
+    assert any("sequencer stopped" in w for w in status["warnings"])
+    ps = dispatch(instance, {"op": "ps"})["result"]
+    assert any("sequencer stopped" in w for w in ps["warnings"])
+    text = cli_module._status_text(status)
+    assert "sequencer FAILED: OverflowError" in text
+    err = capfd.readouterr().err
+    assert "lacrimosa: sequencer ingest failed: OverflowError" in err
+    assert err.count("a batch of datagrams was lost") == 1  # the same error is said once
+    assert "events are no longer received" in err

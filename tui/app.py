@@ -144,6 +144,8 @@ class LacrimosaApp(App[None]):
         self._table_refreshed_at = 0.0
         self._view = "logs"
         self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
+        self._warnings_shown: set[str] = set()  # kinds of console warning already notified
+        self._warnings_key: tuple[bool, int] | None = None
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -215,7 +217,25 @@ class LacrimosaApp(App[None]):
             self.process_table.show_processes(self.engine.processes())
             self._table_refreshed_at = now
         self._seen_version = version
+        self._notify_warnings()
         self._poll_view()
+
+    def _notify_warnings(self) -> None:
+        """Console-level problems (a sequencer that stopped or lost events, a repaired journal):
+        one notification each, the first time they are seen."""
+        sequencer = self.engine.sequencer
+        if sequencer is None:
+            return
+        key = (sequencer.failure is not None, sequencer.ingest_errors)
+        if key == self._warnings_key:
+            return
+        self._warnings_key = key
+        for warning in self.engine.warnings():
+            # Counts change as more is lost: notify again only for a new kind of problem.
+            kind = " ".join(warning.split()[:4])
+            if kind not in self._warnings_shown:
+                self._warnings_shown.add(kind)
+                self.notify(warning, severity="error", timeout=30, markup=False)
 
     def _poll_view(self, force: bool = False) -> None:
         """Refresh the Overview or Events view if it is shown (each does nothing if nothing

@@ -134,7 +134,12 @@ class OverviewView(VerticalScroll):
                 self._show_sequencer_parts(False)
             return
         stats = sequencer.stats()
-        key = (stats, sequencer.journal.bounds(), sequencer.failure is not None)
+        key = (
+            stats,
+            sequencer.journal.bounds(),
+            sequencer.failure is not None,
+            sequencer.ingest_errors,
+        )
         if not force and key == self._shown_key:
             return
         self._shown_key = key
@@ -160,6 +165,11 @@ class OverviewView(VerticalScroll):
             _line(ingest, "", Text(str(status["backend_note"]), style="dim"))
         if "failure" in status:
             _line(ingest, "", Text(f"stopped: {status['failure']}", style=f"bold {ERROR}"))
+        elif status["ingest_errors"]:
+            lost = (
+                f"{status['lost']:,} datagrams lost in {status['ingest_errors']:,} failed batches"
+            )
+            _line(ingest, "", Text(f"{lost}: {status['last_error']}", style=f"bold {ERROR}"))
         peak = max(stats.history, default=0)
         _line(
             ingest,
