@@ -624,11 +624,11 @@ class Journal:
             good[1:] &= ~intact[:-1] | self._follows(slots[:-1], slots[1:])
             found = np.flatnonzero(good)
             if len(found) == 0:
-                which = "any" if count == head0 - tail0 else f"the newest {count:,}"
+                which = "" if count == head0 - tail0 else f"the newest {count:,} of "
                 raise JournalError(
                     f"{self.path}: refusing to use this file as the event journal: none of "
-                    f"{which} of its {head0 - tail0:,} events is intact (a damaged file?); move "
-                    "it away to start a new one"
+                    f"{which}its {head0 - tail0:,} held events is intact (a damaged file?); "
+                    "move it away to start a new one"
                 )
             anchor = head0 - count + int(found[-1])
             previous = slots[int(found[-1])].copy()
