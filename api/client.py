@@ -192,7 +192,18 @@ class ControlClient:
         while True:
             self._sock.settimeout(timeout if timeout is not None else self.timeout)
             try:
-                self.send(op, **args)
+                try:
+                    self.send(op, **args)
+                except ConsoleLost as lost:
+                    # A console that refused this connection (busy) closed it before the request
+                    # went out: its reply may be waiting all the same.
+                    try:
+                        self.receive()
+                    except RemoteError:
+                        raise
+                    except LacrimosaError:
+                        pass
+                    raise lost from None
                 return self.receive()
             except LacrimosaError as exc:
                 if exc.code not in _RETRY_CODES or time.monotonic() + delay > give_up:
