@@ -326,6 +326,15 @@ def _status_text(status: dict[str, Any]) -> str:
         f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
         f"{store['evicted_blocks']} blocks evicted",
     ]
+    control = status.get("control")
+    if control is not None:
+        failures = ", ".join(f"{kind} {n}" for kind, n in control["accept_failures"].items())
+        lines.append(
+            f"control   {control['connections']} of {control['max_connections']} connections, "
+            f"{control['refused_busy']} refused busy, {control['slow_dropped']} slow readers "
+            f"dropped, {control['idle_closed']} idle closed"
+            + (f"; accept failures: {failures}" if failures else "")
+        )
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")
