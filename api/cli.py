@@ -5,7 +5,8 @@ interpreter start and imports, and typer alone costs more than the whole 80 ms b
 module and what it imports at the top stay standard-library-light; ``up`` imports the engine and
 the TUI only when it runs.
 
-Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here.
+Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here (or the
+connection to it was lost), 5 timed out, 6 the console is busy or still starting (try again).
 
 What a child or a datagram wrote is printed through ``terminal_safe`` (colours kept or stripped,
 every other control sequence shown inert; ``--raw`` opts out) and every JSON document through
@@ -28,7 +29,11 @@ from .version import __version__
 from .wire import parse_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE = 0, 1, 2, 4
-QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs; actions are bounded by the console itself
+QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs, and the first reply of a follow
+# start/stop/restart wait for the console's own bound on the action (``action_timeout`` in ps:
+# the process's stop_timeout plus a margin) and this much more; shutdown waits for the longest.
+REPLY_MARGIN = 5.0
+DEFAULT_ACTION_TIMEOUT = 35.0  # when ps does not say (an older console)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,10 +223,7 @@ def _one_shot(args: argparse.Namespace) -> int:
             "no lacrimosa.toml or Procfile here or in a parent folder "
             "(or pass --home / set LACRIMOSA_HOME)"
         )
-    # start/stop/restart: no read timeout, the console bounds them (a stop may last a process's
-    # whole stop_timeout); `shutdown`'s wait and `logs -f` drop the timeout in the client.
-    quick = args.command not in ("start", "stop", "restart")
-    with ControlClient(home, timeout=QUICK_TIMEOUT if quick else None) as client:
+    with ControlClient(home, timeout=QUICK_TIMEOUT) as client:
         if args.command == "ps":
             result = client.call("ps")
             _print(args, result, _ps_text(result["processes"]))
@@ -232,19 +234,29 @@ def _one_shot(args: argparse.Namespace) -> int:
             result = client.call("status")
             _print(args, result, _status_text(result))
         elif args.command in ("start", "stop", "restart"):
-            result = client.call(args.command, name=args.name)
+            timeouts = _action_timeouts(client)
+            deadline = timeouts.get(args.name, DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
+            result = client.call(args.command, timeout=deadline, name=args.name)
             proc = result["process"]
             pid = f" (pid {proc['pid']})" if proc["pid"] else ""
             _print(args, result, f"{args.name}: {result['outcome']}, now {proc['state']}{pid}")
         elif args.command == "shutdown":
+            longest = max(_action_timeouts(client).values(), default=DEFAULT_ACTION_TIMEOUT)
             result = client.call("shutdown")
-            client.wait_closed()  # returns once every process has stopped and the console is gone
+            # Returns once every process has stopped and the console is gone.
+            client.wait_closed(timeout=longest + REPLY_MARGIN)
             _print(args, result, "console stopped")
         elif args.command == "logs":
             _logs(args, client)
         elif args.command == "events":
             _events(args, client)
     return EXIT_OK
+
+
+def _action_timeouts(client: Any) -> dict[str, float]:
+    """Per process, how long the console lets an action on it take (from ``ps``)."""
+    processes = client.call("ps")["processes"]
+    return {p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes}
 
 
 def _print(args: argparse.Namespace, result: Any, text: str) -> None:
@@ -365,6 +377,15 @@ def _status_text(status: dict[str, Any]) -> str:
         f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
         f"{store['evicted_blocks']} blocks evicted",
     ]
+    control = status.get("control")
+    if control is not None:
+        failures = ", ".join(f"{kind} {n}" for kind, n in control["accept_failures"].items())
+        lines.append(
+            f"control   {control['connections']} of {control['max_connections']} connections, "
+            f"{control['refused_busy']} refused busy, {control['slow_dropped']} slow readers "
+            f"dropped, {control['idle_closed']} idle closed"
+            + (f"; accept failures: {failures}" if failures else "")
+        )
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")

@@ -2,25 +2,46 @@
 
 Light by design (standard library only): every one-shot CLI call pays for its imports.
 
-Timeouts: quick requests (``ps``, ``status``, ``logs``) wait at most ``timeout`` for their reply;
-``start``/``stop``/``restart`` are bounded by the console itself (a stop may take a process's whole
-``stop_timeout``), so the CLI makes those with ``timeout=None``; following a log and waiting for the
-console to exit never time out. A socket failure mid-request raises :class:`ConsoleLost`.
+Deadlines: connecting waits at most ``connect_timeout`` for room in the socket's queue (a full
+queue is ``Busy``, exit 6, not "no console"); a request waits at most ``timeout`` for its reply,
+or the ``timeout`` given to ``call`` (the CLI gives start/stop/restart the process's
+``action_timeout`` from ``ps`` plus a margin). A console that is ``busy`` (every connection slot
+taken) or still ``starting`` is asked again, with a short backoff, for up to ``retry_for`` seconds.
+Following a log has no read timeout after its first reply, but a follow the console cut off
+(it died, or dropped a reader that did not keep up) raises :class:`ConsoleLost`, as does a
+socket failure mid-request.
+
+Trust: the socket must be a socket owned by this user, and the process answering on it must run
+as this user (``SO_PEERCRED``); otherwise nothing is sent and nothing it says is believed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
+import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole, exit_code_for
+from ..engine.errors import (
+    Busy,
+    ConsoleError,
+    InvalidRequest,
+    LacrimosaError,
+    NoConsole,
+    exit_code_for,
+)
 from ..engine.paths import socket_path
 from .wire import encode
 
-DEFAULT_TIMEOUT = 30.0  # seconds; also bounds connecting
+DEFAULT_TIMEOUT = 30.0  # seconds for a reply
+CONNECT_TIMEOUT = 5.0  # seconds to wait for room in the console's accept queue
+RETRY_FOR = 10.0  # seconds to keep asking a console that is busy or starting
+_RETRY_CODES = ("busy", "starting")
 
 
 class RemoteError(LacrimosaError):
@@ -33,31 +54,92 @@ class RemoteError(LacrimosaError):
 
 
 class ConsoleLost(NoConsole):
-    """The connection to the console failed mid-request (reset, timed out, ...)."""
+    """The connection to the console failed mid-request (reset, timed out, cut off, ...)."""
 
-    def __init__(self, exc: OSError) -> None:
-        detail = "no reply in time" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+    def __init__(self, exc: OSError | str) -> None:
+        if isinstance(exc, str):
+            detail = exc
+        elif isinstance(exc, TimeoutError):
+            detail = "no reply in time"
+        else:
+            detail = exc.strerror or str(exc)
         super().__init__(f"lost the console: {detail}")
+
+
+def _check_socket(path: Path) -> None:
+    """Refuse a socket file another user could have put there (see the module docstring)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return  # connect() says "no console"
+    except OSError as exc:
+        raise NoConsole(f"cannot reach the console at {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ConsoleError(f"refusing {path}: it is not a socket (remove it if it is yours)")
+    if info.st_uid != os.getuid():
+        raise ConsoleError(
+            f"refusing {path}: it belongs to another user (uid {info.st_uid}), not to you"
+        )
+
+
+def _check_peer(sock: socket.socket, path: Path) -> None:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        raise ConsoleError(f"refusing {path}: the process answering there runs as uid {uid}")
 
 
 class ControlClient:
     """One connection to the console whose state folder is ``home``."""
 
-    def __init__(self, home: Path, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        home: Path,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        retry_for: float = RETRY_FOR,
+    ) -> None:
         self.home = home
-        path = socket_path(home)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(DEFAULT_TIMEOUT)
+        self.path = socket_path(home)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self._sock, self._reader = self._connect()
+
+    def _connect(self) -> tuple[socket.socket, Any]:
+        path = self.path
+        _check_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock.connect(str(path))
-            self._sock.settimeout(timeout)
+            # Blocking, bounded by SO_SNDTIMEO: with a Python timeout the socket would be
+            # non-blocking, and a full accept queue would fail at once with EAGAIN.
+            seconds = int(self.connect_timeout)
+            micros = int((self.connect_timeout - seconds) * 1e6)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
+            )
+            sock.connect(str(path))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+            _check_peer(sock, path)
+            sock.settimeout(self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
-            self._sock.close()
-            raise NoConsole(f"no console running for {home.parent} (looked for {path})") from None
+            sock.close()
+            raise NoConsole(
+                f"no console running for {self.home.parent} (looked for {path})"
+            ) from None
+        except (BlockingIOError, TimeoutError):
+            sock.close()
+            raise Busy(
+                f"the console at {path} is busy: its connection queue stayed full for "
+                f"{self.connect_timeout:g}s; try again"
+            ) from None
         except OSError as exc:
-            self._sock.close()
+            sock.close()
             raise NoConsole(f"cannot reach the console at {path}: {exc}") from None
-        self._reader = self._sock.makefile("rb")
+        except BaseException:
+            sock.close()
+            raise
+        return sock, sock.makefile("rb")
 
     def close(self) -> None:
         self._reader.close()
@@ -81,42 +163,73 @@ class ControlClient:
 
     def _readline(self) -> bytes:
         try:
-            return self._reader.readline()
+            line: bytes = self._reader.readline()
         except OSError as exc:
             raise ConsoleLost(exc) from None
+        return line
 
     def receive(self) -> Any:
         """The next reply's result; an error reply is raised as RemoteError (code, exit code)."""
         raw = self._readline()
         if not raw:
-            raise NoConsole("the console closed the connection")
-        reply = json.loads(raw)
-        if reply.get("ok"):
+            raise ConsoleLost("the console closed the connection")
+        try:
+            reply = json.loads(raw)
+            ok = bool(reply.get("ok"))
+        except (ValueError, AttributeError):
+            raise ConsoleLost("the console sent a reply that is not JSON") from None
+        if ok:
             return reply.get("result")
         err = reply.get("error") or {}
         code, message = err.get("code", "failed"), err.get("message", "request failed")
         raise RemoteError(code, message)
 
-    def call(self, op: str, **args: Any) -> Any:
-        self.send(op, **args)
-        return self.receive()
+    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        """Send one request and return its reply's result, waiting at most ``timeout`` (else
+        the client's) for it; a busy or starting console is asked again for a while."""
+        give_up = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            self._sock.settimeout(timeout if timeout is not None else self.timeout)
+            try:
+                try:
+                    self.send(op, **args)
+                except ConsoleLost as lost:
+                    # A console that refused this connection (busy) closed it before the request
+                    # went out: its reply may be waiting all the same.
+                    try:
+                        self.receive()
+                    except RemoteError:
+                        raise
+                    except LacrimosaError:
+                        pass
+                    raise lost from None
+                return self.receive()
+            except LacrimosaError as exc:
+                if exc.code not in _RETRY_CODES or time.monotonic() + delay > give_up:
+                    raise
+                closed = exc.code == "busy"
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            if closed:  # the console closed this connection: make another
+                self.close()
+                self._sock, self._reader = self._connect()
 
-    def wait_closed(self) -> None:
-        """Block, however long it takes, until the console hangs up (it does so last when it
-        shuts down, once every process has stopped)."""
-        self._sock.settimeout(None)
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Block until the console hangs up (it does so last when it shuts down, once every
+        process has stopped), for at most ``timeout`` seconds (None: however long it takes)."""
+        self._sock.settimeout(timeout)
         while self._readline():
             pass
 
     def stream(self, op: str, **args: Any) -> Iterator[Any]:
-        """Send one request and yield every reply until the console hangs up. No read timeout:
-        a followed log may stay quiet for hours."""
+        """Send one request and yield every reply until the console says the stream ended.
+        The first reply has the usual deadline; later ones none: a followed log may stay quiet
+        for hours. A stream cut off without its end raises ConsoleLost."""
+        yield self.call(op, **args)
         self._sock.settimeout(None)
-        self.send(op, **args)
         while True:
-            try:
-                yield self.receive()
-            except ConsoleLost:
-                raise
-            except NoConsole:
+            result = self.receive()
+            if isinstance(result, dict) and "end" in result:
                 return
+            yield result

@@ -1,22 +1,29 @@
 """Server side of the control protocol: one request in, one reply out (see wire.py).
 
-``dispatch`` is transport-free, so the Unix-socket server and the HTTP API share it.
+``dispatch`` is transport-free, so the Unix-socket server and the HTTP API share it. A transport
+that can stream (the Unix socket) uses ``replies`` instead: a ``logs`` reply is then built and sent
+in pieces of about ``PIECE_BYTES`` (``LOGS_CHUNK_LINES`` lines are turned into JSON at a time),
+never as a whole list, so a million-line reply costs the console a piece, not the reply.
+
+Until the console has started, every request but ``ping`` gets a ``starting`` error reply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ..engine.console import Console
-from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError
+from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
 from ..engine.events import matching
 from ..engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
 from ..engine.query import LogQuery, LogView
+from ..engine.supervisor import ACTION_MARGIN
 from .wire import OPS, error, ok
 
 DEFAULT_LINES = 100
@@ -25,6 +32,13 @@ MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
+PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
+LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
+# A follow batch holds at most this many lines or events, and lines of about this many bytes: a
+# follower that fell far behind catches up in bounded batches (events: `lapped` says what it lost).
+FOLLOW_BATCH_LINES = 1000
+FOLLOW_BATCH_BYTES = 256 << 10
+FOLLOW_BATCH_EVENTS = 1000
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 
@@ -49,18 +63,56 @@ def internal_error(exc: Exception) -> dict[str, Any]:
 def dispatch(console: Console, request: Any) -> dict[str, Any]:
     """Carry out one request; every failure becomes an error reply, never an exception."""
     try:
-        return ok(_HANDLERS[_op(request)](console, request))
+        op = _op(request)
+        _check_started(console, op)
+        return ok(_HANDLERS[op](console, request))
     except LacrimosaError as exc:
         return error(exc.code, exc.message)
     except Exception as exc:
         return internal_error(exc)
 
 
+def replies(
+    console: Console, request: Any, alive: Callable[[], bool]
+) -> Generator[dict[str, Any] | bytes, None, None]:
+    """Everything a streaming transport sends for one request, in order: whole replies (dicts)
+    and pieces of one reply line (bytes; the last piece of a line ends with its newline).
+
+    Failures before the first piece become an error reply; one after a reply line was begun
+    (a bug) is raised, and the transport must drop the connection, as the line cannot be ended.
+    """
+    try:
+        op = _op(request)
+        _check_started(console, op)
+    except LacrimosaError as exc:
+        yield error(exc.code, exc.message)
+        return
+    except Exception as exc:
+        yield internal_error(exc)
+        return
+    if op in FOLLOWABLE and request.get("follow"):
+        yield from follow(console, request, alive)
+    elif op == "logs":
+        try:
+            selection = _select_logs(console, request)
+        except LacrimosaError as exc:
+            yield error(exc.code, exc.message)
+            return
+        except Exception as exc:
+            yield internal_error(exc)
+            return
+        yield from selection.pieces()
+    else:
+        yield dispatch(console, request)
+
+
 def follow(
     console: Console, request: dict[str, Any], alive: Callable[[], bool]
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Any] | bytes]:
     """Replies for a following request (``logs`` or ``events`` with ``follow``): the first reply
-    as without ``follow``, then one reply for each batch of new lines or events.
+    as without ``follow`` (for ``logs``, in pieces), then one reply for each batch of new lines
+    or events, and ``{"end": ...}`` when the console stops (a follow that ends without it was
+    cut off: the console died, or dropped a reader that did not keep up).
 
     A failure ends the stream with one error reply rather than an exception.
     """
@@ -72,41 +124,62 @@ def follow(
     except Exception as exc:
         yield internal_error(exc)
         return
-    yield ok(first)
+    yield from first
     try:
         while alive() and not console.shutdown_requested.is_set():
-            time.sleep(FOLLOW_POLL)
             result = step()
-            if result is not None:
-                yield ok(result)
+            if result is None:
+                time.sleep(FOLLOW_POLL)
+            else:
+                yield ok(result)  # full batches come back to back until the reader caught up
+        if console.shutdown_requested.is_set():
+            yield ok({"end": "the console is stopping"})
     except Exception as exc:
         yield internal_error(exc)
+
+
+def _check_started(console: Console, op: str) -> None:
+    if op != "ping" and not console.started.is_set():
+        raise Starting("the console is still starting; try again in a moment")
 
 
 Step = Callable[[], "dict[str, Any] | None"]
 
 
-def _follow_logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Step]:
-    result, query = _logs(console, request)
-    after = result["next_id"]
+def _follow_logs(
+    console: Console, request: dict[str, Any]
+) -> tuple[Iterator[dict[str, Any] | bytes], Step]:
+    selection = _select_logs(console, request)
+    query = selection.query
+    after = selection.next_id
     seen = console.store.version
 
     def step() -> dict[str, Any] | None:
         nonlocal after, seen
-        if console.store.version == seen:
+        version = console.store.version
+        if version == seen:
             return None
-        seen = console.store.version
         view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
-        lines = [line_to_dict(line) for line in view]
+        lines: list[dict[str, Any]] = []
+        size = 0
+        for line in _iterate(view, 0, len(view)):
+            lines.append(line_to_dict(line))
+            size += len(line.text)
+            if len(lines) >= FOLLOW_BATCH_LINES or size >= FOLLOW_BATCH_BYTES:
+                break
+        else:
+            seen = version  # caught up with this version: wait for the next one
         if not lines:
             return None
         after = lines[-1]["id"]
         return {"lines": lines, "next_id": after}
 
-    return result, step
+    return selection.pieces(), step
 
 
-def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Step]:
+def _follow_events(
+    console: Console, request: dict[str, Any]
+) -> tuple[Iterator[dict[str, Any] | bytes], Step]:
     result = _events(console, request)
     sequencer = console.sequencer
     assert sequencer is not None
@@ -117,7 +190,7 @@ def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str,
     def step() -> dict[str, Any] | None:
         if journal.closed:
             return None  # the console is stopping
-        batch = cursor.poll(MAX_EVENTS)
+        batch = cursor.poll(FOLLOW_BATCH_EVENTS)
         if len(batch.seqs) == 0 and not batch.lapped:
             return None
         wanted = batch.seqs[matching(batch.slots, node, stream)]
@@ -133,7 +206,7 @@ def _follow_events(console: Console, request: dict[str, Any]) -> tuple[dict[str,
             reply["lapped"] = lapped
         return reply if events or lapped else None
 
-    return result, step
+    return iter([ok(result)]), step
 
 
 def _op(request: Any) -> str:
@@ -152,7 +225,53 @@ def _name(request: dict[str, Any]) -> str:
     return name
 
 
-def _logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], LogQuery]:
+@dataclasses.dataclass(frozen=True)
+class _LogSelection:
+    """The lines a ``logs`` request asked for: positions [start, stop) of ``view``."""
+
+    view: LogView
+    start: int
+    stop: int
+    next_id: int
+    query: LogQuery
+
+    def result(self) -> dict[str, Any]:
+        lines = [line_to_dict(line) for line in self.view.lines(self.start, self.stop)]
+        return {"lines": lines, "next_id": self.next_id}
+
+    def pieces(self) -> Iterator[bytes]:
+        """The reply line, in pieces of about PIECE_BYTES: the same bytes as ``encode(ok(
+        self.result()))``, without ever holding more than a piece of it."""
+        buffer = [b'{"ok":true,"result":{"lines":[']
+        size = 0
+        separator = b""
+        for line in _iterate(self.view, self.start, self.stop):
+            data = separator + _json(line_to_dict(line))
+            separator = b","
+            buffer.append(data)
+            size += len(data)
+            if size >= PIECE_BYTES:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+        buffer.append(b'],"next_id":%d}}\n' % self.next_id)
+        yield b"".join(buffer)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _iterate(view: LogView, start: int, stop: int) -> Iterator[LogLine]:
+    """The lines at positions [start, stop) of ``view``, read LOGS_CHUNK_LINES at a time."""
+    for chunk in range(start, stop, LOGS_CHUNK_LINES):
+        yield from view.lines(chunk, min(chunk + LOGS_CHUNK_LINES, stop))
+
+
+def _logs(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    return _select_logs(console, request).result()
+
+
+def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest("name must be a string")
@@ -194,17 +313,16 @@ def _logs(console: Console, request: dict[str, Any]) -> tuple[dict[str, Any], Lo
         console.check_names(query.processes)
     snapshot = console.snapshot()
     view = LogView(snapshot, query)
-    selected = view.tail(lines) if lines else []
-    if selected:
-        next_id = selected[-1].id
-    elif len(view):
-        next_id = view.line(len(view) - 1).id
+    total = len(view)
+    start = max(total - lines, 0)
+    if total:
+        next_id = view.line(total - 1).id
     else:
         # Nothing matched: a follow starts after the newest line of this very snapshot (not 0,
         # which would replay the whole history through the follow query).
         every = LogView(snapshot, LogQuery(processes=query.processes))
         next_id = every.line(len(every) - 1).id if len(every) else 0
-    return {"lines": [line_to_dict(line) for line in selected], "next_id": next_id}, query
+    return _LogSelection(view, start, total, next_id, query)
 
 
 def _events(console: Console, request: dict[str, Any]) -> dict[str, Any]:
@@ -245,12 +363,25 @@ def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:
     return run
 
 
+def _ps(console: Console) -> dict[str, Any]:
+    processes = []
+    for info in console.processes():
+        entry = info.to_dict()
+        # How long the console lets start/stop/restart of this process take: a client waits
+        # that long (and a little more) for the reply.
+        entry["action_timeout"] = console.config.processes[info.name].stop_timeout + ACTION_MARGIN
+        processes.append(entry)
+    return {"processes": processes, "warnings": console.warnings()}
+
+
 def _shutdown(console: Console, request: dict[str, Any]) -> Any:
     console.request_shutdown()
     return {"stopping": True}
 
 
-_FOLLOWERS: dict[str, Callable[[Console, dict[str, Any]], tuple[dict[str, Any], Step]]] = {
+_FOLLOWERS: dict[
+    str, Callable[[Console, dict[str, Any]], tuple[Iterator[dict[str, Any] | bytes], Step]]
+] = {
     "logs": _follow_logs,
     "events": _follow_events,
 }
@@ -258,12 +389,9 @@ FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
 
 _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ping": lambda console, request: {"pid": os.getpid()},
-    "ps": lambda console, request: {
-        "processes": [p.to_dict() for p in console.processes()],
-        "warnings": console.warnings(),
-    },
+    "ps": lambda console, request: _ps(console),
     "status": lambda console, request: console.status(),
-    "logs": lambda console, request: _logs(console, request)[0],
+    "logs": _logs,
     "events": _events,
     "start": _action("start"),
     "stop": _action("stop"),

@@ -44,6 +44,8 @@ def run_up(args: argparse.Namespace) -> int:
     console = Console(config, home)
     server = ControlServer(console)
     server.start()  # first: refuses to start a second console for the same project
+    # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
+    console.add_status_section("control", server.stats)
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)

@@ -5,32 +5,53 @@ hangs up. A malformed request gets an error reply and the connection keeps being
 that could not be parsed are counted in ``malformed_requests``. An unexpected exception while
 answering (a bug) becomes an ``internal`` error reply, counted in ``internal_errors``.
 
+Bounds (observing costs the observed nothing):
+- at most ``MAX_CONNECTIONS`` connections at once; one more gets a ``busy`` error reply and is
+  closed (the client retries for a moment, then exits 6);
+- a connection with no request for ``IDLE_TIMEOUT`` seconds is closed (a follow is not idle);
+- replies are sent in pieces (see protocol.py) through a send buffer of ``SEND_BUFFER`` bytes; a
+  reader that takes nothing for ``SEND_TIMEOUT`` seconds is dropped. So a connection costs the
+  console at most about SEND_BUFFER + 2 * PIECE_BYTES + one request (MAX_REQUEST_BYTES), plus
+  the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped);
+- running out of file descriptors or threads does not end the accept loop: it backs off (up to
+  ``ACCEPT_BACKOFF_MAX``), says so once on stderr, counts it in ``status`` and goes on.
+
 One console per state folder: the server holds an exclusive ``flock`` on ``console.lock`` there for
-the console's whole life, so two ``up`` racing past the socket probe cannot both run.
+the console's whole life, so two ``up`` racing past the socket probe cannot both run. The state
+folder must be the user's own with no group/other write access (others could swap the socket).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
 import stat
+import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..engine.console import Console
 from ..engine.errors import ConsoleError
-from ..engine.paths import socket_path
-from .protocol import FOLLOWABLE, dispatch, follow, internal_error
+from ..engine.paths import check_state_folder, socket_path
+from .protocol import internal_error, replies
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
 LOCK_NAME = "console.lock"
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT = 60.0  # seconds without a request before a (non-following) connection is closed
+SEND_TIMEOUT = 10.0  # seconds a reader may take no bytes at all before it is dropped
+SEND_BUFFER = 256 << 10  # bytes of the kernel's send buffer per connection
+LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel may cap it: somaxconn)
+ACCEPT_BACKOFF_MIN = 0.01
+ACCEPT_BACKOFF_MAX = 0.5
+_NO_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 def _refuse_constant(name: str) -> Any:
@@ -64,18 +85,35 @@ def console_running(path: Path) -> bool:
 
 def _peer_connected(conn: socket.socket) -> bool:
     """False once the client has hung up (an orderly close reads as zero bytes)."""
+    timeout = conn.gettimeout()
+    conn.settimeout(0)  # with a timeout, Python would wait for data first, MSG_DONTWAIT or not
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        return conn.recv(1, socket.MSG_PEEK) != b""
     except BlockingIOError:
         return True
     except OSError:
         return False
+    finally:
+        conn.settimeout(timeout)
+
+
+class _Dropped(Exception):
+    """A connection is closed without a reply: idle, or a reader that stopped reading."""
 
 
 class ControlServer:
-    def __init__(self, console: Console) -> None:
+    def __init__(
+        self,
+        console: Console,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        send_timeout: float = SEND_TIMEOUT,
+    ) -> None:
         self.console = console
         self.path = socket_path(console.home)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -83,7 +121,25 @@ class ControlServer:
         self._lock = threading.Lock()
         self.malformed_requests = 0
         self.internal_errors = 0
+        self.refused_busy = 0
+        self.idle_closed = 0
+        self.slow_dropped = 0
+        self.accept_failures: dict[str, int] = {}  # "EMFILE", "thread", ... → how many times
         self._lock_fd: int | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters, for ``status``."""
+        with self._lock:
+            return {
+                "connections": len(self._connections),
+                "max_connections": self.max_connections,
+                "refused_busy": self.refused_busy,
+                "idle_closed": self.idle_closed,
+                "slow_dropped": self.slow_dropped,
+                "malformed_requests": self.malformed_requests,
+                "internal_errors": self.internal_errors,
+                "accept_failures": dict(self.accept_failures),
+            }
 
     def start(self) -> None:
         """Take the console lock, bind the socket (refusing if another console runs) and serve."""
@@ -101,13 +157,10 @@ class ControlServer:
 
     def _take_lock(self) -> int:
         home = self.console.home
-        try:
-            home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConsoleError(f"cannot create the state folder {home}: {exc.strerror}") from None
+        check_state_folder(home, create=True)
         lock_path = home / LOCK_NAME
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise ConsoleError(f"cannot open {lock_path}: {exc.strerror}") from None
         try:
@@ -139,7 +192,7 @@ class ControlServer:
                 sock.bind(str(self.path))
             finally:
                 os.umask(old_umask)
-            sock.listen(64)
+            sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()
             raise ConsoleError(f"cannot listen on {self.path}: {exc.strerror or exc}") from None
@@ -177,67 +230,141 @@ class ControlServer:
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
+        backoff = ACCEPT_BACKOFF_MIN
         while not self._closing.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if self._closing.is_set():
+                    return
+                # Out of descriptors (or kernel memory): the connection stays queued; wait for
+                # some to be freed rather than spin, or end, as this loop once did.
+                name = errno.errorcode.get(exc.errno or 0, str(exc))
+                self._accept_failed(name, f"accept failed ({exc.strerror or exc})")
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            backoff = ACCEPT_BACKOFF_MIN
+            with self._lock:
+                full = len(self._connections) >= self.max_connections
+                if full:
+                    self.refused_busy += 1
+            if full:
+                self._refuse(conn, f"the console serves {self.max_connections} connections")
+                continue
             thread = threading.Thread(
                 target=self._serve, args=(conn,), name="lacrimosa-control-conn", daemon=True
             )
             with self._lock:
                 self._connections[conn] = thread
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # can't start new thread (a pids cgroup, a ulimit)
+                with self._lock:
+                    self._connections.pop(conn, None)
+                    self.refused_busy += 1
+                self._refuse(conn, "the console cannot start another thread")
+                self._accept_failed("thread", f"cannot start a thread ({exc})")
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+
+    def _accept_failed(self, name: str, what: str) -> None:
+        with self._lock:
+            first = name not in self.accept_failures
+            self.accept_failures[name] = self.accept_failures.get(name, 0) + 1
+        if first:  # once per kind; status counts every time
+            print(
+                f"lacrimosa: control socket: {what}; backing off and still accepting "
+                "(see `lacrimosa status`)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    @staticmethod
+    def _refuse(conn: socket.socket, why: str) -> None:
+        """Tell a connection the console is busy (if its buffer takes it now) and close it."""
+        with conn:
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.send(encode(error("busy", f"{why}; try again in a moment")))
 
     def _serve(self, conn: socket.socket) -> None:
         try:
             with conn, conn.makefile("rb") as reader:
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                 while not self._closing.is_set():
-                    raw = reader.readline(MAX_REQUEST_BYTES + 1)
+                    conn.settimeout(self.idle_timeout)
+                    try:
+                        raw = reader.readline(MAX_REQUEST_BYTES + 1)
+                    except TimeoutError:
+                        with self._lock:
+                            self.idle_closed += 1
+                        return
                     if not raw:
                         return
+                    conn.settimeout(self.send_timeout)
                     if len(raw) > MAX_REQUEST_BYTES:
                         while raw and not raw.endswith(b"\n"):  # skip the rest of that line
                             raw = reader.readline(MAX_REQUEST_BYTES)
                         reply = error("invalid_request", "request too large")
                         self._count(reply)
-                        conn.sendall(encode(reply))
+                        self._send(conn, encode(reply))
                         continue
                     self._answer(conn, raw)
+        except _Dropped:
+            return
         except OSError:
             return  # the client went away
         finally:
             with self._lock:
                 self._connections.pop(conn, None)
 
-    def _answer(self, conn: socket.socket, raw: bytes) -> None:
-        for reply in self._replies(conn, raw):
-            try:
-                data = encode(reply)
-            except Exception as exc:  # a reply that cannot be written is a bug too
-                reply = internal_error(exc)
-                data = encode(reply)
-            self._count(reply)
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        try:
             conn.sendall(data)
+        except TimeoutError:
+            with self._lock:
+                self.slow_dropped += 1
+            raise _Dropped from None
 
-    def _replies(self, conn: socket.socket, raw: bytes) -> Iterator[dict[str, Any]]:
+    def _answer(self, conn: socket.socket, raw: bytes) -> None:
         try:
             request: Any = json.loads(raw, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            yield error("invalid_request", f"malformed JSON: {exc}")
-            return
-        # dispatch and follow turn every failure into an error reply themselves.
-        following = (
-            isinstance(request, dict) and request.get("op") in FOLLOWABLE and request.get("follow")
-        )
-        if not following:
-            yield dispatch(self.console, request)
+            reply = error("invalid_request", f"malformed JSON: {exc}")
+            self._count(reply)
+            self._send(conn, encode(reply))
             return
 
         def alive() -> bool:
             return not self._closing.is_set() and _peer_connected(conn)
 
-        yield from follow(self.console, request, alive)
+        # replies() turns every failure into an error reply, except one in the middle of a line.
+        in_line = False
+        pieces = replies(self.console, request, alive)
+        try:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    in_line = not piece.endswith(b"\n")
+                    self._send(conn, piece)
+                    continue
+                try:
+                    data = encode(piece)
+                except Exception as exc:  # a reply that cannot be written is a bug too
+                    piece = internal_error(exc)
+                    data = encode(piece)
+                self._count(piece)
+                self._send(conn, data)
+        except Exception as exc:
+            if isinstance(exc, (_Dropped, OSError)):
+                raise
+            self._count(internal_error(exc))
+            if in_line:  # half a line went out: it cannot be ended, so the connection is
+                raise _Dropped from None
+            self._send(conn, encode(internal_error(exc)))
+        finally:
+            pieces.close()  # the snapshot a reply read goes now, not whenever
 
     def _count(self, reply: dict[str, Any]) -> None:
         if reply["ok"]:

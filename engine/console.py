@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ class Console:
         self.supervisor = Supervisor(config.processes, self.store, on_crash=self._supervisor_died)
         self.started_at = time.time()
         self._shutdown_requested = threading.Event()
+        # Set once start() has finished: until then the control server answers ``starting``.
+        self.started = threading.Event()
+        # Extra sections of status() (the control server adds its counters), by name.
+        self._status_sections: dict[str, Callable[[], Any]] = {}
         # Made in start(): it binds a port and opens the journal file.
         self.sequencer: Sequencer | None = None
 
@@ -51,6 +56,7 @@ class Console:
             # Processes learn where to send events (a config env entry can still override it).
             self.supervisor.environment[EVENTS_ADDRESS_VARIABLE] = self.sequencer.address
         self.supervisor.start()
+        self.started.set()
 
     def _supervisor_died(self, exc: BaseException) -> None:
         # Its children were killed as it died; with nothing supervised, the console ends too.
@@ -103,6 +109,10 @@ class Console:
         """Changes whenever a process changes state or a line arrives (cheap to poll)."""
         return (self.supervisor.version, self.store.version)
 
+    def add_status_section(self, name: str, section: Callable[[], Any]) -> None:
+        """Have status() carry ``section()`` under ``name`` (called on every status request)."""
+        self._status_sections[name] = section
+
     def status(self) -> dict[str, Any]:
         infos = self.processes()
         states: dict[str, int] = {}
@@ -120,6 +130,7 @@ class Console:
             "sequencer": self.sequencer.status() if self.sequencer is not None else None,
             "guardian": self.supervisor.guardian_info.to_dict(),
             "warnings": self.warnings(),
+            **{name: section() for name, section in self._status_sections.items()},
         }
 
     def warnings(self) -> list[str]:

@@ -5,11 +5,15 @@
     ├── NoSuchProcess              a request named a process that is not configured
     ├── InvalidRequest             a control request is malformed (bad JSON, unknown op, bad argument)
     ├── NoConsole                  no console is running for this project (CLI side)
+    ├── Unavailable                the console runs but cannot answer now: try again
+    │   ├── Busy                   every connection slot is taken, or the socket's queue is full
+    │   └── Starting               the console is still starting (journal recovery, processes)
     ├── ConsoleError               the console could not carry out an action
     └── JournalError               an event journal file cannot be used (not ours, truncated, …)
 
 The API maps ``code`` to a JSON error (and later an HTTP status); the CLI maps ``exit_code`` to its
-exit status: 1 failed, 2 usage, 3 no such process, 4 no console running.
+exit status: 1 failed, 2 usage, 3 no such process, 4 no console running (or the connection was
+lost), 6 the console is busy or still starting (try again).
 """
 
 from __future__ import annotations
@@ -60,6 +64,21 @@ class NoConsole(LacrimosaError):
     exit_code = 4
 
 
+class Unavailable(LacrimosaError):
+    """The console is there but cannot take this request now; the same request may work later."""
+
+    code = "unavailable"
+    exit_code = 6
+
+
+class Busy(Unavailable):
+    code = "busy"
+
+
+class Starting(Unavailable):
+    code = "starting"
+
+
 class ConsoleError(LacrimosaError):
     code = "failed"
     exit_code = 1
@@ -74,7 +93,17 @@ class JournalError(LacrimosaError):
 
 _EXIT_CODES = {
     cls.code: cls.exit_code
-    for cls in (ConfigError, NoSuchProcess, InvalidRequest, NoConsole, ConsoleError, JournalError)
+    for cls in (
+        ConfigError,
+        NoSuchProcess,
+        InvalidRequest,
+        NoConsole,
+        Unavailable,
+        Busy,
+        Starting,
+        ConsoleError,
+        JournalError,
+    )
 }
 
 

@@ -9,11 +9,15 @@ the nearest ``lacrimosa.toml`` or ``Procfile`` found walking up from the current
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from .errors import ConsoleError
 
 CONFIG_NAMES = ("lacrimosa.toml", "Procfile")
 HOME_DIR_NAME = ".lacrimosa"
 SOCKET_NAME = "control.sock"
+GITIGNORE = b"# lacrimosa's state: not for version control\n*\n"
 # sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -59,3 +63,50 @@ def socket_path(home: Path) -> Path:
 
     digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:20]
     return Path(tempfile.gettempdir()) / f"lacrimosa-{os.getuid()}" / f"{digest}.sock"
+
+
+def check_state_folder(home: Path, create: bool = False) -> None:
+    """Refuse a state folder that someone else could tamper with: it must be a folder of this
+    user's with no group/other write access (else another user could put their own socket, say,
+    in place of the console's). ``create`` makes it first (mode 700, with a ``.gitignore`` of
+    ``*`` so that it never shows in ``git status``) if it does not exist yet.
+    """
+    if create:
+        try:
+            home.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(home, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConsoleError(f"cannot create the state folder {home}: {exc.strerror}") from None
+        else:
+            _write_new(home / ".gitignore", GITIGNORE)
+    try:
+        info = os.stat(home)
+    except OSError as exc:
+        raise ConsoleError(f"cannot use the state folder {home}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConsoleError(f"the state folder {home} is not a folder")
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid != os.getuid():
+        problem = f"it belongs to another user (uid {info.st_uid})"
+    elif mode & 0o022:
+        problem = f"others can write to it (mode {mode:o})"
+    else:
+        return
+    raise ConsoleError(
+        f"refusing the state folder {home}: {problem}; it must be yours and writable only by "
+        f"you (remove it, or `chmod go-w {home}` if it is yours)"
+    )
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data``; never through a symlink, never over an existing file."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+    except OSError as exc:
+        raise ConsoleError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)

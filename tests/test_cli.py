@@ -25,7 +25,7 @@ from typing import IO, Any
 import pytest
 from helpers import pid_alive, wait_until
 
-from lacrimosa.api.client import ControlClient
+from lacrimosa.api.client import ConsoleLost, ControlClient
 from lacrimosa.api.protocol import dispatch, follow
 from lacrimosa.api.server import ControlServer
 from lacrimosa.engine.errors import ConsoleError
@@ -465,7 +465,9 @@ def test_follow_and_shutdown_wait_have_no_read_timeout(tmp_path: Path) -> None:
     assert follower.is_alive() and outcome == []
     client._sock.shutdown(socket.SHUT_RDWR)  # the test, not the CLI, ends the follow
     follower.join(10)
-    assert not follower.is_alive() and outcome == []
+    # Cut off without the console's end-of-stream reply: that is a lost console, not an end.
+    assert not follower.is_alive() and len(outcome) == 1
+    assert isinstance(outcome[0], ConsoleLost)
     client.close()
     # `shutdown` waits for the console to hang up: longer than the timeout, as stubborn ignores TERM.
     with ControlClient(home, timeout=0.3) as client:

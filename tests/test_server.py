@@ -1,0 +1,470 @@
+"""The control server cannot be exhausted, and the client trusts only what is the user's own.
+
+In-process servers (small caps and timeouts) for the bounds; child consoles (``lacrimosa up``)
+for what needs a process of its own: its memory, its descriptor limit, a kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from test_cli import CLI, _no_console_left_behind, cli, cli_env, start_console
+
+from lacrimosa.api.client import ControlClient, RemoteError
+from lacrimosa.api.server import ControlServer
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.errors import Busy, ConsoleError, exit_code_for
+from lacrimosa.engine.paths import socket_path
+
+__all__ = ["_no_console_left_behind"]  # the autouse fixture: consoles started here are stopped
+
+IDLE = '[processes.idle]\ncmd = "sleep 300"\n'
+
+
+@pytest.fixture
+def serve(console: Callable[..., Console]) -> Iterator[Callable[..., ControlServer]]:
+    """``serve(start=True, **bounds)`` → a ControlServer over an in-process console."""
+    servers: list[ControlServer] = []
+
+    def make(start: bool = True, **bounds: Any) -> ControlServer:
+        server = ControlServer(console(IDLE, start=start), **bounds)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def connect(server: ControlServer) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(server.path))
+    return sock
+
+
+def exchange(sock: socket.socket, payload: bytes) -> dict[str, Any]:
+    sock.sendall(payload)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed; got {data!r}"
+        data += chunk
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+def closed(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (whatever it sent before is read and dropped)."""
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_any_json_value_as_op_gets_invalid_request(serve: Callable[..., ControlServer]) -> None:
+    server = serve()
+    with connect(server) as sock:
+        for payload in (
+            b'{"op": ["ps"]}',
+            b'{"op": {"a": 1}}',
+            b'{"op": null}',
+            b'{"op": 1.5}',
+            b'"ps"',
+            b"null",
+            b'{"op": ["logs"], "follow": true}',
+        ):
+            reply = exchange(sock, payload + b"\n")
+            assert reply["error"]["code"] == "invalid_request", payload
+        assert exchange(sock, b'{"op": "ping"}\n')["ok"]  # the same connection still served
+    assert server.stats()["malformed_requests"] == 7
+
+
+def test_connections_beyond_the_cap_get_busy_and_the_rest_are_served(
+    serve: Callable[..., ControlServer],
+) -> None:
+    server = serve(max_connections=4)
+    held = [connect(server) for _ in range(4)]
+    try:
+        for sock in held:
+            assert exchange(sock, b'{"op": "ping"}\n')["ok"]
+        with connect(server) as extra:
+            reply = json.loads(extra.makefile("rb").readline())
+            assert reply["error"]["code"] == "busy"
+            assert closed(extra)
+        assert exit_code_for("busy") == 6
+        with (
+            pytest.raises(RemoteError) as refused,
+            ControlClient(server.console.home, retry_for=0.2) as client,
+        ):
+            client.call("ps")
+        assert refused.value.code == "busy" and refused.value.exit_code == 6
+        # A client that is refused asks again, and gets in once a slot is free.
+        results: list[Any] = []
+
+        def ask() -> None:
+            with ControlClient(server.console.home) as client:
+                results.append(client.call("ping"))
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(0.3)
+        held.pop().close()
+        asking.join(10)
+        assert results and results[0]["pid"] == os.getpid()
+        assert server.stats()["refused_busy"] >= 3
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_idle_connections_are_closed_but_followers_are_not(
+    serve: Callable[..., ControlServer],
+) -> None:
+    server = serve(idle_timeout=0.5)
+    with connect(server) as idle, connect(server) as follower:
+        assert exchange(follower, b'{"op": "logs", "follow": true}\n')["ok"]
+        assert exchange(idle, b'{"op": "ping"}\n')["ok"]
+        started = time.monotonic()
+        assert closed(idle)
+        assert 0.4 < time.monotonic() - started < 5
+        time.sleep(0.5)  # the follower has been quiet for longer than the idle timeout
+        stats = server.stats()
+        assert stats["connections"] == 1 and stats["idle_closed"] == 1
+    wait_until(lambda: server.stats()["connections"] == 0)
+
+
+def test_a_reader_that_stops_reading_is_dropped(serve: Callable[..., ControlServer]) -> None:
+    server = serve(send_timeout=0.5)
+    with connect(server) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Replies the reader never takes: megabytes, far more than the socket buffers hold.
+        sock.sendall(b'{"op": "status"}\n' * 3000)
+        wait_until(lambda: server.stats()["slow_dropped"] == 1)
+    wait_until(lambda: server.stats()["connections"] == 0)
+
+
+def test_the_console_answers_starting_until_it_has_started(
+    serve: Callable[..., ControlServer],
+) -> None:
+    server = serve(start=False)
+    console = server.console
+    with connect(server) as sock:
+        for op in ("ps", "status", "events", "start", "shutdown"):
+            reply = exchange(sock, json.dumps({"op": op, "name": "idle"}).encode() + b"\n")
+            assert reply["error"]["code"] == "starting", op
+        follow = exchange(sock, b'{"op": "logs", "follow": true}\n')
+        assert follow["error"]["code"] == "starting"
+        assert exchange(sock, b'{"op": "ping"}\n')["ok"]
+    assert exit_code_for("starting") == 6
+    with pytest.raises(RemoteError) as starting, ControlClient(console.home, retry_for=0.2) as c:
+        c.call("ps")
+    assert starting.value.exit_code == 6
+    # A client asks again while the console starts, and gets the real answer.
+    threading.Timer(0.3, console.start).start()
+    with ControlClient(console.home) as client:
+        ps = client.call("ps")
+    assert [p["name"] for p in ps["processes"]] == ["idle"]
+    assert ps["processes"][0]["action_timeout"] > 5
+
+
+def test_hundreds_of_clients_at_once_are_all_answered(
+    serve: Callable[..., ControlServer],
+) -> None:
+    server = serve(max_connections=16)
+    answers: list[Any] = []
+    failures: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            with ControlClient(server.console.home) as client:
+                answers.append(client.call("ping"))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == [] and len(answers) == 200
+
+
+def test_a_full_connection_queue_is_busy_not_no_console(tmp_path: Path) -> None:
+    home = tmp_path / ".lacrimosa"
+    home.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path(home)))
+    listener.listen(0)  # never accepted: the queue fills at once
+    queued = []
+    try:
+        for _ in range(100):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(str(socket_path(home)))
+            except BlockingIOError:
+                sock.close()
+                break
+            queued.append(sock)
+        started = time.monotonic()
+        with pytest.raises(Busy) as busy:
+            ControlClient(home, connect_timeout=0.5)
+        assert 0.4 < time.monotonic() - started < 5
+        assert busy.value.exit_code == 6 and "busy" in busy.value.message
+        result = cli("ps", "--json", "--home", str(home), cwd=tmp_path, timeout=30)
+        assert result.returncode == 6, result.stderr
+        assert json.loads(result.stderr)["error"]["code"] == "busy"
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
+
+
+def test_an_action_against_a_console_that_stopped_answering_has_a_deadline(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / ".lacrimosa"
+    home.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path(home)))
+    listener.listen(4)
+    done = threading.Event()
+
+    def hang_after_ps() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            reader.readline()  # ps: answered, with a short bound on actions
+            ps = {"processes": [{"name": "web", "action_timeout": 0.5}]}
+            conn.sendall(json.dumps({"ok": True, "result": ps}).encode() + b"\n")
+            reader.readline()  # the restart: never answered
+            done.wait(30)
+
+    server = threading.Thread(target=hang_after_ps, daemon=True)
+    server.start()
+    try:
+        started = time.monotonic()
+        result = cli("restart", "web", "--home", str(home), cwd=tmp_path, timeout=30)
+        assert result.returncode == 4 and "no reply in time" in result.stderr, result.stderr
+        assert time.monotonic() - started < 15  # 0.5s + the reply margin, not forever
+    finally:
+        done.set()
+        server.join(10)
+        listener.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+FLOOD = f"""
+[logs]
+budget = "8MiB"
+
+[processes.flood]
+cmd = "{sys.executable} -c 'import sys, time\\nfor i in range(100): sys.stdout.write((\\"x\\" * 90 + \\"\\\\n\\") * 1000)\\nsys.stdout.flush(); time.sleep(300)'"
+"""
+
+
+def test_clients_that_never_read_a_million_lines_cost_a_bounded_amount(tmp_path: Path) -> None:
+    running = start_console(tmp_path, FLOOD)
+    home = tmp_path / ".lacrimosa"
+    wait_until(lambda: running.ps()["flood"]["stdout_lines"] == 100_000, timeout=20)
+    pid = running.proc.pid
+    before = _rss_kib(pid)
+    hogs = []
+    try:
+        for _ in range(10):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(str(socket_path(home)))
+            sock.sendall(b'{"op": "logs", "lines": 1000000}\n')
+            hogs.append(sock)
+        for _ in range(5):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(socket_path(home)))
+            sock.sendall(b'{"op": "logs", "follow": true, "lines": 1000000}\n')
+            hogs.append(sock)
+        time.sleep(1.5)  # every reply has filled its connection's buffers by now
+        during = _rss_kib(pid)
+        # Others are still served meanwhile.
+        assert running.run("ps").returncode == 0
+    finally:
+        for sock in hogs:
+            sock.close()
+    # Per connection: a send buffer (256 KiB) and a piece or two of 64 KiB; the lines the store
+    # holds are the store's. Before, each of these replies was built whole: hundreds of MiB.
+    assert during - before < 48 * 1024, (before, during)
+    status = json.loads(running.run("status", "--json").stdout)
+    wait_until(
+        lambda: json.loads(running.run("status", "--json").stdout)["control"]["connections"] <= 1
+    )
+    assert status["control"]["max_connections"] == 64
+    assert _rss_kib(pid) - before < 48 * 1024
+
+
+def test_the_accept_loop_survives_running_out_of_descriptors(tmp_path: Path) -> None:
+    (tmp_path / "lacrimosa.toml").write_text(IDLE)
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_descriptors,
+    )
+    path = socket_path(tmp_path / ".lacrimosa")
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: proc.poll() is not None or cli("ps", cwd=tmp_path).returncode == 0)
+        assert proc.poll() is None
+        for _ in range(60):  # more than the console has descriptors left
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(str(path))
+            held.append(sock)
+        time.sleep(0.5)  # the accept loop meets EMFILE
+        for sock in held:
+            sock.close()
+        held.clear()
+        # It goes on accepting once descriptors are free again.
+        wait_until(lambda: cli("ps", cwd=tmp_path).returncode == 0, timeout=15)
+        status = json.loads(cli("status", "--json", cwd=tmp_path).stdout)
+        assert status["control"]["accept_failures"].get("EMFILE", 0) >= 1
+    finally:
+        for sock in held:
+            sock.close()
+        if proc.poll() is None:
+            cli("shutdown", cwd=tmp_path)
+        _, err = proc.communicate(timeout=30)
+    assert err.count("accept failed") == 1, err  # said once, counted every time
+
+
+def test_the_accept_loop_survives_a_thread_that_cannot_start(
+    serve: Callable[..., ControlServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve()
+    real_start = threading.Thread.start
+    failures = [3]
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "lacrimosa-control-conn" and failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    for _ in range(3):
+        with connect(server) as sock:
+            assert json.loads(sock.makefile("rb").readline())["error"]["code"] == "busy"
+    with connect(server) as sock:
+        assert exchange(sock, b'{"op": "ping"}\n')["ok"]
+    assert server.stats()["accept_failures"] == {"thread": 3}
+
+
+def test_logs_follow_exits_4_when_the_console_dies(tmp_path: Path) -> None:
+    running = start_console(tmp_path, '[processes.talk]\ncmd = "echo hi; sleep 300"\n')
+    follower = subprocess.Popen(
+        [*CLI, "logs", "-f"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "talk | hi\n"
+        running.proc.send_signal(signal.SIGKILL)
+        _, err = follower.communicate(timeout=15)
+        assert follower.returncode == 4, err
+        assert "lost the console" in err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    running.proc.wait(10)
+    # A console that stops on purpose ends a follow with 0.
+    again = start_console(tmp_path, '[processes.talk]\ncmd = "echo hi; sleep 300"\n')
+    with subprocess.Popen(
+        [*CLI, "logs", "-f"], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, text=True
+    ) as quiet:
+        assert quiet.stdout is not None and quiet.stdout.readline() == "talk | hi\n"
+        assert again.run("shutdown").returncode == 0
+        assert quiet.wait(15) == 0
+
+
+def test_a_state_folder_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: sleep 300\n")
+    home = tmp_path / ".lacrimosa"
+    home.mkdir()
+    home.chmod(0o777)
+    result = cli("up", "--headless", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "refusing the state folder" in result.stderr and "Traceback" not in result.stderr
+    assert list(home.iterdir()) == []
+    if os.getuid() == 0:  # only root can make a folder another user's
+        home.chmod(0o755)
+        os.chown(home, 65534, 65534)
+        result = cli("up", "--headless", cwd=tmp_path)
+        assert result.returncode == 1 and "another user" in result.stderr, result.stderr
+
+
+def test_a_new_state_folder_is_private_and_ignored_by_git(tmp_path: Path) -> None:
+    running = start_console(tmp_path, IDLE)
+    home = tmp_path / ".lacrimosa"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert (home / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert running.stop() == 0
+
+
+def test_the_client_trusts_only_a_socket_of_its_own_user(tmp_path: Path) -> None:
+    home = tmp_path / ".lacrimosa"
+    home.mkdir(mode=0o700)
+    path = socket_path(home)
+    path.write_text("not a socket")
+    with pytest.raises(ConsoleError, match="not a socket"):
+        ControlClient(home)
+    result = cli("ps", "--home", str(home), cwd=tmp_path)
+    assert result.returncode == 1 and "not a socket" in result.stderr
+    path.unlink()
+    if os.getuid() != 0:
+        return  # only root can make a socket another user's
+    # Another user's console answering there (its own fake `ps`) is never asked.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    os.chown(path, 65534, 65534)
+    try:
+        result = cli("ps", "--home", str(home), cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "belongs to another user" in result.stderr and result.stdout == ""
+    finally:
+        listener.close()
