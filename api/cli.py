@@ -19,11 +19,12 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from ..engine.errors import LacrimosaError, NoConsole
+from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.humanize import describe_exit, format_duration, local_clock
-from ..engine.paths import resolve_home
+from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config
 from ..engine.terminal_text import TextMode, json_text, terminal_safe
 from .version import __version__
 from .wire import parse_duration
@@ -56,14 +57,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, after_verb: bool, short_f: bool
+) -> None:
+    """``--home`` and ``-f/--file``: accepted before the verb and after it.
+
+    After the verb they default to SUPPRESS, so that a verb that does not repeat them keeps what
+    was given before it (argparse would otherwise overwrite it with the subparser's default).
+    """
+    default = argparse.SUPPRESS if after_verb else None
+    parser.add_argument(
         "--home",
         metavar="DIR",
+        default=default,
         help="the console's state folder (default: $LACRIMOSA_HOME, else "
-        ".lacrimosa/ beside the nearest lacrimosa.toml or Procfile)",
+        ".lacrimosa/ beside the config: -f FILE, or the nearest lacrimosa.toml or Procfile)",
     )
+    flags = ("-f", "--file") if short_f else ("--file",)
+    parser.add_argument(
+        *flags,
+        dest="file",
+        metavar="FILE",
+        default=default,
+        help="the lacrimosa.toml or Procfile: its console (state folder beside it)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    _add_global_options(common, after_verb=True, short_f=True)
+    # logs and events keep -f for --follow (the CLI contract); --file still works after them.
+    common_follow = _Parser(add_help=False)
+    _add_global_options(common_follow, after_verb=True, short_f=False)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     # For commands that print what children or datagrams wrote (see engine/terminal_text.py).
@@ -88,11 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
     parser.add_argument("--version", action="version", version=f"lacrimosa {__version__}")
+    _add_global_options(parser, after_verb=False, short_f=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
     up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
-    up.add_argument("-f", "--file", metavar="FILE", help="lacrimosa.toml or Procfile to use")
     up.add_argument(
         "--headless",
         action="store_true",
@@ -106,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(
         "logs",
-        parents=[common, as_json, child_text],
+        parents=[common_follow, as_json, child_text],
         help="show a process's log (all processes merged without NAME)",
     )
     logs.add_argument("name", nargs="?", type=_text, metavar="NAME")
@@ -130,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     events = commands.add_parser(
-        "events", parents=[common, as_json, child_text], help="show the newest events, oldest first"
+        "events",
+        parents=[common_follow, as_json, child_text],
+        help="show the newest events, oldest first",
     )
     events.add_argument(
         "-n",
@@ -215,15 +242,16 @@ def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> 
 
 
 def _one_shot(args: argparse.Namespace) -> int:
-    from .client import ControlClient
+    from .client import ConsoleLost, ControlClient
 
-    home = resolve_home(args.home)
-    if home is None:
-        raise NoConsole(
-            "no lacrimosa.toml or Procfile here or in a parent folder "
-            "(or pass --home / set LACRIMOSA_HOME)"
-        )
-    with ControlClient(home, timeout=QUICK_TIMEOUT) as client:
+    home, origin = _console_home(args)
+    try:
+        client = ControlClient(home, timeout=QUICK_TIMEOUT)
+    except ConsoleLost:
+        raise
+    except NoConsole as exc:
+        raise NoConsole(_no_console_message(home, origin, exc.message)) from None
+    with client:
         if args.command == "ps":
             result = client.call("ps")
             _print(args, result, _ps_text(result["processes"]))
@@ -257,6 +285,64 @@ def _action_timeouts(client: Any) -> dict[str, float]:
     """Per process, how long the console lets an action on it take (from ``ps``)."""
     processes = client.call("ps")["processes"]
     return {p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes}
+
+
+def _console_home(args: argparse.Namespace) -> tuple[Path, str]:
+    """The state folder of the console a one-shot call is for, and what chose it.
+
+    ``--home``, else ``$LACRIMOSA_HOME``, else ``.lacrimosa/`` beside the config: ``-f FILE``, or
+    the nearest lacrimosa.toml or Procfile walking up (the same order as ``up``).
+    """
+    if args.home:
+        return Path(args.home).resolve(), "from --home"
+    if os.environ.get("LACRIMOSA_HOME"):
+        return Path(os.environ["LACRIMOSA_HOME"]).resolve(), "from $LACRIMOSA_HOME"
+    if args.file:
+        given = Path(args.file)
+        if not given.is_file():
+            raise InvalidRequest(f"no such config file: {args.file}")
+        return given.resolve().parent / HOME_DIR_NAME, "from --file"
+    found = find_config()
+    if found is None:
+        raise NoConsole(_no_config_message())
+    return found.parent / HOME_DIR_NAME, f"found {_shown(found)}"
+
+
+def _shown(path: Path, folder: bool = False) -> str:
+    """``path`` relative to the current folder when it is inside it, else absolute."""
+    cwd = Path.cwd()
+    if path == cwd:
+        return "./" if folder else "."
+    try:
+        text = str(path.relative_to(cwd))
+    except ValueError:
+        text = str(path)
+    return text + "/" if folder else text
+
+
+def _no_console_message(home: Path, origin: str, detail: str) -> str:
+    if home.name == HOME_DIR_NAME:
+        where = f"for {_shown(home.parent, folder=True)} (state folder {_shown(home)}, {origin})"
+    else:
+        where = f"with state folder {_shown(home)} ({origin})"
+    message = f"no console running {where}"
+    if not detail.startswith("no console running"):
+        message += f": {detail}"  # the socket exists but cannot be reached: say why
+    return message
+
+
+def _no_config_message() -> str:
+    here = Path.cwd()
+    message = (
+        f"no console here: no lacrimosa.toml or Procfile in {here} or a parent folder; "
+        "pass -f FILE (the console of that config) or --home DIR (its state folder)"
+    )
+    nearby = sorted(
+        _shown(path) for name in CONFIG_NAMES for path in here.glob(f"*/{name}") if path.is_file()
+    )
+    if nearby:
+        message += f", e.g. -f {nearby[0]}"
+    return message
 
 
 def _print(args: argparse.Namespace, result: Any, text: str) -> None:
@@ -396,6 +482,8 @@ def _status_text(status: dict[str, Any]) -> str:
         f"events    udp {sequencer['udp']} via {sequencer['backend']}, "
         f"{sequencer['accepted']:,} accepted of {sequencer['received']:,}, "
         f"{sequencer['rate']:,.0f}/s",
+        f"buffer    {_size(sequencer['rcvbuf'])} receive buffer granted by the kernel"
+        + ("" if sequencer["rcvbuf_forced"] else " (capped by net.core.rmem_max)"),
         f"drops     {drops}",
         f"journal   {journal['path']}: {journal['events']:,} events, ring "
         f"{journal['ring_used']:.0%} of {journal['capacity']:,} slots, blob "
@@ -410,6 +498,15 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     lines.append(f"journal   opened: {journal['opened']}")
     return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    """Bytes as B, KiB or MiB."""
+    if count < 1024:
+        return f"{count} B"
+    if count < 2**20:
+        return f"{count / 1024:.0f} KiB"
+    return f"{count / 2**20:.1f} MiB"
 
 
 def _events_text(events: list[dict[str, Any]], mode: TextMode) -> str:

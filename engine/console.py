@@ -152,9 +152,11 @@ class Console:
         return str(self._wait(name, self.supervisor.start_process(name)))
 
     def stop_process(self, name: str) -> str:
-        """Blocks until the process has stopped (signal, stop timeout, SIGKILL)."""
-        self._wait(name, self.supervisor.stop_process(name))
-        return "stopped"
+        """Blocks until the process has stopped (signal, stop timeout, SIGKILL).
+
+        The outcome: "stopped", or "not running" when there was nothing to stop."""
+        outcome = self._wait(name, self.supervisor.stop_process(name))
+        return outcome if isinstance(outcome, str) else "stopped"
 
     def restart_process(self, name: str) -> str:
         return str(self._wait(name, self.supervisor.restart_process(name)))

@@ -396,7 +396,9 @@ class Supervisor:
                     restart_in=None if p.restart_at is None else max(p.restart_at - now, 0.0),
                     stdout_lines=counts.stdout_lines,
                     stderr_lines=counts.stderr_lines,
-                    lines_per_second=p.rate,
+                    # The rate is sampled once a second; a process that no longer runs writes
+                    # nothing, whatever its last second did.
+                    lines_per_second=p.rate if p.pid is not None else 0.0,
                     restart_policy=spec.restart,
                 )
             )
@@ -850,8 +852,10 @@ class Supervisor:
         managed.start_after_stop = False
         self._resolve(managed.restart_waiters, ConsoleError("restart cancelled by a stop"))
         if managed.run is None:
+            # Nothing to signal: either a restart was pending (now cancelled) or nothing runs.
+            waiting = managed.state in State.WAITING
             self._cancel_waiting_restart(managed)
-            future.set_result(None)
+            future.set_result("stopped" if waiting else "not running")
             return
         managed.stop_waiters.append(future)
         self._begin_stop(managed)

@@ -890,3 +890,84 @@ def test_events_show_c1_controls_inert(tmp_path: Path) -> None:
     with running.follow("events", "-f", "--json", "--lines", "1") as out:
         line = out.readline()
     assert RAW_CONTROL.search(line) is None and json.loads(line)["text"] == payload
+
+
+def test_home_and_file_work_before_or_after_the_verb(tmp_path: Path) -> None:
+    """The README's first command starts the demo from the repository root (``up -f
+    demo/lacrimosa.toml``); the next commands, run in the same root, reach that console with
+    ``-f``/``--file`` or ``--home`` on either side of the verb."""
+    project = tmp_path / "demo"
+    project.mkdir()
+    running = start_console(project)
+    home = str(project / ".lacrimosa")
+    root = tmp_path
+    for args in (
+        ("ps", "-f", "demo/lacrimosa.toml"),
+        ("-f", "demo/lacrimosa.toml", "ps"),
+        ("--file", "demo/lacrimosa.toml", "ps"),
+        ("ps", "--file", "demo/lacrimosa.toml"),
+        ("--home", home, "ps"),
+        ("ps", "--home", home),
+        ("--home", "/nowhere", "ps", "--home", home),  # after the verb wins
+        ("logs", "mixed", "--file", "demo/lacrimosa.toml", "--lines", "1"),
+        ("-f", "demo/lacrimosa.toml", "logs", "mixed", "--lines", "1"),
+    ):
+        result = cli(*args, cwd=root)
+        assert result.returncode == 0, (args, result.stderr)
+    # logs -f stays --follow after the verb (the CLI contract); before it, -f is the file.
+    with running.follow("logs", "mixed", "-f") as out:
+        assert _reader(out).get(timeout=10)
+
+
+def test_no_console_names_the_folder_it_looked_in_and_how(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "lacrimosa.toml").write_text('[processes.idle]\ncmd = "sleep 300"\n')
+
+    nothing_here = cli("ps", cwd=tmp_path)
+    assert nothing_here.returncode == 4
+    assert "no lacrimosa.toml or Procfile" in nothing_here.stderr
+    assert "-f demo/lacrimosa.toml" in nothing_here.stderr  # the config one folder down
+    assert "--home" in nothing_here.stderr
+
+    by_file = cli("ps", "-f", "demo/lacrimosa.toml", cwd=tmp_path)
+    assert by_file.returncode == 4
+    assert (
+        "no console running for demo/ (state folder demo/.lacrimosa, from --file)" in by_file.stderr
+    ), by_file.stderr
+
+    by_home = cli("--home", str(tmp_path / "state"), "status", "--json", cwd=tmp_path)
+    assert by_home.returncode == 4
+    message = json.loads(by_home.stderr)["error"]["message"]
+    assert message == "no console running with state folder state (from --home)", message
+
+    walked = cli("ps", cwd=demo)
+    assert walked.returncode == 4
+    assert "state folder .lacrimosa, found lacrimosa.toml" in walked.stderr, walked.stderr
+
+    missing = cli("ps", "-f", "nope.toml", "--json", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert json.loads(missing.stderr)["error"]["code"] == "invalid_request"
+
+
+def test_stop_on_a_stopped_process_says_so(console: RunningConsole) -> None:
+    first = console.run("stop", "mixed")
+    assert first.returncode == 0 and first.stdout == "mixed: stopped, now stopped\n"
+    again = console.run("stop", "mixed")
+    assert again.returncode == 0 and again.stdout == "mixed: not running, now stopped\n"
+    assert json.loads(console.run("stop", "mixed", "--json").stdout)["outcome"] == "not running"
+
+
+def test_human_status_shows_the_receive_buffer(tmp_path: Path) -> None:
+    running = start_console(tmp_path, EVENTS_CONFIG)
+    status = json.loads(running.run("status", "--json").stdout)["sequencer"]
+    text = running.run("status").stdout
+    buffer = next(line for line in text.splitlines() if line.startswith("buffer "))
+    assert "receive buffer granted by the kernel" in buffer
+    assert ("capped by net.core.rmem_max" in buffer) == (not status["rcvbuf_forced"])
+
+
+def test_a_stopped_process_writes_zero_lines_per_second(console: RunningConsole) -> None:
+    wait_until(lambda: console.ps()["ticker"]["lines_per_second"] > 0)
+    assert console.run("stop", "ticker").returncode == 0
+    assert console.ps()["ticker"]["lines_per_second"] == 0  # at once, not a second later

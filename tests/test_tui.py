@@ -210,8 +210,8 @@ async def test_live_filter_narrows_with_smart_case_and_escape_restores(console) 
         await pilot.press("backspace", "backspace", "backspace", "backspace", "l", "i", "n", "e")
         await wait_for(pilot, lambda: "3 matches" in status(app), "three case-free matches")
 
-        await pilot.press("enter")  # back to the log, filter kept
-        assert app.focused is pane_of(app)
+        await pilot.press("enter")  # back to the process table, filter kept
+        assert app.focused is table_of(app)
         assert "3 matches" in status(app)
 
         await pilot.press("escape")  # clears the filter
@@ -342,10 +342,12 @@ async def test_follow_stays_at_the_bottom_and_stops_when_scrolling_up(console) -
         assert pane.follow and pane.is_vertical_scroll_end
         assert rendered_rows(app)[-1] == "  count 140"
 
-        # In the focused log, the up key stops following and End resumes it.
+        # In the log, shift+up scrolls a line and stops following (up selects a process), and
+        # End resumes it.
         pane.focus()
-        await pilot.press("up")
+        await pilot.press("shift+up")
         assert not pane.follow
+        assert table_of(app).selected_process == "fed"
         await pilot.press("end")
         assert pane.follow and pane.is_vertical_scroll_end
         assert "follow: on" in status(app)
@@ -603,3 +605,130 @@ def test_tui_does_not_import_the_api_package() -> None:
     """)
     repo = Path(__file__).resolve().parent.parent
     subprocess.run([PYTHON, "-c", code], cwd=repo, check=True, timeout=60)
+
+
+# -- focus, long lines and long names --------------------------------------------------------------
+
+
+async def test_selection_keys_keep_selecting_processes_after_filter_and_enter(console) -> None:
+    app = LacrimosaApp(console(THREE_PROCESSES))
+    async with app.run_test(size=SIZE) as pilot:
+        table = table_of(app)
+        await wait_for(pilot, lambda: pane_of(app).is_current, "the merged view")
+        await pilot.press("slash", "l", "i", "n", "e", "enter")
+        assert app.focused is table  # back where the selection keys work
+        await pilot.press("j")
+        assert table.selected_process == "api"
+        await pilot.press("down")
+        assert table.selected_process == "worker"
+        await pilot.press("k")
+        assert table.selected_process == "api"
+
+        # Enter opens the line's detail; the selection keys still select processes.
+        await pilot.press("enter")
+        assert app.line_detail_shown
+        await pilot.press("down")
+        assert table.selected_process == "worker"
+        await pilot.press("escape")
+        assert not app.line_detail_shown
+
+        # Even with the focus on the log (a mouse click), up/down/j/k select processes.
+        pane_of(app).focus()
+        await pilot.pause()
+        await pilot.press("up", "j")
+        assert table.selected_process == "worker"
+        await pilot.press("escape", "escape")  # clears the filter, then focuses the table
+        assert app.focused is table
+
+
+async def test_the_focused_table_is_marked(console) -> None:
+    app = LacrimosaApp(console(THREE_PROCESSES))
+    async with app.run_test(size=SIZE) as pilot:
+        table = table_of(app)
+        header = table.get_component_styles("datatable--header")
+        focused = header.background
+        await pilot.press("slash")  # the filter input takes the focus
+        await pilot.pause()
+        assert app.focused is not table
+        assert table.get_component_styles("datatable--header").background != focused
+
+
+LONG_LINES = f"""
+    [processes.a_rather_long_service_name]
+    cmd = "{PYTHON} -c 'print(*range(60), sep=chr(10)); print(\\"x\\" * 150 + \\" THE END\\")'; exec sleep 60"
+    stop_timeout = 2
+
+    [processes.b]
+    cmd = "exec sleep 60"
+    stop_timeout = 2
+"""
+
+
+async def test_long_lines_and_names_are_cut_with_a_marker_and_readable_whole(console) -> None:
+    app = LacrimosaApp(console(LONG_LINES))
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(app)
+        await wait_for(pilot, lambda: shown(app, "xxxx"), "the long line")
+        # A scrollbar is shown (more lines than rows): rows stop before it, so the cut marker
+        # at a row's end is not drawn over.
+        await wait_for(
+            pilot, lambda: pane.content_width == pane.size.width - 1, "room for the scrollbar"
+        )
+        strips = rendered_strips(app)
+        assert {strip.cell_length for strip in strips} == {pane.content_width}
+        row = next(row for row in rendered_rows(app) if "xxxx" in row)
+        assert row.endswith("…") and "THE END" not in row
+        # The merged view's name column: a 26-letter name in 12 cells, marked as cut.
+        assert row.startswith("  a_rather_lo… xxx")
+        # The process table too.
+        assert cell(app, "a_rather_long_service_name", "name") == "a_rather_lo…"
+
+        # Enter: the detail panel shows the last line on screen whole, with where it came from.
+        await pilot.press("enter")
+        detail = str(app.query_one("#line-detail-text").content)
+        assert "x" * 150 + " THE END" in detail
+        assert "a_rather_long_service_name" in detail and "stdout" in detail
+        assert "line id" in detail
+        assert pane.cursor_line is not None
+        # shift+up: the line before it, in the panel and marked in the log.
+        await pilot.press("shift+up")
+        await pilot.pause()
+        assert pane.cursor_line is not None
+        assert bytes(pane.cursor_line.content) == b"59"
+        assert "\n\n59" in str(app.query_one("#line-detail-text").content)
+        assert any(
+            seg.style is not None and seg.style.reverse
+            for strip in rendered_strips(app)
+            if "59" in strip.text
+            for seg in strip
+        )
+        await pilot.press("escape")
+        assert not app.line_detail_shown and pane.cursor_line is None
+
+
+CRASH_LOOP = f"""
+    [processes.looper]
+    cmd = "{PYTHON} -c 'raise SystemExit(1)'"
+    restart = "always"
+    backoff_initial = 0.05
+    backoff_max = 0.1
+"""
+
+
+async def test_overview_calls_a_crash_loop_a_crash_loop(console) -> None:
+    instance = console(CRASH_LOOP)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+
+        def summary() -> str:
+            return str(app.query_one("#overview-processes").content)
+
+        await wait_for(
+            pilot,
+            lambda: (
+                instance.processes()[0].state == State.CRASH_LOOP and "crash-looping" in summary()
+            ),
+            "the crash loop in the Overview",
+        )
+        assert "1 crash-looping" in summary() and "failed" not in summary()

@@ -6,10 +6,8 @@ Nothing in a frame may change between runs, so:
   and no exit status;
 - its lines are appended straight to the store before the app starts, as the supervisor would
   append what it reads, so their content and order are fixed;
-- lines/s is a rate the supervisor samples once a second from the line counts. Lines that arrive
-  between two samples show as a rate until the next one, so each test waits until the supervisor
-  has sampled the new lines (rate above 0) and sampled again (back to 0): the column is then
-  blank for good, and ``run_before`` checks that it is before the frame is taken.
+- lines/s is 0 for a process that does not run, whatever was appended to its log, so the column
+  is blank from the start (``run_before`` checks that it is before the frame is taken).
 
 The reference frames live in ``tests/__snapshots__/test_tui_snapshots/``. After a deliberate
 change to the look of the TUI, regenerate them with ``pytest tests/test_tui_snapshots.py
@@ -26,7 +24,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from helpers import wait_until
 from rich.text import Text
 from textual.pilot import Pilot
 
@@ -72,18 +69,11 @@ LINES = (
 
 
 def console_with_lines(make_console: Callable[..., Console]) -> Console:
-    """A started console whose stopped processes have LINES, with every rate back at 0."""
+    """A started console whose stopped processes have LINES (and so no rate: they do not run)."""
     instance = make_console(PROCESSES)
     for name, stream, line in LINES:
         instance.store.append(name, stream, line + b"\n")
-    seen_rate: set[str] = set()
-
-    def rates_settled() -> bool:
-        infos = instance.processes()
-        seen_rate.update(info.name for info in infos if info.lines_per_second > 0)
-        return len(seen_rate) == len(infos) and all(i.lines_per_second == 0 for i in infos)
-
-    wait_until(rates_settled, message="the supervisor to sample the new lines, then sample again")
+    assert all(info.lines_per_second == 0 for info in instance.processes())
     return instance
 
 

@@ -26,7 +26,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
@@ -37,6 +37,7 @@ from ..engine.errors import LacrimosaError
 from ..engine.logstore import STDERR, STDOUT, STREAM_NAMES
 from ..engine.query import LogQuery
 from .events_view import EventsView
+from .line_detail import describe_line
 from .log_pane import LogPane
 from .overview import OverviewView
 from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
@@ -61,10 +62,12 @@ LOG_VIEW_ACTIONS = frozenset(
         "show_all",
         "move_selection",
         "escape",
+        "step_line",
         "log_page_up",
         "log_page_down",
         "log_home",
         "log_end",
+        "toggle_line_detail",
     }
 )
 
@@ -97,6 +100,23 @@ class LacrimosaApp(App[None]):
     }
     #log {
         height: 1fr;
+        min-height: 3;
+    }
+    /* Where the keys go, at a glance: the focused table's header is lit, like a title. */
+    #processes:focus > .datatable--header {
+        background: $accent 50%;
+        color: $text;
+    }
+    #line-detail {
+        display: none;
+        height: 2fr;
+        border-top: solid $primary;
+        border-title-align: left;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+        &.-shown {
+            display: block;
+        }
     }
     #filter {
         display: none;
@@ -123,6 +143,9 @@ class LacrimosaApp(App[None]):
         Binding("tab", "move_selection(1)", show=False, priority=True),
         Binding("shift+tab", "move_selection(-1)", show=False, priority=True),
         Binding("escape", "escape", show=False),
+        Binding("enter", "toggle_line_detail", show=False),
+        Binding("shift+up", "step_line(-1)", show=False),
+        Binding("shift+down", "step_line(1)", show=False),
         # One compact footer entry ("123 views"): the log view's footer is nearly full at 80 columns.
         Binding("1", "show_view('logs')", "logs", group=VIEW_KEYS),
         Binding("2", "show_view('overview')", "overview", group=VIEW_KEYS),
@@ -156,6 +179,9 @@ class LacrimosaApp(App[None]):
                 yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
                 yield Static(id="status")
                 yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
+                # Not focusable: the selection keys stay with the table; its keys are the app's.
+                with VerticalScroll(id="line-detail", can_focus=False):
+                    yield Static(id="line-detail-text")
                 yield FilterInput(
                     placeholder="filter: type to narrow · smart case · enter: done · esc: clear",
                     id="filter",
@@ -175,6 +201,14 @@ class LacrimosaApp(App[None]):
     @property
     def filter_input(self) -> FilterInput:
         return self.query_one("#filter", FilterInput)
+
+    @property
+    def line_detail(self) -> VerticalScroll:
+        return self.query_one("#line-detail", VerticalScroll)
+
+    @property
+    def line_detail_shown(self) -> bool:
+        return self.line_detail.has_class("-shown")
 
     @property
     def overview(self) -> OverviewView:
@@ -321,11 +355,44 @@ class LacrimosaApp(App[None]):
             status.append(f" {count} matches")
         else:
             status.append(f"  {count} lines")
+        if not self.line_detail_shown:
+            status.append("  ⏎ whole line", style="dim")
         self.query_one("#status", Static).update(status)
 
     @on(LogPane.Changed)
     def _log_pane_changed(self) -> None:
         self._update_status()
+        pane = self.log_pane
+        if self.line_detail_shown and pane.cursor_line is None and pane.is_current:
+            pane.mark_line()  # a new view (another process, a filter): its newest line
+
+    # -- the detail panel: one line in full ----------------------------------------------------
+
+    def action_toggle_line_detail(self) -> None:
+        detail = self.line_detail
+        if detail.has_class("-shown"):
+            detail.remove_class("-shown")
+            self.log_pane.clear_cursor()
+        else:
+            detail.add_class("-shown")
+            self.log_pane.mark_line()
+            self._show_line_detail()
+        self._update_status()
+
+    @on(LogPane.CursorMoved)
+    def _show_line_detail(self) -> None:
+        if not self.line_detail_shown:
+            return
+        detail = self.line_detail
+        detail.border_title = "line · ⏎/esc: close · shift+↑↓: previous/next · PgUp/PgDn: scroll"
+        line = self.log_pane.cursor_line
+        text = (
+            Text("no line here", style="dim")
+            if line is None
+            else describe_line(line, self._name_colours.get(line.process, ""))
+        )
+        self.query_one("#line-detail-text", Static).update(text)
+        detail.scroll_home(animate=False)
 
     # -- selection -----------------------------------------------------------------------------
 
@@ -333,10 +400,6 @@ class LacrimosaApp(App[None]):
     def _selection_moved(self) -> None:
         self.log_pane.follow = True  # a newly selected process starts at its newest lines
         self._apply_query()
-
-    @on(DataTable.RowSelected, "#processes")
-    def _selection_entered(self) -> None:
-        self.log_pane.focus()
 
     def action_move_selection(self, step: int) -> None:
         self.process_table.move_selection(step)
@@ -353,23 +416,41 @@ class LacrimosaApp(App[None]):
     def action_toggle_follow(self) -> None:
         self.log_pane.follow = not self.log_pane.follow
 
-    # The process table hands its paging keys to the log (see ProcessTable.BINDINGS).
+    # The process table hands its paging keys to the log (see ProcessTable.BINDINGS), or to the
+    # detail panel while it is shown (the log behind it holds still).
     def action_log_page_up(self) -> None:
-        self.log_pane.action_page_up()
+        if self.line_detail_shown:
+            self.line_detail.scroll_page_up(animate=False)
+        else:
+            self.log_pane.action_page_up()
 
     def action_log_page_down(self) -> None:
-        self.log_pane.action_page_down()
+        if self.line_detail_shown:
+            self.line_detail.scroll_page_down(animate=False)
+        else:
+            self.log_pane.action_page_down()
 
     def action_log_home(self) -> None:
-        self.log_pane.action_scroll_home()
+        if self.line_detail_shown:
+            self.line_detail.scroll_home(animate=False)
+        else:
+            self.log_pane.action_scroll_home()
 
     def action_log_end(self) -> None:
-        self.log_pane.action_scroll_end()
+        if self.line_detail_shown:
+            self.line_detail.scroll_end(animate=False)
+        else:
+            self.log_pane.action_scroll_end()
+
+    def action_step_line(self, step: int) -> None:
+        self.log_pane.action_step_line(step)
 
     def action_escape(self) -> None:
-        if self._filter_text:
+        if self.line_detail_shown:
+            self.action_toggle_line_detail()
+        elif self._filter_text:
             self.action_clear_filter()
-        elif self.focused is self.log_pane:
+        elif self.focused is not self.process_table:
             self.process_table.focus()
 
     # -- the filter ------------------------------------------------------------------------------
@@ -382,7 +463,7 @@ class LacrimosaApp(App[None]):
         self.filter_input.value = ""  # posts Input.Changed, which re-applies the query
         self._set_filter("")
         self.filter_input.remove_class("-shown")
-        self.log_pane.focus()
+        self.process_table.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -392,7 +473,7 @@ class LacrimosaApp(App[None]):
     def _filter_submitted(self) -> None:
         if not self._filter_text:
             self.filter_input.remove_class("-shown")
-        self.log_pane.focus()
+        self.process_table.focus()  # the selection keys select processes again
 
     def _set_filter(self, text: str) -> None:
         if text != self._filter_text:

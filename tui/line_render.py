@@ -115,7 +115,10 @@ def format_log_line(
     row = Text(no_wrap=True, end="")
     row.append_text(_STREAM_GUTTERS.get(line.stream, _BLANK_GUTTER))
     if fmt.name_width:
-        name = line.process[: fmt.name_width].ljust(fmt.name_width)
+        name = line.process
+        if len(name) > fmt.name_width:  # cut, and marked as cut
+            name = name[: fmt.name_width - 1] + CROPPED_MARKER
+        name = name.ljust(fmt.name_width)
         row.append(name + " ", style=name_style)
     content, truncated = decode_for_terminal(line.content, byte_budget(fmt.width))
     if line.stream == SYSTEM:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from rich.style import Style
 from textual import events, on
 from textual.binding import Binding
 from textual.cache import LRUCache
@@ -33,6 +34,7 @@ from .virtual_list import FollowingScrollView, OneBuildAtATime
 
 _STRIP_CACHE_SIZE = 4096
 _BUILD_GROUP = "log-view"
+_CURSOR_STYLE = Style(reverse=True)  # the marked line (shown in the detail panel)
 
 
 class LogPane(FollowingScrollView, can_focus=True):
@@ -51,13 +53,21 @@ class LogPane(FollowingScrollView, can_focus=True):
     }
     """
 
+    # The selection keys select processes wherever the focus is in the log view (the app's
+    # move_selection); shift+up/down move through the log a line at a time instead.
     BINDINGS = [
-        Binding("j", "scroll_down", show=False),
-        Binding("k", "scroll_up", show=False),
+        Binding("up,k", "app.move_selection(-1)", show=False),
+        Binding("down,j", "app.move_selection(1)", show=False),
+        Binding("shift+up", "step_line(-1)", show=False),
+        Binding("shift+down", "step_line(1)", show=False),
+        Binding("enter", "app.toggle_line_detail", show=False),
     ]
 
     class Changed(Message):
         """The view, its line count or the follow state changed (for the status line)."""
+
+    class CursorMoved(Message):
+        """The marked line changed (for the detail panel)."""
 
     class _ViewBuilt(Message):
         """From the build worker: the new view for ``query``, or why there is none."""
@@ -91,6 +101,8 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._window_start = 0
         self._window: list[LogLine] = []
         self._strips: LRUCache[tuple[int, LineFormat], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+        # The line cursor (for the detail panel): the id of the marked line, None when unmarked.
+        self._cursor_id: int | None = None
 
     # -- what is shown ---------------------------------------------------------------------------
 
@@ -112,7 +124,65 @@ class LogPane(FollowingScrollView, can_focus=True):
     def set_query(self, query: LogQuery) -> None:
         if query != self._query:
             self._query = query
+            self.clear_cursor()  # another view: the marked line may not be in it
             self.reload()
+
+    # -- the line cursor -------------------------------------------------------------------------
+
+    @property
+    def cursor_line(self) -> LogLine | None:
+        """The marked line, if any (and still in the view)."""
+        position = self.cursor_position
+        return None if position is None else self._line_at(position)
+
+    @property
+    def cursor_position(self) -> int | None:
+        view = self._view
+        if self._cursor_id is None or view is None or not self.is_current:
+            return None
+        position = view.position_of(self._cursor_id)
+        line = self._line_at(position)
+        return position if line is not None and line.id == self._cursor_id else None
+
+    def mark_line(self, position: int | None = None) -> LogLine | None:
+        """Mark the line at ``position`` (default: the last line on screen) and stop following,
+        so that it stays put; returns it (None when the view is empty)."""
+        if position is None:
+            position = min(int(self.scroll_offset.y) + self.size.height, self.line_count) - 1
+        line = self._line_at(max(position, 0))
+        if line is None:
+            return None
+        self.follow = False
+        self._cursor_id = line.id
+        self._scroll_to_position(max(position, 0))
+        self.refresh()
+        self.post_message(self.CursorMoved())
+        return line
+
+    def clear_cursor(self) -> None:
+        if self._cursor_id is not None:
+            self._cursor_id = None
+            self.refresh()
+            self.post_message(self.CursorMoved())
+
+    def action_step_line(self, step: int) -> None:
+        """Move the line cursor by ``step`` lines, or scroll by a line when nothing is marked."""
+        position = self.cursor_position
+        if position is None:
+            if step < 0:
+                self.action_scroll_up()
+            else:
+                self.action_scroll_down()
+            return
+        self.mark_line(min(max(position + step, 0), max(self.line_count - 1, 0)))
+
+    def _scroll_to_position(self, position: int) -> None:
+        top = int(self.scroll_offset.y)
+        height = max(self.size.height, 1)
+        if position < top:
+            self.scroll_to(y=position, animate=False, immediate=True)
+        elif position >= top + height:
+            self.scroll_to(y=position - height + 1, animate=False, immediate=True)
 
     def reload(self) -> None:
         """Rebuild the view (new lines arrived, or the query changed), off the app's thread."""
@@ -155,7 +225,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._view = view
         self._view_query = query
         self._window = []
-        self.virtual_size = Size(self.size.width, len(view))
+        self.virtual_size = Size(self.content_width, len(view))
         if self.follow:
             self._scroll_to_end()
         elif anchor is not None and same_query:
@@ -197,6 +267,11 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._window = []
         if self.follow:
             self._scroll_to_end()
+        else:
+            # The detail panel opening shrinks the pane: keep the marked line on screen.
+            position = self.cursor_position
+            if position is not None:
+                self.call_after_refresh(self._scroll_to_position, position)
 
     # -- rendering -------------------------------------------------------------------------------
 
@@ -219,22 +294,33 @@ class LogPane(FollowingScrollView, can_focus=True):
             offset = index - self._window_start
         return self._window[offset]
 
+    @property
+    def content_width(self) -> int:
+        """Cells a row may use: the pane's width less the scrollbar, when one is shown (the
+        scrollbar is drawn over the row's last cells, and with it the row's cut marker)."""
+        return self.scrollable_content_region.width
+
     def line_format(self) -> LineFormat:
         # From the view's own query: until a new view arrives, the old one is drawn as before.
         query = self._view_query or self._query
         return LineFormat(
-            width=self.size.width,
+            width=self.content_width,
             name_width=self._name_width if query.processes is None else 0,
             highlight=query.contains.decode("utf-8", "replace") if query.contains else None,
             ignore_case=query.ignore_case,
         )
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.content_width
         base_style = self.rich_style
         line = self._line_at(int(self.scroll_offset.y) + y)
         if line is None:
             return Strip.blank(width, base_style)
+        if line.id == self._cursor_id:
+            return self._render_row(line, width, base_style).apply_style(_CURSOR_STYLE)
+        return self._render_row(line, width, base_style)
+
+    def _render_row(self, line: LogLine, width: int, base_style: Style) -> Strip:
         fmt = self.line_format()
         key = (line.id, fmt)
         strip = self._strips.get(key)

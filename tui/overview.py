@@ -107,7 +107,7 @@ class OverviewView(VerticalScroll):
         self._engine = console
         self._shown_key: object = None
         self._processes_at = 0.0
-        self._processes_shown: tuple[int, int, int, str] | None = None
+        self._processes_shown: tuple[int, int, int, int, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(how_to_enable(), id="overview-hint")
@@ -234,9 +234,10 @@ class OverviewView(VerticalScroll):
     def _show_processes(self) -> None:
         infos = self._engine.processes()
         running = sum(1 for info in infos if info.state == State.RUNNING)
-        troubled = sum(1 for info in infos if info.state in (State.FAILED, State.CRASH_LOOP))
+        failed = sum(1 for info in infos if info.state == State.FAILED)
+        looping = sum(1 for info in infos if info.state == State.CRASH_LOOP)
         rate = format_count(sum(info.lines_per_second for info in infos))
-        shown = (running, len(infos), troubled, rate)
+        shown = (running, len(infos), failed, looping, rate)
         if shown == self._processes_shown:
             return
         self._processes_shown = shown
@@ -247,6 +248,9 @@ class OverviewView(VerticalScroll):
             Text(f"{running} running", style=f"bold {GOOD}" if running else "bold"),
             f" of {len(infos)} · {rate} lines/s",
         )
-        if troubled:
-            out.append_text(Text(f" · {troubled} failed", style=f"bold {ERROR}"))
+        # A crash-looping process is not failed: it is restarted again and again.
+        if looping:
+            out.append_text(Text(f" · {looping} crash-looping", style=f"bold {ERROR}"))
+        if failed:
+            out.append_text(Text(f" · {failed} failed", style=f"bold {ERROR}"))
         self.query_one("#overview-processes", Static).update(out)

@@ -42,6 +42,12 @@ _STATE_STYLES = {
 }
 
 
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with a final ``…`` when it is longer (names are ASCII
+    or narrow: a config key)."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 def format_count(count: float) -> str:
     """Compact: 999, 1.2k, 12k, 1.2M, 12M, 1.2G."""
     if count < 1000:
@@ -100,6 +106,8 @@ class ProcessTable(DataTable[str | Text]):
     BINDINGS = [
         Binding("j", "cursor_down", "down", show=False),
         Binding("k", "cursor_up", "up", show=False),
+        # Enter shows the log's line in full (the app's detail panel), as it does in Events.
+        Binding("enter", "app.toggle_line_detail", show=False),
         # The table is short; paging keys scroll the log below instead (see LacrimosaApp).
         Binding("pageup", "app.log_page_up", show=False),
         Binding("pagedown", "app.log_page_down", show=False),
@@ -139,6 +147,7 @@ class ProcessTable(DataTable[str | Text]):
         rows += [(info.name, process_row(info)) for info in infos]
         for key, cells in rows:
             cells = {column: _aligned(column, value) for column, value in cells.items()}
+            cells["name"] = fit(str(cells["name"]), self._name_width)
             shown = self._cells.get(key)
             if shown is None:
                 self.add_row(*cells.values(), key=key)
