@@ -4,7 +4,9 @@ TUI in this process, or stay in the foreground headless until SIGTERM/SIGINT or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -16,6 +18,10 @@ from ..engine.console import Console
 from ..engine.errors import ConfigError, InvalidRequest
 from ..engine.paths import find_config, resolve_home
 from .server import ControlServer
+
+# Once every process has stopped, how long the TUI gets to give the terminal back and return
+# before the console exits without it (a terminal that is gone or stalled can block it forever).
+EXIT_GRACE = 5.0
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -55,6 +61,13 @@ def run_up(args: argparse.Namespace) -> int:
         if headless
         else (signal.SIGTERM, signal.SIGHUP),
     )
+    finished = threading.Event()
+    threading.Thread(
+        target=_exit_if_stuck,
+        args=(console, server, finished),
+        name="lacrimosa-exit-watch",
+        daemon=True,
+    ).start()
     try:
         console.start()
         if headless:
@@ -66,15 +79,52 @@ def run_up(args: argparse.Namespace) -> int:
     finally:
         console.shutdown()
         server.close()
+        finished.set()
     return 0
 
 
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _let_go_of_the_terminal()
         console.request_shutdown()
 
     for sig in signals:
         signal.signal(sig, handler)
+
+
+def _let_go_of_the_terminal() -> None:
+    """The terminal hung up (SSH dropped, its window closed): point every standard stream that
+    was on it at /dev/null, so that what is still written on the way out (the TUI restoring the
+    screen, the headless report) goes nowhere instead of failing or blocking."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):
+                if os.isatty(fd):
+                    os.dup2(null, fd)
+        os.close(null)
+
+
+def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.Event) -> None:
+    """Make sure the console ends once it has stopped everything: if the main thread has not
+    returned ``EXIT_GRACE`` seconds after every process stopped (the TUI blocked writing to a
+    terminal that hung up or stalled), remove the socket and exit without it. Nothing is lost:
+    the processes are gone and the journal is closed by then."""
+    console.stopped.wait()
+    if finished.wait(EXIT_GRACE):
+        return
+    server.close()
+    # Said only where it cannot block: a stalled terminal is what may have got us here.
+    with contextlib.suppress(OSError, ValueError):
+        if not os.isatty(2):
+            print(
+                f"lacrimosa: the terminal did not let go within {EXIT_GRACE:.0f}s of stopping "
+                "every process; exiting without it",
+                file=sys.stderr,
+                flush=True,
+            )
+    os._exit(1)
 
 
 def _run_headless(console: Console) -> None:

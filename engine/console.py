@@ -38,6 +38,8 @@ class Console:
         self._shutdown_requested = threading.Event()
         # Set once start() has finished: until then the control server answers ``starting``.
         self.started = threading.Event()
+        # Set once shutdown() has finished: every process gone, the journal closed.
+        self.stopped = threading.Event()
         # Extra sections of status() (the control server adds its counters), by name.
         self._status_sections: dict[str, Callable[[], Any]] = {}
         # Made in start(): it binds a port and opens the journal file.
@@ -77,6 +79,7 @@ class Console:
         self.supervisor.shutdown()
         if self.sequencer is not None:
             self.sequencer.stop()  # last: events sent by processes as they stopped are kept
+        self.stopped.set()
 
     # -- reading ---------------------------------------------------------------------------------
 

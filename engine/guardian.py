@@ -95,7 +95,21 @@ def main() -> None:
         strays = tagged_pids(token) if token else []
     _signal_groups(groups, signal.SIGKILL)
     if token:
-        signal_pids(tagged_pids(token), signal.SIGKILL)
+        _kill_strays(token)
+
+
+def _kill_strays(token: str, sweeps: int = 10) -> None:
+    """SIGKILL every process carrying the token, sweeping /proc until two sweeps in a row find
+    none (``sweeps`` at most): a process caught in the middle of an exec shows no environment for
+    an instant, so one empty sweep alone does not prove that none is left."""
+    empty = 0
+    for _ in range(sweeps):
+        found = tagged_pids(token)
+        signal_pids(found, signal.SIGKILL)
+        empty = 0 if found else empty + 1
+        if empty == 2:
+            return
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -12,6 +13,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,10 +73,10 @@ class RunningConsole:
     def stop(self) -> int:
         """``lacrimosa shutdown`` if it still runs (SIGKILL if that fails); its exit status."""
         if self.proc.poll() is None:
-            self.run("shutdown")
             try:
+                self.run("shutdown")
                 self.proc.wait(20)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # a console that stopped answering
                 self.proc.kill()
         self.proc.communicate()
         return self.proc.returncode
@@ -344,6 +346,59 @@ def test_signal_stops_a_headless_console_cleanly(tmp_path: Path, sig: signal.Sig
     assert running.proc.wait(20) == 0
     running.proc.communicate()
     wait_until(lambda: not any(pid_alive(pid) for pid in children))
+
+
+def test_a_tui_console_whose_terminal_hangs_up_stops_everything_and_exits(
+    tmp_path: Path,
+) -> None:
+    """SSH drops or the terminal window closes under `lacrimosa up` with its TUI: every process
+    stops and the console exits, even though the terminal it was drawing on is gone (the TUI's
+    writes to it used to block its exit forever, with the socket still answering)."""
+    (tmp_path / "lacrimosa.toml").write_text(CONFIG)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+    def on_its_own_terminal() -> None:  # a session whose controlling terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [*CLI, "up"],
+        cwd=tmp_path,
+        env={**cli_env(), "TERM": "xterm-256color"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=on_its_own_terminal,
+    )
+    os.close(slave)
+    running = RunningConsole(tmp_path, proc)
+    _started.append(running)
+    reading = threading.Event()
+    reading.set()
+
+    def drain() -> None:  # a terminal reads what is drawn; a full pty would block the TUI
+        while reading.is_set():
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                try:
+                    os.read(master, 65536)
+                except OSError:
+                    return
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    try:
+        wait_until(lambda: running.run("ps").returncode == 0, timeout=30)
+        wait_until(lambda: all(p["pid"] for p in running.ps().values()))
+        children = running.child_pids()
+    finally:
+        reading.clear()
+        drainer.join(5)
+        os.close(master)  # the hang-up: SIGHUP to the console, its terminal gone
+    assert proc.wait(30) in (0, 1)
+    wait_until(lambda: not any(pid_alive(pid) for pid in children))
+    assert not socket_path(tmp_path / ".lacrimosa").exists()
 
 
 def test_nothing_survives_kill_9_of_the_console(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
         text=True,
         timeout=60,
     )
-    assert installed.returncode == 4 and "no lacrimosa.toml or Procfile here" in installed.stderr
+    assert installed.returncode == 4 and "no lacrimosa.toml or Procfile in" in installed.stderr
     where = subprocess.run(
         [
             str(venv / "bin" / "python"),

@@ -556,9 +556,13 @@ root = Path(sys.argv[1])
 console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")
 console.start()
 deadline = time.monotonic() + 30
-while len(tagged_pids(console.supervisor.token)) < 2 and time.monotonic() < deadline:
+found: list[int] = []
+# One list, the one that held both: a process caught in the middle of an exec has no environment
+# to read in /proc for an instant, so a second look may miss it.
+while len(found) < 2 and time.monotonic() < deadline:
     time.sleep(0.02)
-print(json.dumps(tagged_pids(console.supervisor.token)), flush=True)
+    found = tagged_pids(console.supervisor.token)
+print(json.dumps(found), flush=True)
 time.sleep(300)
 """
 
