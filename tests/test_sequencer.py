@@ -447,3 +447,34 @@ def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
     assert "lacrimosa: sequencer ingest failed: OverflowError" in err
     assert err.count("a batch of datagrams was lost") == 1  # the same error is said once
     assert "events are no longer received" in err
+
+
+def test_a_filtered_events_reply_finds_the_newest_matches_a_chunk_at_a_time(
+    tmp_path: Path,
+) -> None:
+    from lacrimosa.api.protocol import SELECT_CHUNK, _newest_matching
+
+    journal = Journal(tmp_path / "j", 1 << 16, 4 << 20)
+    try:
+        lamport = 1
+        for block in range(3 * SELECT_CHUNK // 1000):  # blocks of 1000 from nodes 0, 1, 2, 0, ...
+            journal.append_records(
+                [b"e"] * 1000, range(lamport, lamport + 1000), node=block % 3, stream=block % 2
+            )
+            lamport += 1000
+        tail, head = journal.bounds()
+        for node, stream, lines in [
+            (1, None, 100_000),
+            (1, None, 1500),
+            (2, 1, 100_000),
+            (0, 0, 7),
+            (None, 1, 20_000),
+            (9, None, 100_000),
+            (1, None, 0),
+        ]:
+            expected = journal.select(node=node, stream=stream)
+            expected = expected[max(0, len(expected) - lines) :]
+            got = _newest_matching(journal, node, stream, tail, head, lines)
+            assert np.array_equal(got, expected), (node, stream, lines)
+    finally:
+        journal.close()
