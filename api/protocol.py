@@ -45,8 +45,8 @@ FOLLOW_POLL = 0.05
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
 LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
-# Events read from the journal at a time: at most 64 records of up to 4072 bytes (MAX_PAYLOAD),
-# so a reply in progress holds about 256 KiB of records and one piece of JSON (hex is 2x).
+# Events read from the journal at a time: 64 records of at most a datagram (4 KiB: udp's
+# DEFAULT_STRIDE), so a reply in progress holds about 256 KiB of records and a piece of JSON.
 EVENTS_CHUNK = 64
 SELECT_CHUNK = 1 << 14  # slots (32 bytes each) scanned at a time for an events reply's filter
 # A follow batch holds at most this many lines or events, and lines of about this many bytes: a
