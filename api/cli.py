@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument(
         "--raw",
         action="store_true",
-        help="write the text as the console holds it, control sequences and all (not with --json)",
+        help="write the bytes as the child or sender wrote them, control sequences and all "
+        "(for a file; not with --json)",
     )
 
     parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
@@ -374,39 +375,62 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
     if args.since is not None:
         request["since"] = args.since
     merged = args.name is None
+    raw = _RawLines(merged) if args.raw else None
+    if raw is not None:
+        request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
     if not args.follow:
-        _write_lines(args, client.call("logs", **request)["lines"], merged)
+        _write_lines(args, client.call("logs", **request)["lines"], merged, raw)
         return
     for batch in client.stream("logs", follow=True, **request):
-        _write_lines(args, batch["lines"], merged)
+        _write_lines(args, batch["lines"], merged, raw)
         sys.stdout.flush()
 
 
 def _events(args: argparse.Namespace, client: Any) -> None:
     request = {"lines": args.lines, "stream": args.stream, "node": args.node}
     request = {key: value for key, value in request.items() if value is not None}
+    mode = _text_mode(args)
     if not args.follow:
         result = client.call("events", **request)
-        _print(args, result, _events_text(result["events"], _text_mode(args)))
+        if mode == "raw":
+            _write_raw_events(result["events"], result.get("lapped", 0))
+            return
+        text = _events_text(result["events"], mode)
+        if result.get("lapped") and not args.json:  # read while the journal lapped the reply
+            text = _lapped_text(result["lapped"]) + ("\n" + text if text else "")
+        _print(args, result, text)
         return
-    mode = _text_mode(args)
     for batch in client.stream("events", follow=True, **request):
         if args.json:  # following: one object per line, like logs
             if batch.get("lapped"):
                 sys.stdout.write(json_text({"lapped": batch["lapped"]}) + "\n")
             sys.stdout.write("".join(json_text(e) + "\n" for e in batch["events"]))
+        elif mode == "raw":
+            _write_raw_events(batch["events"], batch.get("lapped", 0))
         else:
             if batch.get("lapped"):
-                sys.stdout.write(f"({batch['lapped']} events overwritten before they were read)\n")
+                sys.stdout.write(_lapped_text(batch["lapped"]) + "\n")
             if batch["events"]:
                 sys.stdout.write(_events_text(batch["events"], mode) + "\n")
         sys.stdout.flush()
 
 
-def _write_lines(args: argparse.Namespace, lines: Iterable[dict[str, Any]], merged: bool) -> None:
+def _lapped_text(lapped: int) -> str:
+    return f"({lapped} events overwritten before they were read)"
+
+
+def _write_lines(
+    args: argparse.Namespace,
+    lines: Iterable[dict[str, Any]],
+    merged: bool,
+    raw: _RawLines | None = None,
+) -> None:
     out = sys.stdout
     if args.json:
         out.write("".join(json_text(line) + "\n" for line in lines))
+        return
+    if raw is not None:
+        raw.write(lines)
         return
     mode = _text_mode(args)
     # Made safe one line at a time: a line holds no newline (the store splits on them), so the
@@ -417,6 +441,46 @@ def _write_lines(args: argparse.Namespace, lines: Iterable[dict[str, Any]], merg
         )
     else:
         out.write("".join(terminal_safe(line["text"], mode) + "\n" for line in lines))
+
+
+def _line_bytes(line: dict[str, Any]) -> bytes:
+    """A line's bytes from a ``raw`` reply: ``"b64"`` when they are not UTF-8, else ``"text"``."""
+    if "b64" in line:
+        import base64  # only --raw needs it
+
+        return base64.b64decode(line["b64"])
+    text: str = line["text"]
+    return text.encode()
+
+
+class _RawLines:
+    """``logs --raw``: each line's bytes as the child wrote them, to stdout's byte stream.
+
+    A piece the child ended without a newline (``continued``) goes on with the next piece of the
+    same process and stream, as written; anything else after it starts a line of its own. Kept
+    across the batches of a follow. The merged view's ``name | `` prefix is ours.
+    """
+
+    def __init__(self, merged: bool) -> None:
+        self.merged = merged
+        self.open: tuple[str, str] | None = None  # the piece being continued: process, stream
+
+    def write(self, lines: Iterable[dict[str, Any]]) -> None:
+        out = bytearray()
+        for line in lines:
+            key = (line["process"], line["stream"])
+            if self.open is not None and self.open != key:
+                out += b"\n"
+                self.open = None
+            if self.open is None and self.merged:
+                out += f"{line['process']} | ".encode()
+            out += _line_bytes(line)
+            if line.get("continued"):
+                self.open = key
+            else:
+                out += b"\n"
+        sys.stdout.flush()  # whatever went through the text layer first
+        sys.stdout.buffer.write(out)
 
 
 _PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
@@ -509,6 +573,15 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB"
 
 
+def _event_prefix(event: dict[str, Any]) -> str:
+    flags = f" flags=0x{event['flags']:03x}" if event["flags"] else ""
+    bad = " [checksum mismatch]" if not event["valid"] else ""
+    return (
+        f"#{event['seq']} {local_clock(event['time'])} node={event['node']} "
+        f"stream={event['stream']}{flags}{bad}  "
+    )
+
+
 def _events_text(events: list[dict[str, Any]], mode: TextMode) -> str:
     rows = []
     for event in events:
@@ -516,13 +589,21 @@ def _events_text(events: list[dict[str, Any]], mode: TextMode) -> str:
             body = terminal_safe(event["text"].replace("\n", "\\n"), mode)
         else:
             body = "hex:" + event["hex"]
-        flags = f" flags=0x{event['flags']:03x}" if event["flags"] else ""
-        bad = " [checksum mismatch]" if not event["valid"] else ""
-        rows.append(
-            f"#{event['seq']} {local_clock(event['time'])} node={event['node']} "
-            f"stream={event['stream']}{flags}{bad}  {body}"
-        )
+        rows.append(_event_prefix(event) + body)
     return "\n".join(rows)
+
+
+def _write_raw_events(events: list[dict[str, Any]], lapped: int) -> None:
+    """``events --raw``: each event's line with its payload's bytes as sent (an event carries
+    them losslessly: ``"text"`` when they are clean UTF-8, else ``"hex"``), newlines and all."""
+    out = bytearray()
+    if lapped:
+        out += (_lapped_text(lapped) + "\n").encode()
+    for event in events:
+        payload = event["text"].encode() if "text" in event else bytes.fromhex(event["hex"])
+        out += _event_prefix(event).encode() + payload + b"\n"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(out)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
 """Server side of the control protocol: one request in, one reply out (see wire.py).
 
-``dispatch`` is transport-free, so the Unix-socket server and the HTTP API share it. A transport
-that can stream (the Unix socket) uses ``replies`` instead: a ``logs`` reply is then built and sent
-in pieces of about ``PIECE_BYTES`` (``LOGS_CHUNK_LINES`` lines are turned into JSON at a time),
-never as a whole list, so a million-line reply costs the console a piece, not the reply.
+Every transport (the Unix socket, the HTTP API to come) sends what ``replies`` yields, or the
+bytes of ``reply_bytes``: a ``logs`` or ``events`` reply is built and sent in pieces of about
+``PIECE_BYTES`` (``LOGS_CHUNK_LINES`` lines or ``EVENTS_CHUNK`` events are read and turned into
+JSON at a time), never as a whole list, so a million-line or 100,000-event reply costs the console
+a piece, not the reply. ``dispatch`` builds one reply whole: for the small ops, tests and
+in-process callers, never for a transport serving ``logs`` or ``events``.
+
+An ``events`` reply reads the journal chunk by chunk while its reader takes the pieces, so events
+may be overwritten before their chunk is read: they are left out and counted in ``"lapped"``
+(present only when not 0), as in a follow batch. ``first_seq`` and ``next_seq`` are the journal's
+bounds when the request was answered (a follow goes on from ``next_seq``).
 
 Until the console has started, every request but ``ping`` gets a ``starting`` error reply.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -18,13 +26,16 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import numpy as np
+
 from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
-from ..engine.events import matching
+from ..engine.events import Event, matching
+from ..engine.journal import Journal
 from ..engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
 from ..engine.query import LogQuery, LogView
 from ..engine.supervisor import ACTION_MARGIN
-from .wire import OPS, error, ok
+from .wire import OPS, encode, error, ok
 
 DEFAULT_LINES = 100
 DEFAULT_EVENTS = 20
@@ -34,6 +45,10 @@ FOLLOW_POLL = 0.05
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
 LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
+# Events read from the journal at a time: 64 records of at most a datagram (4 KiB: udp's
+# DEFAULT_STRIDE), so a reply in progress holds about 256 KiB of records and a piece of JSON.
+EVENTS_CHUNK = 64
+SELECT_CHUNK = 1 << 14  # slots (32 bytes each) scanned at a time for an events reply's filter
 # A follow batch holds at most this many lines or events, and lines of about this many bytes: a
 # follower that fell far behind catches up in bounded batches (events: `lapped` says what it lost).
 FOLLOW_BATCH_LINES = 1000
@@ -42,14 +57,23 @@ FOLLOW_BATCH_EVENTS = 1000
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 
-def line_to_dict(line: LogLine) -> dict[str, Any]:
+def line_to_dict(line: LogLine, raw: bool = False) -> dict[str, Any]:
+    """A line as the protocol sends it. ``raw``: its bytes losslessly, as ``"text"`` when they
+    are valid UTF-8, else as ``"b64"`` (base64) in its place (see wire.py)."""
     out: dict[str, Any] = {
         "id": line.id,
         "time": line.time,
         "process": line.process,
         "stream": line.stream_name,
-        "text": line.text,
     }
+    data = bytes(line.content)
+    if not raw:
+        out["text"] = data.decode("utf-8", "replace")
+    else:
+        try:
+            out["text"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            out["b64"] = base64.b64encode(data).decode("ascii")
     if line.continued:
         out["continued"] = True
     return out
@@ -80,30 +104,37 @@ def replies(
 
     Failures before the first piece become an error reply; one after a reply line was begun
     (a bug) is raised, and the transport must drop the connection, as the line cannot be ended.
+    The caller closes the generator when done or dropped: what a reply read is freed then.
     """
     try:
         op = _op(request)
         _check_started(console, op)
+        if op in FOLLOWABLE and request.get("follow"):
+            pieces: Iterator[dict[str, Any] | bytes] = follow(console, request, alive)
+        elif op in _STREAMED:
+            pieces = _STREAMED[op](console, request).pieces()
+        else:
+            pieces = iter([dispatch(console, request)])
     except LacrimosaError as exc:
         yield error(exc.code, exc.message)
         return
     except Exception as exc:
         yield internal_error(exc)
         return
-    if op in FOLLOWABLE and request.get("follow"):
-        yield from follow(console, request, alive)
-    elif op == "logs":
-        try:
-            selection = _select_logs(console, request)
-        except LacrimosaError as exc:
-            yield error(exc.code, exc.message)
-            return
-        except Exception as exc:
-            yield internal_error(exc)
-            return
-        yield from selection.pieces()
-    else:
-        yield dispatch(console, request)
+    yield from pieces
+
+
+def reply_bytes(
+    console: Console, request: Any, alive: Callable[[], bool]
+) -> Generator[bytes, None, None]:
+    """``replies`` as bytes only, for a transport that just writes them out (an HTTP response
+    body, chunked): each whole reply encoded as its line, pieces passed on as they are."""
+    pieces = replies(console, request, alive)
+    try:
+        for piece in pieces:
+            yield piece if isinstance(piece, bytes) else encode(piece)
+    finally:
+        pieces.close()
 
 
 def follow(
@@ -163,8 +194,8 @@ def _follow_logs(
         lines: list[dict[str, Any]] = []
         size = 0
         for line in _iterate(view, 0, len(view)):
-            lines.append(line_to_dict(line))
-            size += len(line.text)
+            lines.append(line_to_dict(line, selection.raw))
+            size += len(line.content)
             if len(lines) >= FOLLOW_BATCH_LINES or size >= FOLLOW_BATCH_BYTES:
                 break
         else:
@@ -180,12 +211,10 @@ def _follow_logs(
 def _follow_events(
     console: Console, request: dict[str, Any]
 ) -> tuple[Iterator[dict[str, Any] | bytes], Step]:
-    result = _events(console, request)
-    sequencer = console.sequencer
-    assert sequencer is not None
-    journal = sequencer.journal
-    cursor = journal.cursor(result["next_seq"])
-    node, stream = request.get("node"), request.get("stream")
+    selection = _select_events(console, request)
+    journal = selection.journal
+    cursor = journal.cursor(selection.head)
+    node, stream = selection.node, selection.stream
 
     def step() -> dict[str, Any] | None:
         if journal.closed:
@@ -206,7 +235,7 @@ def _follow_events(
             reply["lapped"] = lapped
         return reply if events or lapped else None
 
-    return iter([ok(result)]), step
+    return selection.pieces(), step
 
 
 def _op(request: Any) -> str:
@@ -234,9 +263,10 @@ class _LogSelection:
     stop: int
     next_id: int
     query: LogQuery
+    raw: bool = False  # each line's bytes losslessly (see line_to_dict)
 
     def result(self) -> dict[str, Any]:
-        lines = [line_to_dict(line) for line in self.view.lines(self.start, self.stop)]
+        lines = [line_to_dict(line, self.raw) for line in self.view.lines(self.start, self.stop)]
         return {"lines": lines, "next_id": self.next_id}
 
     def pieces(self) -> Iterator[bytes]:
@@ -246,7 +276,7 @@ class _LogSelection:
         size = 0
         separator = b""
         for line in _iterate(self.view, self.start, self.stop):
-            data = separator + _json(line_to_dict(line))
+            data = separator + _json(line_to_dict(line, self.raw))
             separator = b","
             buffer.append(data)
             size += len(data)
@@ -299,6 +329,9 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
     ):
         raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
+    raw = request.get("raw", False)
+    if not isinstance(raw, bool):
+        raise InvalidRequest("raw must be true or false")
     after_id = request.get("after_id")
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise InvalidRequest("after_id must be an integer")
@@ -322,10 +355,81 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         # which would replay the whole history through the follow query).
         every = LogView(snapshot, LogQuery(processes=query.processes))
         next_id = every.line(len(every) - 1).id if len(every) else 0
-    return _LogSelection(view, start, total, next_id, query)
+    return _LogSelection(view, start, total, next_id, query, raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class _EventSelection:
+    """The events an ``events`` request asked for: seqs ``[start, head)`` of the journal, or
+    ``seqs`` (those of one node/stream) when filtered; ``tail``/``head``: its bounds then."""
+
+    journal: Journal
+    tail: int
+    head: int
+    start: int
+    seqs: np.ndarray | None
+    node: int | None
+    stream: int | None
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        if self.seqs is None:
+            for first in range(self.start, self.head, EVENTS_CHUNK):
+                yield np.arange(first, min(first + EVENTS_CHUNK, self.head), dtype=np.int64)
+        else:
+            for first in range(0, len(self.seqs), EVENTS_CHUNK):
+                yield self.seqs[first : first + EVENTS_CHUNK]
+
+    def _read(self) -> Iterator[Event | int]:
+        """The events, oldest first, read EVENTS_CHUNK at a time; after each chunk, how many of
+        it were overwritten before it was read (0 mostly)."""
+        for chunk in self._chunks():
+            events = self.journal.read_events(chunk)
+            yield from events
+            yield len(chunk) - len(events)
+
+    def _footer(self, lapped: int) -> dict[str, Any]:
+        footer = {"first_seq": self.tail, "next_seq": self.head}
+        if lapped:
+            footer["lapped"] = lapped
+        return footer
+
+    def result(self) -> dict[str, Any]:
+        events: list[dict[str, object]] = []
+        lapped = 0
+        for item in self._read():
+            if isinstance(item, int):
+                lapped += item
+            else:
+                events.append(item.to_json())
+        return {"events": events, **self._footer(lapped)}
+
+    def pieces(self) -> Iterator[bytes]:
+        """The reply line, in pieces of about PIECE_BYTES: the same bytes as ``encode(ok(
+        self.result()))`` would be, holding at most a chunk of events and a piece of JSON."""
+        buffer = [b'{"ok":true,"result":{"events":[']
+        size = 0
+        separator = b""
+        lapped = 0
+        for item in self._read():
+            if isinstance(item, int):
+                lapped += item
+                continue
+            data = separator + _json(item.to_json())
+            separator = b","
+            buffer.append(data)
+            size += len(data)
+            if size >= PIECE_BYTES:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+        buffer.append(b"]," + _json(self._footer(lapped))[1:-1] + b"}}\n")
+        yield b"".join(buffer)
 
 
 def _events(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    return _select_events(console, request).result()
+
+
+def _select_events(console: Console, request: dict[str, Any]) -> _EventSelection:
     sequencer = console.sequencer
     if sequencer is None:
         raise ConsoleError(
@@ -335,14 +439,35 @@ def _events(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     lines = _integer(request, "lines", DEFAULT_EVENTS, 0, MAX_EVENTS)
     node = _integer(request, "node", None, 0, 2**32 - 1)
     stream = _integer(request, "stream", None, 0, 2**16 - 1)
+    journal = sequencer.journal
     # Bounds first: a follow goes on from ``head``, so the reply must hold every event below it.
-    tail, head = sequencer.journal.bounds()
-    events = sequencer.events(lines, node=node, stream=stream, below=head)
-    return {
-        "events": [event.to_json() for event in events],
-        "first_seq": tail,
-        "next_seq": head,
-    }
+    tail, head = journal.bounds()
+    if node is None and stream is None:
+        return _EventSelection(journal, tail, head, max(tail, head - lines), None, None, None)
+    seqs = _newest_matching(journal, node, stream, tail, head, lines)
+    return _EventSelection(journal, tail, head, 0, seqs, node, stream)
+
+
+def _newest_matching(
+    journal: Journal, node: int | None, stream: int | None, tail: int, head: int, lines: int
+) -> np.ndarray:
+    """The seqs of the newest ``lines`` events in ``[tail, head)`` from ``node`` / on ``stream``,
+    oldest first: the ring is read backwards SELECT_CHUNK slots at a time, so this holds a chunk
+    of slots and at most ``lines`` seqs, never a whole ring's worth (``Journal.select`` does)."""
+    found: list[np.ndarray] = []
+    count = 0
+    stop = head
+    while stop > tail and count < lines:
+        start = max(tail, stop - SELECT_CHUNK)
+        batch = journal.read_slots(start, stop)  # what was overwritten meanwhile is left out
+        seqs = batch.seqs[matching(batch.slots, node, stream)]
+        found.append(seqs)
+        count += len(seqs)
+        stop = start
+    if not found:
+        return np.empty(0, dtype=np.int64)
+    every = np.concatenate(found[::-1])
+    return every[max(0, len(every) - lines) :].copy()
 
 
 def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: int) -> Any:
@@ -386,6 +511,12 @@ _FOLLOWERS: dict[
     "events": _follow_events,
 }
 FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
+
+# The ops whose reply can be long: every transport sends it in pieces (see ``replies``).
+_STREAMED: dict[str, Callable[[Console, dict[str, Any]], _LogSelection | _EventSelection]] = {
+    "logs": _select_logs,
+    "events": _select_events,
+}
 
 _HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
     "ping": lambda console, request: {"pid": os.getpid()},

@@ -12,7 +12,9 @@ Bounds (observing costs the observed nothing):
 - replies are sent in pieces (see protocol.py) through a send buffer of ``SEND_BUFFER`` bytes; a
   reader that takes nothing for ``SEND_TIMEOUT`` seconds is dropped. So a connection costs the
   console at most about SEND_BUFFER + 2 * PIECE_BYTES + one request (MAX_REQUEST_BYTES), plus
-  the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped);
+  the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped)
+  or, for ``events``, one chunk of EVENTS_CHUNK records (at most 64 * 4 KiB) and the seqs it
+  selected (8 bytes an event, when filtered by node or stream);
 - running out of file descriptors or threads does not end the accept loop: it backs off (up to
   ``ACCEPT_BACKOFF_MAX``), says so once on stderr, counts it in ``status`` and goes on.
 

@@ -12,10 +12,25 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
     ping                                      → {"pid": N}
     ps                                        → {"processes": [ProcessInfo.to_dict(), ...]}
     status                                    → console status (see Console.status)
-    logs  name?, lines?, stream?, grep?, since?, after_id?, follow?
+    logs  name?, lines?, stream?, grep?, since?, after_id?, follow?, raw?
                                               → {"lines": [line, ...], "next_id": N}
+    events  lines?, node?, stream?, follow?   → {"events": [event, ...], "first_seq": N,
+                                                 "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
     shutdown                                  → {"stopping": true}
+
+A line is ``{"id", "time", "process", "stream", "text", "continued"?}``; its ``text`` is the line's
+bytes decoded as UTF-8 with invalid bytes replaced (U+FFFD), as JSON cannot carry other bytes.
+With ``"raw": true`` (``logs --raw``, follow too) a line carries its bytes losslessly: ``"text"``
+when they are valid UTF-8 (so the text is exactly them), else ``"b64"`` in its place, the bytes in
+base64 (RFC 4648, padded). A client decodes ``b64decode(line["b64"])`` if present, else
+``line["text"].encode()``. ``continued`` says the child wrote no newline after this piece (or the
+store split a long line): the bytes go on in the next piece of the same process and stream.
+
+An event's payload is always lossless: ``"text"`` when it is UTF-8 without C0 controls, else
+``"hex"``. Long ``logs`` and ``events`` replies are streamed in pieces (the bytes are the same);
+an ``events`` reply whose events were overwritten while it was being sent leaves them out and
+says how many in ``"lapped"`` (as follow batches do).
 
 Kept free of heavy imports: the one-shot CLI imports it.
 """

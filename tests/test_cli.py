@@ -1026,3 +1026,106 @@ def test_a_stopped_process_writes_zero_lines_per_second(console: RunningConsole)
     wait_until(lambda: console.ps()["ticker"]["lines_per_second"] > 0)
     assert console.run("stop", "ticker").returncode == 0
     assert console.ps()["ticker"]["lines_per_second"] == 0  # at once, not a second later
+
+
+BYTES_CHILD = r"""
+import sys, time
+out = sys.stdout.buffer
+out.write(b"bad \xff\xfe utf8 \xc3\xa9 kept\n")
+out.write(b"c1 \x9b2J single byte\n")
+out.write(b"esc \x1b]52;c;aGk=\x07 \x1b[31mred\x1b[0m \x1b[6n\n")
+out.write(b"surrogate \xed\xa0\x80 overlong \xc0\xaf\n")
+out.write(b"crlf\r\n")
+out.write(b"prompt> ")
+out.flush()
+time.sleep(1)  # longer than the store waits for the rest of a line: stored as a piece
+out.write(b"answer\nbytes done\n")
+out.flush()
+"""
+BYTES_WRITTEN = (
+    b"bad \xff\xfe utf8 \xc3\xa9 kept\n"
+    b"c1 \x9b2J single byte\n"
+    b"esc \x1b]52;c;aGk=\x07 \x1b[31mred\x1b[0m \x1b[6n\n"
+    b"surrogate \xed\xa0\x80 overlong \xc0\xaf\n"
+    b"crlf\r\n"
+    b"prompt> answer\n"
+    b"bytes done\n"
+)
+
+
+def _raw_cli(console: RunningConsole, *args: str) -> bytes:
+    result = subprocess.run(
+        [*CLI, *args], cwd=console.folder, capture_output=True, env=cli_env(), timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_logs_raw_writes_the_bytes_a_child_wrote(tmp_path: Path) -> None:
+    (tmp_path / "bytes.py").write_text(BYTES_CHILD)
+    running = start_console(
+        tmp_path, f'[processes.bytes]\ncmd = "{sys.executable} bytes.py; exec sleep 300"\n'
+    )
+    wait_until(lambda: "bytes done" in running.run("logs", "bytes").stdout)
+
+    assert _raw_cli(running, "logs", "bytes", "--raw") == BYTES_WRITTEN
+    assert _raw_cli(running, "logs", "--raw", "--grep", "c1") == b"bytes | c1 \x9b2J single byte\n"
+    # The wire carries them: text when the line is UTF-8, else base64.
+    with ControlClient(tmp_path / ".lacrimosa") as client:
+        lines = client.call("logs", name="bytes", raw=True)["lines"]
+        assert lines[0]["b64"] == "YmFkIP/+IHV0Zjggw6kga2VwdA==" and "text" not in lines[0]
+        assert lines[2]["text"] == "esc \x1b]52;c;aGk=\x07 \x1b[31mred\x1b[0m \x1b[6n"
+        assert [line.get("continued", False) for line in lines[5:7]] == [True, False]
+        assert client.call("logs", name="bytes")["lines"][0]["text"] == "bad �� utf8 é kept"
+
+    # Following: the same bytes (the first reply and later batches both carry them).
+    proc = subprocess.Popen(
+        [*CLI, "logs", "bytes", "--raw", "-f"],
+        cwd=running.folder,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        got = b""
+        deadline = time.monotonic() + 20
+        fd = proc.stdout.fileno()
+        while len(got) < len(BYTES_WRITTEN) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                got += os.read(fd, 65536)
+        assert got == BYTES_WRITTEN
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+    # Without --raw: shown inert, as before (invalid UTF-8 as U+FFFD, a lone 0x9b included).
+    shown = running.run("logs", "bytes").stdout
+    _assert_inert(shown, colours=False)
+    assert shown.splitlines()[:3] == [
+        "bad �� utf8 é kept",
+        "c1 �2J single byte",
+        "esc ␛]52;c;aGk=␇ red ␛[6n",
+    ]
+    bad = running.run("logs", "bytes", "--json").stdout.splitlines()[0]
+    assert json.loads(bad)["text"] == "bad �� utf8 é kept"
+
+
+def test_events_raw_writes_the_payload_bytes_as_sent(tmp_path: Path) -> None:
+    from lacrimosa.engine.events import encode_frame
+
+    running = start_console(tmp_path, EVENTS_CONFIG)
+    binary = b"bin \x00\xff\x1b[2J\x9b end\nsecond line"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(encode_frame(binary, node=5), _events_address(running))
+        sender.sendto("esc \x1b]0;t\x07 c1 \x9b6n".encode(), _events_address(running))
+        wait_until(
+            lambda: json.loads(running.run("status", "--json").stdout)["sequencer"]["received"] == 2
+        )
+    raw = _raw_cli(running, "events", "--raw")
+    first, second = raw.split(b"\n#1 ")
+    assert first.startswith(b"#0 ") and first.endswith(b"node=5 stream=0  " + binary)
+    assert second.endswith(b"  esc \x1b]0;t\x07 c1 \xc2\x9b6n\n")
+    shown = running.run("events").stdout  # without --raw: as before
+    assert shown.splitlines()[0].endswith("  hex:" + binary.hex())
+    _assert_inert(shown, colours=False)

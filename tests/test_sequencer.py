@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,8 @@ import pytest
 from helpers import send_events, wait_until
 
 from lacrimosa.api import cli as cli_module
-from lacrimosa.api.protocol import dispatch, follow
+from lacrimosa.api.protocol import PIECE_BYTES, dispatch, follow, reply_bytes
+from lacrimosa.api.wire import encode
 from lacrimosa.engine import sequencer as sequencer_module
 from lacrimosa.engine.config import SequencerSettings, load_config
 from lacrimosa.engine.console import Console
@@ -244,24 +246,84 @@ def test_events_that_arrive_while_the_first_reply_is_made_reach_a_follower(
     sequencer = instance.sequencer
     assert sequencer is not None
     send_events(instance, udp_sender, b"before")
-    read_events = sequencer.events
+    journal = sequencer.journal
+    read_events = journal.read_events
 
     def events_then_one_more(*args: Any, **kwargs: Any) -> list[Event]:
         read = read_events(*args, **kwargs)
-        send_events(instance, udp_sender, b"meanwhile")  # after the read, before the reply
+        if len(read) == 1 and read[0].payload == b"before":
+            send_events(instance, udp_sender, b"meanwhile")  # after the read, before the reply
         return read
 
-    monkeypatch.setattr(sequencer, "events", events_then_one_more)
+    monkeypatch.setattr(journal, "read_events", events_then_one_more)
     deadline = time.monotonic() + 5
     replies = follow(
         instance, {"op": "events", "follow": True}, lambda: time.monotonic() < deadline
     )
     first = next(replies)
-    assert [e["text"] for e in first["result"]["events"]] == ["before"]
+    assert isinstance(first, bytes) and first.endswith(b"\n")  # the first reply, streamed
+    assert [e["text"] for e in json.loads(first)["result"]["events"]] == ["before"]
     later = next(replies, None)
     assert later is not None, "the event that arrived meanwhile never reached the follower"
+    assert isinstance(later, dict)
     assert [e["text"] for e in later["result"]["events"]] == ["meanwhile"]
     replies.close()
+
+
+def _reply(console: Console, request: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+    """The streamed reply to ``request``: its whole line and the pieces it came in."""
+    pieces = list(reply_bytes(console, request, lambda: True))
+    return b"".join(pieces), pieces
+
+
+def test_an_events_reply_is_streamed_in_pieces_with_the_bytes_of_the_whole_reply(
+    console: Callable[..., Console], udp_sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED)
+    payloads = [bytes([0xFF, i]) * 1500 for i in range(40)]  # binary: hex, 6 KB of JSON each
+    for start in range(0, len(payloads), 10):
+        send_events(instance, udp_sender, *map(encode_frame, payloads[start : start + 10]))
+    send_events(instance, udp_sender, encode_frame(b"framed", node=3, stream=2))
+    for request in (
+        {"op": "events", "lines": 1000},
+        {"op": "events", "lines": 7},
+        {"op": "events", "node": 3},
+        {"op": "events", "stream": 2, "lines": 0},
+        {"op": "events", "node": 99},
+    ):
+        line, pieces = _reply(instance, request)
+        assert line == encode(dispatch(instance, request)), request
+        assert all(len(piece) < PIECE_BYTES + 16 << 10 for piece in pieces)
+    line, pieces = _reply(instance, {"op": "events", "lines": 1000})
+    assert len(pieces) >= 3 and pieces[-1].endswith(b"\n")
+    result = json.loads(line)["result"]
+    assert [bytes.fromhex(e["hex"]) for e in result["events"][:-1]] == payloads
+    assert list(result) == ["events", "first_seq", "next_seq"]
+    assert (result["first_seq"], result["next_seq"]) == (0, 41)
+    # Errors are whole replies, as before.
+    assert json.loads(_reply(instance, {"op": "events", "lines": -1})[0])["ok"] is False
+
+
+def test_events_overwritten_while_a_reply_is_sent_are_counted_as_lapped(
+    console: Callable[..., Console], udp_sender: socket.socket
+) -> None:
+    instance = console(SEQUENCED.replace('blob = "4MiB"', 'blob = "1MiB"'))
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    for _ in range(512 // 32):
+        send_events(instance, udp_sender, *[encode_frame(b"\xff" * 1000)] * 32)
+    pieces = reply_bytes(instance, {"op": "events", "lines": 512}, lambda: True)
+    first = next(pieces)  # ~30 events of the first chunk; the rest is read as the reader reads
+    tail, head = sequencer.journal.bounds()
+    while sequencer.journal.tail < head:  # the writer laps everything not yet read
+        send_events(instance, udp_sender, *[encode_frame(b"\xfe" * 1000)] * 32)
+    line = first + b"".join(pieces)
+    result = json.loads(line)["result"]
+    seqs = [e["seq"] for e in result["events"]]
+    assert seqs == list(range(head - 512, head - 512 + len(seqs)))  # oldest first, no gap
+    assert 0 < len(seqs) < 512 and result["lapped"] == 512 - len(seqs)
+    assert (result["first_seq"], result["next_seq"]) == (tail, head)
+    assert all(e["hex"] == "ff" * 1000 for e in result["events"])  # nothing read was overwritten
 
 
 def test_a_stop_ends_while_a_sender_floods(tmp_path: Path) -> None:
@@ -385,3 +447,34 @@ def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
     assert "lacrimosa: sequencer ingest failed: OverflowError" in err
     assert err.count("a batch of datagrams was lost") == 1  # the same error is said once
     assert "events are no longer received" in err
+
+
+def test_a_filtered_events_reply_finds_the_newest_matches_a_chunk_at_a_time(
+    tmp_path: Path,
+) -> None:
+    from lacrimosa.api.protocol import SELECT_CHUNK, _newest_matching
+
+    journal = Journal(tmp_path / "j", 1 << 16, 4 << 20)
+    try:
+        lamport = 1
+        for block in range(3 * SELECT_CHUNK // 1000):  # blocks of 1000 from nodes 0, 1, 2, 0, ...
+            journal.append_records(
+                [b"e"] * 1000, range(lamport, lamport + 1000), node=block % 3, stream=block % 2
+            )
+            lamport += 1000
+        tail, head = journal.bounds()
+        for node, stream, lines in [
+            (1, None, 100_000),
+            (1, None, 1500),
+            (2, 1, 100_000),
+            (0, 0, 7),
+            (None, 1, 20_000),
+            (9, None, 100_000),
+            (1, None, 0),
+        ]:
+            expected = journal.select(node=node, stream=stream)
+            expected = expected[max(0, len(expected) - lines) :]
+            got = _newest_matching(journal, node, stream, tail, head, lines)
+            assert np.array_equal(got, expected), (node, stream, lines)
+    finally:
+        journal.close()

@@ -325,6 +325,64 @@ def test_clients_that_never_read_a_million_lines_cost_a_bounded_amount(tmp_path:
     assert _rss_kib(pid) - before < 48 * 1024
 
 
+JOURNAL = """
+[processes.idle]
+cmd = "sleep 300"
+
+[sequencer]
+udp = "127.0.0.1:0"
+capacity = 8192
+blob = "24MiB"
+"""
+
+
+def test_clients_that_never_read_100000_events_cost_a_bounded_amount(tmp_path: Path) -> None:
+    from lacrimosa.engine.events import encode_frame
+
+    running = start_console(tmp_path, JOURNAL)
+    home = tmp_path / ".lacrimosa"
+    with ControlClient(home) as client:
+        udp = client.call("status")["sequencer"]["udp"]
+        host, _, port = udp.rpartition(":")
+        # 5,000 binary events of 4,000 bytes: 40 MB of hex, about 45 MB per reply as JSON.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for batch in range(50):
+                for i in range(100):
+                    sender.sendto(encode_frame(bytes([batch, i]) * 2000), (host, int(port)))
+                sent = (batch + 1) * 100
+                wait_until(lambda: client.call("status")["sequencer"]["accepted"] >= sent)  # noqa: B023
+        # One reply read whole first: the journal's pages are then mapped into the console
+        # (they count in its VmRSS, but are the page cache's, not the reply's).
+        whole = client.call("events", lines=100_000)
+    assert len(whole["events"]) == 5000 and whole["events"][0]["size"] == 4000
+    pid = running.proc.pid
+    before = _rss_kib(pid)
+    hogs = []
+    try:
+        for _ in range(10):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(str(socket_path(home)))
+            sock.sendall(b'{"op": "events", "lines": 100000}\n')
+            hogs.append(sock)
+        time.sleep(1.5)  # every reply has filled its connection's buffers by now
+        during = _rss_kib(pid)
+        # Others are still served meanwhile, events included.
+        assert running.run("ps").returncode == 0
+        assert json.loads(running.run("events", "-n", "1", "--json").stdout)["next_seq"] == 5000
+    finally:
+        for sock in hogs:
+            sock.close()
+    # Per connection: a chunk of 64 events read (256 KiB of records) and a piece of JSON or two
+    # (64 KiB); the send buffer is the kernel's. Before, each reply was built whole: ~45 MB of
+    # JSON, several times that in Python objects on the way, so these ten took gigabytes.
+    assert during - before < 32 * 1024, (before, during)
+    wait_until(
+        lambda: json.loads(running.run("status", "--json").stdout)["control"]["connections"] <= 1
+    )
+    assert _rss_kib(pid) - before < 32 * 1024
+
+
 def test_the_accept_loop_survives_running_out_of_descriptors(tmp_path: Path) -> None:
     (tmp_path / "lacrimosa.toml").write_text(IDLE)
 
