@@ -6,6 +6,7 @@ for what needs a process of its own: its memory, its descriptor limit, a kill -9
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -272,6 +273,26 @@ def test_an_action_against_a_console_that_stopped_answering_has_a_deadline(
         listener.close()
 
 
+@contextlib.contextmanager
+def clients_that_never_read(home: Path, *requests: tuple[int, bytes]) -> Iterator[None]:
+    """Connect ``count`` clients per ``(count, request)``, each sending its request and reading
+    nothing (with a tiny receive buffer), for as long as the block runs; then hang them up."""
+    hogs = []
+    try:
+        for count, request in requests:
+            for _ in range(count):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                hogs.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(str(socket_path(home)))
+                sock.sendall(request)
+        time.sleep(1.5)  # every reply has filled its connection's buffers by now
+        yield
+    finally:
+        for sock in hogs:
+            sock.close()
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -294,26 +315,14 @@ def test_clients_that_never_read_a_million_lines_cost_a_bounded_amount(tmp_path:
     wait_until(lambda: running.ps()["flood"]["stdout_lines"] == 100_000, timeout=20)
     pid = running.proc.pid
     before = _rss_kib(pid)
-    hogs = []
-    try:
-        for _ in range(10):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(str(socket_path(home)))
-            sock.sendall(b'{"op": "logs", "lines": 1000000}\n')
-            hogs.append(sock)
-        for _ in range(5):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(socket_path(home)))
-            sock.sendall(b'{"op": "logs", "follow": true, "lines": 1000000}\n')
-            hogs.append(sock)
-        time.sleep(1.5)  # every reply has filled its connection's buffers by now
+    with clients_that_never_read(
+        home,
+        (10, b'{"op": "logs", "lines": 1000000}\n'),
+        (5, b'{"op": "logs", "follow": true, "lines": 1000000}\n'),
+    ):
         during = _rss_kib(pid)
         # Others are still served meanwhile.
         assert running.run("ps").returncode == 0
-    finally:
-        for sock in hogs:
-            sock.close()
     # Per connection: a send buffer (256 KiB) and a piece or two of 64 KiB; the lines the store
     # holds are the store's. Before, each of these replies was built whole: hundreds of MiB.
     assert during - before < 48 * 1024, (before, during)
@@ -357,22 +366,11 @@ def test_clients_that_never_read_100000_events_cost_a_bounded_amount(tmp_path: P
     assert len(whole["events"]) == 5000 and whole["events"][0]["size"] == 4000
     pid = running.proc.pid
     before = _rss_kib(pid)
-    hogs = []
-    try:
-        for _ in range(10):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(str(socket_path(home)))
-            sock.sendall(b'{"op": "events", "lines": 100000}\n')
-            hogs.append(sock)
-        time.sleep(1.5)  # every reply has filled its connection's buffers by now
+    with clients_that_never_read(home, (10, b'{"op": "events", "lines": 100000}\n')):
         during = _rss_kib(pid)
         # Others are still served meanwhile, events included.
         assert running.run("ps").returncode == 0
         assert json.loads(running.run("events", "-n", "1", "--json").stdout)["next_seq"] == 5000
-    finally:
-        for sock in hogs:
-            sock.close()
     # Per connection: a chunk of 64 events read (256 KiB of records) and a piece of JSON or two
     # (64 KiB); the send buffer is the kernel's. Before, each reply was built whole: ~45 MB of
     # JSON, several times that in Python objects on the way, so these ten took gigabytes.
