@@ -3,9 +3,15 @@
 Model (see DESIGN.md, "The log store"):
 
 - Each process owns a list of blocks. A block is one contiguous byte buffer (the lines exactly as
-  written, newlines included) plus compact per-line metadata in numpy arrays: global line id (u64),
-  end offset (u32), milliseconds since the block opened (u32) and flags (u8: stream, no-newline).
-  That is 17 bytes of metadata a line.
+  written, newlines included) plus compact metadata in numpy arrays: per line only its end offset
+  (u32); the rest per *run*, a stretch of lines appended together (one read chunk of one pipe
+  shares its receive time and stream, and takes consecutive ids): the run's first line index
+  (u32), first global id (u64), milliseconds since the block opened (u32) and flags (u8: stream,
+  no-newline). So a line costs 4 bytes of metadata plus its share of a run's 17 (for 10M
+  ``seq`` lines read from a pipe: 4.0 bytes a line; a line per append at worst: 21). A run is
+  extended rather than a new one begun when the next append continues it (same process and
+  stream, same millisecond, next id, same flags); a line's id is its run's first id plus its
+  offset in the run, so ids stay global and strictly increasing in a block.
 - Blocks are append-only: bytes and metadata below a block's published line count never change.
   A snapshot is therefore just ``(sealed blocks tuple, active block, its line count)``, read with one
   attribute load, with no lock and no copy: appends that continue after it write only past what it
@@ -43,11 +49,11 @@ FLAG_NO_NEWLINE = 0b100  # this piece did not end in a newline (split long line,
 BLOCK_BYTES = 1 << 20
 BLOCK_LINES = 1 << 17
 MAX_LINE_BYTES = 64 << 10
-META_BYTES_PER_LINE = 8 + 4 + 4 + 1
+META_BYTES_PER_LINE = 4  # the end offset; the rest is per run
+META_BYTES_PER_RUN = 4 + 8 + 4 + 1  # first line index, first id, time, flags
 _MAX_BLOCK_AGE_MS = (1 << 32) - 1
 
 _NEWLINE = 10
-_LINE_NUMBERS = np.arange(BLOCK_LINES, dtype=np.uint64)  # ids of a run of lines = first id + these
 
 
 def _page_ceil(nbytes: int) -> int:
@@ -68,10 +74,11 @@ def _block_layout(block_bytes: int, block_lines: int) -> tuple[_Layout, int]:
     offset = 0
     for name, dtype, count in (
         ("data", np.dtype(np.uint8), block_bytes),
-        ("ids", np.dtype(np.uint64), block_lines),
         ("ends", np.dtype(np.uint32), block_lines),
-        ("times", np.dtype(np.uint32), block_lines),
-        ("flags", np.dtype(np.uint8), block_lines),
+        ("run_starts", np.dtype(np.uint32), block_lines),
+        ("run_ids", np.dtype(np.uint64), block_lines),
+        ("run_times", np.dtype(np.uint32), block_lines),
+        ("run_flags", np.dtype(np.uint8), block_lines),
     ):
         layout.append((name, dtype, count, offset))
         offset += _page_ceil(count * dtype.itemsize)
@@ -86,14 +93,16 @@ class Block:
         "_map",
         "data",
         "ends",
-        "flags",
-        "ids",
         "n",
         "process",
+        "run_flags",
+        "run_ids",
+        "run_starts",
+        "run_times",
+        "runs",
         "scan_cache",
         "sealed",
         "t0_ms",
-        "times",
         "used",
     )
 
@@ -112,12 +121,14 @@ class Block:
             for name, dtype, count, offset in layout
         }
         self.data = views["data"]
-        self.ids = views["ids"]
         self.ends = views["ends"]
-        self.times = views["times"]
-        self.flags = views["flags"]
+        self.run_starts = views["run_starts"]
+        self.run_ids = views["run_ids"]
+        self.run_times = views["run_times"]
+        self.run_flags = views["run_flags"]
         self.t0_ms = t0_ms
         self.n = 0
+        self.runs = 0  # written before n: a reader that sees n lines sees the runs holding them
         self.used = 0
         self.sealed = False
         # Query results per (predicate) key: (lines scanned, matching indices). Valid forever since
@@ -127,25 +138,86 @@ class Block:
     def seal(self) -> None:
         """Trim the arrays to what is held; the block never changes again.
 
-        The metadata arrays become views of their first n entries (no copy), and the pages past
-        what each array holds go back to the system (MADV_DONTNEED), so a sealed block's RSS is
-        what it holds even where transparent huge pages had backed more than was written.
+        The metadata arrays become views of what they hold (no copy), and the pages past that go
+        back to the system (MADV_DONTNEED), so a sealed block's RSS is what it holds even where
+        transparent huge pages had backed more than was written.
         """
-        n = self.n
-        layout, _ = _block_layout(len(self.data), len(self.ids))
+        layout, _ = _block_layout(len(self.data), len(self.ends))
         for name, dtype, count, offset in layout:
-            held = (self.used if name == "data" else n) * dtype.itemsize
-            start = offset + _page_ceil(held)
+            items = self.used if name == "data" else self.n if name == "ends" else self.runs
+            start = offset + _page_ceil(items * dtype.itemsize)
             stop = offset + _page_ceil(count * dtype.itemsize)
             if stop > start:
                 self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
             if name != "data":
-                setattr(self, name, getattr(self, name)[:n])
+                setattr(self, name, getattr(self, name)[:items])
         self.sealed = True
 
     def nbytes(self) -> int:
         """Bytes counted against the memory budget: line bytes plus metadata."""
-        return self.used + self.n * META_BYTES_PER_LINE
+        return self.used + self.n * META_BYTES_PER_LINE + self.runs * META_BYTES_PER_RUN
+
+    # -- per-line metadata, from the runs ------------------------------------------------------
+
+    def runs_below(self, n: int) -> int:
+        """How many runs hold the first ``n`` lines (a reader's count: later runs may exist,
+        written for lines a snapshot does not see yet)."""
+        return int(np.searchsorted(self.run_starts[: self.runs], n, side="left"))
+
+    def run_of(self, index: int) -> int:
+        runs = self.runs
+        if index >= self.run_starts[runs - 1]:  # most lines read (a tail) are in the last run
+            return runs - 1
+        return int(np.searchsorted(self.run_starts[:runs], index, side="right")) - 1
+
+    def runs_of(self, indices: np.ndarray) -> np.ndarray:
+        """The run of each line index (an array of them, ascending or not)."""
+        return np.searchsorted(self.run_starts[: self.runs], indices, side="right") - 1
+
+    def id_at(self, index: int) -> int:
+        r = self.run_of(index)
+        return int(self.run_ids[r]) + index - int(self.run_starts[r])
+
+    def time_ms_at(self, index: int) -> int:
+        return self.t0_ms + int(self.run_times[self.run_of(index)])
+
+    def flags_at(self, index: int) -> int:
+        return int(self.run_flags[self.run_of(index)])
+
+    def ids_at(self, indices: np.ndarray) -> np.ndarray:
+        """The ids of the lines at ``indices`` (int64)."""
+        r = self.runs_of(indices)
+        ids: np.ndarray = self.run_ids[r].astype(np.int64)
+        ids += indices - self.run_starts[r].astype(np.int64)
+        return ids
+
+    def ids_of(self, lo: int, hi: int) -> np.ndarray:
+        """The ids of lines [lo, hi) (int64)."""
+        return self.ids_at(np.arange(lo, hi, dtype=np.int64))
+
+    def flags_of(self, lo: int, hi: int) -> np.ndarray:
+        """The flags of lines [lo, hi), expanded from the runs."""
+        r0 = self.run_of(lo)
+        r1 = self.run_of(hi - 1) + 1
+        starts = self.run_starts[r0:r1].astype(np.int64)
+        counts = np.diff(np.append(np.maximum(starts, lo), hi))
+        return np.repeat(self.run_flags[r0:r1], counts)
+
+    def index_after_id(self, line_id: int, n: int) -> int:
+        """The index of the first of the first ``n`` lines with an id above ``line_id``."""
+        runs = self.runs_below(n)
+        r = int(np.searchsorted(self.run_ids[:runs], line_id, side="right")) - 1
+        if r < 0:
+            return 0
+        run_end = int(self.run_starts[r + 1]) if r + 1 < runs else n
+        return min(int(self.run_starts[r]) + line_id - int(self.run_ids[r]) + 1, run_end)
+
+    def index_at_or_after_ms(self, rel_ms: int, n: int) -> int:
+        """The index of the first of the first ``n`` lines received at or after ``rel_ms``
+        (milliseconds since the block opened); ``n`` if none was."""
+        runs = self.runs_below(n)
+        r = int(np.searchsorted(self.run_times[:runs], rel_ms, side="left"))
+        return int(self.run_starts[r]) if r < runs else n
 
     def start_of(self, index: int) -> int:
         return int(self.ends[index - 1]) if index > 0 else 0
@@ -154,7 +226,7 @@ class Block:
         """The bytes of one line, without its newline, as a view into the block (no copy)."""
         start = self.start_of(index)
         end = int(self.ends[index])
-        if not self.flags[index] & FLAG_NO_NEWLINE:
+        if not self.flags_at(index) & FLAG_NO_NEWLINE:
             end -= 1
         return memoryview(self.data)[start:end]  # type: ignore[arg-type]  # numpy arrays are buffers
 
@@ -169,15 +241,15 @@ class LogLine:
 
     @property
     def id(self) -> int:
-        return int(self.block.ids[self.index])
+        return self.block.id_at(self.index)
 
     @property
     def time(self) -> float:
-        return (self.block.t0_ms + int(self.block.times[self.index])) / 1000.0
+        return self.block.time_ms_at(self.index) / 1000.0
 
     @property
     def stream(self) -> int:
-        return int(self.block.flags[self.index]) & STREAM_MASK
+        return self.block.flags_at(self.index) & STREAM_MASK
 
     @property
     def stream_name(self) -> str:
@@ -186,7 +258,7 @@ class LogLine:
     @property
     def continued(self) -> bool:
         """True when the line goes on in the next piece (it was split or flushed without newline)."""
-        return bool(self.block.flags[self.index] & FLAG_NO_NEWLINE)
+        return bool(self.block.flags_at(self.index) & FLAG_NO_NEWLINE)
 
     @property
     def content(self) -> memoryview:
@@ -317,26 +389,64 @@ class ProcessLogs:
             end = int(ends[stop - 1])
             n = block.n
             block.data[block.used : block.used + (end - pos)] = arr[pos:end]
-            # Computed straight into the block's arrays: no temporaries.
+            # Computed straight into the block's array: no temporary.
             np.add(ends[done:stop], block.used - pos, out=block.ends[n : n + fit], casting="unsafe")
-            np.add(_LINE_NUMBERS[:fit], np.uint64(store._next_id), out=block.ids[n : n + fit])
             # Clamped so times never go backwards inside a block (a "since" query bisects them).
-            floor = int(block.times[n - 1]) if n else 0
-            block.times[n : n + fit] = max(now_ms - block.t0_ms, floor)
-            if nonl is None:
-                block.flags[n : n + fit] = stream
-            else:
-                block.flags[n : n + fit] = stream | (nonl[done:stop] * FLAG_NO_NEWLINE)
+            runs = block.runs
+            floor = int(block.run_times[runs - 1]) if runs else 0
+            rel_ms = max(now_ms - block.t0_ms, floor)
+            new_runs = self._add_runs(block, n, fit, store._next_id, rel_ms, stream, nonl, done)
             store._next_id += fit
             block.used += end - pos
             block.n = n + fit  # published last: readers never see a half-written line
-            store._bytes += (end - pos) + fit * META_BYTES_PER_LINE
+            store._bytes += (end - pos) + fit * META_BYTES_PER_LINE + new_runs * META_BYTES_PER_RUN
             self.line_counts[stream] += fit
             done = stop
             pos = end
             if block.used == BLOCK_BYTES or block.n == BLOCK_LINES:
                 self._seal_active()
         self._publish()
+
+    @staticmethod
+    def _add_runs(
+        block: Block,
+        n: int,
+        fit: int,
+        first_id: int,
+        rel_ms: int,
+        stream: int,
+        nonl: np.ndarray | None,
+        done: int,
+    ) -> int:
+        """Record lines [n, n + fit) of ``block`` (ids from ``first_id``) in its runs: a new
+        run where the flags change, the last run extended where it continues. Returns how many
+        runs were added; ``block.runs`` is updated (before the caller publishes ``n``)."""
+        if nonl is None:
+            starts = [0]
+            flags = [stream]
+        else:
+            piece = nonl[done : done + fit]
+            changes = np.flatnonzero(piece[1:] != piece[:-1]) + 1
+            starts = [0, *changes.tolist()]
+            flags = [stream | (FLAG_NO_NEWLINE if piece[i] else 0) for i in starts]
+        runs = block.runs
+        if runs:
+            last = runs - 1
+            if (
+                int(block.run_flags[last]) == flags[0]
+                and int(block.run_times[last]) == rel_ms
+                and int(block.run_ids[last]) + n - int(block.run_starts[last]) == first_id
+            ):
+                starts, flags = starts[1:], flags[1:]  # the first lines continue the last run
+        for start, flag in zip(starts, flags, strict=True):
+            block.run_starts[runs] = n + start
+            block.run_ids[runs] = first_id + start
+            block.run_times[runs] = rel_ms
+            block.run_flags[runs] = flag
+            runs += 1
+        added = runs - block.runs
+        block.runs = runs
+        return added
 
     def _open_block(self, now_ms: int) -> Block:
         if self._active is not None:
@@ -495,10 +605,12 @@ class LogStore:
         del order[:dropped]
 
     def _seal_oldest_active(self) -> bool:
-        """Seal the active block holding the oldest line, so that eviction can take it.
+        """Seal the active block written to least recently, so that eviction can take it.
 
         Needed when only partly filled active blocks are left (many processes, small budget):
-        without it the budget would not hold. Returns False when there is no such block.
+        without it the budget would not hold. Returns False when there is no such block. By its
+        newest line, not its oldest: a block that a busy process keeps filling may hold the
+        oldest line and the lines just appended, which must not go first.
         """
         active = [
             logs._active
@@ -507,7 +619,7 @@ class LogStore:
         ]
         if not active:
             return False
-        oldest = min(active, key=lambda block: int(block.ids[0]))
+        oldest = min(active, key=lambda block: block.id_at(block.n - 1))
         self._logs[oldest.process]._seal_active()
         return True
 

@@ -4,7 +4,7 @@ Stateless over snapshots: a LogView is built from a snapshot and a query, and an
 lines match", "the i-th matching line" and "the last n" in the merged order of line ids (ids are
 global, so merging several processes by id gives the order the console received their output).
 
-Cost: range restrictions (after id, since) bisect the per-block arrays. Predicates (stream,
+Cost: range restrictions (after id, since) bisect the per-block runs (see logstore.py). Predicates (stream,
 substring) scan blocks with numpy and cache the matching indices on the block itself, keyed by the
 predicate: lines below a block's published count never change, so a cached result only ever needs
 extending by the lines appended since. Re-querying a growing snapshot every frame therefore costs
@@ -69,9 +69,28 @@ class _Segment:
 
     def ids(self) -> np.ndarray:
         if self._ids is None:
-            ids = self.block.ids
-            self._ids = ids[self.lo : self.hi] if self.indices is None else ids[self.indices]
+            block = self.block
+            self._ids = (
+                block.ids_of(self.lo, self.hi)
+                if self.indices is None
+                else block.ids_at(self.indices)
+            )
         return self._ids
+
+    def last_ids(self, m: int) -> np.ndarray:
+        """The ids of the last ``m`` lines of the segment (all of them if it has fewer)."""
+        if self._ids is not None or m >= self.count:
+            return self.ids()[-m:] if m else self.ids()[:0]
+        if self.indices is None:
+            return self.block.ids_of(self.hi - m, self.hi)
+        return self.block.ids_at(self.indices[-m:])
+
+    def count_le(self, v: int) -> int:
+        """How many lines of the segment have an id <= v."""
+        below = self.block.index_after_id(v, self.hi)  # lines of the block with ids <= v
+        if self.indices is None:
+            return min(max(below - self.lo, 0), self.hi - self.lo)
+        return int(np.searchsorted(self.indices, below, side="left"))
 
 
 class _ProcessSelection:
@@ -82,18 +101,25 @@ class _ProcessSelection:
         self.segments = segments
         counts = np.fromiter((s.count for s in segments), dtype=np.int64, count=len(segments))
         self.cum = np.concatenate(([0], np.cumsum(counts)))
-        self.first_ids = np.fromiter(
-            (int(s.block.ids[s.index(0)]) for s in segments), dtype=np.int64, count=len(segments)
-        )
         self.total = int(self.cum[-1])
+        self._first_ids: np.ndarray | None = None
+
+    @property
+    def first_ids(self) -> np.ndarray:
+        """The id of each segment's first line: built when first needed (a tail never does)."""
+        if self._first_ids is None:
+            segments = self.segments
+            self._first_ids = np.fromiter(
+                (s.block.id_at(s.index(0)) for s in segments), dtype=np.int64, count=len(segments)
+            )
+        return self._first_ids
 
     def last_ids(self, m: int) -> np.ndarray:
         """The ids of the last ``m`` selected lines (all of them if there are fewer)."""
         pieces: list[np.ndarray] = []
         need = m
         for segment in reversed(self.segments):
-            ids = segment.ids()
-            pieces.append(ids[-need:] if len(ids) > need else ids)
+            pieces.append(segment.last_ids(need))
             need -= len(pieces[-1])
             if need <= 0:
                 break
@@ -111,15 +137,14 @@ class _ProcessSelection:
 
     def id_at(self, i: int) -> int:
         segment, index = self.locate(i)
-        return int(segment.block.ids[index])
+        return segment.block.id_at(index)
 
     def count_le(self, v: int) -> int:
         """How many selected lines have an id <= v."""
         seg = int(np.searchsorted(self.first_ids, v, side="right")) - 1
         if seg < 0:
             return 0
-        within = int(np.searchsorted(self.segments[seg].ids(), v, side="right"))
-        return int(self.cum[seg]) + within
+        return int(self.cum[seg]) + self.segments[seg].count_le(v)
 
 
 def _scan_block(
@@ -129,7 +154,7 @@ def _scan_block(
     stream, needle, icase = key
     mask = np.ones(stop - start, dtype=bool)
     if stream is not None:
-        mask &= (block.flags[start:stop] & STREAM_MASK) == stream
+        mask &= (block.flags_of(start, stop) & STREAM_MASK) == stream
     if needle:
         b0 = block.start_of(start)
         ends = block.ends[start:stop].astype(np.int64) - b0
@@ -189,14 +214,13 @@ def _select(process: str, refs: tuple[BlockRef, ...], query: LogQuery) -> _Proce
         block, hi = ref.block, ref.n
         lo = 0
         if query.after_id is not None:
-            if int(block.ids[hi - 1]) <= query.after_id:
+            lo = block.index_after_id(query.after_id, hi)
+            if lo >= hi:
                 continue
-            lo = int(np.searchsorted(block.ids[:hi], query.after_id, side="right"))
         if since_ms is not None:
-            rel = since_ms - block.t0_ms
-            if rel > int(block.times[hi - 1]):
+            lo = max(lo, block.index_at_or_after_ms(max(since_ms - block.t0_ms, 0), hi))
+            if lo >= hi:
                 continue
-            lo = max(lo, int(np.searchsorted(block.times[:hi], max(rel, 0), side="left")))
         indices = None
         if key is not None:
             indices = _matching(block, hi, key)

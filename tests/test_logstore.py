@@ -199,6 +199,49 @@ def test_max_line_above_the_block_size_is_refused() -> None:
 # -- memory budget -------------------------------------------------------------------------------
 
 
+def test_metadata_is_an_end_offset_a_line_plus_a_run_per_append() -> None:
+    store = LogStore()
+    seq = b"".join(b"%d\n" % i for i in range(1, 100_001))
+    for start in range(0, len(seq), 4096):  # pipe-sized reads that cut lines anywhere
+        store.append("seq", STDOUT, seq[start : start + 4096])
+    (ref,) = store.snapshot().processes["seq"].blocks
+    block = ref.block
+    assert block.n == 100_000
+    # One read, one run (or none, when it continued the last one in the same millisecond).
+    assert block.runs <= len(range(0, len(seq), 4096))
+    assert store.stats()["bytes"] == len(seq) + 4 * 100_000 + 17 * block.runs
+    assert store.stats()["bytes"] - len(seq) < 4.2 * 100_000  # was 17 bytes a line
+    assert [bytes(line.content) for line in snapshot_lines(store.snapshot().processes["seq"])][
+        -3:
+    ] == [b"99998", b"99999", b"100000"]
+
+
+def test_runs_keep_ids_times_and_streams_of_interleaved_appends() -> None:
+    store = LogStore()
+    store.append("a", STDOUT, b"a1\na2\n")
+    store.append("b", STDOUT, b"b1\n")  # takes id 3: a's next lines start a new run
+    store.append("a", STDOUT, b"a3\n")
+    store.append("a", STDERR, b"e1\n")  # another stream: another run
+    store.append("a", STDERR, b"partial")
+    store.flush("a", STDERR)  # no newline: flagged, a run of its own
+    store.append("a", STDERR, b"e2\n")
+    lines = snapshot_lines(store.snapshot().processes["a"])
+    assert [(line.id, line.stream, line.continued, bytes(line.content)) for line in lines] == [
+        (1, STDOUT, False, b"a1"),
+        (2, STDOUT, False, b"a2"),
+        (4, STDOUT, False, b"a3"),
+        (5, STDERR, False, b"e1"),
+        (6, STDERR, True, b"partial"),
+        (7, STDERR, False, b"e2"),
+    ]
+    block = lines[0].block
+    assert block.runs == 5  # a1-a2, a3, e1, partial, e2
+    assert block.index_after_id(3, block.n) == 2 and block.index_after_id(4, block.n) == 3
+    assert block.index_after_id(0, block.n) == 0 and block.index_after_id(7, block.n) == 6
+    assert block.ids_of(0, 6).tolist() == [1, 2, 4, 5, 6, 7]
+    assert block.flags_of(1, 5).tolist() == [STDOUT, STDOUT, STDERR, STDERR | 0b100]
+
+
 def test_budget_evicts_whole_oldest_blocks() -> None:
     budget = MIN_BUDGET
     store = LogStore(budget_bytes=budget)
