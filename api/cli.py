@@ -378,6 +378,11 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
     raw = _RawLines(merged) if args.raw else None
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
+    if not args.follow and raw is None:
+        _write_frames(
+            args, client.frames("logs", format="jsonl" if args.json else "text", **request)
+        )
+        return
     if not args.follow:
         _write_lines(args, client.call("logs", **request)["lines"], merged, raw)
         return
@@ -441,6 +446,31 @@ def _write_lines(
         )
     else:
         out.write("".join(terminal_safe(line["text"], mode) + "\n" for line in lines))
+
+
+def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any], bytes]]) -> None:
+    """A ``logs`` reply in frames (see wire.py): whole batches of lines written at once, the
+    same output as ``_write_lines`` gives for the same lines. ``--json``: the console sent each
+    line as ``json_text`` writes it. Text: decoded as a whole (a newline ends any bad UTF-8
+    sequence, so that is decoding line by line) and made safe as a whole when no line needs work
+    (``terminal_safe`` then hands back its argument), else line by line."""
+    out = sys.stdout
+    mode = _text_mode(args)
+    merged = args.name is None
+    for header, payload in frames:
+        if "lines" in header:  # a console that does not send frames
+            _write_lines(args, header["lines"], merged)
+            continue
+        if not payload:
+            continue
+        text = payload.decode() if args.json else payload.decode("utf-8", "replace")
+        if not args.json:
+            if terminal_safe(text, mode) is not text:
+                text = "".join(terminal_safe(line, mode) + "\n" for line in text.split("\n")[:-1])
+            if merged:
+                prefix = f"{header['process']} | "
+                text = prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
+        out.write(text)
 
 
 def _line_bytes(line: dict[str, Any]) -> bytes:

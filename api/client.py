@@ -222,6 +222,23 @@ class ControlClient:
         while self._readline():
             pass
 
+    def frames(self, op: str, **args: Any) -> Iterator[tuple[Any, bytes]]:
+        """Send one request answered in frames (``logs`` with ``format``, see wire.py) and
+        yield ``(header, payload bytes)`` per frame, then ``(last reply's result, b"")``. A
+        console that does not know frames answers with one plain reply: that is the last."""
+        result = self.call(op, **args)
+        while isinstance(result, dict) and isinstance(result.get("frame"), int):
+            size = result["frame"]
+            try:
+                payload: bytes = self._reader.read(size)
+            except OSError as exc:
+                raise ConsoleLost(exc) from None
+            if len(payload) != size:
+                raise ConsoleLost("the console closed the connection mid-frame")
+            yield result, payload
+            result = self.receive()
+        yield result, b""
+
     def stream(self, op: str, **args: Any) -> Iterator[Any]:
         """Send one request and yield every reply until the console says the stream ended.
         The first reply has the usual deadline; later ones none: a followed log may stay quiet

@@ -35,6 +35,7 @@ from ..engine.journal import Journal
 from ..engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
 from ..engine.query import LogQuery, LogView
 from ..engine.supervisor import ACTION_MARGIN
+from .bulk import jsonl_bytes, text_bytes
 from .wire import OPS, encode, error, ok
 
 DEFAULT_LINES = 100
@@ -45,6 +46,8 @@ FOLLOW_POLL = 0.05
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
 LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
+FRAME_LINES = 1024  # log lines turned into bytes at a time for a frame (``format``)
+FORMATS = ("text", "jsonl")  # the bulk forms of a logs reply, sent in frames (see wire.py)
 # Events read from the journal at a time: 64 records of at most a datagram (4 KiB: udp's
 # DEFAULT_STRIDE), so a reply in progress holds about 256 KiB of records and a piece of JSON.
 EVENTS_CHUNK = 64
@@ -264,6 +267,7 @@ class _LogSelection:
     next_id: int
     query: LogQuery
     raw: bool = False  # each line's bytes losslessly (see line_to_dict)
+    form: str | None = None  # "text" or "jsonl": the reply is sent in frames (see wire.py)
 
     def result(self) -> dict[str, Any]:
         lines = [line_to_dict(line, self.raw) for line in self.view.lines(self.start, self.stop)]
@@ -271,7 +275,11 @@ class _LogSelection:
 
     def pieces(self) -> Iterator[bytes]:
         """The reply line, in pieces of about PIECE_BYTES: the same bytes as ``encode(ok(
-        self.result()))``, without ever holding more than a piece of it."""
+        self.result()))``, without ever holding more than a piece of it. With ``form``, the
+        frames of the bulk form instead (see ``frames``)."""
+        if self.form is not None:
+            yield from self.frames()
+            return
         buffer = [b'{"ok":true,"result":{"lines":[']
         size = 0
         separator = b""
@@ -285,6 +293,36 @@ class _LogSelection:
                 buffer, size = [], 0
         buffer.append(b'],"next_id":%d}}\n' % self.next_id)
         yield b"".join(buffer)
+
+    def frames(self) -> Iterator[bytes]:
+        """The bulk form (see wire.py): frames of about PIECE_BYTES, each a header reply line
+        ``{"frame": N, "process": NAME}`` and N bytes of lines (``text``: as written, each ended
+        by a newline; ``jsonl``: each line as ``json_text(line_to_dict(line))`` and a newline),
+        built a block's slice at a time (api/bulk.py); then ``{"next_id": N}``. A frame holds
+        the lines of one process (a merged view changes process between frames)."""
+        jsonl = self.form == "jsonl"
+        pending: list[bytes] = []
+        size = 0
+        owner: str | None = None
+        for process, block, indices in self.view.batches(self.start, self.stop, FRAME_LINES):
+            if process != owner and pending:
+                yield _frame(owner, pending)
+                pending, size = [], 0
+            owner = process
+            data = jsonl_bytes(process, block, indices) if jsonl else text_bytes(block, indices)
+            pending.append(data)
+            size += len(data)
+            if size >= PIECE_BYTES:
+                yield _frame(owner, pending)
+                pending, size = [], 0
+        if pending:
+            yield _frame(owner, pending)
+        yield encode(ok({"next_id": self.next_id}))
+
+
+def _frame(process: str | None, pieces: list[bytes]) -> bytes:
+    payload = b"".join(pieces)
+    return encode(ok({"frame": len(payload), "process": process})) + payload
 
 
 def _json(value: Any) -> bytes:
@@ -332,6 +370,11 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     raw = request.get("raw", False)
     if not isinstance(raw, bool):
         raise InvalidRequest("raw must be true or false")
+    form = request.get("format")
+    if form is not None and form not in FORMATS:
+        raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}")
+    if form is not None and (raw or request.get("follow")):
+        raise InvalidRequest("format cannot be combined with raw or follow")
     after_id = request.get("after_id")
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise InvalidRequest("after_id must be an integer")
@@ -355,7 +398,7 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         # which would replay the whole history through the follow query).
         every = LogView(snapshot, LogQuery(processes=query.processes))
         next_id = every.line(len(every) - 1).id if len(every) else 0
-    return _LogSelection(view, start, total, next_id, query, raw)
+    return _LogSelection(view, start, total, next_id, query, raw, form)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,9 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
     ping                                      → {"pid": N}
     ps                                        → {"processes": [ProcessInfo.to_dict(), ...]}
     status                                    → console status (see Console.status)
-    logs  name?, lines?, stream?, grep?, since?, after_id?, follow?, raw?
+    logs  name?, lines?, stream?, grep?, since?, after_id?, follow?, raw?, format?
                                               → {"lines": [line, ...], "next_id": N}
+                                                (with format: frames, see below)
     events  lines?, node?, stream?, follow?   → {"events": [event, ...], "first_seq": N,
                                                  "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
@@ -31,6 +32,16 @@ An event's payload is always lossless: ``"text"`` when it is UTF-8 without C0 co
 ``"hex"``. Long ``logs`` and ``events`` replies are streamed in pieces (the bytes are the same);
 an ``events`` reply whose events were overwritten while it was being sent leaves them out and
 says how many in ``"lapped"`` (as follow batches do).
+
+Bulk form of ``logs`` (``"format": "text"`` or ``"jsonl"``; not with ``raw`` or ``follow``): the
+reply is a series of frames, each a reply line ``{"ok": true, "result": {"frame": N, "process":
+NAME}}`` followed by exactly N bytes that are not JSON, then a last reply line ``{"ok": true,
+"result": {"next_id": N}}``. The bytes of a frame are the lines of that process, each followed by a
+newline: for ``text``, the bytes as the child wrote them (not UTF-8 checked: the client decodes
+and makes them safe to print); for ``jsonl``, each line as the CLI's ``--json`` prints it (see
+``json_text``: every control character escaped, invalid UTF-8 replaced). This is what lets a
+million-line read be cut from the store's blocks as slices, with no per-line objects on either
+side. An error reply may come in place of a frame header if the console fails mid-reply.
 
 Kept free of heavy imports: the one-shot CLI imports it.
 """

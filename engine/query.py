@@ -272,6 +272,48 @@ class LogView:
             return [part.line(i) for i in range(start, stop)]
         return list(self._merge_from(self._positions_at(start), stop - start))
 
+    def batches(self, start: int, stop: int, limit: int) -> Iterator[tuple[str, Block, np.ndarray]]:
+        """The matching lines at positions [start, stop), in order, as ``(process, block, line
+        indices)`` of at most ``limit`` lines each: for bulk readers that work on a block's bytes
+        and offsets, not on line objects. One process: cut from its segments, no per-line work;
+        the merged view of several: merged line by line, grouped by block."""
+        start = max(start, 0)
+        stop = min(stop, self._total)
+        if start >= stop:
+            return
+        parts = self._parts
+        if len(parts) == 1:
+            part = parts[0]
+            seg = int(np.searchsorted(part.cum, start, side="right")) - 1
+            k = start - int(part.cum[seg])
+            left = stop - start
+            while left > 0:
+                segment = part.segments[seg]
+                take = min(segment.count - k, left, limit)
+                if segment.indices is None:
+                    lo = segment.lo + k
+                    indices = np.arange(lo, lo + take, dtype=np.int64)
+                else:
+                    indices = segment.indices[k : k + take]
+                yield part.process, segment.block, indices
+                left -= take
+                k += take
+                if k == segment.count:
+                    seg += 1
+                    k = 0
+            return
+        batch: list[int] = []
+        current: tuple[str, Block] | None = None
+        for line in self._merge_from(self._positions_at(start), stop - start):
+            key = (line.process, line.block)
+            if current is not None and (key[1] is not current[1] or len(batch) >= limit):
+                yield current[0], current[1], np.array(batch, dtype=np.int64)
+                batch = []
+            current = key
+            batch.append(line.index)
+        if current is not None:
+            yield current[0], current[1], np.array(batch, dtype=np.int64)
+
     def __iter__(self) -> Iterator[LogLine]:
         return self._merge_from([0] * len(self._parts), self._total)
 

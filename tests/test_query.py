@@ -233,3 +233,78 @@ def test_views_read_the_shared_blocks_not_copies() -> None:
     store.append("p", STDOUT, b"x\ny\nz\n")
     for line in LogView(store.snapshot(), LogQuery(contains=b"y")):
         assert line.content.obj is line.block.data
+
+
+# -- bulk reads: a view's lines as bytes, a block slice at a time -------------------------------
+
+# Bytes JSON copies unchanged, and every kind it does not: quote, backslash, controls, DEL, C1 as
+# UTF-8 (U+0085), U+2028, valid non-ASCII, invalid UTF-8, a sequence cut by the line's end.
+_HOSTILE = st.one_of(
+    st.lists(st.sampled_from([b"a", b"Z ", b'"', b"\\", b"\n"]), max_size=20).map(b"".join),
+    st.lists(
+        st.sampled_from(
+            [
+                *(b"a", b"Z ", b'"', b"\\", b"\x00", b"\x1b[31m", b"\r", b"\x7f", b"\xc2\x85"),
+                *(b"\xe2\x80\xa8", b"\xc3\xa9", b"\xff", b"\xe2\x82", b"\n", b"\n", b"\n"),
+            ]
+        ),
+        max_size=30,
+    ).map(b"".join),
+)
+_BULK_OP = st.one_of(
+    st.tuples(
+        st.just("append"),
+        st.sampled_from(PROCESSES),
+        st.sampled_from([STDOUT, STDERR]),
+        _HOSTILE,
+        st.sampled_from([0.0, 0.0, 0.001, 1.0]),
+    ),
+    st.tuples(
+        st.just("flush"),
+        st.sampled_from(PROCESSES),
+        st.sampled_from([STDOUT, STDERR]),
+        st.just(0.0),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(_BULK_OP, min_size=1, max_size=30),
+    max_line=MAX_LINE,
+    geometry=GEOMETRY,
+    limit=st.sampled_from([1, 3, 1024]),
+    window=st.tuples(st.integers(0, 40), st.integers(0, 80)),
+)
+def test_bulk_bytes_are_the_per_line_forms_joined(
+    ops: list, max_line: int, geometry: tuple, limit: int, window: tuple
+) -> None:
+    """``LogView.batches`` gives the lines ``lines`` gives, and the bulk text and JSON lines
+    built from block slices are byte for byte what the per-line forms give."""
+    from lacrimosa.api.bulk import jsonl_bytes, text_bytes
+    from lacrimosa.api.protocol import line_to_dict
+    from lacrimosa.engine.terminal_text import json_text
+
+    with Harness(max_line, *geometry).running() as h:
+        for op in ops:
+            h.apply(op)
+        snap = h.store.snapshot()
+        for query in (
+            LogQuery(),
+            LogQuery(processes=("api",)),
+            LogQuery(processes=("api",), stream=STDERR),
+            LogQuery(contains=b"a"),
+        ):
+            view = LogView(snap, query)
+            start, stop = window[0], window[0] + window[1]
+            lines = view.lines(start, stop)
+            batches = list(view.batches(start, stop, limit))
+            assert all(0 < len(indices) <= limit for _, _, indices in batches)
+            assert [
+                (process, block, int(i)) for process, block, indices in batches for i in indices
+            ] == [(line.process, line.block, line.index) for line in lines]
+            text = b"".join(text_bytes(block, indices) for _, block, indices in batches)
+            assert text == b"".join(bytes(line.content) + b"\n" for line in lines)
+            jsonl = b"".join(jsonl_bytes(p, block, indices) for p, block, indices in batches)
+            expected = "".join(json_text(line_to_dict(line)) + "\n" for line in lines)
+            assert jsonl == expected.encode()

@@ -524,3 +524,50 @@ def test_the_client_trusts_only_a_socket_of_its_own_user(tmp_path: Path) -> None
         assert "belongs to another user" in result.stderr and result.stdout == ""
     finally:
         listener.close()
+
+
+def test_logs_in_frames_carry_the_same_lines_as_the_json_reply(
+    serve: Callable[..., ControlServer],
+) -> None:
+    from lacrimosa.api.protocol import PIECE_BYTES
+    from lacrimosa.engine.terminal_text import json_text
+
+    server = serve()
+    store = server.console.store
+    lines = b"".join(b'line %d "q" \\ \xc3\xa9 \xff \x1b[2J\n' % i for i in range(5000))
+    store.append("idle", 0, lines[:50_000])
+    store.append("other", 1, b"from the other one\n")
+    store.append("idle", 1, lines[50_000:] + b"no newline")
+    store.flush("idle", 1)
+    with ControlClient(server.console.home) as client:
+        for name in ("idle", None):
+            request = {"name": name, "lines": 100_000}
+            reply = client.call("logs", **request)
+            frames = list(client.frames("logs", format="jsonl", **request))
+            *bodies, (last, tail) = frames
+            assert last == {"next_id": reply["next_id"]} and tail == b""
+            assert all(len(payload) < 2 * PIECE_BYTES for _, payload in bodies)
+            assert len(bodies) > 1  # in bounded pieces
+            expected = "".join(json_text(line) + "\n" for line in reply["lines"])
+            assert b"".join(payload for _, payload in bodies) == expected.encode()
+            text = list(client.frames("logs", format="text", **request))
+            assert [
+                (header["process"], line)
+                for header, payload in text[:-1]
+                for line in payload.split(b"\n")[:-1]
+            ] == _raw_lines(client, request)
+        with pytest.raises(RemoteError, match="format"):
+            client.call("logs", name="idle", format="text", raw=True)
+        with pytest.raises(RemoteError, match="format"):
+            client.call("logs", name="idle", format="html")
+        assert client.call("ping")  # the connection is still in step after all those frames
+
+
+def _raw_lines(client: ControlClient, request: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Each line's process and bytes as written, from a ``raw`` reply."""
+    import base64
+
+    return [
+        (line["process"], base64.b64decode(line["b64"]) if "b64" in line else line["text"].encode())
+        for line in client.call("logs", raw=True, **request)["lines"]
+    ]
