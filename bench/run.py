@@ -35,6 +35,7 @@ MODULES = (
     "store_memory",
     "snapshot_tail",
     "cli_latency",
+    "bulk_logs",
     "tui_frame",
     "sequencer",
     "tui_events",

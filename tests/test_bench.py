@@ -23,6 +23,7 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "store memory",
         "snapshot + tail",
         "cli latency",
+        "bulk logs",
         "tui frame",
         "sequencer",
         "tui events",
