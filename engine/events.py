@@ -56,8 +56,11 @@ RECORD_HEADER_SIZE = FRAME_HEADER.size - 8
 RECORD_HEADER = struct.Struct("<QIHH")
 CHECKSUM = struct.Struct("<I")
 
-# Control characters (but tab and newline) would garble a terminal: such a payload is shown as hex.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+# What makes a UTF-8 payload binary data rather than text, shown as hex: NUL, DEL and the C0
+# controls text does not carry. Tab, newline, carriage return, backspace, BEL and ESC are text
+# (coloured log lines carry ESC, and OSC sequences end in BEL); a text payload reaches a terminal
+# only through terminal_safe, which makes its escapes inert.
+_BINARY = re.compile("[\x00-\x06\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 
 SENDER_FLAGS = 0x0FFF
 TEXT = 0x8000  # the record is plain text (no record header)
@@ -213,12 +216,12 @@ class Event:
         return self.flags & SENDER_FLAGS
 
     def payload_text(self) -> str | None:
-        """The payload as text if it is printable UTF-8, else None (show it as hex)."""
+        """The payload as text if it is UTF-8 text, else None (show it as hex): see _BINARY."""
         try:
             text = self.payload.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return None if _CONTROL.search(text) else text
+        return None if _BINARY.search(text) else text
 
     def to_json(self) -> dict[str, object]:
         text = self.payload_text()

@@ -947,6 +947,27 @@ def test_events_show_c1_controls_inert(tmp_path: Path) -> None:
     assert RAW_CONTROL.search(line) is None and json.loads(line)["text"] == payload
 
 
+def test_a_coloured_text_event_is_text_not_hex(tmp_path: Path) -> None:
+    """A plain-text event with colour codes (a log line sent as an event) is text: shown with
+    its colours kept or stripped and its other escapes inert, as a log line is; a payload with
+    NUL or other controls text never carries is binary and shown as hex."""
+    running = _hostile_console(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(
+            b"plain \x1b[31mred\x1b[0m text \x1b]0;title\x07\r\n", _events_address(running)
+        )
+        sender.sendto(b"bin \x00\x01\x02", _events_address(running))
+    wait_until(lambda: "hex:" in running.run("events").stdout)
+    piped = running.run("events").stdout.splitlines()
+    assert piped[-2].endswith("  plain red text ␛]0;title␇"), piped
+    assert piped[-1].endswith("  hex:62696e20000102"), piped
+    coloured = running.run("events", "--color=always").stdout.splitlines()[-2]
+    assert coloured.endswith("  plain \x1b[31mred\x1b[0m text ␛]0;title␇\x1b[0m"), coloured
+    events = json.loads(running.run("events", "--json").stdout)["events"]
+    assert events[-2]["text"] == "plain \x1b[31mred\x1b[0m text \x1b]0;title\x07\r"
+    assert events[-1]["hex"] == "62696e20000102" and "text" not in events[-1]
+
+
 def test_home_and_file_work_before_or_after_the_verb(tmp_path: Path) -> None:
     """The README's first command starts the demo from the repository root (``up -f
     demo/lacrimosa.toml``); the next commands, run in the same root, reach that console with
