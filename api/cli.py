@@ -147,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     stream = logs.add_mutually_exclusive_group()
     stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
     stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
-    logs.add_argument("--grep", type=_text, metavar="TEXT", help="only lines containing TEXT (case-sensitive, in the bytes as written)")
+    logs.add_argument(
+        "--grep",
+        type=_text,
+        metavar="TEXT",
+        help="only lines containing TEXT (case-sensitive, in the bytes as written)",
+    )
     logs.add_argument(
         "--since",
         type=_duration,
