@@ -18,6 +18,7 @@ Until the console has started, every request but ``ping`` gets a ``starting`` er
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import math
@@ -45,6 +46,7 @@ DEFAULT_EVENTS = 20
 MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
+FOLLOWER_NICE = 19  # the niceness of a following connection's thread (see _lower_priority)
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
 LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
@@ -164,6 +166,7 @@ def follow(
         yield internal_error(exc)
         return
     yield from first
+    _lower_priority()
     try:
         while alive() and not console.shutdown_requested.is_set():
             result = step()
@@ -177,6 +180,20 @@ def follow(
             yield ok({"end": "the console is stopping"})
     except Exception as exc:
         yield internal_error(exc)
+
+
+def _lower_priority() -> None:
+    """A follower's thread (a connection's own, ended with it) runs at nice FOLLOWER_NICE: on a
+    busy machine the kernel gives ingest, the processes and the TUI the CPU first, and followers
+    what is left (a follower that cannot keep up is told it was lapped). Linux sets niceness per
+    thread; the main thread (an in-process caller) is left as it is."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < FOLLOWER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, FOLLOWER_NICE)
 
 
 def _check_started(console: Console, op: str) -> None:

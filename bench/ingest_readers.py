@@ -163,16 +163,19 @@ def kill_mid_flood(tools: Tools, sequencer: Any, seconds: float) -> dict[str, An
             raise RuntimeError("the ingest process did not come back within 30 s")
         time.sleep(0.002)
     back = time.monotonic() - killed_at
-    sending.join()
-    settle(sequencer)
-    tail, head = sequencer.journal.bounds()
+    # At once, before the flood goes on to overwrite them: the newest events held at the kill.
+    tail, head_back = sequencer.journal.bounds()
     check_from = max(tail, held_before - 4096)
     events = sequencer.journal.read_events(range(check_from, held_before))
+    sending.join()
+    settle(sequencer)
+    head = sequencer.journal.head
     restart = sequencer.history[-1]
     return {
         "back_seconds": back,
         "down": restart.down,
         "held_before_kill": held_before,
+        "head_when_back": head_back,
         "head_after": head,
         "checked": held_before - check_from,
         "kept_valid": sum(1 for e in events if e.valid),
@@ -244,7 +247,10 @@ def run(quick: bool) -> list[Row]:
             )
         )
     if killed is not None:
-        complete = killed["kept_valid"] == killed["checked"]
+        complete = (
+            killed["kept_valid"] == killed["checked"] > 0
+            and killed["head_when_back"] >= killed["held_before_kill"]
+        )
         met = killed["back_seconds"] <= RESTART_TARGET and complete and killed["reported"]
         rows.append(
             Row(
