@@ -18,11 +18,15 @@ Until the console has started, every request but ``ping`` gets a ``starting`` er
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -43,6 +47,7 @@ DEFAULT_EVENTS = 20
 MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
+FOLLOWER_NICE = 19  # the niceness of a following connection's thread (see _lower_priority)
 MAX_SINCE = 10 * 365 * 86400  # seconds: ten years back is "everything"
 PIECE_BYTES = 64 << 10  # a streamed reply is handed to the transport in pieces of about this
 LOGS_CHUNK_LINES = 256  # log lines read from a view at a time
@@ -57,6 +62,11 @@ SELECT_CHUNK = 1 << 14  # slots (32 bytes each) scanned at a time for an events 
 FOLLOW_BATCH_LINES = 1000
 FOLLOW_BATCH_BYTES = 256 << 10
 FOLLOW_BATCH_EVENTS = 1000
+# Follow batches of events kept, encoded, for other followers at the same position: at most this
+# many per journal, and this many bytes (a batch is at most FOLLOW_BATCH_EVENTS records of a
+# datagram each, as JSON).
+SHARED_BATCHES = 8
+SHARED_BATCH_BYTES = 32 << 20
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 
@@ -151,7 +161,7 @@ def follow(
     A failure ends the stream with one error reply rather than an exception.
     """
     try:
-        first, step = _FOLLOWERS[_op(request)](console, request)
+        first, step, wait = _FOLLOWERS[_op(request)](console, request)
     except LacrimosaError as exc:
         yield error(exc.code, exc.message)
         return
@@ -159,11 +169,14 @@ def follow(
         yield internal_error(exc)
         return
     yield from first
+    _lower_priority()
     try:
         while alive() and not console.shutdown_requested.is_set():
             result = step()
             if result is None:
-                time.sleep(FOLLOW_POLL)
+                wait()
+            elif isinstance(result, bytes):
+                yield result  # a whole reply line, encoded once for every follower here
             else:
                 yield ok(result)  # full batches come back to back until the reader caught up
         if console.shutdown_requested.is_set():
@@ -172,17 +185,34 @@ def follow(
         yield internal_error(exc)
 
 
+def _lower_priority() -> None:
+    """A follower's thread (a connection's own, ended with it) runs at nice FOLLOWER_NICE: on a
+    busy machine the kernel gives ingest, the processes and the TUI the CPU first, and followers
+    what is left (a follower that cannot keep up is told it was lapped). Linux sets niceness per
+    thread; the main thread (an in-process caller) is left as it is."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < FOLLOWER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, FOLLOWER_NICE)
+
+
 def _check_started(console: Console, op: str) -> None:
     if op != "ping" and not console.started.is_set():
         raise Starting("the console is still starting; try again in a moment")
 
 
-Step = Callable[[], "dict[str, Any] | None"]
+Step = Callable[[], "dict[str, Any] | bytes | None"]
+Follower = tuple[Iterator[dict[str, Any] | bytes], Step, Callable[[], None]]
 
 
-def _follow_logs(
-    console: Console, request: dict[str, Any]
-) -> tuple[Iterator[dict[str, Any] | bytes], Step]:
+def _sleep() -> None:
+    time.sleep(FOLLOW_POLL)
+
+
+def _follow_logs(console: Console, request: dict[str, Any]) -> Follower:
     selection = _select_logs(console, request)
     query = selection.query
     after = selection.next_id
@@ -208,37 +238,93 @@ def _follow_logs(
         after = lines[-1]["id"]
         return {"lines": lines, "next_id": after}
 
-    return selection.pieces(), step
+    return selection.pieces(), step, _sleep
 
 
-def _follow_events(
-    console: Console, request: dict[str, Any]
-) -> tuple[Iterator[dict[str, Any] | bytes], Step]:
+def _follow_events(console: Console, request: dict[str, Any]) -> Follower:
+    """Events as they are journaled, in batches cut at the head the head watcher published
+    (see ``IngestProcess.wait_for_events``): followers at the same position, woken together,
+    ask for the same batch, which is read and encoded once and shared (``_SharedBatches``)."""
     selection = _select_events(console, request)
+    sequencer = console.sequencer
+    assert sequencer is not None
     journal = selection.journal
-    cursor = journal.cursor(selection.head)
+    position = selection.head
     node, stream = selection.node, selection.stream
+    shared = _shared_batches(journal)
 
-    def step() -> dict[str, Any] | None:
+    def step() -> bytes | None:
+        nonlocal position
         if journal.closed:
             return None  # the console is stopping
-        batch = cursor.poll(FOLLOW_BATCH_EVENTS)
-        if len(batch.seqs) == 0 and not batch.lapped:
+        head = sequencer.published_head()
+        if head <= position:
             return None
-        wanted = batch.seqs[matching(batch.slots, node, stream)]
-        events = journal.read_events(wanted)
-        # Overwritten before this reader got to them: before the slots were copied, or between
-        # that and reading the records.
-        lapped = batch.lapped + len(wanted) - len(events)
-        reply: dict[str, Any] = {
-            "events": [event.to_json() for event in events],
-            "next_seq": cursor.position,
-        }
-        if lapped:
-            reply["lapped"] = lapped
-        return reply if events or lapped else None
+        stop = min(head, position + FOLLOW_BATCH_EVENTS)
+        start, position = position, stop
+        return shared.get(
+            (start, stop, node, stream),
+            lambda: _event_batch(journal, start, stop, node, stream),
+        )
 
-    return selection.pieces(), step
+    def wait() -> None:
+        sequencer.wait_for_events(position, FOLLOW_POLL)
+
+    return selection.pieces(), step, wait
+
+
+def _event_batch(
+    journal: Journal, start: int, stop: int, node: int | None, stream: int | None
+) -> bytes | None:
+    """The follow reply for events ``[start, stop)``, encoded (None: nothing to say)."""
+    batch = journal.read_slots(start, stop)
+    wanted = batch.seqs[matching(batch.slots, node, stream)]
+    events = journal.read_events(wanted)
+    # Overwritten before this reader got to them: before the slots were copied, or between
+    # that and reading the records.
+    lapped = batch.lapped + len(wanted) - len(events)
+    if not events and not lapped:
+        return None
+    reply: dict[str, Any] = {"events": [event.to_json() for event in events], "next_seq": stop}
+    if lapped:
+        reply["lapped"] = lapped
+    return encode(ok(reply))
+
+
+class _SharedBatches:
+    """The latest follow batches of one journal, encoded, by (start, stop, node, stream): a
+    batch is made once (under the lock, so followers asking at once wait for the first) and
+    handed to every follower that asks for it. Bounded by SHARED_BATCHES and SHARED_BATCH_BYTES."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: OrderedDict[tuple[Any, ...], bytes | None] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], bytes | None]) -> bytes | None:
+        with self._lock:
+            if key in self._batches:
+                self._batches.move_to_end(key)
+                return self._batches[key]
+            made = make()
+            self._batches[key] = made
+            self._bytes += len(made or b"")
+            while len(self._batches) > SHARED_BATCHES or self._bytes > SHARED_BATCH_BYTES:
+                _, old = self._batches.popitem(last=False)
+                self._bytes -= len(old or b"")
+            return made
+
+
+_shared_by_journal: weakref.WeakKeyDictionary[Journal, _SharedBatches] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def _shared_batches(journal: Journal) -> _SharedBatches:
+    with _shared_lock:
+        shared = _shared_by_journal.get(journal)
+        if shared is None:
+            shared = _shared_by_journal[journal] = _SharedBatches()
+        return shared
 
 
 def _op(request: Any) -> str:
@@ -547,9 +633,7 @@ def _shutdown(console: Console, request: dict[str, Any]) -> Any:
     return {"stopping": True}
 
 
-_FOLLOWERS: dict[
-    str, Callable[[Console, dict[str, Any]], tuple[Iterator[dict[str, Any] | bytes], Step]]
-] = {
+_FOLLOWERS: dict[str, Callable[[Console, dict[str, Any]], Follower]] = {
     "logs": _follow_logs,
     "events": _follow_events,
 }

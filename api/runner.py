@@ -145,7 +145,7 @@ def _run_headless(console: Console) -> None:
     if sequencer is not None:
         journal = sequencer.journal
         print(
-            f"lacrimosa: events on udp {sequencer.address} ({sequencer.receiver.name}); "
+            f"lacrimosa: events on udp {sequencer.address} ({sequencer.backend}); "
             f"journal {journal.path}: {journal.recovery.describe()}",
             file=sys.stderr,
             flush=True,

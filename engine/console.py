@@ -17,9 +17,9 @@ from typing import Any
 
 from .config import Config
 from .errors import ConsoleError, NoSuchProcess
+from .ingest import IngestProcess
 from .logstore import LogStore, StoreSnapshot
 from .query import LogQuery, LogView
-from .sequencer import Sequencer
 from .supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
@@ -42,21 +42,36 @@ class Console:
         self.stopped = threading.Event()
         # Extra sections of status() (the control server adds its counters), by name.
         self._status_sections: dict[str, Callable[[], Any]] = {}
-        # Made in start(): it binds a port and opens the journal file.
-        self.sequencer: Sequencer | None = None
+        # Made in start(): it binds a port and starts the ingest process (which opens the journal).
+        self.sequencer: IngestProcess | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the sequencer (if configured), then every process. A sequencer that cannot
-        start (port taken, journal refused) stops this before any process is started."""
+        start (port taken, journal refused) stops this before any process is started.
+
+        The sequencer runs in a process of its own (see ingest.py), registered with the
+        guardian: the supervisor's loop and guardian start first, the processes last."""
         self.home.mkdir(parents=True, exist_ok=True)
         settings = self.config.sequencer
-        if settings.udp is not None:
-            self.sequencer = Sequencer(settings, settings.journal or self.home / JOURNAL_NAME)
-            self.sequencer.start()
+        if settings.udp is not None and self.sequencer is None:
+            sequencer = IngestProcess(
+                settings,
+                settings.journal or self.home / JOURNAL_NAME,
+                register=self.supervisor.add_group,
+                unregister=self.supervisor.remove_group,
+                token=self.supervisor.token,
+            )
+            try:
+                self.supervisor.start(processes=False)
+                sequencer.start()
+            except BaseException:
+                sequencer.stop()
+                raise
+            self.sequencer = sequencer
             # Processes learn where to send events (a config env entry can still override it).
-            self.supervisor.environment[EVENTS_ADDRESS_VARIABLE] = self.sequencer.address
+            self.supervisor.environment[EVENTS_ADDRESS_VARIABLE] = sequencer.address
         self.supervisor.start()
         self.started.set()
 
@@ -76,9 +91,12 @@ class Console:
         """Stop every process and the supervisor, then the sequencer (its journal is closed).
         Blocks until they are gone."""
         self._shutdown_requested.set()
-        self.supervisor.shutdown()
-        if self.sequencer is not None:
-            self.sequencer.stop()  # last: events sent by processes as they stopped are kept
+        sequencer = self.sequencer
+        # Ingest last (events sent by processes as they stopped are kept), but before the
+        # guardian goes (it would kill the ingest process, registered with it, mid-drain).
+        self.supervisor.shutdown(before_guardian=sequencer.stop if sequencer else None)
+        if sequencer is not None:
+            sequencer.stop()  # a no-op when done above
         self.stopped.set()
 
     # -- reading ---------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ planted in the state folder by another user, say) is refused, as is anything but
 A new journal is built under a random temporary name made with ``O_CREAT | O_EXCL | O_NOFOLLOW``
 and linked into place only if nothing has the name meanwhile (never written through a link).
 
-Single writer: the sequencer's ingest thread. Any number of readers, in any thread.
+Single writer: the sequencer's ingest thread, in the ingest process (see ingest.py). Any number
+of readers, in any thread of any process: the console maps the file read-only
+(:meth:`Journal.open_reader`) and reads it while the ingest process writes.
 """
 
 from __future__ import annotations
@@ -191,15 +193,8 @@ class Journal:
         except BaseException:
             os.close(self._fd)
             raise
-        self._counters = np.ndarray((8,), "<u8", buffer=self._map, offset=_COUNTERS_OFFSET)
-        self.slots = np.ndarray((self.capacity,), EVENT_DTYPE, buffer=self._map, offset=HEADER_SIZE)
-        self.blob = np.ndarray(
-            (self.blob_size,),
-            np.uint8,
-            buffer=self._map,
-            offset=HEADER_SIZE + self.capacity * SLOT_SIZE,
-        )
-        self._blob_view = self.blob.data  # the same bytes, for slicing and CRCs
+        self._writer = True
+        self._map_arrays()
         clean = bool(self._counters[CLEAN])
         try:
             self._check_counters()
@@ -222,6 +217,56 @@ class Journal:
             repairs=tuple(plan.repairs),
         )
         self.closed = False
+
+    @classmethod
+    def open_reader(
+        cls, path: Path, capacity: int, blob_size: int, recovery: RecoveryReport
+    ) -> Journal:
+        """The journal another process writes (the ingest process), mapped read-only here.
+
+        No lock and no recovery: the writer did both when it opened the file (``recovery`` is
+        its report). Every reading method works as on the writer's own object (the seqlock
+        protocol in the module docstring is what makes reading beside a writer safe; it never
+        needed the two to share a process). Writing through it fails (the arrays are read-only).
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._writer = False
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise JournalError(
+                f"{self.path}: cannot open the event journal: {exc.strerror or exc}"
+            ) from None
+        self._fd = fd
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JournalError(f"{self.path}: the event journal is not a regular file")
+            self.capacity, self.blob_size = self._check_geometry(capacity, blob_size)
+            self._map = mmap.mmap(fd, self._expected_size(), access=mmap.ACCESS_READ)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._map_arrays()
+        self.recovery = recovery
+        self.closed = False
+        return self
+
+    def _map_arrays(self) -> None:
+        self._counters = np.ndarray((8,), "<u8", buffer=self._map, offset=_COUNTERS_OFFSET)
+        self.slots = np.ndarray((self.capacity,), EVENT_DTYPE, buffer=self._map, offset=HEADER_SIZE)
+        self.blob = np.ndarray(
+            (self.blob_size,),
+            np.uint8,
+            buffer=self._map,
+            offset=HEADER_SIZE + self.capacity * SLOT_SIZE,
+        )
+        self._blob_view = self.blob.data  # the same bytes, for slicing and CRCs
+
+    def identity(self) -> tuple[int, int]:
+        """(device, inode) of the open file: another writer may have made a new one since."""
+        info = os.fstat(self._fd) if not self.closed else os.stat(self.path)
+        return info.st_dev, info.st_ino
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -816,6 +861,9 @@ class Journal:
         if self.closed:
             return
         self.closed = True
+        if not self._writer:
+            os.close(self._fd)  # the read-only mapping stays until this object goes (see below)
+            return
         self._counters[CLEAN] = 1
         self.flush()
         # The mapping itself stays until this object goes: a reader in another thread may be

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -44,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ingest_stats as shared
 from .config import SequencerSettings, parse_address
 from .errors import ConsoleError
 from .events import (
@@ -57,11 +60,11 @@ from .events import (
     HybridClock,
     crc32_slices,
 )
+from .ingest_stats import RATE_HISTORY, SharedStats
 from .journal import Journal
-from .udp import Receiver, SocketInfo, kernel_drops, make_receiver, open_udp_socket
+from .udp import Receiver, SocketInfo, kernel_drops, make_receiver, open_udp_socket, socket_info
 
 DROP_CAUSES = ("malformed", "bad_checksum", "oversize", "kernel")
-RATE_HISTORY = 120  # seconds of ingest rate kept for the Overview's sparkline
 WAIT_TIMEOUT = 0.2  # how often an idle loop looks at the clock and the stop flag
 PIPELINE_BUFFERS = 4  # staging buffers between the receive and the ingest thread
 GIL_SWITCH_INTERVAL = 0.001
@@ -106,17 +109,32 @@ class SequencerStats:
 class Sequencer:
     """Receives events on one UDP address and journals them; see the module docstring."""
 
-    def __init__(self, settings: SequencerSettings, journal_path: Path) -> None:
+    def __init__(
+        self,
+        settings: SequencerSettings,
+        journal_path: Path,
+        *,
+        sock: socket.socket | None = None,
+        stats: SharedStats | None = None,
+    ) -> None:
+        """Open the journal and bind ``settings.udp`` (or receive on ``sock``, bound already).
+
+        ``stats``: where the counters are published after every batch (the block the console
+        reads, see ingest_stats.py); counting goes on from the values found there."""
         assert settings.udp is not None
         self.settings = settings
         host, port = parse_address(settings.udp)
+        self.shared = stats if stats is not None else SharedStats()
         # A failure below closes what was opened before it (the journal's lock, the bound port).
         with contextlib.ExitStack() as undo:
             # The journal first: a journal that cannot be used stops the console before anything.
             self.journal = Journal(journal_path, settings.capacity, settings.blob_size)
             undo.callback(self.journal.close)
             try:
-                self._socket, self.socket_info = open_udp_socket(host, port, settings.rcvbuf)
+                if sock is None:
+                    self._socket, self.socket_info = open_udp_socket(host, port, settings.rcvbuf)
+                else:
+                    self._socket, self.socket_info = sock, socket_info(sock)
                 undo.callback(self._socket.close)
                 self.receiver: Receiver  # the first buffer's; all share its backend and socket
                 self.receiver, self.backend_note = make_receiver(self._socket, settings.backend)
@@ -137,12 +155,22 @@ class Sequencer:
         for receiver in self._receivers:
             self._free.put(receiver)
         self.clock = HybridClock(self.journal.last_lamport)
-        self._received = 0
-        self._accepted = 0
-        self._text = 0
-        self._framed = 0
-        self._drops = dict.fromkeys(DROP_CAUSES, 0)
-        self._kernel_base = kernel_drops(self._socket) or 0
+        # Counting goes on from what an earlier ingest process published (0 in a new block).
+        words = self.shared.words
+        self._received = int(words[shared.RECEIVED])
+        self._accepted = int(words[shared.ACCEPTED])
+        self._text = int(words[shared.TEXT])
+        self._framed = int(words[shared.FRAMED])
+        self._drops = {
+            cause: int(words[index]) for cause, index in zip(DROP_CAUSES, shared.DROPS, strict=True)
+        }
+        self._clock_ignored_base = int(words[shared.CLOCK_IGNORED])
+        if sock is None:  # a socket of our own: its drops count from now
+            words[shared.KERNEL_BASE] = kernel_drops(self._socket) or 0
+        self._kernel_base = int(words[shared.KERNEL_BASE])
+        words[shared.FAILED] = 0
+        words[shared.WRITER_PID] = os.getpid()
+        self.shared.write_text("failure", None)
         self._history: deque[int] = deque(maxlen=RATE_HISTORY)
         self._second = int(time.monotonic())
         self._this_second = 0
@@ -153,9 +181,9 @@ class Sequencer:
         self._threads: list[threading.Thread] = []
         # Set when the sequencer stopped receiving or ingesting for good (see the docstring).
         self.failure: BaseException | None = None
-        self.ingest_errors = 0  # batches whose ingest raised (and were lost)
-        self.lost = 0  # datagrams in those batches
-        self.last_error: str | None = None
+        self.ingest_errors = int(words[shared.INGEST_ERRORS])  # batches that raised (and were lost)
+        self.lost = int(words[shared.LOST])  # datagrams in those batches
+        self.last_error: str | None = self.shared.read_text("last_error")
         self._failures_in_a_row = 0
         self._logged: set[str] = set()
 
@@ -271,8 +299,12 @@ class Sequencer:
     def _failed(self, thread: str, exc: BaseException, *, final: bool) -> None:
         text = f"{type(exc).__name__}: {exc}"
         self.last_error = text
+        self.shared.write_text("last_error", text)
         if final:
             self.failure = exc
+            self.shared.write_text("failure", text)
+            self.shared.words[shared.FAILED] = 1
+        self._publish()
         if text in self._logged and not final:
             return
         if len(self._logged) < MAX_LOGGED_ERRORS:
@@ -290,14 +322,16 @@ class Sequencer:
     def _tick(self) -> None:
         second = int(time.monotonic())
         if second != self._second:
-            self._history.append(self._this_second)
             # Seconds with no wake-up at all were idle ones.
-            self._history.extend([0] * min(RATE_HISTORY, second - self._second - 1))
+            seconds = [self._this_second] + [0] * min(RATE_HISTORY, second - self._second - 1)
+            self._history.extend(seconds)
+            self.shared.append_history(seconds)
             self._second = second
             self._this_second = 0
             kernel = kernel_drops(self._socket)
             if kernel is not None:
                 self._drops["kernel"] = kernel - self._kernel_base
+            self._publish()
 
     # -- the pipeline ----------------------------------------------------------------------------
 
@@ -353,6 +387,20 @@ class Sequencer:
         self._accepted += kept
         self._this_second += kept
         self._received += count  # last: a reader that sees it sees the events journaled
+        self._publish()
+
+    def _publish(self) -> None:
+        """Write the counters into the shared block (accepted before received, as in stats())."""
+        words = self.shared.words
+        words[shared.TEXT] = self._text
+        words[shared.FRAMED] = self._framed
+        for cause, index in zip(DROP_CAUSES, shared.DROPS, strict=True):
+            words[index] = self._drops[cause]
+        words[shared.CLOCK_IGNORED] = self._clock_ignored_base + self.clock.ignored
+        words[shared.INGEST_ERRORS] = self.ingest_errors
+        words[shared.LOST] = self.lost
+        words[shared.ACCEPTED] = self._accepted
+        words[shared.RECEIVED] = self._received
 
     def _sort_out(
         self, receiver: Receiver, count: int, framed: np.ndarray

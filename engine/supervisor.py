@@ -310,6 +310,10 @@ class Supervisor:
         # Replaced whole by the loop thread on every change; any thread may read it.
         self.guardian_info = GuardianInfo(None, False, 0, "stopped", None)
         self._running = False
+        self._started_all = False
+        # Groups of processes the console runs itself (add_group), told to every new guardian.
+        self._extra_groups: set[int] = set()
+        self._groups_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
@@ -324,10 +328,33 @@ class Supervisor:
     def names(self) -> list[str]:
         return list(self._managed)
 
-    def start(self) -> None:
-        """Start the loop thread and the guardian, then every autostart process."""
-        if self._thread is not None:
-            return
+    def start(self, processes: bool = True) -> None:
+        """Start the loop thread and the guardian, then (``processes``) every autostart process.
+
+        The console starts the loop first (``processes=False``), so that the event ingest process
+        is registered with the guardian before any process starts, then the processes."""
+        if self._thread is None:
+            self._start_loop()
+        if processes and not self._started_all:
+            self._started_all = True
+            self.submit(self._start_all).result()
+
+    def add_group(self, pgid: int) -> None:
+        """Have the guardian kill this process group when the console ends (a process the
+        console runs outside the supervisor: event ingest). Any thread."""
+        with self._groups_lock:
+            self._extra_groups.add(pgid)
+            if self._guardian is not None:
+                self._guardian.add(pgid)
+
+    def remove_group(self, pgid: int) -> None:
+        """The group is gone (its leader was reaped). Any thread."""
+        with self._groups_lock:
+            self._extra_groups.discard(pgid)
+            if self._guardian is not None:
+                self._guardian.remove(pgid)
+
+    def _start_loop(self) -> None:
         self._guardian_grace = max(
             (m.spec.stop_timeout for m in self._managed.values()), default=5.0
         )
@@ -338,7 +365,6 @@ class Supervisor:
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._thread = threading.Thread(target=self._loop, name="lacrimosa-supervisor", daemon=True)
         self._thread.start()
-        self.submit(self._start_all).result()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn(*args)`` on the loop thread; the Future carries its result or exception."""
@@ -421,9 +447,15 @@ class Supervisor:
 
         return current, unsubscribe
 
-    def shutdown(self, timeout: float | None = None) -> None:
+    def shutdown(
+        self, timeout: float | None = None, before_guardian: Callable[[], None] | None = None
+    ) -> None:
         """Stop every process (signal, timeout, SIGKILL) and end the loop. Idempotent, and safe
-        to call from several threads (the TUI's quit worker and its exit path both do)."""
+        to call from several threads (the TUI's quit worker and its exit path both do).
+
+        ``before_guardian`` runs once the processes are gone and before the guardian is told
+        the console is ending (which would kill what is still registered with it): the console
+        stops event ingest there, so that events sent by processes as they stopped are kept."""
         with self._shutdown_lock:
             if self._thread is None:
                 return
@@ -435,6 +467,8 @@ class Supervisor:
             if self._thread.is_alive():
                 return  # timed out; a later call may finish the job
             self._thread = None
+            if before_guardian is not None:
+                before_guardian()
             if self._guardian is not None:
                 self._selector.unregister(self._guardian.pidfd)
                 self._guardian.close()
@@ -590,7 +624,10 @@ class Supervisor:
             _report(f"could not start the guardian: {exc}")
             self._publish_guardian()
             return False
-        self._guardian = guardian
+        with self._groups_lock:
+            self._guardian = guardian
+            for pgid in self._extra_groups:
+                guardian.add(pgid)
         self._guardian_restarts += 1
         for managed in self._managed.values():
             if managed.run is not None:

@@ -102,16 +102,26 @@ def open_udp_socket(
             raise OSError(
                 exc.errno, f"cannot bind UDP socket to {host}:{port}: {exc.strerror}"
             ) from exc
-        bound = sock.getsockname()
-        info = SocketInfo(
-            address=(str(bound[0]), int(bound[1])),
-            rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-            forced=forced,
-        )
+        info = socket_info(sock, forced)
     except BaseException:
         sock.close()
         raise
     return sock, info
+
+
+def socket_info(sock: socket.socket, forced: bool | None = None) -> SocketInfo:
+    """What the kernel says of a bound socket (one opened by another process included).
+
+    ``forced`` unknown: whether the granted buffer exceeds ``net.core.rmem_max`` tells."""
+    bound = sock.getsockname()
+    rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if forced is None:
+        try:
+            with open("/proc/sys/net/core/rmem_max", encoding="ascii") as limit:
+                forced = rcvbuf > 2 * int(limit.read())
+        except (OSError, ValueError):
+            forced = False
+    return SocketInfo(address=(str(bound[0]), int(bound[1])), rcvbuf=rcvbuf, forced=forced)
 
 
 def _set_rcvbuf(sock: socket.socket, size: int) -> bool:

@@ -265,8 +265,9 @@ def test_events_that_arrive_while_the_first_reply_is_made_reach_a_follower(
     assert [e["text"] for e in json.loads(first)["result"]["events"]] == ["before"]
     later = next(replies, None)
     assert later is not None, "the event that arrived meanwhile never reached the follower"
-    assert isinstance(later, dict)
-    assert [e["text"] for e in later["result"]["events"]] == ["meanwhile"]
+    # A follow batch of events is one encoded reply line, shared by followers at its position.
+    assert isinstance(later, bytes) and later.endswith(b"\n")
+    assert [e["text"] for e in json.loads(later)["result"]["events"]] == ["meanwhile"]
     replies.close()
 
 
@@ -435,14 +436,17 @@ def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
             assert status["sequencer"]["lost"] == 1
             assert "OverflowError" in status["sequencer"]["last_error"]
             assert any("lost 1 datagrams" in w for w in status["warnings"])
+    # The ingest process gives up and exits; the console restarts it, and the new one refuses the
+    # journal (its counters are impossible): ingest stays stopped, and says why.
     wait_until(lambda: sequencer.failure is not None, message="ingest to give up")
     status = dispatch(instance, {"op": "status"})["result"]
-    assert "OverflowError" in status["sequencer"]["failure"]
+    assert "failure" in status["sequencer"]
+    assert "OverflowError" in status["sequencer"]["last_error"]
     assert any("sequencer stopped" in w for w in status["warnings"])
     ps = dispatch(instance, {"op": "ps"})["result"]
     assert any("sequencer stopped" in w for w in ps["warnings"])
     text = cli_module._status_text(status)
-    assert "sequencer FAILED: OverflowError" in text
+    assert "sequencer FAILED: " in text
     err = capfd.readouterr().err
     assert "lacrimosa: sequencer ingest failed: OverflowError" in err
     assert err.count("a batch of datagrams was lost") == 1  # the same error is said once

@@ -20,7 +20,7 @@ from textual import events
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
-from lacrimosa.engine.console import Console
+from lacrimosa.engine.console import JOURNAL_NAME, Console
 from lacrimosa.engine.events import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
 from lacrimosa.engine.journal import Journal
 from lacrimosa.engine.supervisor import State
@@ -200,7 +200,7 @@ async def test_overview_shows_counts_rates_utilisation_and_drops(console, udp_se
         text = overview_text(app)
         sequencer = instance.sequencer
         assert sequencer is not None
-        assert f"udp {sequencer.address} · {sequencer.receiver.name}" in text
+        assert f"udp {sequencer.address} · {sequencer.backend}" in text
         assert "(2 text, 1 framed)" in text
         assert "malformed 1 · bad checksum 1 · oversize 0 · kernel 0" in text
         assert "3 events · first seq 0 · next seq 3" in text
@@ -449,14 +449,11 @@ async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, udp_sende
 
 
 async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:
-    instance = console(WITH_SEQUENCER)
-    sequencer = instance.sequencer
-    assert sequencer is not None
-    journal = sequencer.journal
+    instance = console(WITH_SEQUENCER, start=False)
+    journal = writable_journal(instance)
     total = 1 << 20
-    # Written straight into the journal, as the sequencer's ingest thread would (it writes
-    # nothing while no datagram arrives, so this test is the only writer): node = i % 4,
-    # stream = i % 3.
+    # Written straight into the journal before the console starts, as the sequencer's ingest
+    # process would: node = i % 4, stream = i % 3.
     records = np.zeros((total, 8), np.uint8)
     records[:, :8] = np.frombuffer(b"event   ", np.uint8)
     fields = np.zeros(total, EVENT_DTYPE)
@@ -472,6 +469,12 @@ async def test_a_million_events_render_only_the_visible_window(console, monkeypa
         fields,
         np.full(total, crc, np.uint32),
     )
+    assert journal.bounds() == (0, total)
+    journal.close()
+    instance.start()
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    journal = sequencer.journal
     assert journal.bounds() == (0, total)
 
     fetched: list[int] = []
@@ -610,16 +613,19 @@ def utc() -> Iterator[None]:
     time.tzset()
 
 
-def fill_fixed_events(console: Console) -> None:
-    """Events with fixed lamports, written straight into the console's journal.
+def writable_journal(console: Console) -> Journal:
+    """The journal of a console not started yet, opened for writing (close it before start)."""
+    settings = console.config.sequencer
+    path = settings.journal or console.home / JOURNAL_NAME
+    return Journal(path, settings.capacity, settings.blob_size)
 
-    The sequencer writes only when a datagram arrives and none is sent here, so this is
-    the journal's only writer. The third event's record is then damaged, as a torn write would
-    leave it: its checksum no longer matches.
+
+def fill_fixed_events(console: Console) -> None:
+    """Events with fixed lamports, written straight into the journal of a console that is then
+    started (its ingest process is the journal's only writer once it runs). The third event's
+    record is then damaged, as a torn write would leave it: its checksum no longer matches.
     """
-    sequencer = console.sequencer
-    assert sequencer is not None
-    journal = sequencer.journal
+    journal = writable_journal(console)
     lamport = BASE_LAMPORT + (1_234 << 16)  # 00:00:01.234
     texts = [b"deploy started", b"migrations: 3 applied", b"cache warmed\tin 41ms"]
     journal.append_records(texts, [lamport + i for i in range(3)], flags=TEXT)
@@ -633,6 +639,9 @@ def fill_fixed_events(console: Console) -> None:
     damaged = journal.slots[2]
     journal.blob[int(damaged["payload_offset"])] ^= 0x20
     assert journal.bounds() == (0, 5)
+    journal.close()
+    console.start()
+    assert console.sequencer is not None and console.sequencer.journal.bounds() == (0, 5)
 
 
 def test_snapshot_of_the_events_view_with_a_binary_event_in_detail(
@@ -640,7 +649,8 @@ def test_snapshot_of_the_events_view_with_a_binary_event_in_detail(
 ) -> None:
     """Key 3, then Enter on the newest event (binary): the list above, the detail panel below."""
     instance = console(
-        WITH_SEQUENCER.replace('cmd = "sleep 60"', 'cmd = "true"\nautostart = false')
+        WITH_SEQUENCER.replace('cmd = "sleep 60"', 'cmd = "true"\nautostart = false'),
+        start=False,
     )
     fill_fixed_events(instance)
     app = LacrimosaApp(instance)

@@ -168,7 +168,7 @@ class LacrimosaApp(App[None]):
         self._view = "logs"
         self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
         self._warnings_shown: set[str] = set()  # kinds of console warning already notified
-        self._warnings_key: tuple[bool, int] | None = None
+        self._warnings_key: tuple[bool, int, int] | None = None
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class LacrimosaApp(App[None]):
         sequencer = self.engine.sequencer
         if sequencer is None:
             return
-        key = (sequencer.failure is not None, sequencer.ingest_errors)
+        key = (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
         if key == self._warnings_key:
             return
         self._warnings_key = key

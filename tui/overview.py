@@ -17,7 +17,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Sparkline, Static
 
 from ..engine.console import Console
-from ..engine.sequencer import DROP_CAUSES, RATE_HISTORY, Sequencer, SequencerStats
+from ..engine.ingest import IngestProcess
+from ..engine.ingest_stats import RATE_HISTORY
+from ..engine.sequencer import DROP_CAUSES, SequencerStats
 from ..engine.supervisor import State
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
@@ -139,6 +141,8 @@ class OverviewView(VerticalScroll):
             sequencer.journal.bounds(),
             sequencer.failure is not None,
             sequencer.ingest_errors,
+            sequencer.restarts,
+            sequencer.state,
         )
         if not force and key == self._shown_key:
             return
@@ -151,7 +155,7 @@ class OverviewView(VerticalScroll):
         for part in ("#overview-ingest", "#overview-rate", "#overview-journal"):
             self.query_one(part).display = shown
 
-    def _show_sequencer(self, sequencer: Sequencer, stats: SequencerStats) -> None:
+    def _show_sequencer(self, sequencer: IngestProcess, stats: SequencerStats) -> None:
         status = sequencer.status()
         journal = status["journal"]
 
@@ -163,6 +167,13 @@ class OverviewView(VerticalScroll):
         _line(ingest, "", f"receive buffer {buffer}")
         if status["backend_note"]:
             _line(ingest, "", Text(str(status["backend_note"]), style="dim"))
+        process = status["ingest"]
+        if process["restarts"] or process["state"] != "running":
+            restarts = process["restarts"]
+            text = f"ingest process {process['state']}, restarted {restarts:,}x"
+            if process["last_restart"] is not None:
+                text += f" (last: {sequencer.history[-1].describe()})"
+            _line(ingest, "", Text(text, style=f"bold {WARNING}"))
         if "failure" in status:
             _line(ingest, "", Text(f"stopped: {status['failure']}", style=f"bold {ERROR}"))
         elif status["ingest_errors"]:
