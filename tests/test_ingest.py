@@ -91,6 +91,9 @@ def test_events_sent_while_ingest_restarts_wait_in_the_socket(
     pid = sequencer.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # not reading: what is sent now waits in the socket
+    # The signal is asynchronous: until the child has really stopped, a receive call it is in
+    # could still take a datagram into its staging buffer, which the SIGKILL below would lose.
+    wait_until(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
     for i in range(5):
         udp_sender.sendto(b"meanwhile %d" % i, sequencer.socket_info.address)
     os.kill(pid, signal.SIGKILL)
