@@ -364,15 +364,17 @@ async def test_the_screen_keeps_its_place_while_old_lines_are_evicted(console) -
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(app)
         await select(pilot, app, "fed")
-        for first in range(0, 300_000, 50_000):
+        for first in range(0, 400_000, 50_000):  # near the 8 MiB budget: 13 B lines + 4 B each
             feed(instance, first, 50_000)
-        await wait_for(pilot, lambda: pane.line_count > 200_000, "a store near its budget")
+        await wait_for(pilot, lambda: pane.line_count > 300_000, "a store near its budget")
         await pilot.press("pageup")
         assert not pane.follow
         top_row = rendered_rows(app)[0]
         evicted = instance.store.stats()["evicted_blocks"]
-        for first in range(300_000, 400_000, 50_000):
+        first = 400_000
+        while instance.store.stats()["evicted_blocks"] == evicted and first < 2_000_000:
             feed(instance, first, 50_000)
+            first += 50_000
         await wait_for(
             pilot, lambda: instance.store.stats()["evicted_blocks"] > evicted, "an eviction"
         )
