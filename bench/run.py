@@ -39,6 +39,7 @@ MODULES = (
     "tui_frame",
     "sequencer",
     "tui_events",
+    "tui_bytes",
 )
 TIMEOUT = {True: 120, False: 1200}
 

@@ -44,7 +44,16 @@ from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
 from .process_table import ALL_ROW, ProcessTable
 
 POLL_INTERVAL = 1 / 20  # how often console.version is checked
-TABLE_REFRESH_INTERVAL = 0.5  # uptimes and rates move even when nothing else changes
+# Uptimes and rates move even when nothing else changes; the engine samples rates once a
+# second, and each row rewritten costs a few hundred bytes on the terminal.
+TABLE_REFRESH_INTERVAL = 1.0
+# New lines are shown at most this often: a followed pane scrolls, and every row scrolled is
+# written to the terminal again (4-5 KB a frame at 80x24), so the poll's 20 Hz would double the
+# bytes sent for no line the eye can follow.
+LOG_RELOAD_INTERVAL = 0.1
+# ...and this often when they cannot be on screen (follow off, the end below the screen): only
+# the line count in the status line and the scroll range change.
+LOG_RELOAD_INTERVAL_HIDDEN = 1.0
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
 VIEWS = ("logs", "overview", "events")
@@ -165,6 +174,9 @@ class LacrimosaApp(App[None]):
         self._quitting = False
         self._seen_version: tuple[int, int] | None = None
         self._table_refreshed_at = 0.0
+        self._log_version: int | None = None  # the lines' version the log pane was built at
+        self._log_reloaded_at = 0.0
+        self._status_shown: Text | None = None
         self._view = "logs"
         self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
         self._warnings_shown: set[str] = set()  # kinds of console warning already notified
@@ -241,8 +253,12 @@ class LacrimosaApp(App[None]):
         version = self.engine.version
         seen = self._seen_version
         now = time.monotonic()
-        if seen is None or version[1] != seen[1]:
+        if self._log_version != version[1] and now - self._log_reloaded_at >= (
+            LOG_RELOAD_INTERVAL if pane.new_lines_visible else LOG_RELOAD_INTERVAL_HIDDEN
+        ):
             pane.reload()
+            self._log_version = version[1]
+            self._log_reloaded_at = now
         if (
             seen is None
             or version[0] != seen[0]
@@ -335,7 +351,7 @@ class LacrimosaApp(App[None]):
         status.append(f" {selected or 'all processes'} ", style="bold reverse")
         if self._quitting:
             status.append("  stopping processes…", style=f"bold {WARNING}")
-            self.query_one("#status", Static).update(status)
+            self._show_status(status)
             return
         stream = self.stream
         status.append("  stream: ")
@@ -357,7 +373,12 @@ class LacrimosaApp(App[None]):
             status.append(f"  {count} lines")
         if not self.line_detail_shown:
             status.append("  ⏎ whole line", style="dim")
-        self.query_one("#status", Static).update(status)
+        self._show_status(status)
+
+    def _show_status(self, status: Text) -> None:
+        if status != self._status_shown:  # a repaint costs a line's bytes on the terminal
+            self._status_shown = status
+            self.query_one("#status", Static).update(status, layout=False)
 
     @on(LogPane.Changed)
     def _log_pane_changed(self) -> None:

@@ -21,9 +21,10 @@ from rich.style import Style
 from textual import events, on
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.strip import Strip
+from textual.widget import Widget
 
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
@@ -120,6 +121,12 @@ class LogPane(FollowingScrollView, can_focus=True):
     def is_current(self) -> bool:
         """True when the view on screen was built for the current query."""
         return self._view is not None and self._view_query == self._query
+
+    @property
+    def new_lines_visible(self) -> bool:
+        """Whether lines added to the view would show: when following, or when the view's end
+        is on screen."""
+        return self.follow or int(self.scroll_offset.y) + self.size.height >= self.line_count
 
     def set_query(self, query: LogQuery) -> None:
         if query != self._query:
@@ -222,16 +229,47 @@ class LogPane(FollowingScrollView, can_focus=True):
         # blocks are evicted, the same line moves to a smaller position in the new view.
         anchor = self._line_at(round(self.scroll_y)) if not self.follow else None
         same_query = query == self._view_query
+        shown = self._row_ids() if same_query else None
         self._view = view
         self._view_query = query
         self._window = []
-        self.virtual_size = Size(self.content_width, len(view))
+        self._set_virtual_height(len(view))
         if self.follow:
             self._scroll_to_end()
         elif anchor is not None and same_query:
             self.scroll_to(y=view.position_of(anchor.id), animate=False, immediate=True)
-        self.refresh()
+        if shown is None:
+            self.refresh()
+        else:
+            self._refresh_rows_changed(shown)
         self.post_message(self.Changed())
+
+    # Every row repainted is written to the terminal again (some 200 bytes a row, every byte
+    # crossing an SSH link): a new view of the same query repaints only the rows that show
+    # another line than before. Scrolling (following the end) repaints the whole pane.
+
+    def _set_virtual_height(self, height: int) -> None:
+        """Set the virtual height without repainting: setting ``virtual_size`` repaints every
+        row, though a longer view changes nothing on screen until it is scrolled."""
+        size = Size(self.content_width, height)
+        if size != self.virtual_size:
+            self.set_reactive(Widget.virtual_size, size)
+            self.refresh(repaint=False, layout=True)  # the scrollbar's size and thumb
+
+    def _row_ids(self) -> list[int | None]:
+        """The id of the line on each row of the pane (None for a blank row)."""
+        top = int(self.scroll_offset.y)
+        return [
+            None if line is None else line.id
+            for line in (self._line_at(top + y) for y in range(self.size.height))
+        ]
+
+    def _refresh_rows_changed(self, shown: list[int | None]) -> None:
+        changed = [
+            y for y, (was, now) in enumerate(zip(shown, self._row_ids(), strict=True)) if was != now
+        ]
+        if changed:
+            self.refresh(Region(0, changed[0], self.size.width, changed[-1] - changed[0] + 1))
 
     def watch_follow(self, follow: bool) -> None:
         if follow:

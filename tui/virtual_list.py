@@ -12,12 +12,75 @@ moment, so a burst of requests costs two builds, not one per request.
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import ceil
 
+from rich.segment import Segment
 from textual import events
+from textual.geometry import Offset, Region, Size
 from textual.reactive import var
 from textual.scroll_view import ScrollView
-from textual.scrollbar import ScrollTo, ScrollUp
+from textual.scrollbar import ScrollBar, ScrollTo, ScrollUp
 from textual.widget import Widget
+
+# What a scrollbar draws: its size, hover and grab states, and its cells.
+_Looks = tuple[Size, bool, Offset | None, tuple[Segment, ...]]
+
+
+class QuietScrollBar(ScrollBar):
+    """A vertical scrollbar that repaints only when what it draws changes.
+
+    Textual's repaints the whole bar whenever the content's length or the scroll position
+    changes, though with thousands of lines the thumb stays on the same cells: for a log
+    pane that grows ten times a second, that is a cell on every row rewritten each time, some
+    600 bytes sent to the terminal at 80x24.
+    """
+
+    _drawn: _Looks | None = None
+    _moved = False  # set by the watchers below: the refresh that follows may be needless
+
+    def watch_window_virtual_size(self) -> None:
+        self._moved = True
+
+    def watch_window_size(self) -> None:
+        self._moved = True
+
+    def watch_position(self) -> None:
+        self._moved = True
+
+    def _looks(self) -> _Looks:
+        window_size = self.window_size if self.window_size < self.window_virtual_size else 0
+        bar = self.renderer.render_bar(
+            size=self.size.height if self.vertical else self.size.width,
+            virtual_size=ceil(self.window_virtual_size),
+            window_size=ceil(window_size),
+            position=self.position,
+            thickness=self.thickness,
+            vertical=self.vertical,
+        )
+        return (self.size, self.mouse_over, self.grabbed, tuple(bar.segments))
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> QuietScrollBar:
+        moved, self._moved = self._moved, False
+        if self.is_mounted and not (regions or layout or recompose):
+            drawn, looks = self._drawn, self._looks()
+            self._drawn = looks
+            if (
+                moved
+                and drawn is not None
+                and drawn[:3] == looks[:3]
+                and len(drawn[3]) == len(looks[3])
+                and self.vertical
+            ):
+                # The same bar but for its thumb: repaint the rows (a cell each) that changed.
+                changed = [
+                    y for y, (a, b) in enumerate(zip(drawn[3], looks[3], strict=True)) if a != b
+                ]
+                if not changed:
+                    return self
+                regions = (Region(0, changed[0], self.size.width, changed[-1] - changed[0] + 1),)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
 
 class FollowingScrollView(ScrollView):
@@ -25,6 +88,17 @@ class FollowingScrollView(ScrollView):
 
     follow: var[bool] = var(True)
     """Keep the end in view as content arrives."""
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """Widget.vertical_scrollbar, made a :class:`QuietScrollBar`."""
+        if self._vertical_scrollbar is None:
+            self._vertical_scrollbar = bar = QuietScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+            )
+            bar.display = False
+            self.app._start_widget(self, bar)
+        return self._vertical_scrollbar
 
     def _stop_following(self) -> None:
         self.follow = False
