@@ -40,6 +40,7 @@ MODULES = (
     "sequencer",
     "tui_events",
     "tui_bytes",
+    "ingest_readers",
 )
 TIMEOUT = {True: 120, False: 1200}
 

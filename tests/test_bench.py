@@ -28,6 +28,7 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "sequencer",
         "tui events",
         "tui bytes",
+        "ingest process SIGKILLed",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"
