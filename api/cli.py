@@ -563,7 +563,8 @@ def _status_text(status: dict[str, Any]) -> str:
         lines.append(
             f"control   {control['connections']} of {control['max_connections']} connections, "
             f"{control['refused_busy']} refused busy, {control['slow_dropped']} slow readers "
-            f"dropped, {control['idle_closed']} idle closed"
+            f"dropped, {control['idle_closed']} idle closed, "
+            f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
     sequencer = status.get("sequencer")

@@ -8,7 +8,12 @@ answering (a bug) becomes an ``internal`` error reply, counted in ``internal_err
 Bounds (observing costs the observed nothing):
 - at most ``MAX_CONNECTIONS`` connections at once; one more gets a ``busy`` error reply and is
   closed (the client retries for a moment, then exits 6);
-- a connection with no request for ``IDLE_TIMEOUT`` seconds is closed (a follow is not idle);
+- a connection with no complete request for ``IDLE_TIMEOUT`` seconds is closed (a follow is not
+  idle), and a request must be complete (its newline received) within ``REQUEST_TIMEOUT``
+  seconds of its first byte, or it gets an ``invalid_request`` reply and the connection is closed:
+  a client trickling a byte at a time cannot keep a connection slot (slowloris);
+- a request is at most ``MAX_REQUEST_BYTES`` of JSON, its newline not counted; a longer one is
+  skipped whole (within the same deadline) and refused with ``request too large``;
 - replies are sent in pieces (see protocol.py) through a send buffer of ``SEND_BUFFER`` bytes; a
   reader that takes nothing for ``SEND_TIMEOUT`` seconds is dropped. So a connection costs the
   console at most about SEND_BUFFER + 2 * PIECE_BYTES + one request (MAX_REQUEST_BYTES), plus
@@ -47,7 +52,9 @@ from .wire import MAX_REQUEST_BYTES, encode, error
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
 LOCK_NAME = "console.lock"
 MAX_CONNECTIONS = 64
-IDLE_TIMEOUT = 60.0  # seconds without a request before a (non-following) connection is closed
+IDLE_TIMEOUT = 60.0  # seconds without a complete request before a connection is closed
+REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its newline
+RECV_BYTES = 64 << 10  # read from a connection at a time
 SEND_TIMEOUT = 10.0  # seconds a reader may take no bytes at all before it is dropped
 SEND_BUFFER = 256 << 10  # bytes of the kernel's send buffer per connection
 LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel may cap it: somaxconn)
@@ -99,6 +106,9 @@ def _peer_connected(conn: socket.socket) -> bool:
         conn.settimeout(timeout)
 
 
+_TOO_LARGE = b"\0too large"  # what _read_request returns for a line over MAX_REQUEST_BYTES
+
+
 class _Dropped(Exception):
     """A connection is closed without a reply: idle, or a reader that stopped reading."""
 
@@ -110,12 +120,14 @@ class ControlServer:
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.console = console
         self.path = socket_path(console.home)
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
+        self.request_timeout = request_timeout
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -125,6 +137,7 @@ class ControlServer:
         self.internal_errors = 0
         self.refused_busy = 0
         self.idle_closed = 0
+        self.slow_requests = 0
         self.slow_dropped = 0
         self.accept_failures: dict[str, int] = {}  # "EMFILE", "thread", ... → how many times
         self._lock_fd: int | None = None
@@ -137,6 +150,7 @@ class ControlServer:
                 "max_connections": self.max_connections,
                 "refused_busy": self.refused_busy,
                 "idle_closed": self.idle_closed,
+                "slow_requests": self.slow_requests,
                 "slow_dropped": self.slow_dropped,
                 "malformed_requests": self.malformed_requests,
                 "internal_errors": self.internal_errors,
@@ -283,32 +297,28 @@ class ControlServer:
             )
 
     @staticmethod
-    def _refuse(conn: socket.socket, why: str) -> None:
-        """Tell a connection the console is busy (if its buffer takes it now) and close it."""
-        with conn:
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):
-                conn.send(encode(error("busy", f"{why}; try again in a moment")))
+    def _refuse(conn: socket.socket, why: str, code: str = "busy", close: bool = True) -> None:
+        """Tell a connection why it is refused (``busy``: try again; if its buffer takes the reply
+        now) and close it (``close``; else the caller does)."""
+        conn.setblocking(False)
+        message = f"{why}; try again in a moment" if code == "busy" else why
+        with contextlib.suppress(OSError):
+            conn.send(encode(error(code, message)))
+        if close:
+            conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            with conn, conn.makefile("rb") as reader:
+            with conn:
                 with contextlib.suppress(OSError):
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                pending = bytearray()  # bytes received past the last request (pipelined)
                 while not self._closing.is_set():
-                    conn.settimeout(self.idle_timeout)
-                    try:
-                        raw = reader.readline(MAX_REQUEST_BYTES + 1)
-                    except TimeoutError:
-                        with self._lock:
-                            self.idle_closed += 1
-                        return
-                    if not raw:
+                    raw = self._read_request(conn, pending)
+                    if raw is None:
                         return
                     conn.settimeout(self.send_timeout)
-                    if len(raw) > MAX_REQUEST_BYTES:
-                        while raw and not raw.endswith(b"\n"):  # skip the rest of that line
-                            raw = reader.readline(MAX_REQUEST_BYTES)
+                    if raw is _TOO_LARGE:
                         reply = error("invalid_request", "request too large")
                         self._count(reply)
                         self._send(conn, encode(reply))
@@ -321,6 +331,62 @@ class ControlServer:
         finally:
             with self._lock:
                 self._connections.pop(conn, None)
+
+    def _read_request(self, conn: socket.socket, pending: bytearray) -> bytes | None:
+        """The next request line (without its newline), ``_TOO_LARGE``, or None when the client
+        hung up. Raises _Dropped when the connection had no complete request for
+        ``idle_timeout`` seconds, or a request was begun and not ended within
+        ``request_timeout``: deadlines for the whole line, not per read."""
+        now = time.monotonic()
+        idle_deadline = now + self.idle_timeout
+        request_deadline = now + self.request_timeout if pending else None
+        scanned = 0  # bytes of ``pending`` known to hold no newline
+        skipped = False  # the line is longer than allowed: its bytes are being thrown away
+        while True:
+            newline = pending.find(b"\n", scanned)
+            if newline >= 0:
+                line = bytes(pending[:newline])
+                del pending[: newline + 1]
+                return _TOO_LARGE if skipped or len(line) > MAX_REQUEST_BYTES else line
+            if len(pending) > MAX_REQUEST_BYTES:
+                skipped = True
+                pending.clear()
+            scanned = len(pending)
+            deadline = idle_deadline if request_deadline is None else request_deadline
+            deadline = min(deadline, idle_deadline)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closing.is_set():
+                if self._closing.is_set():
+                    return None
+                if request_deadline is not None and request_deadline <= idle_deadline:
+                    with self._lock:
+                        self.slow_requests += 1
+                    self._refuse(
+                        conn,
+                        f"request not complete within {self.request_timeout:g}s of its first byte",
+                        code="invalid_request",
+                        close=False,
+                    )
+                else:
+                    with self._lock:
+                        self.idle_closed += 1
+                raise _Dropped
+            conn.settimeout(min(left, 1.0))  # wakes to notice the console closing
+            try:
+                chunk = conn.recv(RECV_BYTES)
+            except TimeoutError:
+                continue
+            if not chunk:  # the client hung up; a last line without its newline still counts
+                if skipped or len(pending) > MAX_REQUEST_BYTES:
+                    return _TOO_LARGE
+                if not pending:
+                    return None
+                line = bytes(pending)
+                pending.clear()
+                return line
+            if request_deadline is None:
+                request_deadline = time.monotonic() + self.request_timeout
+            pending += chunk
 
     def _send(self, conn: socket.socket, data: bytes) -> None:
         try:

@@ -571,3 +571,57 @@ def _raw_lines(client: ControlClient, request: dict[str, Any]) -> list[tuple[str
         (line["process"], base64.b64decode(line["b64"]) if "b64" in line else line["text"].encode())
         for line in client.call("logs", raw=True, **request)["lines"]
     ]
+
+
+def test_a_request_of_exactly_the_limit_is_served_and_one_byte_more_is_refused(
+    serve: Callable[..., ControlServer],
+) -> None:
+    from lacrimosa.api.wire import MAX_REQUEST_BYTES
+
+    server = serve()
+    head = b'{"op": "ping", "pad": "'
+    fits = head + b"x" * (MAX_REQUEST_BYTES - len(head) - 2) + b'"}'
+    assert len(fits) == MAX_REQUEST_BYTES
+    over = head + b"x" * (MAX_REQUEST_BYTES - len(head) - 1) + b'"}'
+    with connect(server) as sock:
+        assert exchange(sock, fits + b"\n")["ok"]
+        assert exchange(sock, over + b"\n")["error"]["message"] == "request too large"
+        sock.sendall(fits)
+        sock.shutdown(socket.SHUT_WR)  # a last request without its newline counts the same
+        assert json.loads(sock.makefile("rb").readline())["ok"]
+
+
+def test_a_client_trickling_a_request_loses_its_slot(serve: Callable[..., ControlServer]) -> None:
+    server = serve(max_connections=4, request_timeout=0.5, idle_timeout=1.5)
+    stop = threading.Event()
+    socks = [connect(server) for _ in range(4)]
+
+    def trickle() -> None:  # a space every 0.1 s, never a newline
+        while not stop.is_set():
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.send(b" ")
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        for sock in socks:
+            assert closed(sock)
+        assert time.monotonic() - started < 5
+        assert server.stats()["slow_requests"] == 4
+        with connect(server) as sock:
+            assert exchange(sock, b'{"op": "ping"}\n')["ok"]
+            # Requests that do complete keep a connection; the idle deadline counts from them.
+            time.sleep(1.0)
+            assert exchange(sock, b'{"op": "ping"}\n')["ok"]
+            started = time.monotonic()
+            sock.sendall(b" ")  # begun, never ended: the request deadline, not a fresh idle one
+            assert closed(sock)
+            assert time.monotonic() - started < 1.4
+    finally:
+        stop.set()
+        thread.join(5)
+        for sock in socks:
+            sock.close()
