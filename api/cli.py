@@ -6,7 +6,8 @@ module and what it imports at the top stay standard-library-light; ``up`` import
 the TUI only when it runs.
 
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here (or the
-connection to it was lost), 5 timed out, 6 the console is busy or still starting (try again).
+connection to it was lost: closed or reset), 5 timed out (the console did not answer within the
+deadline), 6 the console is busy or still starting (try again).
 
 What a child or a datagram wrote is printed through ``terminal_safe`` (colours kept or stripped,
 every other control sequence shown inert; ``--raw`` opts out) and every JSON document through

@@ -9,7 +9,8 @@ or the ``timeout`` given to ``call`` (the CLI gives start/stop/restart the proce
 taken) or still ``starting`` is asked again, with a short backoff, for up to ``retry_for`` seconds.
 Following a log has no read timeout after its first reply, but a follow the console cut off
 (it died, or dropped a reader that did not keep up) raises :class:`ConsoleLost`, as does a
-socket failure mid-request.
+socket failure mid-request (closed, reset: exit 4). A reply that does not come within its
+deadline raises :class:`TimedOut` (exit 5): the console is there, but stopped or overloaded.
 
 Trust: the socket must be a socket owned by this user, and the process answering on it must run
 as this user (``SO_PEERCRED``); otherwise nothing is sent and nothing it says is believed.
@@ -33,6 +34,7 @@ from ..engine.errors import (
     InvalidRequest,
     LacrimosaError,
     NoConsole,
+    TimedOut,
     exit_code_for,
 )
 from ..engine.paths import socket_path
@@ -54,16 +56,17 @@ class RemoteError(LacrimosaError):
 
 
 class ConsoleLost(NoConsole):
-    """The connection to the console failed mid-request (reset, timed out, cut off, ...)."""
+    """The connection to the console failed mid-request (closed, reset, cut off, ...)."""
 
     def __init__(self, exc: OSError | str) -> None:
-        if isinstance(exc, str):
-            detail = exc
-        elif isinstance(exc, TimeoutError):
-            detail = "no reply in time"
-        else:
-            detail = exc.strerror or str(exc)
+        detail = exc if isinstance(exc, str) else exc.strerror or str(exc)
         super().__init__(f"lost the console: {detail}")
+
+
+def _no_answer(sock: socket.socket) -> TimedOut:
+    timeout = sock.gettimeout()
+    within = f" within {timeout:g}s" if timeout else " in time"
+    return TimedOut(f"the console did not answer{within} (stopped or overloaded?)")
 
 
 def _check_socket(path: Path) -> None:
@@ -158,12 +161,16 @@ class ControlClient:
             raise InvalidRequest("arguments must be valid UTF-8 text") from None
         try:
             self._sock.sendall(data)
+        except TimeoutError:  # the console takes no requests: it reads none
+            raise _no_answer(self._sock) from None
         except OSError as exc:
             raise ConsoleLost(exc) from None
 
     def _readline(self) -> bytes:
         try:
             line: bytes = self._reader.readline()
+        except TimeoutError:
+            raise _no_answer(self._sock) from None
         except OSError as exc:
             raise ConsoleLost(exc) from None
         return line
@@ -231,6 +238,8 @@ class ControlClient:
             size = result["frame"]
             try:
                 payload: bytes = self._reader.read(size)
+            except TimeoutError:
+                raise _no_answer(self._sock) from None
             except OSError as exc:
                 raise ConsoleLost(exc) from None
             if len(payload) != size:

@@ -265,7 +265,9 @@ def test_an_action_against_a_console_that_stopped_answering_has_a_deadline(
     try:
         started = time.monotonic()
         result = cli("restart", "web", "--home", str(home), cwd=tmp_path, timeout=30)
-        assert result.returncode == 4 and "no reply in time" in result.stderr, result.stderr
+        # Alive but not answering: timed out (5), not "lost the console" (4).
+        assert result.returncode == 5, result.stderr
+        assert "did not answer within 5.5s (stopped or overloaded?)" in result.stderr
         assert time.monotonic() - started < 15  # 0.5s + the reply margin, not forever
     finally:
         done.set()
@@ -625,3 +627,24 @@ def test_a_client_trickling_a_request_loses_its_slot(serve: Callable[..., Contro
         thread.join(5)
         for sock in socks:
             sock.close()
+
+
+def test_a_stopped_console_times_out_rather_than_being_lost(tmp_path: Path) -> None:
+    from lacrimosa.engine.errors import TimedOut
+
+    running = start_console(tmp_path, IDLE)
+    home = tmp_path / ".lacrimosa"
+    running.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimedOut) as timed_out, ControlClient(home, timeout=1.0) as client:
+            client.call("ps")
+        assert time.monotonic() - started < 5
+        assert timed_out.value.exit_code == 5 and timed_out.value.code == "timeout"
+        assert str(timed_out.value) == (
+            "the console did not answer within 1s (stopped or overloaded?)"
+        )
+        assert exit_code_for("timeout") == 5
+    finally:
+        running.proc.send_signal(signal.SIGCONT)
+    assert running.run("ps").returncode == 0
