@@ -216,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--raw cannot be used with --json (JSON escapes every control character)")
     try:
         if args.command == "up":
+            lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
-            return run_up(args)
+            return run_up(args, lock_fd)
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)
@@ -233,6 +234,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return _fail(args, "failed", str(exc), EXIT_FAILED)
         return _fail(args, "no_console", f"lost the console: {exc}", EXIT_NO_CONSOLE)
+
+
+def _lock_early(args: argparse.Namespace) -> int | None:
+    """``up``: the console lock of its state folder, taken before the engine is imported, so that
+    a client run at the same moment sees a console starting rather than none (a stale socket
+    refuses connections until the new console binds it). None when the config is not found
+    here: ``run_up`` says why."""
+    from ..engine.paths import lock_console, resolve_home
+
+    config = Path(args.file) if args.file else find_config()
+    if config is None or not config.is_file():
+        return None
+    home = resolve_home(args.home, config)
+    return lock_console(home) if home is not None else None
 
 
 def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:

@@ -24,7 +24,9 @@ Bounds (observing costs the observed nothing):
   ``ACCEPT_BACKOFF_MAX``), says so once on stderr, counts it in ``status`` and goes on.
 
 One console per state folder: the server holds an exclusive ``flock`` on ``console.lock`` there for
-the console's whole life, so two ``up`` racing past the socket probe cannot both run. The state
+the console's whole life, from before it binds the socket, so two ``up`` racing past the socket
+probe cannot both run, and a client that finds no socket (or a stale one refusing connections)
+while the lock is held knows a console is starting (client.py). The state
 folder must be the user's own with no group/other write access (others could swap the socket).
 """
 
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -45,12 +46,11 @@ from typing import Any
 
 from ..engine.console import Console
 from ..engine.errors import ConsoleError
-from ..engine.paths import check_state_folder, socket_path
+from ..engine.paths import lock_console, socket_path
 from .protocol import internal_error, replies
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
-LOCK_NAME = "console.lock"
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 60.0  # seconds without a complete request before a connection is closed
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its newline
@@ -121,6 +121,7 @@ class ControlServer:
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
+        lock_fd: int | None = None,
     ) -> None:
         self.console = console
         self.path = socket_path(console.home)
@@ -141,6 +142,7 @@ class ControlServer:
         self.slow_dropped = 0
         self.accept_failures: dict[str, int] = {}  # "EMFILE", "thread", ... → how many times
         self._lock_fd: int | None = None
+        self._early_lock_fd = lock_fd  # the console lock, if ``up`` took it already
 
     def stats(self) -> dict[str, Any]:
         """The server's counters, for ``status``."""
@@ -159,7 +161,9 @@ class ControlServer:
 
     def start(self) -> None:
         """Take the console lock, bind the socket (refusing if another console runs) and serve."""
-        lock_fd = self._take_lock()
+        lock_fd = self._early_lock_fd
+        if lock_fd is None:
+            lock_fd = lock_console(self.console.home)
         try:
             self._sock = self._bind()
         except BaseException:
@@ -170,24 +174,6 @@ class ControlServer:
             target=self._accept_loop, name="lacrimosa-control", daemon=True
         )
         self._thread.start()
-
-    def _take_lock(self) -> int:
-        home = self.console.home
-        check_state_folder(home, create=True)
-        lock_path = home / LOCK_NAME
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise ConsoleError(f"cannot open {lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConsoleError(f"a console is already running here ({home})") from None
-        except OSError as exc:
-            os.close(fd)
-            raise ConsoleError(f"cannot lock {lock_path}: {exc.strerror}") from None
-        return fd
 
     def _bind(self) -> socket.socket:
         folder = self.path.parent

@@ -648,3 +648,38 @@ def test_a_stopped_console_times_out_rather_than_being_lost(tmp_path: Path) -> N
     finally:
         running.proc.send_signal(signal.SIGCONT)
     assert running.run("ps").returncode == 0
+
+
+def test_right_after_up_the_cli_waits_for_a_starting_console(tmp_path: Path) -> None:
+    from lacrimosa.engine.paths import console_starting
+
+    first = start_console(tmp_path, IDLE)
+    home = tmp_path / ".lacrimosa"
+    first.proc.kill()  # its socket stays behind, refusing connections
+    first.proc.communicate()
+    assert socket_path(home).exists() and not console_starting(home)
+    for attempt in range(4):
+        proc = subprocess.Popen(
+            [*CLI, "up", "--headless"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # `up` takes the lock before importing the engine; the stale socket refuses until
+            # it binds a new one. A `ps` in that window waits rather than say "no console".
+            if attempt % 2:  # else at once: the two interpreters race, `up` starts first
+                wait_until(lambda: console_starting(home) or proc.poll() is not None)  # noqa: B023
+            result = cli("ps", "--json", cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert "idle" in result.stdout
+        finally:
+            proc.kill()
+            proc.communicate()
+    # Nothing holds the lock: no console, at once.
+    started = time.monotonic()
+    result = cli("ps", cwd=tmp_path)
+    assert result.returncode == 4 and "no console running" in result.stderr
+    assert time.monotonic() - started < 5
