@@ -20,8 +20,12 @@ Bounds (observing costs the observed nothing):
   the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped)
   or, for ``events``, one chunk of EVENTS_CHUNK records (at most 64 * 4 KiB) and the seqs it
   selected (8 bytes an event, when filtered by node or stream);
-- running out of file descriptors or threads does not end the accept loop: it backs off (up to
-  ``ACCEPT_BACKOFF_MAX``), says so once on stderr, counts it in ``status`` and goes on.
+- running out of file descriptors or threads does not end the accept loop: it says so once on
+  stderr, counts it in ``status`` and goes on. Out of descriptors, it uses one it keeps in
+  reserve: closes it, accepts the waiting connection, replies ``busy`` and closes it, and opens
+  the reserve again, so queued clients hear ``busy`` at once (and retry, then exit 6) instead of
+  waiting for a reply until their deadline; without a reserve it backs off (up to
+  ``ACCEPT_BACKOFF_MAX``) until descriptors are freed.
 
 One console per state folder: the server holds an exclusive ``flock`` on ``console.lock`` there for
 the console's whole life, from before it binds the socket, so two ``up`` racing past the socket
@@ -61,6 +65,15 @@ LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel may cap 
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
 _NO_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _open_spare() -> int | None:
+    """A descriptor held in reserve (see ControlServer._refuse_with_spare), None if none is
+    left."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -143,6 +156,8 @@ class ControlServer:
         self.accept_failures: dict[str, int] = {}  # "EMFILE", "thread", ... → how many times
         self._lock_fd: int | None = None
         self._early_lock_fd = lock_fd  # the console lock, if ``up`` took it already
+        # Kept open to be freed when accept() fails for want of descriptors (_refuse_with_spare).
+        self._spare_fd: int | None = None
 
     def stats(self) -> dict[str, Any]:
         """The server's counters, for ``status``."""
@@ -170,6 +185,7 @@ class ControlServer:
             os.close(lock_fd)
             raise
         self._lock_fd = lock_fd
+        self._spare_fd = _open_spare()
         self._thread = threading.Thread(
             target=self._accept_loop, name="lacrimosa-control", daemon=True
         )
@@ -226,6 +242,9 @@ class ControlServer:
             thread.join(max(deadline - time.monotonic(), 0))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
         if self._lock_fd is not None:  # last: the next console may start from here on
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -239,6 +258,10 @@ class ControlServer:
             except OSError as exc:
                 if self._closing.is_set():
                     return
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._refuse_with_spare():
+                    name = errno.errorcode.get(exc.errno or 0, str(exc))
+                    self._accept_failed(name, f"accept failed ({exc.strerror or exc})")
+                    continue
                 # Out of descriptors (or kernel memory): the connection stays queued; wait for
                 # some to be freed rather than spin, or end, as this loop once did.
                 name = errno.errorcode.get(exc.errno or 0, str(exc))
@@ -269,6 +292,30 @@ class ControlServer:
                 self._accept_failed("thread", f"cannot start a thread ({exc})")
                 self._closing.wait(backoff)
                 backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+
+    def _refuse_with_spare(self) -> bool:
+        """Out of descriptors with a connection waiting: free the spare descriptor, accept the
+        connection with it, tell it ``busy`` and close it, then take the spare back. So clients
+        queued while the console is out of descriptors hear ``busy`` at once (and retry) rather
+        than wait for a reply that never comes. False when there is no spare to use."""
+        assert self._sock is not None
+        if self._spare_fd is None:
+            self._spare_fd = _open_spare()
+            if self._spare_fd is None:
+                return False
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return False  # taken by another thread meanwhile: back off as usual
+            with self._lock:
+                self.refused_busy += 1
+            self._refuse(conn, "the console is out of file descriptors")
+            return True
+        finally:
+            self._spare_fd = _open_spare()
 
     def _accept_failed(self, name: str, what: str) -> None:
         with self._lock:

@@ -683,3 +683,53 @@ def test_right_after_up_the_cli_waits_for_a_starting_console(tmp_path: Path) -> 
     result = cli("ps", cwd=tmp_path)
     assert result.returncode == 4 and "no console running" in result.stderr
     assert time.monotonic() - started < 5
+
+
+def test_out_of_descriptors_a_waiting_client_hears_busy_at_once(tmp_path: Path) -> None:
+    (tmp_path / "lacrimosa.toml").write_text(IDLE)
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_descriptors,
+    )
+    home = tmp_path / ".lacrimosa"
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: proc.poll() is not None or cli("ps", cwd=tmp_path).returncode == 0)
+        assert proc.poll() is None
+        for _ in range(100):  # far more than the console has descriptors left
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(str(socket_path(home)))
+            held.append(sock)
+        # The console holds what it could accept; the rest were told busy, not left waiting.
+        for sock in held[-20:]:  # beyond the descriptors the console has
+            reply = json.loads(sock.makefile("rb").readline())
+            assert reply["error"]["code"] == "busy", reply
+        started = time.monotonic()
+        with (
+            pytest.raises(RemoteError) as busy,
+            ControlClient(home, retry_for=1.0, timeout=10) as client,
+        ):
+            client.call("status")
+        assert busy.value.code == "busy" and busy.value.exit_code == 6
+        assert "out of file descriptors" in str(busy.value)
+        assert time.monotonic() - started < 5  # not the 10 s reply deadline
+        for sock in held:
+            sock.close()
+        held.clear()
+        wait_until(lambda: cli("ps", cwd=tmp_path).returncode == 0, timeout=15)
+    finally:
+        for sock in held:
+            sock.close()
+        if proc.poll() is None:
+            cli("shutdown", cwd=tmp_path)
+        proc.communicate(timeout=30)
