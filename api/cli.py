@@ -400,7 +400,9 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         )
         return
     if not args.follow:
-        _write_lines(args, client.call("logs", **request)["lines"], merged, raw)
+        result = client.call("logs", **request)
+        _write_lines(args, result["lines"], merged, raw)
+        _warn_lapped(args, result)
         return
     for batch in client.stream("logs", follow=True, **request):
         _write_lines(args, batch["lines"], merged, raw)
@@ -477,6 +479,8 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if "lines" in header:  # a console that does not send frames
             _write_lines(args, header["lines"], merged)
             continue
+        if "next_id" in header:  # the last reply
+            _warn_lapped(args, header)
         if not payload:
             continue
         text = payload.decode() if args.json else payload.decode("utf-8", "replace")
@@ -487,6 +491,24 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
                 prefix = f"{header['process']} | "
                 text = prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
         out.write(text)
+
+
+def _warn_lapped(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """A ``logs`` reply read more slowly than the store evicted the lines it was to send says
+    how many it left out (``lapped``): said on stderr (as JSON with ``--json``); not a failure."""
+    lapped = result.get("lapped")
+    if not lapped:
+        return
+    message = (
+        f"{lapped} lines were evicted from the log store before they were read "
+        "(the log was written faster than this read it)"
+    )
+    sys.stdout.flush()
+    if args.json:
+        warning = {"warning": {"code": "lapped", "lapped": lapped, "message": message}}
+        print(json_text(warning), file=sys.stderr)
+    else:
+        print(f"lacrimosa: warning: {message}", file=sys.stderr)
 
 
 def _line_bytes(line: dict[str, Any]) -> bytes:
@@ -565,13 +587,17 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
 def _status_text(status: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items()))
     store = status["log_store"]
+    caches = store.get("cache_bytes", 0)
+    retired = store.get("retired_bytes", 0)
     lines = [
         f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
         f"config    {status['config']}",
         f"processes {status['processes']} ({states})",
         "guardian  {state}, pid {pid}, restarts {restarts}".format_map(status["guardian"]),
-        f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
-        f"{store['evicted_blocks']} blocks evicted",
+        f"log store {(store['bytes'] + caches) / 2**20:.1f} MiB of "
+        f"{store['budget_bytes'] / 2**20:.0f} MiB ({caches / 2**20:.1f} MiB query caches), "
+        f"{store['evicted_blocks']} blocks evicted"
+        + (f", {retired / 2**20:.1f} MiB of them still being read" if retired else ""),
     ]
     control = status.get("control")
     if control is not None:

@@ -17,7 +17,9 @@ Bounds (observing costs the observed nothing):
 - replies are sent in pieces (see protocol.py) through a send buffer of ``SEND_BUFFER`` bytes; a
   reader that takes nothing for ``SEND_TIMEOUT`` seconds is dropped. So a connection costs the
   console at most about SEND_BUFFER + 2 * PIECE_BYTES + one request (MAX_REQUEST_BYTES), plus
-  the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped)
+  the log blocks its reply has yet to read (only those: a block it has passed is let go; those
+  the store evicted meanwhile count as its "retired" bytes, and past their bound the reply lets
+  go of them and reports their lines as ``lapped``: see protocol._LogReader)
   or, for ``events``, one chunk of EVENTS_CHUNK records (at most 64 * 4 KiB) and the seqs it
   selected (8 bytes an event, when filtered by node or stream);
 - running out of file descriptors or threads does not end the accept loop: it says so once on
@@ -51,7 +53,7 @@ from typing import Any
 from ..engine.console import Console
 from ..engine.errors import ConsoleError
 from ..engine.paths import lock_console, socket_path
-from .protocol import internal_error, replies
+from .protocol import ReplyState, internal_error, replies
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
@@ -61,6 +63,9 @@ REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its newline
 RECV_BYTES = 64 << 10  # read from a connection at a time
 SEND_TIMEOUT = 10.0  # seconds a reader may take no bytes at all before it is dropped
 SEND_BUFFER = 256 << 10  # bytes of the kernel's send buffer per connection
+# A reply waiting to send wakes this often to let go of evicted log blocks when the store's
+# retired bytes are over their bound (protocol.ReplyState).
+SEND_SLICE = 0.25
 LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel may cap it: somaxconn)
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
@@ -421,13 +426,26 @@ class ControlServer:
                 request_deadline = time.monotonic() + self.request_timeout
             pending += chunk
 
-    def _send(self, conn: socket.socket, data: bytes) -> None:
-        try:
-            conn.sendall(data)
-        except TimeoutError:
-            with self._lock:
-                self.slow_dropped += 1
-            raise _Dropped from None
+    def _send(self, conn: socket.socket, data: bytes, state: ReplyState | None = None) -> None:
+        """Send ``data``, dropping a reader that takes no bytes for ``send_timeout`` seconds.
+        Waits in slices of SEND_SLICE, between which the reply in progress (``state``) lets go
+        of log blocks the store evicted, when it must (see protocol._LogReader)."""
+        view = memoryview(data)
+        stalled_since = time.monotonic()
+        while view:
+            conn.settimeout(min(SEND_SLICE, self.send_timeout))
+            try:
+                sent = conn.send(view)
+            except TimeoutError:
+                if state is not None:
+                    state.let_go()
+                if time.monotonic() - stalled_since >= self.send_timeout:
+                    with self._lock:
+                        self.slow_dropped += 1
+                    raise _Dropped from None
+                continue
+            view = view[sent:]
+            stalled_since = time.monotonic()
 
     def _answer(self, conn: socket.socket, raw: bytes) -> None:
         try:
@@ -443,12 +461,13 @@ class ControlServer:
 
         # replies() turns every failure into an error reply, except one in the middle of a line.
         in_line = False
-        pieces = replies(self.console, request, alive)
+        state = ReplyState()
+        pieces = replies(self.console, request, alive, state)
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     in_line = not piece.endswith(b"\n")
-                    self._send(conn, piece)
+                    self._send(conn, piece, state)
                     continue
                 try:
                     data = encode(piece)

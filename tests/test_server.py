@@ -733,3 +733,68 @@ def test_out_of_descriptors_a_waiting_client_hears_busy_at_once(tmp_path: Path) 
         if proc.poll() is None:
             cli("shutdown", cwd=tmp_path)
         proc.communicate(timeout=30)
+
+
+FAST_WRITER = f"""
+[logs]
+budget = "8MiB"
+
+[processes.fast]
+cmd = "{sys.executable} -c 'import sys, time\\nline = \\"y\\" * 199 + \\"\\\\n\\"\\nwhile True:\\n    sys.stdout.write(line * 500); sys.stdout.flush(); time.sleep(0.01)'"
+"""
+
+
+def test_slow_readers_of_a_log_being_evicted_pin_a_bounded_amount(tmp_path: Path) -> None:
+    running = start_console(tmp_path, FAST_WRITER)
+    home = tmp_path / ".lacrimosa"
+
+    def store() -> dict[str, Any]:
+        return json.loads(running.run("status", "--json").stdout)["log_store"]
+
+    wait_until(lambda: store()["evicted_blocks"] >= 8, timeout=30)  # full, and turning over
+    pid = running.proc.pid
+    before = _rss_kib(pid)
+    readers: list[socket.socket] = []
+    tails: dict[socket.socket, bytes] = {}  # the last bytes read from each
+    try:
+        peak = 0
+        for _ in range(10):
+            # Two more readers a second, each with a snapshot of its own (the log turns over
+            # faster than that), and each reading 64 KiB a second: never dropped as too slow.
+            for _ in range(2):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                readers.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(str(socket_path(home)))
+                sock.sendall(b'{"op": "logs", "lines": 1000000}\n')
+            for sock in readers:
+                if tails.get(sock, b"").endswith(b"\n"):
+                    continue  # its reply has ended (lapped over and over, it ends early)
+                sock.settimeout(5)
+                got = bytearray()
+                while len(got) < 64 << 10 and not got.endswith(b"\n"):
+                    chunk = sock.recv((64 << 10) - len(got))
+                    assert chunk
+                    got += chunk
+                tails[sock] = bytes(got[-200:])
+            peak = max(peak, _rss_kib(pid))
+            time.sleep(1)
+        status = store()
+        # Evicted blocks the replies still hold are within their bound (16 MiB here), so memory
+        # is the budget, that bound and the connections' own (Before: each reply held its whole
+        # snapshot, long evicted: 20 x 8 MiB and growing.)
+        assert status["retired_bytes"] <= status["retired_bound_bytes"] + (8 << 20), status
+        assert peak - before < 40 * 1024, (before, peak, status)
+        # A reader that lapped learns it at the end of its reply.
+        first = readers[0]
+        first.settimeout(30)
+        data = bytearray(tails[first])
+        while not data.endswith(b"\n"):
+            chunk = first.recv(1 << 20)
+            assert chunk
+            data += chunk
+        footer = json.loads(b"{" + data[data.rindex(b"]") + 2 : -3] + b"}")  # read from mid-reply
+        assert footer["lapped"] > 0, (footer, status)
+    finally:
+        for sock in readers:
+            sock.close()
