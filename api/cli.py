@@ -240,14 +240,18 @@ def _lock_early(args: argparse.Namespace) -> int | None:
     """``up``: the console lock of its state folder, taken before the engine is imported, so that
     a client run at the same moment sees a console starting rather than none (a stale socket
     refuses connections until the new console binds it). None when the config is not found
-    here: ``run_up`` says why."""
+    here (``run_up`` says why) or the state folder does not exist yet."""
     from ..engine.paths import lock_console, resolve_home
 
     config = Path(args.file) if args.file else find_config()
     if config is None or not config.is_file():
         return None
     home = resolve_home(args.home, config)
-    return lock_console(home) if home is not None else None
+    # Only a state folder already there (a console ran here, maybe leaving a stale socket): a
+    # bad config must leave nothing behind, and with no folder there is no socket to mislead.
+    if home is None or not home.is_dir():
+        return None
+    return lock_console(home, create=False)
 
 
 def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:

@@ -106,13 +106,13 @@ def check_state_folder(home: Path, create: bool = False) -> None:
 LOCK_PATIENCE = 0.5  # seconds to retry taking the lock (a client's probe holds it a moment)
 
 
-def lock_console(home: Path) -> int:
+def lock_console(home: Path, create: bool = True) -> int:
     """Take the state folder's console lock (an exclusive ``flock`` on ``console.lock``, held
     for the console's life: its descriptor is returned) or raise ConsoleError when another
     console holds it. Taken as early as ``up`` can (before the engine is even imported), so a
     client that finds no socket, or a stale one, while the lock is held knows a console is
-    starting (see ``console_starting``)."""
-    check_state_folder(home, create=True)
+    starting (see ``console_starting``). ``create``: make the state folder if it is missing."""
+    check_state_folder(home, create=create)
     lock_path = home / LOCK_NAME
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
