@@ -6,7 +6,8 @@ module and what it imports at the top stay standard-library-light; ``up`` import
 the TUI only when it runs.
 
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here (or the
-connection to it was lost), 5 timed out, 6 the console is busy or still starting (try again).
+connection to it was lost: closed or reset), 5 timed out (the console did not answer within the
+deadline), 6 the console is busy or still starting (try again).
 
 What a child or a datagram wrote is printed through ``terminal_safe`` (colours kept or stripped,
 every other control sequence shown inert; ``--raw`` opts out) and every JSON document through
@@ -220,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--raw cannot be used with --json (JSON escapes every control character)")
     try:
         if args.command == "up":
+            lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
-            return run_up(args)
+            return run_up(args, lock_fd)
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)
@@ -237,6 +239,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return _fail(args, "failed", str(exc), EXIT_FAILED)
         return _fail(args, "no_console", f"lost the console: {exc}", EXIT_NO_CONSOLE)
+
+
+def _lock_early(args: argparse.Namespace) -> int | None:
+    """``up``: the console lock of its state folder, taken before the engine is imported, so that
+    a client run at the same moment sees a console starting rather than none (a stale socket
+    refuses connections until the new console binds it). None when the config is not found
+    here (``run_up`` says why) or the state folder does not exist yet."""
+    from ..engine.paths import lock_console, resolve_home
+
+    config = Path(args.file) if args.file else find_config()
+    if config is None or not config.is_file():
+        return None
+    home = resolve_home(args.home, config)
+    # Only a state folder already there (a console ran here, maybe leaving a stale socket): a
+    # bad config must leave nothing behind, and with no folder there is no socket to mislead.
+    if home is None or not home.is_dir():
+        return None
+    return lock_console(home, create=False)
 
 
 def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
@@ -389,7 +409,9 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         )
         return
     if not args.follow:
-        _write_lines(args, client.call("logs", **request)["lines"], merged, raw)
+        result = client.call("logs", **request)
+        _write_lines(args, result["lines"], merged, raw)
+        _warn_lapped(args, result)
         return
     for batch in client.stream("logs", follow=True, **request):
         _write_lines(args, batch["lines"], merged, raw)
@@ -466,6 +488,8 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if "lines" in header:  # a console that does not send frames
             _write_lines(args, header["lines"], merged)
             continue
+        if "next_id" in header:  # the last reply
+            _warn_lapped(args, header)
         if not payload:
             continue
         text = payload.decode() if args.json else payload.decode("utf-8", "replace")
@@ -476,6 +500,24 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
                 prefix = f"{header['process']} | "
                 text = prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
         out.write(text)
+
+
+def _warn_lapped(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """A ``logs`` reply read more slowly than the store evicted the lines it was to send says
+    how many it left out (``lapped``): said on stderr (as JSON with ``--json``); not a failure."""
+    lapped = result.get("lapped")
+    if not lapped:
+        return
+    message = (
+        f"{lapped} lines were evicted from the log store before they were read "
+        "(the log was written faster than this read it)"
+    )
+    sys.stdout.flush()
+    if args.json:
+        warning = {"warning": {"code": "lapped", "lapped": lapped, "message": message}}
+        print(json_text(warning), file=sys.stderr)
+    else:
+        print(f"lacrimosa: warning: {message}", file=sys.stderr)
 
 
 def _line_bytes(line: dict[str, Any]) -> bytes:
@@ -554,13 +596,17 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
 def _status_text(status: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(status["states"].items()))
     store = status["log_store"]
+    caches = store.get("cache_bytes", 0)
+    retired = store.get("retired_bytes", 0)
     lines = [
         f"console   pid {status['pid']}, up {format_duration(status['uptime'])}",
         f"config    {status['config']}",
         f"processes {status['processes']} ({states})",
         "guardian  {state}, pid {pid}, restarts {restarts}".format_map(status["guardian"]),
-        f"log store {store['bytes'] / 2**20:.1f} MiB of {store['budget_bytes'] / 2**20:.0f} MiB, "
-        f"{store['evicted_blocks']} blocks evicted",
+        f"log store {(store['bytes'] + caches) / 2**20:.1f} MiB of "
+        f"{store['budget_bytes'] / 2**20:.0f} MiB ({caches / 2**20:.1f} MiB query caches), "
+        f"{store['evicted_blocks']} blocks evicted"
+        + (f", {retired / 2**20:.1f} MiB of them still being read" if retired else ""),
     ]
     control = status.get("control")
     if control is not None:
@@ -568,7 +614,8 @@ def _status_text(status: dict[str, Any]) -> str:
         lines.append(
             f"control   {control['connections']} of {control['max_connections']} connections, "
             f"{control['refused_busy']} refused busy, {control['slow_dropped']} slow readers "
-            f"dropped, {control['idle_closed']} idle closed"
+            f"dropped, {control['idle_closed']} idle closed, "
+            f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
     sequencer = status.get("sequencer")

@@ -9,7 +9,15 @@ or the ``timeout`` given to ``call`` (the CLI gives start/stop/restart the proce
 taken) or still ``starting`` is asked again, with a short backoff, for up to ``retry_for`` seconds.
 Following a log has no read timeout after its first reply, but a follow the console cut off
 (it died, or dropped a reader that did not keep up) raises :class:`ConsoleLost`, as does a
-socket failure mid-request.
+socket failure mid-request (closed, reset: exit 4). A reply that does not come within its
+deadline raises :class:`TimedOut` (exit 5): the console is there, but stopped or overloaded.
+
+Right after ``up``: a socket that is missing or refuses connections while the state folder's
+``console.lock`` is held (``up`` takes it before it even imports the engine, and holds it until
+the console exits) is a console still starting, not "no console": the client tries again, with a
+short backoff, for up to ``retry_for`` seconds, then raises ``Starting`` (exit 6). A stale socket
+(refusing connections) with the lock free is looked at again for ``STALE_GRACE`` seconds first:
+a ``up`` started at the same moment may not have taken the lock yet.
 
 Trust: the socket must be a socket owned by this user, and the process answering on it must run
 as this user (``SO_PEERCRED``); otherwise nothing is sent and nothing it says is believed.
@@ -33,14 +41,19 @@ from ..engine.errors import (
     InvalidRequest,
     LacrimosaError,
     NoConsole,
+    Starting,
+    TimedOut,
     exit_code_for,
 )
-from ..engine.paths import socket_path
+from ..engine.paths import LOCK_NAME, console_starting, socket_path
 from .wire import encode
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a reply
 CONNECT_TIMEOUT = 5.0  # seconds to wait for room in the console's accept queue
 RETRY_FOR = 10.0  # seconds to keep asking a console that is busy or starting
+# Seconds a socket that refuses connections (left by a console that was killed) is looked at
+# again before "no console": a console started at the same moment takes the lock soon.
+STALE_GRACE = 0.5
 _RETRY_CODES = ("busy", "starting")
 
 
@@ -54,16 +67,17 @@ class RemoteError(LacrimosaError):
 
 
 class ConsoleLost(NoConsole):
-    """The connection to the console failed mid-request (reset, timed out, cut off, ...)."""
+    """The connection to the console failed mid-request (closed, reset, cut off, ...)."""
 
     def __init__(self, exc: OSError | str) -> None:
-        if isinstance(exc, str):
-            detail = exc
-        elif isinstance(exc, TimeoutError):
-            detail = "no reply in time"
-        else:
-            detail = exc.strerror or str(exc)
+        detail = exc if isinstance(exc, str) else exc.strerror or str(exc)
         super().__init__(f"lost the console: {detail}")
+
+
+def _no_answer(sock: socket.socket) -> TimedOut:
+    timeout = sock.gettimeout()
+    within = f" within {timeout:g}s" if timeout else " in time"
+    return TimedOut(f"the console did not answer{within} (stopped or overloaded?)")
 
 
 def _check_socket(path: Path) -> None:
@@ -107,6 +121,31 @@ class ControlClient:
         self._sock, self._reader = self._connect()
 
     def _connect(self) -> tuple[socket.socket, Any]:
+        """Connect, waiting (up to ``retry_for``) for a console that is starting."""
+        now = time.monotonic()
+        give_up = now + self.retry_for
+        stale_until = now + STALE_GRACE
+        delay = 0.02
+        while True:
+            try:
+                return self._connect_once()
+            except NoConsole:
+                if not console_starting(self.home):
+                    # A socket left by a console that was killed: one being started right now
+                    # may not have taken the lock yet. Looked at again for a moment.
+                    stale = self.path.exists()
+                    if not stale or time.monotonic() + delay > stale_until:
+                        raise
+                if time.monotonic() + delay > give_up:
+                    raise Starting(
+                        f"a console is starting for {self.home.parent} (it holds "
+                        f"{self.home / LOCK_NAME}) but its socket did not answer within "
+                        f"{self.retry_for:g}s; try again"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _connect_once(self) -> tuple[socket.socket, Any]:
         path = self.path
         _check_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -158,12 +197,16 @@ class ControlClient:
             raise InvalidRequest("arguments must be valid UTF-8 text") from None
         try:
             self._sock.sendall(data)
+        except TimeoutError:  # the console takes no requests: it reads none
+            raise _no_answer(self._sock) from None
         except OSError as exc:
             raise ConsoleLost(exc) from None
 
     def _readline(self) -> bytes:
         try:
             line: bytes = self._reader.readline()
+        except TimeoutError:
+            raise _no_answer(self._sock) from None
         except OSError as exc:
             raise ConsoleLost(exc) from None
         return line
@@ -231,6 +274,8 @@ class ControlClient:
             size = result["frame"]
             try:
                 payload: bytes = self._reader.read(size)
+            except TimeoutError:
+                raise _no_answer(self._sock) from None
             except OSError as exc:
                 raise ConsoleLost(exc) from None
             if len(payload) != size:

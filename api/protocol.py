@@ -36,7 +36,17 @@ from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
 from ..engine.events import Event, matching
 from ..engine.journal import Journal
-from ..engine.logstore import STDERR, STDOUT, SYSTEM, LogLine
+from ..engine.logstore import (
+    STDERR,
+    STDOUT,
+    SYSTEM,
+    Block,
+    BlockRef,
+    LogLine,
+    LogSnapshot,
+    LogStore,
+    StoreSnapshot,
+)
 from ..engine.query import LogQuery, LogView
 from ..engine.supervisor import ACTION_MARGIN
 from .bulk import jsonl_bytes, text_bytes
@@ -109,8 +119,24 @@ def dispatch(console: Console, request: Any) -> dict[str, Any]:
         return internal_error(exc)
 
 
+class ReplyState:
+    """What a transport may ask of the replies in progress on a connection while it waits to
+    send them a piece: to let go of log blocks the store has evicted, when the store's retired
+    bytes pass their bound (see ``_LogReader.let_go``)."""
+
+    def __init__(self) -> None:
+        self.readers: list[_LogReader] = []
+
+    def let_go(self) -> None:
+        for reader in self.readers:
+            reader.let_go()
+
+
 def replies(
-    console: Console, request: Any, alive: Callable[[], bool]
+    console: Console,
+    request: Any,
+    alive: Callable[[], bool],
+    state: ReplyState | None = None,
 ) -> Generator[dict[str, Any] | bytes, None, None]:
     """Everything a streaming transport sends for one request, in order: whole replies (dicts)
     and pieces of one reply line (bytes; the last piece of a line ends with its newline).
@@ -123,7 +149,9 @@ def replies(
         op = _op(request)
         _check_started(console, op)
         if op in FOLLOWABLE and request.get("follow"):
-            pieces: Iterator[dict[str, Any] | bytes] = follow(console, request, alive)
+            pieces: Iterator[dict[str, Any] | bytes] = follow(console, request, alive, state)
+        elif op == "logs":
+            pieces = _select_logs(console, request).pieces(state)
         elif op in _STREAMED:
             pieces = _STREAMED[op](console, request).pieces()
         else:
@@ -138,11 +166,11 @@ def replies(
 
 
 def reply_bytes(
-    console: Console, request: Any, alive: Callable[[], bool]
+    console: Console, request: Any, alive: Callable[[], bool], state: ReplyState | None = None
 ) -> Generator[bytes, None, None]:
     """``replies`` as bytes only, for a transport that just writes them out (an HTTP response
     body, chunked): each whole reply encoded as its line, pieces passed on as they are."""
-    pieces = replies(console, request, alive)
+    pieces = replies(console, request, alive, state)
     try:
         for piece in pieces:
             yield piece if isinstance(piece, bytes) else encode(piece)
@@ -151,7 +179,10 @@ def reply_bytes(
 
 
 def follow(
-    console: Console, request: dict[str, Any], alive: Callable[[], bool]
+    console: Console,
+    request: dict[str, Any],
+    alive: Callable[[], bool],
+    state: ReplyState | None = None,
 ) -> Iterator[dict[str, Any] | bytes]:
     """Replies for a following request (``logs`` or ``events`` with ``follow``): the first reply
     as without ``follow`` (for ``logs``, in pieces), then one reply for each batch of new lines
@@ -161,7 +192,7 @@ def follow(
     A failure ends the stream with one error reply rather than an exception.
     """
     try:
-        first, step, wait = _FOLLOWERS[_op(request)](console, request)
+        first, step, wait = _FOLLOWERS[_op(request)](console, request, state)
     except LacrimosaError as exc:
         yield error(exc.code, exc.message)
         return
@@ -212,10 +243,13 @@ def _sleep() -> None:
     time.sleep(FOLLOW_POLL)
 
 
-def _follow_logs(console: Console, request: dict[str, Any]) -> Follower:
+def _follow_logs(
+    console: Console, request: dict[str, Any], state: ReplyState | None = None
+) -> Follower:
     selection = _select_logs(console, request)
     query = selection.query
     after = selection.next_id
+    raw = selection.raw  # not the selection: its view would hold its snapshot for the follow
     seen = console.store.version
 
     def step() -> dict[str, Any] | None:
@@ -227,7 +261,7 @@ def _follow_logs(console: Console, request: dict[str, Any]) -> Follower:
         lines: list[dict[str, Any]] = []
         size = 0
         for line in _iterate(view, 0, len(view)):
-            lines.append(line_to_dict(line, selection.raw))
+            lines.append(line_to_dict(line, raw))
             size += len(line.content)
             if len(lines) >= FOLLOW_BATCH_LINES or size >= FOLLOW_BATCH_BYTES:
                 break
@@ -238,13 +272,16 @@ def _follow_logs(console: Console, request: dict[str, Any]) -> Follower:
         after = lines[-1]["id"]
         return {"lines": lines, "next_id": after}
 
-    return selection.pieces(), step, _sleep
+    return selection.pieces(state), step, _sleep
 
 
-def _follow_events(console: Console, request: dict[str, Any]) -> Follower:
+def _follow_events(
+    console: Console, request: dict[str, Any], state: ReplyState | None = None
+) -> Follower:
     """Events as they are journaled, in batches cut at the head the head watcher published
     (see ``IngestProcess.wait_for_events``): followers at the same position, woken together,
-    ask for the same batch, which is read and encoded once and shared (``_SharedBatches``)."""
+    ask for the same batch, which is read and encoded once and shared (``_SharedBatches``).
+    ``state`` is for log replies (the log blocks they hold): an events reply holds none."""
     selection = _select_events(console, request)
     sequencer = console.sequencer
     assert sequencer is not None
@@ -354,56 +391,181 @@ class _LogSelection:
     query: LogQuery
     raw: bool = False  # each line's bytes losslessly (see line_to_dict)
     form: str | None = None  # "text" or "jsonl": the reply is sent in frames (see wire.py)
+    snapshot: StoreSnapshot | None = None  # what ``view`` was built from
+    store: LogStore | None = None
 
     def result(self) -> dict[str, Any]:
         lines = [line_to_dict(line, self.raw) for line in self.view.lines(self.start, self.stop)]
         return {"lines": lines, "next_id": self.next_id}
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self, state: ReplyState | None = None) -> Iterator[bytes]:
         """The reply line, in pieces of about PIECE_BYTES: the same bytes as ``encode(ok(
         self.result()))``, without ever holding more than a piece of it. With ``form``, the
-        frames of the bulk form instead (see ``frames``)."""
+        frames of the bulk form instead (see ``_frames``). Read through a ``_LogReader``, which
+        holds only the blocks of lines not sent yet (not this selection, nor its view)."""
+        after = self.query.after_id
+        if self.start > 0:
+            after = self.view.line(self.start - 1).id
+        assert self.snapshot is not None and self.store is not None
+        reader = _LogReader(
+            self.store, self.snapshot, self.query, after, self.stop - self.start, self.raw
+        )
+        if state is not None:
+            state.readers.append(reader)
         if self.form is not None:
-            yield from self.frames()
-            return
-        buffer = [b'{"ok":true,"result":{"lines":[']
-        size = 0
-        separator = b""
-        for line in _iterate(self.view, self.start, self.stop):
-            data = separator + _json(line_to_dict(line, self.raw))
-            separator = b","
-            buffer.append(data)
-            size += len(data)
-            if size >= PIECE_BYTES:
-                yield b"".join(buffer)
-                buffer, size = [], 0
-        buffer.append(b'],"next_id":%d}}\n' % self.next_id)
-        yield b"".join(buffer)
+            return _frames(reader, self.form == "jsonl", self.next_id)
+        return _json_pieces(reader, self.next_id)
 
-    def frames(self) -> Iterator[bytes]:
-        """The bulk form (see wire.py): frames of about PIECE_BYTES, each a header reply line
-        ``{"frame": N, "process": NAME}`` and N bytes of lines (``text``: as written, each ended
-        by a newline; ``jsonl``: each line as ``json_text(line_to_dict(line))`` and a newline),
-        built a block's slice at a time (api/bulk.py); then ``{"next_id": N}``. A frame holds
-        the lines of one process (a merged view changes process between frames)."""
-        jsonl = self.form == "jsonl"
-        pending: list[bytes] = []
+
+class _LogReader:
+    """The lines a streamed ``logs`` reply has yet to send: ``left`` lines after the id
+    ``after``, in a snapshot of which it keeps only the blocks holding such lines (those it has
+    passed are let go as it goes, so a slow reader does not pin what it has read).
+
+    Blocks the store evicted meanwhile stay readable while the store's retired bytes are within
+    their bound (LogStore.retired_bound); past it, ``let_go`` drops them and counts their lines
+    not yet sent as ``lapped``: the log was evicted faster than the client read it, and the
+    reply goes on with the lines still held. Called before each piece and by the transport while
+    it waits to send one; so evicted blocks pinned by replies stay within about that bound."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        snapshot: StoreSnapshot,
+        query: LogQuery,
+        after: int | None,
+        left: int,
+        raw: bool,
+    ) -> None:
+        self.store = store
+        names = query.processes if query.processes is not None else list(snapshot.processes)
+        self.refs = {
+            name: snapshot.processes[name].blocks for name in names if name in snapshot.processes
+        }
+        self.query = query
+        self.raw = raw
+        self.after = after  # the id of the last line sent (or before the first to send)
+        self.left = left
+        self.lapped = 0
+        self._view: LogView | None = None
+        self._position = 0  # in _view: the next line to send
+
+    def _current_view(self) -> LogView:
+        """The view of the lines after ``after`` in the blocks held (built again when blocks
+        were let go, so that it holds none of them)."""
+        changed = False
+        if self.after is not None:
+            for name, refs in self.refs.items():
+                passed = 0
+                while passed < len(refs) and refs[passed].block.id_at(refs[passed].n - 1) <= (
+                    self.after
+                ):
+                    passed += 1
+                if passed:
+                    self.refs[name] = refs[passed:]
+                    changed = True
+        if self._view is None or changed:
+            self._view = None  # before building the next: one view at a time
+            query = dataclasses.replace(self.query, after_id=self.after)
+            self._view = LogView(_snapshot_of(self.refs), query)
+            self._position = 0
+            self.left = min(self.left, len(self._view))
+        return self._view
+
+    def let_go(self) -> None:
+        """Past the store's bound on retired bytes, drop the evicted blocks held (their lines
+        not sent yet count as lapped)."""
+        store = self.store
+        if store.retired_bytes <= store.retired_bound():
+            return
+        gone = {name: tuple(r for r in refs if r.block.evicted) for name, refs in self.refs.items()}
+        if not any(gone.values()):
+            return
+        query = dataclasses.replace(self.query, after_id=self.after)
+        lost = min(len(LogView(_snapshot_of(gone), query)), self.left)
+        self.lapped += lost
+        self.left -= lost
+        self.refs = {
+            name: tuple(r for r in refs if not r.block.evicted) for name, refs in self.refs.items()
+        }
+        self._view = None
+
+    def take(self, convert: Callable[[str, Block, np.ndarray], bytes]) -> list[tuple[str, bytes]]:
+        """The next lines, about PIECE_BYTES of them as ``(process, convert(process, block,
+        indices))``; [] when none is left. Holds no block once it returns (but in ``_view``)."""
+        self.let_go()
+        if self.left <= 0:
+            return []
+        view = self._current_view()
+        out: list[tuple[str, bytes]] = []
         size = 0
-        owner: str | None = None
-        for process, block, indices in self.view.batches(self.start, self.stop, FRAME_LINES):
-            if process != owner and pending:
-                yield _frame(owner, pending)
-                pending, size = [], 0
-            owner = process
-            data = jsonl_bytes(process, block, indices) if jsonl else text_bytes(block, indices)
-            pending.append(data)
+        start = self._position
+        for process, block, indices in view.batches(start, start + self.left, FRAME_LINES):
+            data = convert(process, block, indices)
+            out.append((process, data))
             size += len(data)
+            self._position += len(indices)
+            self.left -= len(indices)
+            self.after = block.id_at(int(indices[-1]))
             if size >= PIECE_BYTES:
-                yield _frame(owner, pending)
-                pending, size = [], 0
-        if pending:
-            yield _frame(owner, pending)
-        yield encode(ok({"next_id": self.next_id}))
+                break
+        else:
+            self.left = 0  # the view ran out (its lines are all sent)
+        return out
+
+
+def _snapshot_of(refs: dict[str, tuple[BlockRef, ...]]) -> StoreSnapshot:
+    return StoreSnapshot({name: LogSnapshot(name, blocks) for name, blocks in refs.items()}, 0)
+
+
+def _json_pieces(reader: _LogReader, next_id: int) -> Iterator[bytes]:
+    """The JSON reply line ``{"lines": [...], "next_id": N, "lapped"?: N}`` in pieces."""
+    raw = reader.raw
+
+    def convert(process: str, block: Block, indices: np.ndarray) -> bytes:
+        return b",".join(
+            _json(line_to_dict(LogLine(process, block, index), raw)) for index in indices.tolist()
+        )
+
+    head = b'{"ok":true,"result":{"lines":['
+    separator = b""
+    while chunks := reader.take(convert):
+        data = separator + b",".join(data for _, data in chunks)
+        separator = b","
+        yield head + data
+        head = b""
+    footer = b'],"next_id":%d' % next_id
+    if reader.lapped:
+        footer += b',"lapped":%d' % reader.lapped
+    yield head + footer + b"}}\n"
+
+
+def _frames(reader: _LogReader, jsonl: bool, next_id: int) -> Iterator[bytes]:
+    """The bulk form (see wire.py): frames of about PIECE_BYTES, each a header reply line
+    ``{"frame": N, "process": NAME}`` and N bytes of lines (``text``: as written, each ended by
+    a newline; ``jsonl``: each line as ``json_text(line_to_dict(line))`` and a newline), built a
+    block's slice at a time (api/bulk.py); then ``{"next_id": N, "lapped"?: N}``. A frame holds
+    the lines of one process (a merged view changes process between frames)."""
+
+    def convert(process: str, block: Block, indices: np.ndarray) -> bytes:
+        return jsonl_bytes(process, block, indices) if jsonl else text_bytes(block, indices)
+
+    while chunks := reader.take(convert):
+        pending: list[bytes] = []
+        owner = chunks[0][0]
+        out: list[bytes] = []
+        for process, data in chunks:
+            if process != owner and pending:
+                out.append(_frame(owner, pending))
+                pending = []
+            owner = process
+            pending.append(data)
+        out.append(_frame(owner, pending))
+        yield b"".join(out)
+    last: dict[str, Any] = {"next_id": next_id}
+    if reader.lapped:
+        last["lapped"] = reader.lapped
+    yield encode(ok(last))
 
 
 def _frame(process: str | None, pieces: list[bytes]) -> bytes:
@@ -484,7 +646,7 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         # which would replay the whole history through the follow query).
         every = LogView(snapshot, LogQuery(processes=query.processes))
         next_id = every.line(len(every) - 1).id if len(every) else 0
-    return _LogSelection(view, start, total, next_id, query, raw, form)
+    return _LogSelection(view, start, total, next_id, query, raw, form, snapshot, console.store)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -633,7 +795,7 @@ def _shutdown(console: Console, request: dict[str, Any]) -> Any:
     return {"stopping": True}
 
 
-_FOLLOWERS: dict[str, Callable[[Console, dict[str, Any]], Follower]] = {
+_FOLLOWERS: dict[str, Callable[[Console, dict[str, Any], ReplyState | None], Follower]] = {
     "logs": _follow_logs,
     "events": _follow_events,
 }

@@ -24,7 +24,9 @@ from .server import ControlServer
 EXIT_GRACE = 5.0
 
 
-def run_up(args: argparse.Namespace) -> int:
+def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
+    """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
+    ``args`` name; taken here otherwise)."""
     config_path = Path(args.file) if args.file else find_config()
     if config_path is None:
         raise ConfigError(
@@ -48,7 +50,7 @@ def run_up(args: argparse.Namespace) -> int:
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
-    server = ControlServer(console)
+    server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
     console.add_status_section("control", server.stats)

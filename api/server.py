@@ -8,18 +8,31 @@ answering (a bug) becomes an ``internal`` error reply, counted in ``internal_err
 Bounds (observing costs the observed nothing):
 - at most ``MAX_CONNECTIONS`` connections at once; one more gets a ``busy`` error reply and is
   closed (the client retries for a moment, then exits 6);
-- a connection with no request for ``IDLE_TIMEOUT`` seconds is closed (a follow is not idle);
+- a connection with no complete request for ``IDLE_TIMEOUT`` seconds is closed (a follow is not
+  idle), and a request must be complete (its newline received) within ``REQUEST_TIMEOUT``
+  seconds of its first byte, or it gets an ``invalid_request`` reply and the connection is closed:
+  a client trickling a byte at a time cannot keep a connection slot (slowloris);
+- a request is at most ``MAX_REQUEST_BYTES`` of JSON, its newline not counted; a longer one is
+  skipped whole (within the same deadline) and refused with ``request too large``;
 - replies are sent in pieces (see protocol.py) through a send buffer of ``SEND_BUFFER`` bytes; a
   reader that takes nothing for ``SEND_TIMEOUT`` seconds is dropped. So a connection costs the
   console at most about SEND_BUFFER + 2 * PIECE_BYTES + one request (MAX_REQUEST_BYTES), plus
-  the log blocks its reply still reads (a snapshot: they are freed when it is done or dropped)
+  the log blocks its reply has yet to read (only those: a block it has passed is let go; those
+  the store evicted meanwhile count as its "retired" bytes, and past their bound the reply lets
+  go of them and reports their lines as ``lapped``: see protocol._LogReader)
   or, for ``events``, one chunk of EVENTS_CHUNK records (at most 64 * 4 KiB) and the seqs it
   selected (8 bytes an event, when filtered by node or stream);
-- running out of file descriptors or threads does not end the accept loop: it backs off (up to
-  ``ACCEPT_BACKOFF_MAX``), says so once on stderr, counts it in ``status`` and goes on.
+- running out of file descriptors or threads does not end the accept loop: it says so once on
+  stderr, counts it in ``status`` and goes on. Out of descriptors, it uses one it keeps in
+  reserve: closes it, accepts the waiting connection, replies ``busy`` and closes it, and opens
+  the reserve again, so queued clients hear ``busy`` at once (and retry, then exit 6) instead of
+  waiting for a reply until their deadline; without a reserve it backs off (up to
+  ``ACCEPT_BACKOFF_MAX``) until descriptors are freed.
 
 One console per state folder: the server holds an exclusive ``flock`` on ``console.lock`` there for
-the console's whole life, so two ``up`` racing past the socket probe cannot both run. The state
+the console's whole life, from before it binds the socket, so two ``up`` racing past the socket
+probe cannot both run, and a client that finds no socket (or a stale one refusing connections)
+while the lock is held knows a console is starting (client.py). The state
 folder must be the user's own with no group/other write access (others could swap the socket).
 """
 
@@ -27,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -40,20 +52,33 @@ from typing import Any
 
 from ..engine.console import Console
 from ..engine.errors import ConsoleError
-from ..engine.paths import check_state_folder, socket_path
-from .protocol import internal_error, replies
+from ..engine.paths import lock_console, socket_path
+from .protocol import ReplyState, internal_error, replies
 from .wire import MAX_REQUEST_BYTES, encode, error
 
 CLOSE_GRACE = 2.0  # seconds that requests in flight get to finish when the console stops
-LOCK_NAME = "console.lock"
 MAX_CONNECTIONS = 64
-IDLE_TIMEOUT = 60.0  # seconds without a request before a (non-following) connection is closed
+IDLE_TIMEOUT = 60.0  # seconds without a complete request before a connection is closed
+REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its newline
+RECV_BYTES = 64 << 10  # read from a connection at a time
 SEND_TIMEOUT = 10.0  # seconds a reader may take no bytes at all before it is dropped
 SEND_BUFFER = 256 << 10  # bytes of the kernel's send buffer per connection
+# A reply waiting to send wakes this often to let go of evicted log blocks when the store's
+# retired bytes are over their bound (protocol.ReplyState).
+SEND_SLICE = 0.25
 LISTEN_BACKLOG = 1024  # connections waiting to be accepted (the kernel may cap it: somaxconn)
 ACCEPT_BACKOFF_MIN = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
 _NO_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _open_spare() -> int | None:
+    """A descriptor held in reserve (see ControlServer._refuse_with_spare), None if none is
+    left."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -99,6 +124,9 @@ def _peer_connected(conn: socket.socket) -> bool:
         conn.settimeout(timeout)
 
 
+_TOO_LARGE = b"\0too large"  # what _read_request returns for a line over MAX_REQUEST_BYTES
+
+
 class _Dropped(Exception):
     """A connection is closed without a reply: idle, or a reader that stopped reading."""
 
@@ -110,12 +138,15 @@ class ControlServer:
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+        lock_fd: int | None = None,
     ) -> None:
         self.console = console
         self.path = socket_path(console.home)
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
+        self.request_timeout = request_timeout
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -125,9 +156,13 @@ class ControlServer:
         self.internal_errors = 0
         self.refused_busy = 0
         self.idle_closed = 0
+        self.slow_requests = 0
         self.slow_dropped = 0
         self.accept_failures: dict[str, int] = {}  # "EMFILE", "thread", ... → how many times
         self._lock_fd: int | None = None
+        self._early_lock_fd = lock_fd  # the console lock, if ``up`` took it already
+        # Kept open to be freed when accept() fails for want of descriptors (_refuse_with_spare).
+        self._spare_fd: int | None = None
 
     def stats(self) -> dict[str, Any]:
         """The server's counters, for ``status``."""
@@ -137,6 +172,7 @@ class ControlServer:
                 "max_connections": self.max_connections,
                 "refused_busy": self.refused_busy,
                 "idle_closed": self.idle_closed,
+                "slow_requests": self.slow_requests,
                 "slow_dropped": self.slow_dropped,
                 "malformed_requests": self.malformed_requests,
                 "internal_errors": self.internal_errors,
@@ -145,35 +181,20 @@ class ControlServer:
 
     def start(self) -> None:
         """Take the console lock, bind the socket (refusing if another console runs) and serve."""
-        lock_fd = self._take_lock()
+        lock_fd = self._early_lock_fd
+        if lock_fd is None:
+            lock_fd = lock_console(self.console.home)
         try:
             self._sock = self._bind()
         except BaseException:
             os.close(lock_fd)
             raise
         self._lock_fd = lock_fd
+        self._spare_fd = _open_spare()
         self._thread = threading.Thread(
             target=self._accept_loop, name="lacrimosa-control", daemon=True
         )
         self._thread.start()
-
-    def _take_lock(self) -> int:
-        home = self.console.home
-        check_state_folder(home, create=True)
-        lock_path = home / LOCK_NAME
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise ConsoleError(f"cannot open {lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConsoleError(f"a console is already running here ({home})") from None
-        except OSError as exc:
-            os.close(fd)
-            raise ConsoleError(f"cannot lock {lock_path}: {exc.strerror}") from None
-        return fd
 
     def _bind(self) -> socket.socket:
         folder = self.path.parent
@@ -226,6 +247,9 @@ class ControlServer:
             thread.join(max(deadline - time.monotonic(), 0))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
         if self._lock_fd is not None:  # last: the next console may start from here on
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -239,6 +263,10 @@ class ControlServer:
             except OSError as exc:
                 if self._closing.is_set():
                     return
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._refuse_with_spare():
+                    name = errno.errorcode.get(exc.errno or 0, str(exc))
+                    self._accept_failed(name, f"accept failed ({exc.strerror or exc})")
+                    continue
                 # Out of descriptors (or kernel memory): the connection stays queued; wait for
                 # some to be freed rather than spin, or end, as this loop once did.
                 name = errno.errorcode.get(exc.errno or 0, str(exc))
@@ -270,6 +298,30 @@ class ControlServer:
                 self._closing.wait(backoff)
                 backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
 
+    def _refuse_with_spare(self) -> bool:
+        """Out of descriptors with a connection waiting: free the spare descriptor, accept the
+        connection with it, tell it ``busy`` and close it, then take the spare back. So clients
+        queued while the console is out of descriptors hear ``busy`` at once (and retry) rather
+        than wait for a reply that never comes. False when there is no spare to use."""
+        assert self._sock is not None
+        if self._spare_fd is None:
+            self._spare_fd = _open_spare()
+            if self._spare_fd is None:
+                return False
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        try:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return False  # taken by another thread meanwhile: back off as usual
+            with self._lock:
+                self.refused_busy += 1
+            self._refuse(conn, "the console is out of file descriptors")
+            return True
+        finally:
+            self._spare_fd = _open_spare()
+
     def _accept_failed(self, name: str, what: str) -> None:
         with self._lock:
             first = name not in self.accept_failures
@@ -283,32 +335,28 @@ class ControlServer:
             )
 
     @staticmethod
-    def _refuse(conn: socket.socket, why: str) -> None:
-        """Tell a connection the console is busy (if its buffer takes it now) and close it."""
-        with conn:
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):
-                conn.send(encode(error("busy", f"{why}; try again in a moment")))
+    def _refuse(conn: socket.socket, why: str, code: str = "busy", close: bool = True) -> None:
+        """Tell a connection why it is refused (``busy``: try again; if its buffer takes the reply
+        now) and close it (``close``; else the caller does)."""
+        conn.setblocking(False)
+        message = f"{why}; try again in a moment" if code == "busy" else why
+        with contextlib.suppress(OSError):
+            conn.send(encode(error(code, message)))
+        if close:
+            conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            with conn, conn.makefile("rb") as reader:
+            with conn:
                 with contextlib.suppress(OSError):
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                pending = bytearray()  # bytes received past the last request (pipelined)
                 while not self._closing.is_set():
-                    conn.settimeout(self.idle_timeout)
-                    try:
-                        raw = reader.readline(MAX_REQUEST_BYTES + 1)
-                    except TimeoutError:
-                        with self._lock:
-                            self.idle_closed += 1
-                        return
-                    if not raw:
+                    raw = self._read_request(conn, pending)
+                    if raw is None:
                         return
                     conn.settimeout(self.send_timeout)
-                    if len(raw) > MAX_REQUEST_BYTES:
-                        while raw and not raw.endswith(b"\n"):  # skip the rest of that line
-                            raw = reader.readline(MAX_REQUEST_BYTES)
+                    if raw is _TOO_LARGE:
                         reply = error("invalid_request", "request too large")
                         self._count(reply)
                         self._send(conn, encode(reply))
@@ -322,13 +370,82 @@ class ControlServer:
             with self._lock:
                 self._connections.pop(conn, None)
 
-    def _send(self, conn: socket.socket, data: bytes) -> None:
-        try:
-            conn.sendall(data)
-        except TimeoutError:
-            with self._lock:
-                self.slow_dropped += 1
-            raise _Dropped from None
+    def _read_request(self, conn: socket.socket, pending: bytearray) -> bytes | None:
+        """The next request line (without its newline), ``_TOO_LARGE``, or None when the client
+        hung up. Raises _Dropped when the connection had no complete request for
+        ``idle_timeout`` seconds, or a request was begun and not ended within
+        ``request_timeout``: deadlines for the whole line, not per read."""
+        now = time.monotonic()
+        idle_deadline = now + self.idle_timeout
+        request_deadline = now + self.request_timeout if pending else None
+        scanned = 0  # bytes of ``pending`` known to hold no newline
+        skipped = False  # the line is longer than allowed: its bytes are being thrown away
+        while True:
+            newline = pending.find(b"\n", scanned)
+            if newline >= 0:
+                line = bytes(pending[:newline])
+                del pending[: newline + 1]
+                return _TOO_LARGE if skipped or len(line) > MAX_REQUEST_BYTES else line
+            if len(pending) > MAX_REQUEST_BYTES:
+                skipped = True
+                pending.clear()
+            scanned = len(pending)
+            deadline = idle_deadline if request_deadline is None else request_deadline
+            deadline = min(deadline, idle_deadline)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closing.is_set():
+                if self._closing.is_set():
+                    return None
+                if request_deadline is not None and request_deadline <= idle_deadline:
+                    with self._lock:
+                        self.slow_requests += 1
+                    self._refuse(
+                        conn,
+                        f"request not complete within {self.request_timeout:g}s of its first byte",
+                        code="invalid_request",
+                        close=False,
+                    )
+                else:
+                    with self._lock:
+                        self.idle_closed += 1
+                raise _Dropped
+            conn.settimeout(min(left, 1.0))  # wakes to notice the console closing
+            try:
+                chunk = conn.recv(RECV_BYTES)
+            except TimeoutError:
+                continue
+            if not chunk:  # the client hung up; a last line without its newline still counts
+                if skipped or len(pending) > MAX_REQUEST_BYTES:
+                    return _TOO_LARGE
+                if not pending:
+                    return None
+                line = bytes(pending)
+                pending.clear()
+                return line
+            if request_deadline is None:
+                request_deadline = time.monotonic() + self.request_timeout
+            pending += chunk
+
+    def _send(self, conn: socket.socket, data: bytes, state: ReplyState | None = None) -> None:
+        """Send ``data``, dropping a reader that takes no bytes for ``send_timeout`` seconds.
+        Waits in slices of SEND_SLICE, between which the reply in progress (``state``) lets go
+        of log blocks the store evicted, when it must (see protocol._LogReader)."""
+        view = memoryview(data)
+        stalled_since = time.monotonic()
+        while view:
+            conn.settimeout(min(SEND_SLICE, self.send_timeout))
+            try:
+                sent = conn.send(view)
+            except TimeoutError:
+                if state is not None:
+                    state.let_go()
+                if time.monotonic() - stalled_since >= self.send_timeout:
+                    with self._lock:
+                        self.slow_dropped += 1
+                    raise _Dropped from None
+                continue
+            view = view[sent:]
+            stalled_since = time.monotonic()
 
     def _answer(self, conn: socket.socket, raw: bytes) -> None:
         try:
@@ -344,12 +461,13 @@ class ControlServer:
 
         # replies() turns every failure into an error reply, except one in the middle of a line.
         in_line = False
-        pieces = replies(self.console, request, alive)
+        state = ReplyState()
+        pieces = replies(self.console, request, alive, state)
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     in_line = not piece.endswith(b"\n")
-                    self._send(conn, piece)
+                    self._send(conn, piece, state)
                     continue
                 try:
                     data = encode(piece)

@@ -52,7 +52,7 @@ import json
 import re
 from typing import Any
 
-MAX_REQUEST_BYTES = 1 << 20
+MAX_REQUEST_BYTES = 1 << 20  # bytes of JSON in one request, its newline not counted
 OPS = ("ping", "ps", "status", "logs", "events", "start", "stop", "restart", "shutdown")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -5,6 +5,7 @@
     ├── NoSuchProcess              a request named a process that is not configured
     ├── InvalidRequest             a control request is malformed (bad JSON, unknown op, bad argument)
     ├── NoConsole                  no console is running for this project (CLI side)
+    ├── TimedOut                   the console did not answer within the deadline (stopped, overloaded)
     ├── Unavailable                the console runs but cannot answer now: try again
     │   ├── Busy                   every connection slot is taken, or the socket's queue is full
     │   └── Starting               the console is still starting (journal recovery, processes)
@@ -13,7 +14,8 @@
 
 The API maps ``code`` to a JSON error (and later an HTTP status); the CLI maps ``exit_code`` to its
 exit status: 1 failed, 2 usage, 3 no such process, 4 no console running (or the connection was
-lost), 6 the console is busy or still starting (try again).
+lost: closed or reset), 5 timed out (the console is there but did not answer in time), 6 the
+console is busy or still starting (try again).
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ class NoConsole(LacrimosaError):
     exit_code = 4
 
 
+class TimedOut(LacrimosaError):
+    """No reply within the deadline: the console is alive (its socket is open) but stopped
+    (SIGSTOP), overloaded or stuck. Not "lost": a closed or reset connection is NoConsole."""
+
+    code = "timeout"
+    exit_code = 5
+
+
 class Unavailable(LacrimosaError):
     """The console is there but cannot take this request now; the same request may work later."""
 
@@ -98,6 +108,7 @@ _EXIT_CODES = {
         NoSuchProcess,
         InvalidRequest,
         NoConsole,
+        TimedOut,
         Unavailable,
         Busy,
         Starting,

@@ -21,8 +21,13 @@ Model (see DESIGN.md, "The log store"):
 - Appends take whole read chunks: newlines are found with numpy over the chunk, and the chunk's
   bytes land in the block with one slice copy per block touched.
 - Memory is bounded by a global budget: when the store holds more than that, whole sealed blocks are
-  dropped, oldest first across all processes. A snapshot that still references a dropped block
-  keeps it alive until the snapshot is dropped (plain reference counting).
+  dropped, oldest first across all processes. The budget covers the lines, their metadata and the
+  query layer's per-block caches of matching lines (``cache_scan``), which may take at most
+  ``CACHE_SHARE`` of it (past that, the caches computed longest ago are dropped). A snapshot that
+  still references a dropped block keeps it alive until the snapshot is dropped (plain reference
+  counting): such "retired" blocks are counted (``retired_bytes``, via ``weakref.finalize``),
+  and a long reader holding some while they exceed ``retired_bound()`` is expected to let go of
+  them and report the lines as lapped (api/protocol.py does).
 - Hostile output: a line longer than ``max_line_bytes`` is split into pieces flagged
   ``FLAG_NO_NEWLINE`` (counted as ``split_lines``); any bytes are kept as written (invalid UTF-8,
   ANSI codes, ``\\r``, NUL); the renderers decide how to show them.
@@ -34,6 +39,7 @@ import functools
 import mmap
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +58,9 @@ MAX_LINE_BYTES = 64 << 10
 META_BYTES_PER_LINE = 4  # the end offset; the rest is per run
 META_BYTES_PER_RUN = 4 + 8 + 4 + 1  # first line index, first id, time, flags
 _MAX_BLOCK_AGE_MS = (1 << 32) - 1
+CACHE_SHARE = 8  # query caches take at most 1/CACHE_SHARE of the budget
+CACHE_KEYS_PER_BLOCK = 8  # predicates cached per block (the oldest dropped past that)
+RETIRED_MIN = 16 << 20  # evicted blocks that readers still hold: max(this, budget / 8) at most
 
 _NEWLINE = 10
 
@@ -91,8 +100,10 @@ class Block:
     __slots__ = (
         "__weakref__",
         "_map",
+        "cache_bytes",
         "data",
         "ends",
+        "evicted",
         "n",
         "process",
         "run_flags",
@@ -102,12 +113,15 @@ class Block:
         "runs",
         "scan_cache",
         "sealed",
+        "store",
         "t0_ms",
         "used",
     )
 
-    def __init__(self, process: str, t0_ms: int) -> None:
+    def __init__(self, process: str, t0_ms: int, store: LogStore | None = None) -> None:
         self.process = process
+        self.store = store  # accounts this block's query cache (None: a block on its own)
+        self.evicted = False  # dropped by the store; alive while a reader still holds it
         # One private anonymous mapping holds the line bytes and the metadata at full capacity,
         # as numpy views. Outside the malloc heap, long-lived blocks never pin the short-lived
         # read chunks and numpy temporaries freed between them (RSS growth for 1M lines of 100 B,
@@ -131,9 +145,11 @@ class Block:
         self.runs = 0  # written before n: a reader that sees n lines sees the runs holding them
         self.used = 0
         self.sealed = False
-        # Query results per (predicate) key: (lines scanned, matching indices). Valid forever since
-        # lines below n never change; kept here so a block's cache dies with the block.
+        # Query results per (predicate) key: (lines scanned, matching indices as uint32). Valid
+        # forever since lines below n never change; kept here so a block's cache dies with the
+        # block. Written through LogStore.cache_scan, which counts it in the budget.
         self.scan_cache: dict[object, tuple[int, np.ndarray]] = {}
+        self.cache_bytes = 0
 
     def seal(self) -> None:
         """Trim the arrays to what is held; the block never changes again.
@@ -451,7 +467,7 @@ class ProcessLogs:
     def _open_block(self, now_ms: int) -> Block:
         if self._active is not None:
             self._seal_active()
-        self._active = Block(self.name, now_ms)
+        self._active = Block(self.name, now_ms, self._store)
         return self._active
 
     def _seal_active(self) -> None:
@@ -472,6 +488,7 @@ class ProcessLogs:
     def _evict(self, block: Block) -> None:
         """Drop a sealed block (the store chose it as the oldest)."""
         self._sealed = tuple(b for b in self._sealed if b is not block)
+        self._sealed_refs = ((), ())  # else the refs of the last snapshot would keep it alive
         self.evicted_lines += block.n
         self._publish()
 
@@ -552,6 +569,14 @@ class LogStore:
         self._bytes = 0
         self._sealed_order: list[Block] = []  # sealed blocks, oldest first, for eviction
         self.evicted_blocks = 0
+        # Query caches (see cache_scan): their bytes, and the blocks holding one, oldest first.
+        self._cache_lock = threading.Lock()  # never held while taking _lock
+        self._cache_bytes = 0
+        self._cache_order: dict[Block, None] = {}
+        self.cache_budget_bytes = budget_bytes // CACHE_SHARE
+        # Evicted blocks still alive (a reader holds them): bytes, lowered as each is freed.
+        self._retired_lock = threading.Lock()
+        self._retired_bytes = 0
         self.version = 0  # bumped on every append; readers poll it to know when to re-render
 
     def add_process(self, name: str) -> None:
@@ -575,7 +600,7 @@ class LogStore:
             stored = logs._append(chunk, stream, flush)
             if stored:
                 self.version += 1
-                if self._bytes > self.budget_bytes:
+                if self._bytes + self._cache_bytes > self.budget_bytes:
                     self._evict_over_budget()
             return stored
 
@@ -594,15 +619,70 @@ class LogStore:
     def _evict_over_budget(self) -> None:
         order = self._sealed_order
         dropped = 0
-        while self._bytes > self.budget_bytes:
+        while self._bytes + self._cache_bytes > self.budget_bytes:
             if dropped == len(order) and not self._seal_oldest_active():
                 break
             block = order[dropped]
             dropped += 1
-            self._bytes -= block.nbytes()
+            nbytes = block.nbytes()
+            self._bytes -= nbytes
             self._logs[block.process]._evict(block)
             self.evicted_blocks += 1
+            with self._cache_lock:
+                block.evicted = True
+                self._drop_cache(block)
+            with self._retired_lock:
+                self._retired_bytes += nbytes
+            weakref.finalize(block, self._retired_freed, nbytes)  # at once if nobody holds it
         del order[:dropped]
+
+    def _retired_freed(self, nbytes: int) -> None:
+        with self._retired_lock:
+            self._retired_bytes -= nbytes
+
+    @property
+    def retired_bytes(self) -> int:
+        """Bytes of evicted blocks that are still alive: some reader holds them."""
+        return self._retired_bytes
+
+    def retired_bound(self) -> int:
+        """How many retired bytes long readers may pin before they must let go (and lap)."""
+        return max(RETIRED_MIN, self.budget_bytes // 8)
+
+    # -- query caches --------------------------------------------------------------------------
+
+    def cache_scan(self, block: Block, key: object, scanned: int, found: np.ndarray) -> None:
+        """Keep ``found`` (matching indices among the first ``scanned`` lines) as ``block``'s
+        cached result for ``key``, counted in the budget. Past CACHE_KEYS_PER_BLOCK keys the
+        block's oldest goes; past the store's cache budget, the caches of the blocks cached
+        longest ago. An evicted block's results are not kept."""
+        with self._cache_lock:
+            if block.evicted:
+                return
+            cache = block.scan_cache
+            if key not in cache and len(cache) >= CACHE_KEYS_PER_BLOCK:
+                cache.pop(next(iter(cache)))
+            cache[key] = (scanned, found)
+            size = sum(indices.nbytes for _, indices in cache.values())
+            self._cache_bytes += size - block.cache_bytes
+            block.cache_bytes = size
+            order = self._cache_order
+            order.pop(block, None)
+            order[block] = None
+            while self._cache_bytes > self.cache_budget_bytes and order:
+                self._drop_cache(next(iter(order)))
+            over = self._bytes + self._cache_bytes > self.budget_bytes
+        if over:
+            with self._lock:
+                self._evict_over_budget()
+
+    def _drop_cache(self, block: Block) -> None:
+        """Forget ``block``'s cached results (caller holds _cache_lock). Views built from them
+        keep their arrays until they are dropped."""
+        self._cache_order.pop(block, None)
+        self._cache_bytes -= block.cache_bytes
+        block.cache_bytes = 0
+        block.scan_cache = {}
 
     def _seal_oldest_active(self) -> bool:
         """Seal the active block written to least recently, so that eviction can take it.
@@ -636,6 +716,10 @@ class LogStore:
         return {
             "bytes": self._bytes,
             "budget_bytes": self.budget_bytes,
+            "cache_bytes": self._cache_bytes,
+            "cache_budget_bytes": self.cache_budget_bytes,
+            "retired_bytes": self._retired_bytes,
+            "retired_bound_bytes": self.retired_bound(),
             "evicted_blocks": self.evicted_blocks,
             "next_id": self._next_id,
         }

@@ -8,8 +8,10 @@ the nearest ``lacrimosa.toml`` or ``Procfile`` found walking up from the current
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 from .errors import ConsoleError
@@ -17,6 +19,7 @@ from .errors import ConsoleError
 CONFIG_NAMES = ("lacrimosa.toml", "Procfile")
 HOME_DIR_NAME = ".lacrimosa"
 SOCKET_NAME = "control.sock"
+LOCK_NAME = "console.lock"  # flock-ed by the running console, from before it binds its socket
 GITIGNORE = b"# lacrimosa's state: not for version control\n*\n"
 # sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -98,6 +101,57 @@ def check_state_folder(home: Path, create: bool = False) -> None:
         f"refusing the state folder {home}: {problem}; it must be yours and writable only by "
         f"you (remove it, or `chmod go-w {home}` if it is yours)"
     )
+
+
+LOCK_PATIENCE = 0.5  # seconds to retry taking the lock (a client's probe holds it a moment)
+
+
+def lock_console(home: Path, create: bool = True) -> int:
+    """Take the state folder's console lock (an exclusive ``flock`` on ``console.lock``, held
+    for the console's life: its descriptor is returned) or raise ConsoleError when another
+    console holds it. Taken as early as ``up`` can (before the engine is even imported), so a
+    client that finds no socket, or a stale one, while the lock is held knows a console is
+    starting (see ``console_starting``). ``create``: make the state folder if it is missing."""
+    check_state_folder(home, create=create)
+    lock_path = home / LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ConsoleError(f"cannot open {lock_path}: {exc.strerror}") from None
+    # A client's probe (console_starting) holds a shared lock for a moment: try again for a
+    # little while before saying another console runs.
+    give_up = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() < give_up:
+                time.sleep(0.01)
+                continue
+            os.close(fd)
+            raise ConsoleError(f"a console is already running here ({home})") from None
+        except OSError as exc:
+            os.close(fd)
+            raise ConsoleError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        return fd
+
+
+def console_starting(home: Path) -> bool:
+    """Whether a console holds the state folder's lock: it runs, or is starting. Probed with a
+    shared lock released at once (a console taking its lock then retries: ``lock_console``)."""
+    try:
+        fd = os.open(home / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no lock file: no console has run here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the probe's lock, if it took one
+    return False
 
 
 def _write_new(path: Path, data: bytes) -> None:

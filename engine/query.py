@@ -5,15 +5,15 @@ lines match", "the i-th matching line" and "the last n" in the merged order of l
 global, so merging several processes by id gives the order the console received their output).
 
 Cost: range restrictions (after id, since) bisect the per-block runs (see logstore.py). Predicates (stream,
-substring) scan blocks with numpy and cache the matching indices on the block itself, keyed by the
-predicate: lines below a block's published count never change, so a cached result only ever needs
-extending by the lines appended since. Re-querying a growing snapshot every frame therefore costs
+substring) scan blocks with numpy and cache the matching indices (uint32, 4 bytes a match) on the
+block itself, keyed by the predicate: lines below a block's published count never change, so a
+cached result only ever needs extending by the lines appended since. The caches count in the
+store's budget and are bounded there (LogStore.cache_scan). Re-querying a growing snapshot every frame therefore costs
 what is new, not what is stored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 from collections.abc import Iterator
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .logstore import STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
+from .logstore import CACHE_KEYS_PER_BLOCK, STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
 
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A") : ord("Z") + 1] += 32
-_SCAN_CACHE_KEYS_PER_BLOCK = 8
+_NO_LINES = np.empty(0, dtype=np.uint32)
 _NEAR_END_LINES = 1 << 16  # within this many lines of the end, LogView positions by partition
 
 
@@ -176,21 +176,26 @@ def _scan_block(
         hits = np.zeros(stop - start, dtype=bool)
         hits[owner] = True
         mask &= hits
-    return np.flatnonzero(mask) + start
+    found = np.flatnonzero(mask).astype(np.uint32)  # a block holds fewer than 2**32 lines
+    found += start
+    return found
 
 
 def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) -> np.ndarray:
-    """Matching indices among the first n lines, extending the block's cached result."""
+    """Matching indices (uint32) among the first n lines, extending the block's cached result.
+
+    The cache is the store's to bound (LogStore.cache_scan: counted in its budget); a block
+    outside a store keeps its own, an evicted one none."""
     cached = block.scan_cache.get(key)
-    scanned, found = cached if cached is not None else (0, np.empty(0, dtype=np.int64))
+    scanned, found = cached if cached is not None else (0, _NO_LINES)
     if scanned < n:
         found = np.concatenate((found, _scan_block(block, scanned, n, key)))
-        if cached is None and len(block.scan_cache) >= _SCAN_CACHE_KEYS_PER_BLOCK:
-            # Readers on several threads (TUI worker, control server) may trim at once: the
-            # oldest key can vanish or the dict change under the iterator; either is fine.
-            with contextlib.suppress(StopIteration, RuntimeError):
-                block.scan_cache.pop(next(iter(block.scan_cache)), None)
-        block.scan_cache[key] = (n, found)
+        if block.store is not None:
+            block.store.cache_scan(block, key, n, found)
+        elif not block.evicted:
+            if key not in block.scan_cache and len(block.scan_cache) >= CACHE_KEYS_PER_BLOCK:
+                block.scan_cache.pop(next(iter(block.scan_cache)))
+            block.scan_cache[key] = (n, found)
     elif scanned > n:
         found = found[: int(np.searchsorted(found, n))]
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -308,3 +309,24 @@ def test_bulk_bytes_are_the_per_line_forms_joined(
             jsonl = b"".join(jsonl_bytes(p, block, indices) for p, block, indices in batches)
             expected = "".join(json_text(line_to_dict(line)) + "\n" for line in lines)
             assert jsonl == expected.encode()
+
+
+def test_grep_caches_are_compact_and_bounded_within_the_budget() -> None:
+    from lacrimosa.engine.logstore import LogStore
+
+    store = LogStore(budget_bytes=16 << 20)
+    for start in range(0, 3_000_000, 100_000):  # 3M short lines: more than the budget holds
+        store.append("p", 0, b"".join(b"%d\n" % i for i in range(start, start + 100_000)))
+    held = store.stats()["bytes"]
+    for digit in b"0123456789ab":  # more filters than a block caches: every line matches some
+        view = LogView(store.snapshot(), LogQuery(contains=bytes([digit])))
+        assert len(view) or digit > ord("9")
+    stats = store.stats()
+    blocks = [ref.block for ref in store.snapshot().processes["p"].blocks]
+    cached = sum(found.nbytes for b in blocks for _, found in b.scan_cache.values())
+    assert all(found.dtype == np.uint32 for b in blocks for _, found in b.scan_cache.values())
+    # Accounted exactly, bounded to an eighth of the budget, and inside the budget with the lines.
+    assert cached == stats["cache_bytes"] <= stats["cache_budget_bytes"] == 2 << 20
+    assert stats["bytes"] + stats["cache_bytes"] <= stats["budget_bytes"]
+    assert stats["bytes"] >= held - (2 << 20) - 2 * (1 << 20)  # greps cost lines at most that
+    # Before: an int64 per match per filter, outside the budget: tens of MiB here.
