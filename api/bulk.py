@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from ..engine.logstore import FLAG_NO_NEWLINE, STREAM_MASK, STREAM_NAMES, Block
+from ..engine.logs.store import FLAG_NO_NEWLINE, STREAM_MASK, STREAM_NAMES, Block
 from ..engine.terminal_text import json_text
 
 # Bytes that JSON (as json_text writes it) does not copy unchanged into a string: controls, the

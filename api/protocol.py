@@ -34,9 +34,10 @@ import numpy as np
 
 from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
-from ..engine.events import Event, matching
-from ..engine.journal import Journal
-from ..engine.logstore import (
+from ..engine.events.frames import Event, matching
+from ..engine.events.journal import Journal
+from ..engine.logs.query import LogQuery, LogView
+from ..engine.logs.store import (
     STDERR,
     STDOUT,
     SYSTEM,
@@ -47,8 +48,7 @@ from ..engine.logstore import (
     LogStore,
     StoreSnapshot,
 )
-from ..engine.query import LogQuery, LogView
-from ..engine.supervisor import ACTION_MARGIN
+from ..engine.processes.supervisor import ACTION_MARGIN
 from .bulk import jsonl_bytes, text_bytes
 from .wire import OPS, encode, error, ok
 

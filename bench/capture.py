@@ -91,8 +91,8 @@ def time_lacrimosa(n: int, workdir: Path) -> dict[str, float]:
 
 
 def _system_line_bytes(console: object) -> int:
-    from lacrimosa.engine.logstore import SYSTEM
-    from lacrimosa.engine.query import LogQuery, LogView
+    from lacrimosa.engine.logs.query import LogQuery, LogView
+    from lacrimosa.engine.logs.store import SYSTEM
 
     view = LogView(console.store.snapshot(), LogQuery(stream=SYSTEM))  # type: ignore[attr-defined]
     return sum(len(line.content) + 1 for line in view)

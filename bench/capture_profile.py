@@ -109,7 +109,7 @@ def histogram(sizes: list[int]) -> list[str]:
 
 def replay(n: int, cuts: dict[str, list[int]]) -> list[str]:
     """Append the seq output to fresh stores, cut as given, from this thread alone."""
-    from lacrimosa.engine.logstore import LogStore
+    from lacrimosa.engine.logs.store import LogStore
 
     data = b"".join(b"%d\n" % i for i in range(1, n + 1))
     out = [f"  {'chunks':<28}{'appends':>8}{'ms (median of 5)':>18}{'µs/append':>11}{'ns/line':>9}"]

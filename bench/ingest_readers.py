@@ -187,7 +187,7 @@ def kill_mid_flood(tools: Tools, sequencer: Any, seconds: float) -> dict[str, An
 
 
 def run(quick: bool) -> list[Row]:
-    require("lacrimosa.engine.sequencer", "lacrimosa.api.server")
+    require("lacrimosa.engine.events.sequencer", "lacrimosa.api.server")
     from lacrimosa.api.server import ControlServer
     from lacrimosa.engine.config import load_config
     from lacrimosa.engine.console import Console

@@ -264,7 +264,7 @@ def fill_journal(journal: Any, events: int, record_size: int) -> None:
     (vectorised: one CRC call per record, no Python loop per record)."""
     import numpy as np
 
-    from lacrimosa.engine.events import EVENT_DTYPE
+    from lacrimosa.engine.events.frames import EVENT_DTYPE
 
     width = max(record_size, 16)
     batch = max(1, min(FILL_BATCH, journal.blob_size // (4 * record_size)))
@@ -293,7 +293,7 @@ def fill_journal(journal: Any, events: int, record_size: int) -> None:
 
 def prepare_journal(path: Path, capacity: int, blob_size: int, record_size: int) -> None:
     """A journal whose ring and blob region have both been written over once."""
-    from lacrimosa.engine.journal import Journal
+    from lacrimosa.engine.events.journal import Journal
 
     journal = Journal(path, capacity, blob_size)
     try:
@@ -304,7 +304,7 @@ def prepare_journal(path: Path, capacity: int, blob_size: int, record_size: int)
 
 def make_sequencer(journal: Path, capacity: int, blob_size: int, rcvbuf: int | None) -> Any:
     from lacrimosa.engine.config import SequencerSettings
-    from lacrimosa.engine.sequencer import Sequencer
+    from lacrimosa.engine.events.sequencer import Sequencer
 
     extra = {} if rcvbuf is None else {"rcvbuf": rcvbuf}
     settings = SequencerSettings(udp=f"{HOST}:0", capacity=capacity, blob_size=blob_size, **extra)
@@ -561,7 +561,7 @@ def journal_child(mode: str, path: Path, capacity: int, blob_size: int) -> None:
     """Runs in a fresh interpreter. ``fill``: make and fill the journal; ``unclean``: time a
     reopen; both then SIGKILL themselves with the journal open. ``clean``: time a reopen and
     close properly."""
-    from lacrimosa.engine.journal import Journal
+    from lacrimosa.engine.events.journal import Journal
 
     started = time.perf_counter()
     journal = Journal(path, capacity, blob_size)
@@ -747,7 +747,7 @@ def recovery_row(r: dict[str, Any]) -> Row:
 
 
 def run(quick: bool) -> list[Row]:
-    require("lacrimosa.engine.sequencer")
+    require("lacrimosa.engine.events.sequencer")
     capacity = QUICK_CAPACITY if quick else CAPACITY
     blob = QUICK_BLOB if quick else BLOB
     events = QUICK_DRAIN_EVENTS if quick else DRAIN_EVENTS

@@ -83,8 +83,8 @@ def timed(op: Callable[[], Any], iterations: int) -> list[float]:
 
 
 def run(quick: bool) -> list[Row]:
-    from lacrimosa.engine.logstore import LogStore
-    from lacrimosa.engine.query import LogQuery, LogView
+    from lacrimosa.engine.logs.query import LogQuery, LogView
+    from lacrimosa.engine.logs.store import LogStore
 
     total = QUICK_LINES if quick else LINES
     iterations = QUICK_ITERATIONS if quick else ITERATIONS

@@ -1,7 +1,7 @@
 """store memory: what 1M lines of 100 bytes, and 10M short `seq` lines, cost in the log store.
 
 The lines (99 visible bytes plus a newline, distinct contents) are appended to a
-``lacrimosa.engine.logstore.LogStore`` in chunks of random sizes between 64 KiB and 1 MiB that cut lines
+``lacrimosa.engine.logs.store.LogStore`` in chunks of random sizes between 64 KiB and 1 MiB that cut lines
 anywhere, as pipe reads would. The measurement runs in a fresh interpreter (a child of this
 script) so that nothing else lives in its heap. Three views, all reported:
 
@@ -88,7 +88,7 @@ def measure(count: int, seq: bool = False) -> dict[str, float]:
     """Runs in the fresh child: append, then look at the store and the process."""
     import numpy as np  # imported before the baseline, as the engine needs it
 
-    from lacrimosa.engine.logstore import LogStore
+    from lacrimosa.engine.logs.store import LogStore
 
     gc.collect()
     rss_before = rss_bytes()

@@ -432,7 +432,7 @@ def _keys_note(label: str, phase: Phase) -> str:
 
 
 def run(quick: bool) -> list[Row]:
-    require("lacrimosa.engine.sequencer", "lacrimosa.tui.events_view", "lacrimosa.tui.app")
+    require("lacrimosa.engine.events.sequencer", "lacrimosa.tui.events_view", "lacrimosa.tui.app")
     seconds = QUICK_SECONDS if quick else SECONDS
     result = asyncio.run(measure(seconds))
     idle, busy, solo = result["idle"], result["blast"], result["solo"]

@@ -17,10 +17,10 @@ from typing import Any
 
 from .config import Config
 from .errors import ConsoleError, NoSuchProcess
-from .ingest import IngestProcess
-from .logstore import LogStore, StoreSnapshot
-from .query import LogQuery, LogView
-from .supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
+from .events.ingest import IngestProcess
+from .logs.query import LogQuery, LogView
+from .logs.store import LogStore, StoreSnapshot
+from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
 JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise

@@ -25,9 +25,9 @@ from unittest import mock
 
 from hypothesis import strategies as st
 
-from lacrimosa.engine import logstore
-from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM, LogLine, LogSnapshot, LogStore
-from lacrimosa.engine.query import LogQuery
+from lacrimosa.engine.logs import store as logstore
+from lacrimosa.engine.logs.query import LogQuery
+from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM, LogLine, LogSnapshot, LogStore
 
 PROCESSES = ("api", "worker", "db")
 START_TIME = 1_700_000_000.0

@@ -676,7 +676,7 @@ def _events_address(console: RunningConsole) -> tuple[str, int]:
 
 
 def test_events_are_sent_with_udp_and_read_with_the_cli(tmp_path: Path) -> None:
-    from lacrimosa.engine.events import encode_frame
+    from lacrimosa.engine.events.frames import encode_frame
 
     running = start_console(tmp_path, EVENTS_CONFIG)
     address = _events_address(running)
@@ -1133,7 +1133,7 @@ def test_logs_raw_writes_the_bytes_a_child_wrote(tmp_path: Path) -> None:
 
 
 def test_events_raw_writes_the_payload_bytes_as_sent(tmp_path: Path) -> None:
-    from lacrimosa.engine.events import encode_frame
+    from lacrimosa.engine.events.frames import encode_frame
 
     running = start_console(tmp_path, EVENTS_CONFIG)
     binary = b"bin \x00\xff\x1b[2J\x9b end\nsecond line"

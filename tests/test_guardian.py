@@ -20,7 +20,7 @@ import pytest
 from helpers import group_pids, pid_alive, wait_until
 
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.supervisor import (
+from lacrimosa.engine.processes.supervisor import (
     GUARDIAN_BACKOFF_INITIAL,
     GUARDIAN_FAILING_AFTER,
 )

@@ -16,7 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_MODULES = sorted(
-    f"lacrimosa.engine.{p.stem}" for p in (REPO / "engine").glob("*.py") if p.stem != "__init__"
+    "lacrimosa.engine." + ".".join(p.relative_to(REPO / "engine").with_suffix("").parts)
+    for p in (REPO / "engine").rglob("*.py")
+    if p.stem != "__init__"
 )
 API_MODULES = sorted(
     f"lacrimosa.api.{p.stem}" for p in (REPO / "api").glob("*.py") if p.stem != "__init__"
@@ -47,7 +49,7 @@ def loaded_after_import(module: str) -> set[str] | None:
 
 def test_the_probe_sees_what_a_module_loads() -> None:
     # The check below is only worth something if it would notice a heavy import.
-    assert "numpy" in (loaded_after_import("lacrimosa.engine.logstore") or set())
+    assert "numpy" in (loaded_after_import("lacrimosa.engine.logs.store") or set())
     assert "json" in (loaded_after_import("json") or set())
 
 

@@ -16,7 +16,7 @@ from test_cli import start_console
 
 from lacrimosa.api.protocol import follow
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.guardian import CONSOLE_TAG
+from lacrimosa.engine.processes.guardian import CONSOLE_TAG
 
 SEQUENCED = """
 [processes.idle]

@@ -163,8 +163,12 @@ def installed_top_level_names(venv: Path) -> set[str]:
         "names = {f.parts[0].removesuffix('.py') for f in files if f.suffix == '.py' or len(f.parts) > 1}\n"
         "print('\\n'.join(sorted(n for n in names if not n.endswith(('.dist-info', '.data')) and n != '..')))\n"
     )
-    listed = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=60
+    listed = subprocess.run(  # not in the checkout: its lacrimosa.egg-info would be found first
+        [str(venv / "bin" / "python"), "-c", code],
+        cwd=venv,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert listed.returncode == 0, listed.stderr
     return set(listed.stdout.split())

@@ -29,10 +29,10 @@ from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lacrimosa.engine import journal as journal_module
 from lacrimosa.engine.config import MIN_JOURNAL_BLOB, MIN_JOURNAL_CAPACITY
 from lacrimosa.engine.errors import JournalError
-from lacrimosa.engine.events import (
+from lacrimosa.engine.events import journal as journal_module
+from lacrimosa.engine.events.frames import (
     CLOCK_IGNORED,
     EVENT_DTYPE,
     RECORD_HEADER_SIZE,
@@ -43,7 +43,7 @@ from lacrimosa.engine.events import (
     fields_digest,
     lamport_wall_time,
 )
-from lacrimosa.engine.journal import (
+from lacrimosa.engine.events.journal import (
     BLOB_HEAD,
     BLOB_RESERVE,
     CLEAN,
@@ -642,8 +642,8 @@ CHILD_PRELUDE = """\
 from __future__ import annotations
 import random, sys, zlib
 import numpy as np
-from lacrimosa.engine.events import EVENT_DTYPE, TEXT, HybridClock
-from lacrimosa.engine.journal import Journal
+from lacrimosa.engine.events.frames import EVENT_DTYPE, TEXT, HybridClock
+from lacrimosa.engine.events.journal import Journal
 """
 CHILD_LOOP = """\
 journal = Journal(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
@@ -1029,7 +1029,7 @@ def test_no_room_for_a_new_journal_is_a_clear_error_and_leaves_nothing(tmp_path:
         import resource, signal, sys
         sys.path.insert(0, {str(REPO)!r})
         from lacrimosa.engine.errors import JournalError
-        from lacrimosa.engine.journal import Journal
+        from lacrimosa.engine.events.journal import Journal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         try:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from logmodel import GEOMETRY, MAX_LINE, Harness, line_key, op_lists, snapshot_lines
 
-from lacrimosa.engine import logstore
-from lacrimosa.engine.logstore import (
+from lacrimosa.engine.logs import store as logstore
+from lacrimosa.engine.logs.store import (
     BLOCK_BYTES,
     STDERR,
     STDOUT,

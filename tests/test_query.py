@@ -19,9 +19,9 @@ from logmodel import (
     op_lists,
 )
 
-from lacrimosa.engine import query as query_module
-from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM, LogStore
-from lacrimosa.engine.query import LogQuery, LogView
+from lacrimosa.engine.logs import query as query_module
+from lacrimosa.engine.logs.query import LogQuery, LogView
+from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM, LogStore
 
 NEAR_END_DEFAULT = query_module._NEAR_END_LINES
 
@@ -312,7 +312,7 @@ def test_bulk_bytes_are_the_per_line_forms_joined(
 
 
 def test_grep_caches_are_compact_and_bounded_within_the_budget() -> None:
-    from lacrimosa.engine.logstore import LogStore
+    from lacrimosa.engine.logs.store import LogStore
 
     store = LogStore(budget_bytes=16 << 20)
     for start in range(0, 3_000_000, 100_000):  # 3M short lines: more than the budget holds

@@ -19,15 +19,21 @@ from helpers import send_events, wait_until
 from lacrimosa.api import cli as cli_module
 from lacrimosa.api.protocol import PIECE_BYTES, dispatch, follow, reply_bytes
 from lacrimosa.api.wire import encode
-from lacrimosa.engine import sequencer as sequencer_module
 from lacrimosa.engine.config import SequencerSettings, load_config
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConsoleError, JournalError
-from lacrimosa.engine.events import MAX_CLOCK_AHEAD_MS, TEXT, Event, encode_frame, lamport_wall_time
-from lacrimosa.engine.journal import BLOB_HEAD, Journal
-from lacrimosa.engine.query import LogQuery
-from lacrimosa.engine.sequencer import Sequencer
-from lacrimosa.engine.udp import Receiver, RecvIntoReceiver
+from lacrimosa.engine.events import sequencer as sequencer_module
+from lacrimosa.engine.events.frames import (
+    MAX_CLOCK_AHEAD_MS,
+    TEXT,
+    Event,
+    encode_frame,
+    lamport_wall_time,
+)
+from lacrimosa.engine.events.journal import BLOB_HEAD, Journal
+from lacrimosa.engine.events.receivers import Receiver, RecvIntoReceiver
+from lacrimosa.engine.events.sequencer import Sequencer
+from lacrimosa.engine.logs.query import LogQuery
 
 SEQUENCED = """
 [processes.idle]

@@ -348,7 +348,7 @@ blob = "24MiB"
 
 
 def test_clients_that_never_read_100000_events_cost_a_bounded_amount(tmp_path: Path) -> None:
-    from lacrimosa.engine.events import encode_frame
+    from lacrimosa.engine.events.frames import encode_frame
 
     running = start_console(tmp_path, JOURNAL)
     home = tmp_path / ".lacrimosa"

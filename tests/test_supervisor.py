@@ -22,10 +22,10 @@ from helpers import group_pids, pid_alive, wait_until, write_config
 
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConsoleError, NoSuchProcess
-from lacrimosa.engine.guardian import tagged_pids
-from lacrimosa.engine.logstore import STDERR, STDOUT, SYSTEM
-from lacrimosa.engine.query import LogQuery, LogView
-from lacrimosa.engine.supervisor import ProcessInfo
+from lacrimosa.engine.logs.query import LogQuery, LogView
+from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
+from lacrimosa.engine.processes.guardian import tagged_pids
+from lacrimosa.engine.processes.supervisor import ProcessInfo
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -550,7 +550,7 @@ from pathlib import Path
 from typing import Any
 from lacrimosa.engine.config import load_config
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.guardian import tagged_pids
+from lacrimosa.engine.processes.guardian import tagged_pids
 
 root = Path(sys.argv[1])
 console = Console(load_config(root / "lacrimosa.toml"), root / ".lacrimosa")

@@ -24,9 +24,9 @@ from textual.pilot import Pilot
 from textual.strip import Strip
 
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.logstore import STDOUT, LogStore
-from lacrimosa.engine.query import LogView
-from lacrimosa.engine.supervisor import State
+from lacrimosa.engine.logs.query import LogView
+from lacrimosa.engine.logs.store import STDOUT, LogStore
+from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp, palette
 from lacrimosa.tui.line_render import (
     CONTINUED_MARKER,

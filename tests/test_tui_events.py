@@ -21,9 +21,9 @@ from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
 from lacrimosa.engine.console import JOURNAL_NAME, Console
-from lacrimosa.engine.events import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
-from lacrimosa.engine.journal import Journal
-from lacrimosa.engine.supervisor import State
+from lacrimosa.engine.events.frames import EVENT_DTYPE, RECORD_HEADER, TEXT, Event, encode_frame
+from lacrimosa.engine.events.journal import Journal
+from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.event_render import (
     RowFormat,

@@ -17,7 +17,7 @@ from textual.geometry import Region
 from textual.screen import Screen
 
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.logstore import STDOUT
+from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.log_pane import LogPane
 from lacrimosa.tui.process_table import ProcessTable

@@ -28,7 +28,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 
 from lacrimosa.engine.console import Console
-from lacrimosa.engine.logstore import STDERR, STDOUT
+from lacrimosa.engine.logs.store import STDERR, STDOUT
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.log_pane import LogPane
 from lacrimosa.tui.process_table import ProcessTable

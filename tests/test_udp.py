@@ -1,4 +1,4 @@
-"""The UDP receive path (engine/udp.py), on real sockets on 127.0.0.1 with real child processes.
+"""The UDP receive path (engine/events/receivers.py), on real sockets on 127.0.0.1 with real child processes.
 
 Every backend is held to the same contract; io_uring is tested where the probe passes (liburing
 installed and runnable) and skipped with the probe's reason elsewhere.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import wait_until
 
-from lacrimosa.engine import udp
+from lacrimosa.engine.events import receivers as udp
 
 BACKEND_CLASSES: dict[str, type[udp.Receiver]] = {
     "recvmmsg": udp.RecvmmsgReceiver,

@@ -34,8 +34,8 @@ from textual.worker import Worker, WorkerState
 
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
-from ..engine.logstore import STDERR, STDOUT, STREAM_NAMES
-from ..engine.query import LogQuery
+from ..engine.logs.query import LogQuery
+from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .events_view import EventsView
 from .line_detail import describe_line
 from .log_pane import LogPane

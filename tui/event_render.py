@@ -15,7 +15,7 @@ from datetime import datetime
 from rich.style import Style
 from rich.text import Text
 
-from ..engine.events import CLOCK_IGNORED, COUNTER_BITS, Event, lamport_wall_time
+from ..engine.events.frames import CLOCK_IGNORED, COUNTER_BITS, Event, lamport_wall_time
 from ..engine.humanize import local_clock
 from .line_render import CROPPED_MARKER, make_visible
 from .palette import ERROR, GOOD, WARNING

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.events import matching
-from ..engine.journal import Journal
+from ..engine.events.frames import matching
+from ..engine.events.journal import Journal
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,8 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from ..engine.console import Console
-from ..engine.events import Event
-from ..engine.journal import Journal
+from ..engine.events.frames import Event
+from ..engine.events.journal import Journal
 from .event_render import (
     RowFormat,
     describe_event,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..engine.logstore import STDERR, SYSTEM, LogLine
+from ..engine.logs.store import STDERR, SYSTEM, LogLine
 from .event_render import local_datetime
 from .line_render import CONTINUED_MARKER, decode_for_terminal
 from .palette import ERROR

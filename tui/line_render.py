@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from ..engine.logstore import STDERR, SYSTEM, LogLine
+from ..engine.logs.store import STDERR, SYSTEM, LogLine
 from ..engine.terminal_text import VISIBLE_CONTROLS, terminal_safe
 from .palette import ERROR, WARNING
 

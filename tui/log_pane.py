@@ -28,8 +28,8 @@ from textual.widget import Widget
 
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
-from ..engine.logstore import LogLine
-from ..engine.query import LogQuery, LogView
+from ..engine.logs.query import LogQuery, LogView
+from ..engine.logs.store import LogLine
 from .line_render import LineFormat, format_log_line
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 

@@ -17,10 +17,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Sparkline, Static
 
 from ..engine.console import Console
-from ..engine.ingest import IngestProcess
-from ..engine.ingest_stats import RATE_HISTORY
-from ..engine.sequencer import DROP_CAUSES, SequencerStats
-from ..engine.supervisor import State
+from ..engine.events.ingest import IngestProcess
+from ..engine.events.ingest_stats import RATE_HISTORY
+from ..engine.events.sequencer import DROP_CAUSES, SequencerStats
+from ..engine.processes.supervisor import State
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
 

@@ -18,7 +18,7 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 
 from ..engine.humanize import describe_exit, format_duration
-from ..engine.supervisor import ProcessInfo, State
+from ..engine.processes.supervisor import ProcessInfo, State
 from .palette import ERROR, GOOD, WARNING
 
 ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"

@@ -50,11 +50,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ProcessSpec
-from .errors import ConsoleError, NoSuchProcess
+from ..config import ProcessSpec
+from ..errors import ConsoleError, NoSuchProcess
+from ..humanize import describe_exit
+from ..logs.store import STDERR, STDOUT, LogStore
 from .guardian import CONSOLE_TAG, PROCESS_TAG, signal_pids, tagged_pids
-from .humanize import describe_exit
-from .logstore import STDERR, STDOUT, LogStore
 
 READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20

@@ -1,7 +1,7 @@
 """The ingest process: the sequencer (receive, check, stamp, journal write) in an interpreter of
 its own, started by the console (see ingest.py), never by hand.
 
-Run as ``python -I -m lacrimosa.engine.ingest_child CONFIG`` where CONFIG is a JSON object: the
+Run as ``python -I -m lacrimosa.engine.events.ingest_child CONFIG`` where CONFIG is a JSON object: the
 sequencer settings, the journal path, the descriptors of the UDP socket (bound by the console) and
 of the shared counters block (ingest_stats.py), and the console's pid. It
 
@@ -29,8 +29,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .config import SequencerSettings
-from .errors import JournalError, LacrimosaError
+from ..config import SequencerSettings
+from ..errors import JournalError, LacrimosaError
 from .ingest_stats import SharedStats
 from .sequencer import Sequencer
 

@@ -4,7 +4,7 @@ Stateless over snapshots: a LogView is built from a snapshot and a query, and an
 lines match", "the i-th matching line" and "the last n" in the merged order of line ids (ids are
 global, so merging several processes by id gives the order the console received their output).
 
-Cost: range restrictions (after id, since) bisect the per-block runs (see logstore.py). Predicates (stream,
+Cost: range restrictions (after id, since) bisect the per-block runs (see logs/store.py). Predicates (stream,
 substring) scan blocks with numpy and cache the matching indices (uint32, 4 bytes a match) on the
 block itself, keyed by the predicate: lines below a block's published count never change, so a
 cached result only ever needs extending by the lines appended since. The caches count in the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .logstore import CACHE_KEYS_PER_BLOCK, STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
+from .store import CACHE_KEYS_PER_BLOCK, STREAM_MASK, Block, BlockRef, LogLine, StoreSnapshot
 
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A") : ord("Z") + 1] += 32

@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import SequencerSettings, parse_address
+from ..errors import ConsoleError
 from . import ingest_stats as shared
-from .config import SequencerSettings, parse_address
-from .errors import ConsoleError
-from .events import (
+from .frames import (
     CLOCK_IGNORED,
     EVENT_DTYPE,
     FRAME_HEADER,
@@ -62,7 +62,14 @@ from .events import (
 )
 from .ingest_stats import RATE_HISTORY, SharedStats
 from .journal import Journal
-from .udp import Receiver, SocketInfo, kernel_drops, make_receiver, open_udp_socket, socket_info
+from .receivers import (
+    Receiver,
+    SocketInfo,
+    kernel_drops,
+    make_receiver,
+    open_udp_socket,
+    socket_info,
+)
 
 DROP_CAUSES = ("malformed", "bad_checksum", "oversize", "kernel")
 WAIT_TIMEOUT = 0.2  # how often an idle loop looks at the clock and the stop flag

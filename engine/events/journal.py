@@ -81,14 +81,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import (
+from ..config import (
     DEFAULT_JOURNAL_BLOB,
     DEFAULT_JOURNAL_CAPACITY,
     MIN_JOURNAL_BLOB,
     MIN_JOURNAL_CAPACITY,
 )
-from .errors import JournalError
-from .events import (
+from ..errors import JournalError
+from .frames import (
     EVENT_DTYPE,
     Event,
     crc32_slices,

@@ -3,7 +3,7 @@
 Receive, check, stamp and journal write need an interpreter lock of their own: in the console's,
 every reader of the journal (the TUI, each ``events -f`` follower) competed with them for it, and
 the more people looked at the events the more were lost. So :class:`IngestProcess` starts the
-sequencer as a child (ingest_child.py) and the console only reads:
+sequencer as a child (events/ingest_child.py) and the console only reads:
 
 * **The socket** is bound here, before any process starts (so a taken port is an error at ``up``,
   and every process can be told the address), and its descriptor is passed to each ingest process.
@@ -48,16 +48,16 @@ from typing import Any
 
 import numpy as np
 
+from ..config import SequencerSettings, parse_address
+from ..errors import ConsoleError, JournalError
+from ..humanize import describe_exit
+from ..processes.guardian import CONSOLE_TAG, PROCESS_TAG
 from . import ingest_stats as shared
-from .config import SequencerSettings, parse_address
-from .errors import ConsoleError, JournalError
-from .events import Event
-from .guardian import CONSOLE_TAG, PROCESS_TAG
-from .humanize import describe_exit
+from .frames import Event
 from .ingest_stats import SharedStats
 from .journal import Journal, RecoveryReport
+from .receivers import SocketInfo, kernel_drops, open_udp_socket
 from .sequencer import DROP_CAUSES, STOP_DRAIN_SECONDS, SequencerStats
-from .udp import SocketInfo, kernel_drops, open_udp_socket
 
 PROCESS_NAME = "(ingest)"  # LACRIMOSA_PROCESS of the ingest process (no configured name has it)
 READY_TIMEOUT = 120.0  # seconds an ingest process may take to open (recover) the journal
@@ -270,7 +270,13 @@ class IngestProcess:
             env[PROCESS_TAG] = PROCESS_NAME
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "lacrimosa.engine.ingest_child", json.dumps(config)],
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "lacrimosa.engine.events.ingest_child",
+                    json.dumps(config),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

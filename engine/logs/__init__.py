@@ -1,0 +1,1 @@
+"""The log store: per-process lines in blocks (store), and the queries over them (query)."""

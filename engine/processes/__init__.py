@@ -1,0 +1,1 @@
+"""Supervised processes: the supervisor and its loop, and the guardian that outlives the console."""
