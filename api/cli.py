@@ -628,13 +628,24 @@ def _status_text(status: dict[str, Any]) -> str:
         f"events    udp {sequencer['udp']} via {sequencer['backend']}, "
         f"{sequencer['accepted']:,} accepted of {sequencer['received']:,}, "
         f"{sequencer['rate']:,.0f}/s",
-        f"buffer    {_size(sequencer['rcvbuf'])} receive buffer granted by the kernel"
-        + ("" if sequencer["rcvbuf_forced"] else " (capped by net.core.rmem_max)"),
+        # Linux doubles the size asked for (half is its bookkeeping) and reports the double.
+        f"buffer    {_size(sequencer['rcvbuf'] // 2)} receive buffer for data (the kernel "
+        f"reports {_size(sequencer['rcvbuf'])})"
+        + ("" if sequencer["rcvbuf_forced"] else ", capped by net.core.rmem_max"),
         f"drops     {drops}",
         f"journal   {journal['path']}: {journal['events']:,} events, ring "
         f"{journal['ring_used']:.0%} of {journal['capacity']:,} slots, blob "
         f"{journal['blob_used']:.0%} of {journal['blob_bytes'] / 2**20:.0f} MiB",
     ]
+    ingest = sequencer.get("ingest")
+    if ingest is not None:
+        restart_in = ingest.get("restart_in")
+        lines.append(
+            f"ingest    {ingest['state']}"
+            + (f", pid {ingest['pid']}" if ingest.get("pid") else "")
+            + f", restarts {ingest['restarts']}"
+            + (f", next start in {restart_in:.1f}s" if restart_in is not None else "")
+        )
     if "failure" in sequencer:
         lines.append(f"sequencer FAILED: {sequencer['failure']}")
     elif sequencer.get("ingest_errors"):

@@ -1039,8 +1039,12 @@ def test_human_status_shows_the_receive_buffer(tmp_path: Path) -> None:
     status = json.loads(running.run("status", "--json").stdout)["sequencer"]
     text = running.run("status").stdout
     buffer = next(line for line in text.splitlines() if line.startswith("buffer "))
-    assert "receive buffer granted by the kernel" in buffer
+    granted = status["rcvbuf"]  # as the kernel reports it: twice what it keeps for data
+    assert f"{granted // 2 / 2**20:.1f} MiB receive buffer for data" in buffer
+    assert f"the kernel reports {granted / 2**20:.1f} MiB" in buffer
     assert ("capped by net.core.rmem_max" in buffer) == (not status["rcvbuf_forced"])
+    ingest = next(line for line in text.splitlines() if line.startswith("ingest "))
+    assert f"running, pid {status['ingest']['pid']}, restarts 0" in ingest
 
 
 def test_a_stopped_process_writes_zero_lines_per_second(console: RunningConsole) -> None:
