@@ -160,14 +160,16 @@ class OverviewView(VerticalScroll):
         journal = status["journal"]
 
         ingest = Text(no_wrap=True, overflow="ellipsis")
-        buffer = format_bytes(status["rcvbuf"])
+        # Linux reports twice the size asked for (half is its bookkeeping): show the data's half.
+        buffer = format_bytes(status["rcvbuf"] // 2) + " for data"
         if not status["rcvbuf_forced"]:
             buffer += " (capped by net.core.rmem_max)"
         _line(ingest, "sequencer", f"udp {status['udp']} · {status['backend']}")
-        _line(ingest, "", f"receive buffer {buffer}")
+        process = status["ingest"]
+        pid = f" · ingest pid {process['pid']}" if process.get("pid") else ""
+        _line(ingest, "", f"receive buffer {buffer}{pid}")
         if status["backend_note"]:
             _line(ingest, "", Text(str(status["backend_note"]), style="dim"))
-        process = status["ingest"]
         if process["restarts"] or process["state"] != "running":
             restarts = process["restarts"]
             text = f"ingest process {process['state']}, restarted {restarts:,}x"
