@@ -3,7 +3,11 @@
 argparse rather than typer: a one-shot call (``ps``, ``logs``, ``restart``) is dominated by
 interpreter start and imports, and typer alone costs more than the whole 80 ms budget here. This
 module and what it imports at the top stay standard-library-light; ``up`` imports the engine and
-the TUI only when it runs.
+the TUI only when it runs. Lighter still, a one-shot ``ps --json`` loads none of ``argparse``,
+``json``, ``re``, ``enum``, ``socket``, ``pathlib`` or ``typing``: the simplest forms of the common
+verbs are read here (``_fast_args``, to what argparse would give; anything else, help and every
+usage error go to the parser in cli_args.py), JSON goes through engine/fastjson.py, the client
+uses ``_socket``, and paths are ``str``. tests/test_imports.py keeps it so.
 
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 no such process, 4 no console running here (or the
 connection to it was lost: closed or reset), 5 timed out (the console did not answer within the
@@ -16,19 +20,21 @@ every other control sequence shown inert; ``--raw`` opts out) and every JSON doc
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
+from ..engine.fastjson import json_text
 from ..engine.humanize import describe_exit, format_duration, local_clock
-from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config
-from ..engine.terminal_text import TextMode, json_text, terminal_safe
-from .version import __version__
-from .wire import parse_duration
+from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable
+    from typing import Any
+
+    from ..engine.terminal_text import TextMode
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE = 0, 1, 2, 4
 QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs, and the first reply of a follow
@@ -38,187 +44,84 @@ REPLY_MARGIN = 5.0
 DEFAULT_ACTION_TIMEOUT = 35.0  # when ps does not say (an older console)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as JSON on stderr when ``--json`` is among the arguments being parsed."""
-
-    _json_errors = False
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        arg_list = sys.argv[1:] if args is None else list(args)
-        self._json_errors = "--json" in arg_list
-        return super().parse_known_args(arg_list, namespace)
-
-    def error(self, message: str) -> NoReturn:
-        if self._json_errors:
-            error = {"error": {"code": "usage", "message": f"{self.prog}: {message}"}}
-            self.exit(EXIT_USAGE, json_text(error) + "\n")
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _add_global_options(
-    parser: argparse.ArgumentParser, *, after_verb: bool, short_f: bool
-) -> None:
-    """``--home`` and ``-f/--file``: accepted before the verb and after it.
-
-    After the verb they default to SUPPRESS, so that a verb that does not repeat them keeps what
-    was given before it (argparse would otherwise overwrite it with the subparser's default).
-    """
-    default = argparse.SUPPRESS if after_verb else None
-    parser.add_argument(
-        "--home",
-        metavar="DIR",
-        default=default,
-        help="the console's state folder (default: $LACRIMOSA_HOME, else "
-        ".lacrimosa/ beside the config: -f FILE, or the nearest lacrimosa.toml or Procfile)",
-    )
-    flags = ("-f", "--file") if short_f else ("--file",)
-    parser.add_argument(
-        *flags,
-        dest="file",
-        metavar="FILE",
-        default=default,
-        help="the lacrimosa.toml or Procfile: its console (state folder beside it)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    _add_global_options(common, after_verb=True, short_f=True)
-    # logs and events keep -f for --follow (the CLI contract); --file still works after them.
-    common_follow = _Parser(add_help=False)
-    _add_global_options(common_follow, after_verb=True, short_f=False)
-    as_json = _Parser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    # For commands that print what children or datagrams wrote (see engine/terminal_text.py).
-    child_text = _Parser(add_help=False)
-    shown = child_text.add_mutually_exclusive_group()
-    shown.add_argument(
-        "--color",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="keep the colours (SGR codes) of the text shown: auto (the default) keeps them when "
-        "stdout is a terminal and NO_COLOR is unset or empty; other control sequences are "
-        "always shown as inert text (ESC as ␛)",
-    )
-    shown.add_argument(
-        "--no-color", dest="color", action="store_const", const="never", help="= --color=never"
-    )
-    shown.add_argument(
-        "--raw",
-        action="store_true",
-        help="write the bytes as the child or sender wrote them, control sequences and all "
-        "(for a file; not with --json)",
-    )
+    """The whole command line's parser (cli_args.py)."""
+    from .cli_args import build_parser
 
-    parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
-    parser.add_argument("--version", action="version", version=f"lacrimosa {__version__}")
-    _add_global_options(parser, after_verb=False, short_f=True)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
-
-    up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
-    up.add_argument(
-        "--headless",
-        action="store_true",
-        help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
-    )
-    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
-    up.add_argument(
-        "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
-    )
-
-    commands.add_parser("ps", parents=[common, as_json], help="list processes")
-    logs = commands.add_parser(
-        "logs",
-        parents=[common_follow, as_json, child_text],
-        help="show a process's log (all processes merged without NAME)",
-    )
-    logs.add_argument("name", nargs="?", type=_text, metavar="NAME")
-    logs.add_argument(
-        "-n",
-        "--lines",
-        type=_non_negative_int,
-        default=100,
-        metavar="N",
-        help="how many of the last lines (default 100)",
-    )
-    stream = logs.add_mutually_exclusive_group()
-    stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
-    stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
-    logs.add_argument(
-        "--grep",
-        type=_text,
-        metavar="TEXT",
-        help="only lines containing TEXT (case-sensitive, in the bytes as written)",
-    )
-    logs.add_argument(
-        "--since",
-        type=_duration,
-        metavar="DURATION",
-        help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
-    )
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    events = commands.add_parser(
-        "events",
-        parents=[common_follow, as_json, child_text],
-        help="show the newest events, oldest first",
-    )
-    events.add_argument(
-        "-n",
-        "--lines",
-        type=_non_negative_int,
-        default=20,
-        metavar="N",
-        help="how many of the newest events (default 20)",
-    )
-    events.add_argument("--stream", type=_non_negative_int, metavar="ID", help="only this stream")
-    events.add_argument("--node", type=_non_negative_int, metavar="ID", help="only this node")
-    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    for verb in ("start", "stop", "restart"):
-        action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
-        action.add_argument("name", type=_text, metavar="NAME")
-    commands.add_parser("status", parents=[common, as_json], help="the console's status")
-    commands.add_parser(
-        "shutdown", parents=[common, as_json], help="stop every process and the console"
-    )
-    return parser
+    return build_parser()
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+class _Args:
+    """What ``_fast_args`` read: the attributes argparse's Namespace would have."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
 
 
-def _text(text: str) -> str:
-    """An argument sent to the console: a byte that is not UTF-8 (in argv as a surrogate escape)
-    cannot be, so it is a usage error rather than a failure to encode the request."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
-    return text
+# Verbs ``_fast_args`` reads, and whether they take a NAME.
+_FAST_VERBS = {
+    "ps": False,
+    "status": False,
+    "shutdown": False,
+    "start": True,
+    "stop": True,
+    "restart": True,
+}
+_FAST_OPTIONS = {"--home": "home", "-f": "file", "--file": "file"}  # each takes a value
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _fast_args(argv: list[str]) -> argparse.Namespace | None:
+    """``argv`` read as ``build_parser().parse_args`` would, when it is one of the simplest forms
+    of a common verb: ``[--home DIR] [-f FILE] VERB [NAME] [--json] [--home DIR] [-f FILE]``, each
+    token exactly so (``--home=DIR`` too). None for anything else, which goes to argparse: help,
+    ``--version``, abbreviations, values that start with ``-`` or are empty, every usage error."""
+    values: dict[str, Any] = {"home": None, "file": None}
+    verb: str | None = None
+    name: str | None = None
+    as_json = False
+    tokens = iter(argv)
+    for token in tokens:
+        if token.startswith("-"):
+            option, equals, value = token.partition("=")
+            if option == "--json" and verb is not None and not equals:
+                as_json = True
+                continue
+            dest = _FAST_OPTIONS.get(option)
+            if dest is None or (equals and option == "-f"):
+                return None
+            if not equals:
+                value = next(tokens, "")
+            if not value or value.startswith("-"):
+                return None
+            values[dest] = value
+        elif verb is None:
+            if token not in _FAST_VERBS:
+                return None
+            verb = token
+        elif _FAST_VERBS[verb] and name is None and token:
+            try:
+                token.encode()  # as cli_args._text checks a NAME
+            except UnicodeEncodeError:
+                return None
+            name = token
+        else:
+            return None
+    if verb is None or (_FAST_VERBS[verb] and name is None):
+        return None
+    values["command"] = verb
+    values["json"] = as_json
+    if name is not None:
+        values["name"] = name
+    return _Args(**values)  # type: ignore[return-value]  # what is read of a Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "raw", False) and args.json:
-        parser.error("--raw cannot be used with --json (JSON escapes every control character)")
+    args = _fast_args(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "raw", False) and args.json:
+            parser.error("--raw cannot be used with --json (JSON escapes every control character)")
     try:
         if args.command == "up":
             lock_fd = _lock_early(args)
@@ -246,7 +149,9 @@ def _lock_early(args: argparse.Namespace) -> int | None:
     a client run at the same moment sees a console starting rather than none (a stale socket
     refuses connections until the new console binds it). None when the config is not found
     here (``run_up`` says why) or the state folder does not exist yet."""
-    from ..engine.paths import lock_console, resolve_home
+    from pathlib import Path
+
+    from ..engine.paths import find_config, lock_console, resolve_home
 
     config = Path(args.file) if args.file else find_config()
     if config is None or not config.is_file():
@@ -313,42 +218,43 @@ def _action_timeouts(client: Any) -> dict[str, float]:
     return {p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes}
 
 
-def _console_home(args: argparse.Namespace) -> tuple[Path, str]:
+def _console_home(args: argparse.Namespace) -> tuple[str, str]:
     """The state folder of the console a one-shot call is for, and what chose it.
 
     ``--home``, else ``$LACRIMOSA_HOME``, else ``.lacrimosa/`` beside the config: ``-f FILE``, or
     the nearest lacrimosa.toml or Procfile walking up (the same order as ``up``).
     """
+    # Paths as str, resolved as Path.resolve does (os.path.realpath): no pathlib on this path.
     if args.home:
-        return Path(args.home).resolve(), "from --home"
+        return os.path.realpath(args.home), "from --home"
     if os.environ.get("LACRIMOSA_HOME"):
-        return Path(os.environ["LACRIMOSA_HOME"]).resolve(), "from $LACRIMOSA_HOME"
+        return os.path.realpath(os.environ["LACRIMOSA_HOME"]), "from $LACRIMOSA_HOME"
     if args.file:
-        given = Path(args.file)
-        if not given.is_file():
+        if not os.path.isfile(args.file):
             raise InvalidRequest(f"no such config file: {args.file}")
-        return given.resolve().parent / HOME_DIR_NAME, "from --file"
-    found = find_config()
+        folder = os.path.dirname(os.path.realpath(args.file))
+        return os.path.join(folder, HOME_DIR_NAME), "from --file"
+    found = find_config_file()
     if found is None:
         raise NoConsole(_no_config_message())
-    return found.parent / HOME_DIR_NAME, f"found {_shown(found)}"
+    return os.path.join(os.path.dirname(found), HOME_DIR_NAME), f"found {_shown(found)}"
 
 
-def _shown(path: Path, folder: bool = False) -> str:
-    """``path`` relative to the current folder when it is inside it, else absolute."""
-    cwd = Path.cwd()
+def _shown(path: str, folder: bool = False) -> str:
+    """``path`` (absolute, normalized) relative to the current folder when it is inside it, else
+    absolute."""
+    cwd = os.getcwd()
     if path == cwd:
         return "./" if folder else "."
-    try:
-        text = str(path.relative_to(cwd))
-    except ValueError:
-        text = str(path)
+    inside = cwd if cwd.endswith("/") else cwd + "/"
+    text = path.removeprefix(inside)
     return text + "/" if folder else text
 
 
-def _no_console_message(home: Path, origin: str, detail: str) -> str:
-    if home.name == HOME_DIR_NAME:
-        where = f"for {_shown(home.parent, folder=True)} (state folder {_shown(home)}, {origin})"
+def _no_console_message(home: str, origin: str, detail: str) -> str:
+    if os.path.basename(home) == HOME_DIR_NAME:
+        parent = os.path.dirname(home)
+        where = f"for {_shown(parent, folder=True)} (state folder {_shown(home)}, {origin})"
     else:
         where = f"with state folder {_shown(home)} ({origin})"
     message = f"no console running {where}"
@@ -358,13 +264,18 @@ def _no_console_message(home: Path, origin: str, detail: str) -> str:
 
 
 def _no_config_message() -> str:
+    from pathlib import Path  # a failure's message: its glob is worth the import here
+
     here = Path.cwd()
     message = (
         f"no console here: no lacrimosa.toml or Procfile in {here} or a parent folder; "
         "pass -f FILE (the console of that config) or --home DIR (its state folder)"
     )
     nearby = sorted(
-        _shown(path) for name in CONFIG_NAMES for path in here.glob(f"*/{name}") if path.is_file()
+        _shown(str(path))
+        for name in CONFIG_NAMES
+        for path in here.glob(f"*/{name}")
+        if path.is_file()
     )
     if nearby:
         message += f", e.g. -f {nearby[0]}"
@@ -464,6 +375,8 @@ def _write_lines(
     if raw is not None:
         raw.write(lines)
         return
+    from ..engine.terminal_text import terminal_safe
+
     mode = _text_mode(args)
     # Made safe one line at a time: a line holds no newline (the store splits on them), so the
     # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours.
@@ -481,6 +394,8 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
     line as ``json_text`` writes it. Text: decoded as a whole (a newline ends any bad UTF-8
     sequence, so that is decoding line by line) and made safe as a whole when no line needs work
     (``terminal_safe`` then hands back its argument), else line by line."""
+    from ..engine.terminal_text import terminal_safe
+
     out = sys.stdout
     mode = _text_mode(args)
     merged = args.name is None
@@ -676,6 +591,8 @@ def _event_prefix(event: dict[str, Any]) -> str:
 
 
 def _events_text(events: list[dict[str, Any]], mode: TextMode) -> str:
+    from ..engine.terminal_text import terminal_safe
+
     rows = []
     for event in events:
         if "text" in event:

@@ -25,15 +25,16 @@ as this user (``SO_PEERCRED``); otherwise nothing is sent and nothing it says is
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import stat
 import struct
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+
+# The C socket module under ``socket``: ``socket`` itself imports ``enum`` and ``selectors``, a few
+# milliseconds of every one-shot call, for what this client does not use (``makefile``: see
+# ``_Reader``; enum-typed families).
+from _socket import AF_UNIX, SO_PEERCRED, SO_SNDTIMEO, SOCK_STREAM, SOL_SOCKET
+from _socket import socket as Socket
 
 from ..engine.errors import (
     Busy,
@@ -45,8 +46,14 @@ from ..engine.errors import (
     TimedOut,
     exit_code_for,
 )
-from ..engine.paths import LOCK_NAME, console_starting, socket_path
+from ..engine.fastjson import loads
+from ..engine.paths import LOCK_NAME, console_starting, socket_file
 from .wire import encode
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a reply
 CONNECT_TIMEOUT = 5.0  # seconds to wait for room in the console's accept queue
@@ -55,6 +62,7 @@ RETRY_FOR = 10.0  # seconds to keep asking a console that is busy or starting
 # again before "no console": a console started at the same moment takes the lock soon.
 STALE_GRACE = 0.5
 _RETRY_CODES = ("busy", "starting")
+_CHUNK = 1 << 16  # bytes asked of the socket at a time for reply lines
 
 
 class RemoteError(LacrimosaError):
@@ -74,13 +82,13 @@ class ConsoleLost(NoConsole):
         super().__init__(f"lost the console: {detail}")
 
 
-def _no_answer(sock: socket.socket) -> TimedOut:
+def _no_answer(sock: Socket) -> TimedOut:
     timeout = sock.gettimeout()
     within = f" within {timeout:g}s" if timeout else " in time"
     return TimedOut(f"the console did not answer{within} (stopped or overloaded?)")
 
 
-def _check_socket(path: Path) -> None:
+def _check_socket(path: str) -> None:
     """Refuse a socket file another user could have put there (see the module docstring)."""
     try:
         info = os.lstat(path)
@@ -96,31 +104,86 @@ def _check_socket(path: Path) -> None:
         )
 
 
-def _check_peer(sock: socket.socket, path: Path) -> None:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+def _check_peer(sock: Socket, path: str) -> None:
+    creds = sock.getsockopt(SOL_SOCKET, SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     if uid != os.getuid():
         raise ConsoleError(f"refusing {path}: the process answering there runs as uid {uid}")
 
 
+def _parent(path: str) -> str:
+    """``Path(path).parent`` for an absolute, normalized ``path``."""
+    return os.path.dirname(path) or "."
+
+
+class _Reader:
+    """What ``socket.makefile("rb")`` gave this client, on a ``_socket`` socket: reply lines
+    (``readline``) and frames (``read``), through one buffer."""
+
+    def __init__(self, sock: Socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def readline(self) -> bytes:
+        """The next line, its newline included; what is left at end of stream; b"" after it."""
+        buffer = self._buffer
+        scanned = 0
+        while True:
+            end = buffer.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]  # cheap: a bytearray drops its head without moving the rest
+                return line
+            scanned = len(buffer)
+            chunk = self._sock.recv(_CHUNK)
+            if not chunk:
+                line = bytes(buffer)
+                buffer.clear()
+                return line
+            buffer += chunk
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes; fewer only at end of stream."""
+        buffer = self._buffer
+        if len(buffer) >= size:
+            data = bytes(buffer[:size])
+            del buffer[:size]
+            return data
+        whole = bytearray(size)
+        have = len(buffer)
+        whole[:have] = buffer
+        buffer.clear()
+        with memoryview(whole) as view:
+            while have < size:
+                got = self._sock.recv_into(view[have:])
+                if not got:
+                    break
+                have += got
+        return bytes(whole[:have]) if have < size else bytes(whole)
+
+    def close(self) -> None:
+        self._buffer = bytearray()
+
+
 class ControlClient:
-    """One connection to the console whose state folder is ``home``."""
+    """One connection to the console whose state folder is ``home`` (absolute and normalized,
+    as a ``Path`` is: the console derives its socket's path from it the same way)."""
 
     def __init__(
         self,
-        home: Path,
+        home: str | os.PathLike[str],
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         retry_for: float = RETRY_FOR,
     ) -> None:
-        self.home = home
-        self.path = socket_path(home)
+        self.home = os.fspath(home)
+        self.path = socket_file(self.home)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self._sock, self._reader = self._connect()
 
-    def _connect(self) -> tuple[socket.socket, Any]:
+    def _connect(self) -> tuple[Socket, _Reader]:
         """Connect, waiting (up to ``retry_for``) for a console that is starting."""
         now = time.monotonic()
         give_up = now + self.retry_for
@@ -133,38 +196,36 @@ class ControlClient:
                 if not console_starting(self.home):
                     # A socket left by a console that was killed: one being started right now
                     # may not have taken the lock yet. Looked at again for a moment.
-                    stale = self.path.exists()
+                    stale = os.path.exists(self.path)
                     if not stale or time.monotonic() + delay > stale_until:
                         raise
                 if time.monotonic() + delay > give_up:
                     raise Starting(
-                        f"a console is starting for {self.home.parent} (it holds "
-                        f"{self.home / LOCK_NAME}) but its socket did not answer within "
+                        f"a console is starting for {_parent(self.home)} (it holds "
+                        f"{os.path.join(self.home, LOCK_NAME)}) but its socket did not answer within "
                         f"{self.retry_for:g}s; try again"
                     ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    def _connect_once(self) -> tuple[socket.socket, Any]:
+    def _connect_once(self) -> tuple[Socket, _Reader]:
         path = self.path
         _check_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = Socket(AF_UNIX, SOCK_STREAM)
         try:
             # Blocking, bounded by SO_SNDTIMEO: with a Python timeout the socket would be
             # non-blocking, and a full accept queue would fail at once with EAGAIN.
             seconds = int(self.connect_timeout)
             micros = int((self.connect_timeout - seconds) * 1e6)
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros)
-            )
-            sock.connect(str(path))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+            sock.connect(path)
+            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", 0, 0))
             _check_peer(sock, path)
             sock.settimeout(self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             raise NoConsole(
-                f"no console running for {self.home.parent} (looked for {path})"
+                f"no console running for {_parent(self.home)} (looked for {path})"
             ) from None
         except (BlockingIOError, TimeoutError):
             sock.close()
@@ -178,7 +239,7 @@ class ControlClient:
         except BaseException:
             sock.close()
             raise
-        return sock, sock.makefile("rb")
+        return sock, _Reader(sock)
 
     def close(self) -> None:
         self._reader.close()
@@ -217,7 +278,7 @@ class ControlClient:
         if not raw:
             raise ConsoleLost("the console closed the connection")
         try:
-            reply = json.loads(raw)
+            reply = loads(raw)
             ok = bool(reply.get("ok"))
         except (ValueError, AttributeError):
             raise ConsoleLost("the console sent a reply that is not JSON") from None

@@ -43,24 +43,27 @@ and makes them safe to print); for ``jsonl``, each line as the CLI's ``--json`` 
 million-line read be cut from the store's blocks as slices, with no per-line objects on either
 side. An error reply may come in place of a frame header if the console fails mid-reply.
 
-Kept free of heavy imports: the one-shot CLI imports it.
+Kept free of heavy imports: the one-shot CLI imports it (no ``json``, ``re`` or ``typing`` at
+import: see engine/fastjson.py).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any
+from ..engine.fastjson import dumps
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_REQUEST_BYTES = 1 << 20  # bytes of JSON in one request, its newline not counted
 OPS = ("ping", "ps", "status", "logs", "events", "start", "stop", "restart", "shutdown")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"  # compiled on first use (re caches it)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return dumps(message, compact=True).encode() + b"\n"
 
 
 def ok(result: Any) -> dict[str, Any]:
@@ -73,7 +76,9 @@ def error(code: str, message: str) -> dict[str, Any]:
 
 def parse_duration(text: str) -> float:
     """``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or plain seconds → seconds."""
-    match = _DURATION.match(text)
+    import re  # only `logs --since` needs it
+
+    match = re.match(_DURATION, text)
     if not match:
         raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d)")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]

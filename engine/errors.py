@@ -20,7 +20,11 @@ console is busy or still starting (try again).
 
 from __future__ import annotations
 
-from pathlib import Path
+TYPE_CHECKING = (
+    False  # typing.TYPE_CHECKING without importing typing: the one-shot CLI imports this
+)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class LacrimosaError(Exception):
@@ -39,6 +43,8 @@ class ConfigError(LacrimosaError):
     exit_code = 1
 
     def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        from pathlib import Path  # not at the top: the one-shot CLI never raises this
+
         self.path = Path(path)
         self.line = line
         self.reason = reason

@@ -3,7 +3,6 @@ CLI imports this)."""
 
 from __future__ import annotations
 
-import signal
 import time
 
 
@@ -12,6 +11,8 @@ def describe_exit(code: int | None) -> str:
     if code is None:
         return ""
     if code < 0:
+        import signal  # here: it imports enum, a few ms of every one-shot call
+
         try:
             return signal.Signals(-code).name
         except ValueError:

@@ -1,6 +1,8 @@
 """Where a project's config and its running console's state live.
 
-Kept free of heavy imports: the one-shot CLI imports this on every call.
+Kept free of heavy imports: the one-shot CLI imports this on every call, and uses the ``str``
+forms (``find_config_file``, ``socket_file``): ``pathlib`` alone costs it milliseconds. The
+``Path`` forms are for the console.
 
 The state folder ("home") is ``--home DIR``, else ``$LACRIMOSA_HOME``, else ``.lacrimosa/`` beside
 the nearest ``lacrimosa.toml`` or ``Procfile`` found walking up from the current folder.
@@ -12,9 +14,12 @@ import fcntl
 import os
 import stat
 import time
-from pathlib import Path
 
 from .errors import ConsoleError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CONFIG_NAMES = ("lacrimosa.toml", "Procfile")
 HOME_DIR_NAME = ".lacrimosa"
@@ -27,19 +32,32 @@ _MAX_SOCKET_PATH = 107
 
 def find_config(start: Path | None = None) -> Path | None:
     """The nearest lacrimosa.toml (preferred) or Procfile in ``start`` or a parent folder."""
-    folder = (start or Path.cwd()).resolve()
-    for candidate in (folder, *folder.parents):
+    from pathlib import Path
+
+    found = find_config_file(None if start is None else os.fspath(start))
+    return None if found is None else Path(found)
+
+
+def find_config_file(start: str | None = None) -> str | None:
+    """``find_config`` as a ``str`` (the folders are resolved as ``Path.resolve`` does)."""
+    folder = os.path.realpath(os.getcwd() if start is None else start)
+    while True:
         for name in CONFIG_NAMES:
-            path = candidate / name
-            if path.is_file():
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
                 return path
-    return None
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def resolve_home(
     home: str | os.PathLike[str] | None = None, config: Path | None = None
 ) -> Path | None:
     """The state folder to use, or None when nothing says where it is."""
+    from pathlib import Path
+
     if home:
         return Path(home).resolve()
     env = os.environ.get("LACRIMOSA_HOME")
@@ -57,7 +75,15 @@ def socket_path(home: Path) -> Path:
     Inside ``home`` when the path fits in a Unix socket address; otherwise a short path under the
     temp folder, derived from ``home`` so that the console and every CLI call agree on it.
     """
-    inside = home / SOCKET_NAME
+    from pathlib import Path
+
+    return Path(socket_file(home))
+
+
+def socket_file(home: str | os.PathLike[str]) -> str:
+    """``socket_path`` as a ``str``; ``home`` absolute and normalized (as a ``Path`` is)."""
+    home = os.fspath(home)
+    inside = os.path.join(home, SOCKET_NAME)
     if len(os.fsencode(inside)) <= _MAX_SOCKET_PATH:
         return inside
     # Imported here: the one-shot CLI pays for every import, and this path is rarely taken.
@@ -65,7 +91,7 @@ def socket_path(home: Path) -> Path:
     import tempfile
 
     digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:20]
-    return Path(tempfile.gettempdir()) / f"lacrimosa-{os.getuid()}" / f"{digest}.sock"
+    return os.path.join(tempfile.gettempdir(), f"lacrimosa-{os.getuid()}", f"{digest}.sock")
 
 
 def check_state_folder(home: Path, create: bool = False) -> None:
@@ -136,11 +162,11 @@ def lock_console(home: Path, create: bool = True) -> int:
         return fd
 
 
-def console_starting(home: Path) -> bool:
+def console_starting(home: str | os.PathLike[str]) -> bool:
     """Whether a console holds the state folder's lock: it runs, or is starting. Probed with a
     shared lock released at once (a console taking its lock then retries: ``lock_console``)."""
     try:
-        fd = os.open(home / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(home, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False  # no lock file: no console has run here
     try:

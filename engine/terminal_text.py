@@ -26,19 +26,19 @@ The work is a regex scan (C speed) that returns at once for the common line with
 character, then ``str.translate`` over the pieces between SGR sequences: no per-character Python
 loop, so a 1 MB line costs milliseconds.
 
-:func:`json_text` is JSON with every control character escaped as ``\\uXXXX``: C0 (``json``
-already does it), DEL and C1 (``json`` with ``ensure_ascii=False`` leaves them raw), the Unicode
-line separators and lone surrogates. Non-ASCII text otherwise stays as it is (``ensure_ascii=True``
-would make every accented or CJK character six bytes).
+:func:`json_text` (JSON with every control character escaped) lives in engine/fastjson.py, which
+the one-shot CLI imports without this module; it is re-exported here.
 
-Standard library only (``re`` and ``json``): the one-shot CLI imports this, and so does the TUI.
+Standard library only (``re``): the CLI imports this for commands that print a child's text, and
+so does the TUI.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any, Literal
+from typing import Literal
+
+from .fastjson import json_text as json_text  # here too, beside terminal_safe
 
 TextMode = Literal["color", "plain", "raw"]
 TEXT_MODES: tuple[TextMode, ...] = ("color", "plain", "raw")
@@ -81,30 +81,3 @@ def terminal_safe(text: str, mode: TextMode = "color") -> str:
     elif len(pieces) > 1:
         pieces.append(SGR_RESET)
     return "".join(pieces)
-
-
-# Runs, so a long run costs one call. Compiled on first use (re caches it): only --json needs it.
-_JSON_UNSAFE = "[\x7f-\x9f\u2028\u2029\ud800-\udfff]+"
-
-
-class _EscapeTable(dict[int, str]):
-    """``code -> "\\uXXXX"`` for str.translate, filled as codes are met (the 2,000 surrogates
-    are not worth building at import: the one-shot CLI imports this)."""
-
-    def __missing__(self, code: int) -> str:
-        self[code] = escaped = f"\\u{code:04x}"
-        return escaped
-
-
-_JSON_ESCAPES = _EscapeTable()
-
-
-def _json_escape(match: re.Match[str]) -> str:
-    return match.group().translate(_JSON_ESCAPES)
-
-
-def json_text(value: Any, indent: int | None = None) -> str:
-    """``value`` as JSON text with no raw control character in it (see the module docstring)."""
-    # The characters escaped here occur only inside JSON strings (the syntax is ASCII), where
-    # ``\\uXXXX`` means the same character.
-    return re.sub(_JSON_UNSAFE, _json_escape, json.dumps(value, ensure_ascii=False, indent=indent))

@@ -1,0 +1,196 @@
+"""The ``lacrimosa`` command line's argparse parser: every verb and option, help, usage errors.
+
+A module of its own so that the common one-shot calls need not import it: ``cli.main`` reads the
+simplest forms of ``ps``, ``status``, ``start``/``stop``/``restart`` and ``shutdown`` itself
+(``_fast_args``), to the same result, and hands everything else here. argparse and what it loads
+(``re``, ``gettext``, ``shutil`` for the help's width, …) are milliseconds of every call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..engine.fastjson import json_text
+from .version import __version__
+from .wire import parse_duration
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as JSON on stderr when ``--json`` is among the arguments being parsed."""
+
+    _json_errors = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        arg_list = sys.argv[1:] if args is None else list(args)
+        self._json_errors = "--json" in arg_list
+        return super().parse_known_args(arg_list, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        if self._json_errors:
+            error = {"error": {"code": "usage", "message": f"{self.prog}: {message}"}}
+            self.exit(EXIT_USAGE, json_text(error) + "\n")
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, after_verb: bool, short_f: bool
+) -> None:
+    """``--home`` and ``-f/--file``: accepted before the verb and after it.
+
+    After the verb they default to SUPPRESS, so that a verb that does not repeat them keeps what
+    was given before it (argparse would otherwise overwrite it with the subparser's default).
+    """
+    default = argparse.SUPPRESS if after_verb else None
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        default=default,
+        help="the console's state folder (default: $LACRIMOSA_HOME, else "
+        ".lacrimosa/ beside the config: -f FILE, or the nearest lacrimosa.toml or Procfile)",
+    )
+    flags = ("-f", "--file") if short_f else ("--file",)
+    parser.add_argument(
+        *flags,
+        dest="file",
+        metavar="FILE",
+        default=default,
+        help="the lacrimosa.toml or Procfile: its console (state folder beside it)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    _add_global_options(common, after_verb=True, short_f=True)
+    # logs and events keep -f for --follow (the CLI contract); --file still works after them.
+    common_follow = _Parser(add_help=False)
+    _add_global_options(common_follow, after_verb=True, short_f=False)
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    # For commands that print what children or datagrams wrote (see engine/terminal_text.py).
+    child_text = _Parser(add_help=False)
+    shown = child_text.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="keep the colours (SGR codes) of the text shown: auto (the default) keeps them when "
+        "stdout is a terminal and NO_COLOR is unset or empty; other control sequences are "
+        "always shown as inert text (ESC as ␛)",
+    )
+    shown.add_argument(
+        "--no-color", dest="color", action="store_const", const="never", help="= --color=never"
+    )
+    shown.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the bytes as the child or sender wrote them, control sequences and all "
+        "(for a file; not with --json)",
+    )
+
+    parser = _Parser(prog="lacrimosa", description="A terminal-first operations console.")
+    parser.add_argument("--version", action="version", version=f"lacrimosa {__version__}")
+    _add_global_options(parser, after_verb=False, short_f=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
+    up.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
+    )
+    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    up.add_argument(
+        "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
+    )
+
+    commands.add_parser("ps", parents=[common, as_json], help="list processes")
+    logs = commands.add_parser(
+        "logs",
+        parents=[common_follow, as_json, child_text],
+        help="show a process's log (all processes merged without NAME)",
+    )
+    logs.add_argument("name", nargs="?", type=_text, metavar="NAME")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="how many of the last lines (default 100)",
+    )
+    stream = logs.add_mutually_exclusive_group()
+    stream.add_argument("--stdout", dest="stream", action="store_const", const="stdout")
+    stream.add_argument("--stderr", dest="stream", action="store_const", const="stderr")
+    logs.add_argument(
+        "--grep",
+        type=_text,
+        metavar="TEXT",
+        help="only lines containing TEXT (case-sensitive, in the bytes as written)",
+    )
+    logs.add_argument(
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    events = commands.add_parser(
+        "events",
+        parents=[common_follow, as_json, child_text],
+        help="show the newest events, oldest first",
+    )
+    events.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        default=20,
+        metavar="N",
+        help="how many of the newest events (default 20)",
+    )
+    events.add_argument("--stream", type=_non_negative_int, metavar="ID", help="only this stream")
+    events.add_argument("--node", type=_non_negative_int, metavar="ID", help="only this node")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    for verb in ("start", "stop", "restart"):
+        action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
+        action.add_argument("name", type=_text, metavar="NAME")
+    commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    commands.add_parser(
+        "shutdown", parents=[common, as_json], help="stop every process and the console"
+    )
+    return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _text(text: str) -> str:
+    """An argument sent to the console: a byte that is not UTF-8 (in argv as a surrogate escape)
+    cannot be, so it is a usage error rather than a failure to encode the request."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    return text
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
