@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import stat
-import struct
+import sys
 import time
 
 # The C socket module under ``socket``: ``socket`` itself imports ``enum`` and ``selectors``, a few
@@ -63,6 +63,15 @@ RETRY_FOR = 10.0  # seconds to keep asking a console that is busy or starting
 STALE_GRACE = 0.5
 _RETRY_CODES = ("busy", "starting")
 _CHUNK = 1 << 16  # bytes asked of the socket at a time for reply lines
+# C structs packed by hand, not with ``struct`` (two more modules, one a shared library, on every
+# call): ``struct ucred`` is three ints, ``struct timeval`` two longs (as wide as a pointer on
+# Linux).
+_INT = 4
+_LONG = 8 if sys.maxsize > 2**32 else 4
+
+
+def _timeval(seconds: int, micros: int) -> bytes:
+    return seconds.to_bytes(_LONG, sys.byteorder) + micros.to_bytes(_LONG, sys.byteorder)
 
 
 class RemoteError(LacrimosaError):
@@ -105,8 +114,8 @@ def _check_socket(path: str) -> None:
 
 
 def _check_peer(sock: Socket, path: str) -> None:
-    creds = sock.getsockopt(SOL_SOCKET, SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    creds = sock.getsockopt(SOL_SOCKET, SO_PEERCRED, 3 * _INT)  # pid, uid, gid
+    uid = int.from_bytes(creds[_INT : 2 * _INT], sys.byteorder)
     if uid != os.getuid():
         raise ConsoleError(f"refusing {path}: the process answering there runs as uid {uid}")
 
@@ -217,9 +226,9 @@ class ControlClient:
             # non-blocking, and a full accept queue would fail at once with EAGAIN.
             seconds = int(self.connect_timeout)
             micros = int((self.connect_timeout - seconds) * 1e6)
-            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", seconds, micros))
+            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _timeval(seconds, micros))
             sock.connect(path)
-            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, struct.pack("ll", 0, 0))
+            sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _timeval(0, 0))
             _check_peer(sock, path)
             sock.settimeout(self.timeout)
         except (FileNotFoundError, ConnectionRefusedError):

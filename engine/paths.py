@@ -10,7 +10,6 @@ the nearest ``lacrimosa.toml`` or ``Procfile`` found walking up from the current
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import time
@@ -138,6 +137,8 @@ def lock_console(home: Path, create: bool = True) -> int:
     console holds it. Taken as early as ``up`` can (before the engine is even imported), so a
     client that finds no socket, or a stale one, while the lock is held knows a console is
     starting (see ``console_starting``). ``create``: make the state folder if it is missing."""
+    import fcntl  # here and in console_starting: a one-shot call that connects needs neither
+
     check_state_folder(home, create=create)
     lock_path = home / LOCK_NAME
     try:
@@ -165,6 +166,8 @@ def lock_console(home: Path, create: bool = True) -> int:
 def console_starting(home: str | os.PathLike[str]) -> bool:
     """Whether a console holds the state folder's lock: it runs, or is starting. Probed with a
     shared lock released at once (a console taking its lock then retries: ``lock_console``)."""
+    import fcntl
+
     try:
         fd = os.open(os.path.join(home, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
