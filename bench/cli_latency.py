@@ -2,20 +2,27 @@
 
 A console with 5 processes is started in the background (``python -m lacrimosa.api.cli up --headless -f
 CONFIG``, from a temporary project folder, so the CLI finds it the way a user's shell would);
-once ``ps`` answers with all 5 running, each round times ``python -c pass`` and then
+once ``ps`` answers with all 5 running, each round times ``python -c pass`` and then each
 ``lacrimosa ps --json`` (process start to exit, output read and checked to be the JSON of 5
 processes). The console is then stopped with ``lacrimosa shutdown``.
 
+Which ``lacrimosa``:
+- the installed command of a regular ``pip install .``: the code measured is copied to a temporary
+  folder and installed (``--no-deps``: ``ps`` needs no dependency) into a fresh virtual
+  environment made here (``--without-pip``, nothing else in it; pip runs from this interpreter
+  with ``--python``). Skipped, with a note, when that install fails (no build backend to hand);
+- the repo's ``./lacrimosa`` launcher, when its environment is set up already (it is never set up
+  from here: that would install the dependencies);
+- ``--cli "COMMAND"``: any other command instead.
+
+Reference: ``python -c pass`` of that fresh environment's interpreter (the same interpreter, not a
+shell shim, and no ``.pth`` file of anyone's), in the same rounds.
+
 Bytecode is cached as on a user's machine: PYTHONDONTWRITEBYTECODE is unset and the cache goes
 to a temporary PYTHONPYCACHEPREFIX (nothing is written into the checkout), warmed by the calls
-made while waiting for the console.
+made while waiting for the console and one call of each command before the rounds.
 
-Which ``lacrimosa``: the installed entry point's equivalent, ``python -c "from lacrimosa.api.cli
-import main; ..."``, with a ``lacrimosa`` package pointing at the code measured on PYTHONPATH. When the repo's ``./lacrimosa`` launcher has its
-``.venv`` set up already, the launcher is measured too (it is never set up from here: that would
-install packages). ``--cli "COMMAND"`` measures any other command instead.
-
-Target: median under 80 ms (20 rounds). The ratio is to ``python -c pass`` in the same rounds.
+Target: median at most 1.5x the reference (20 rounds); the old target, under 80 ms, is in the notes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +56,9 @@ from bench._common import (
 ROUNDS = 20
 QUICK_ROUNDS = 5
 PROCESSES = 5
-TARGET = 0.080
+TARGET_RATIO = 1.5
+TARGET = 0.080  # the earlier target, in the notes
+LAUNCHER_LAYOUT = "launcher 2"  # what ./lacrimosa writes in its stamp
 READY_TIMEOUT = 30.0
 ENTRY_POINT = "import sys; from lacrimosa.api.cli import main; sys.exit(main())"
 
@@ -66,15 +76,50 @@ PROCESS = textwrap.dedent("""\
 
 
 def _launcher_ready(root: Path) -> bool:
-    """Whether ./lacrimosa would run straight away, without (re)installing its .venv."""
+    """Whether ./lacrimosa would run straight away, without (re)installing its .venv (the
+    launcher's own check)."""
     venv = Path(os.environ.get("LACRIMOSA_VENV", root / ".venv"))
     stamp = venv / ".lacrimosa-installed"
-    return (
-        (root / "lacrimosa").is_file()
-        and (venv / "bin" / "lacrimosa").is_file()
-        and stamp.is_file()
-        and stamp.stat().st_mtime >= (root / "pyproject.toml").stat().st_mtime
+    link = venv / "lacrimosa-source" / "lacrimosa" / "api"
+    try:
+        return (
+            (root / "lacrimosa").is_file()
+            and (venv / "bin" / "lacrimosa").is_file()
+            and stamp.read_text().strip() == LAUNCHER_LAYOUT
+            and stamp.stat().st_mtime >= (root / "pyproject.toml").stat().st_mtime
+            and link.resolve() == (root / "api").resolve()
+        )
+    except OSError:
+        return False
+
+
+def _pip_install(root: Path, tmp: Path) -> Path | None:
+    """A fresh virtual environment with the code in ``root`` installed by ``pip install .``
+    (no dependencies); its folder, or None when the install failed (the reason is printed)."""
+    source = tmp / "source"
+    for name in ("engine", "api", "tui", "bin"):
+        if (root / name).is_dir():
+            shutil.copytree(
+                root / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    venv = tmp / "venv"
+    quiet = {"capture_output": True, "text": True, "check": False}
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], **quiet)
+    python = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+    done = (
+        made
+        if made.returncode
+        else subprocess.run(
+            [*pip, "--no-deps", "--disable-pip-version-check", str(source)], **quiet
+        )
     )
+    if done.returncode != 0 or not (venv / "bin" / "lacrimosa").is_file():
+        print(f"cli_latency: pip install . failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return venv
 
 
 def _timed_run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -117,18 +162,38 @@ def _wait_ready(
     raise RuntimeError(f"the console did not answer `ps` in {READY_TIMEOUT}s: {last}")
 
 
-def measure(cli_commands: dict[str, list[str]], rounds: int) -> dict[str, list[float]]:
+def measure(
+    cli_commands: dict[str, list[str]], rounds: int, pip_install: bool
+) -> tuple[dict[str, list[float]], list[str]]:
+    """Times per command (``"python -c pass"`` first), and notes."""
     root = code_root()
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lacrimosa-bench-") as tmp:
+        reference = [sys.executable, "-c", "pass"]
+        if pip_install:
+            venv = _pip_install(root, Path(tmp))
+            if venv is None:
+                notes.append(
+                    "pip install . failed (see stderr): the installed command not measured"
+                )
+            else:
+                reference = [str(venv / "bin" / "python"), "-c", "pass"]
+                cli_commands = {
+                    "lacrimosa ps --json (pip install .)": [str(venv / "bin" / "lacrimosa")],
+                    **cli_commands,
+                }
         project = Path(tmp) / "project"
         project.mkdir()
         config = project / "lacrimosa.toml"
         config.write_text(
             CONFIG.format(processes="\n".join(PROCESS.format(i=i) for i in range(1, PROCESSES + 1)))
         )
-        env = startup_env(Path(tmp) / "pycache")
-        env["PYTHONPATH"] = str(package_shim(root, Path(tmp) / "shim"))
-        env.pop("LACRIMOSA_HOME", None)
+        # The measured commands find their code where they are installed: no PYTHONPATH. The
+        # console (and the readiness checks) run from the checkout measured, through a shim.
+        clean = startup_env(Path(tmp) / "pycache")
+        for name in ("LACRIMOSA_HOME", "PYTHONPATH", "VIRTUAL_ENV"):
+            clean.pop(name, None)
+        env = dict(clean, PYTHONPATH=str(package_shim(root, Path(tmp) / "shim")))
         python = [sys.executable, "-c", ENTRY_POINT]
         log = Path(tmp) / "console.log"
         with log.open("wb") as log_file:
@@ -144,14 +209,14 @@ def measure(cli_commands: dict[str, list[str]], rounds: int) -> dict[str, list[f
             _wait_ready(python, project, env, console, log)
             times: dict[str, list[float]] = {"python -c pass": []}
             times.update({name: [] for name in cli_commands})
-            for cmd in [[sys.executable, "-c", "pass"], *cli_commands.values()]:
-                _timed_run([*cmd, "ps", "--json"] if cmd[-1] != "pass" else cmd, project, env)
+            for _ in range(2):  # the bytecode cache warmed
+                _timed_run(reference, project, clean)
+                for cmd in cli_commands.values():
+                    _timed_run([*cmd, "ps", "--json"], project, clean)
             for _ in range(rounds):
-                times["python -c pass"].append(
-                    _timed_run([sys.executable, "-c", "pass"], project, env)[0]
-                )
+                times["python -c pass"].append(_timed_run(reference, project, clean)[0])
                 for name, cmd in cli_commands.items():
-                    elapsed, out = _timed_run([*cmd, "ps", "--json"], project, env)
+                    elapsed, out = _timed_run([*cmd, "ps", "--json"], project, clean)
                     if not _check_ps(out):
                         raise RuntimeError(f"unexpected `ps --json` output: {out[:200]}")
                     times[name].append(elapsed)
@@ -164,7 +229,7 @@ def measure(cli_commands: dict[str, list[str]], rounds: int) -> dict[str, list[f
             except subprocess.TimeoutExpired:
                 console.terminate()
                 console.wait(timeout=10)
-    return times
+    return times, notes
 
 
 def run(quick: bool, cli: str | None = None) -> list[Row]:
@@ -173,13 +238,12 @@ def run(quick: bool, cli: str | None = None) -> list[Row]:
         raise Skip("api/cli.py does not exist yet")
     rounds = QUICK_ROUNDS if quick else ROUNDS
     commands: dict[str, list[str]] = {}
+    launcher = "./lacrimosa ps --json (launcher)"
     if cli:
         commands[cli] = shlex.split(cli)
-    else:
-        commands["lacrimosa ps --json (entry point)"] = [sys.executable, "-c", ENTRY_POINT]
-        if root == REPO and _launcher_ready(root):
-            commands["./lacrimosa ps --json (launcher)"] = [str(root / "lacrimosa")]
-    times = measure(commands, rounds)
+    elif root == REPO and _launcher_ready(root):
+        commands[launcher] = [str(root / "lacrimosa")]
+    times, notes = measure(commands, rounds, pip_install=not cli)
     ref = times.pop("python -c pass")
     rows = []
     for name, values in times.items():
@@ -190,11 +254,12 @@ def run(quick: bool, cli: str | None = None) -> list[Row]:
                 f"{fmt_ms(m)} (p95 {fmt_ms(percentile(values, 95))})",
                 f"{fmt_ms(r)} python -c pass",
                 m / r,
-                f"< {fmt_ms(TARGET)}",
-                m < TARGET,
+                f"<= {TARGET_RATIO}x",
+                m / r <= TARGET_RATIO,
                 notes=[
-                    f"median of {rounds} rounds, bytecode cached; runs (ms): "
-                    + " ".join(f"{v * 1e3:.0f}" for v in values)
+                    f"median of {rounds} rounds, bytecode cached "
+                    f"({'under' if m < TARGET else 'NOT under'} the earlier {fmt_ms(TARGET)}); "
+                    "runs (ms): " + " ".join(f"{v * 1e3:.0f}" for v in values)
                 ],
                 data={
                     "median": m,
@@ -205,9 +270,12 @@ def run(quick: bool, cli: str | None = None) -> list[Row]:
                 },
             )
         )
-    if not cli and "./lacrimosa ps --json (launcher)" not in times:
+    if not rows:
+        raise Skip("; ".join(notes) or "nothing to measure")
+    rows[-1].notes.extend(notes)
+    if not cli and launcher not in times:
         rows[-1].notes.append(
-            "./lacrimosa launcher not measured: its .venv is not set up "
+            "./lacrimosa launcher not measured: its environment is not set up "
             "(setting it up would install packages)"
         )
     return rows

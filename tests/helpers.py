@@ -8,6 +8,9 @@ Keep this module stable and dependency-free:
   (a reparented child nobody reaps stays a zombie here, but it runs nothing).
 - ``wait_for(pilot, predicate, what)``: ``wait_until`` for a Textual app under Pilot.
 - ``send_events(console, sock, *datagrams)``: UDP to a console's sequencer, until it counted them.
+- ``HEAVY_FOR_ONE_SHOT`` / ``bare_python(tmp_path)``: the modules a one-shot CLI call must not
+  load, and a command and environment that run Python without ``site`` (so no ``.pth`` file, no
+  editable finder, loads anything first) with ``lacrimosa`` importable from this checkout.
 """
 
 from __future__ import annotations
@@ -111,3 +114,28 @@ def group_pids(pgid: int) -> set[int]:
         if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
             found.add(int(entry))
     return found
+
+
+# Each costs milliseconds of every `lacrimosa ps` (see api/cli.py), and some came in before through
+# innocent-looking imports: typing, pathlib (with urllib, fnmatch, re), socket (with enum,
+# selectors), json (with re), signal (with enum), argparse (with gettext, shutil, locale).
+HEAVY_FOR_ONE_SHOT = (
+    *("argparse", "gettext", "shutil", "locale", "json", "re", "enum", "functools"),
+    *("collections", "socket", "selectors", "struct", "fcntl", "signal", "pathlib"),
+    *("urllib", "fnmatch", "ipaddress", "typing", "dataclasses", "importlib.util"),
+    *("textual", "rich", "numpy"),
+)
+
+
+def bare_python(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """``python -S`` (no site: nothing loaded but the interpreter's own) and an environment whose
+    PYTHONPATH holds a ``lacrimosa`` package pointing at this checkout."""
+    import sys
+
+    shim = tmp_path / "shim" / "lacrimosa"
+    shim.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parent.parent
+    (shim / "__init__.py").write_text(f"__path__ = [{str(repo)!r}]\n")
+    env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
+    env["PYTHONPATH"] = str(shim.parent)
+    return [sys.executable, "-S"], env

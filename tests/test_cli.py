@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from helpers import pid_alive, wait_until
+from helpers import HEAVY_FOR_ONE_SHOT, bare_python, pid_alive, wait_until
 
 from lacrimosa.api.client import ConsoleLost, ControlClient
 from lacrimosa.api.protocol import dispatch, follow
@@ -1154,3 +1154,34 @@ def test_events_raw_writes_the_payload_bytes_as_sent(tmp_path: Path) -> None:
     shown = running.run("events").stdout  # without --raw: as before
     assert shown.splitlines()[0].endswith("  hex:" + binary.hex())
     _assert_inert(shown, colours=False)
+
+
+def test_ps_json_loads_no_heavy_module(console: RunningConsole, tmp_path: Path) -> None:
+    """A real `ps --json` round trip, in an interpreter where nothing else loaded anything first
+    (no site): none of the modules that made one-shot calls slow come back (api/cli.py)."""
+    python, env = bare_python(tmp_path)
+    modules = tmp_path / "modules.txt"
+    probe = (
+        "import sys\n"
+        "from lacrimosa.api.cli import main\n"
+        "code = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write('\\n'.join(sorted(sys.modules)))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [*python, "-c", probe, str(modules), "ps", "--json"],
+        cwd=console.folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {p["name"] for p in json.loads(result.stdout)["processes"]} == {
+        "ticker",
+        "mixed",
+        "grand",
+    }
+    loaded = set(modules.read_text().split())
+    assert "lacrimosa.api.client" in loaded
+    assert sorted(loaded & set(HEAVY_FOR_ONE_SHOT)) == []

@@ -2,6 +2,8 @@
 
 - engine/ never imports textual, rich, typer or an HTTP framework;
 - the one-shot CLI (lacrimosa.api.cli) loads neither textual nor numpy: every `lacrimosa ps` pays for them;
+  nor, on its way to a `ps --json`, any of the standard library's heavier modules (HEAVY_FOR_ONE_SHOT:
+  argparse, json, re, enum, socket, pathlib, typing, …; tests/test_cli.py checks a real call too);
 - api/ never imports tui/.
 """
 
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import HEAVY_FOR_ONE_SHOT, bare_python
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_MODULES = sorted(
@@ -64,6 +67,37 @@ def test_the_one_shot_cli_loads_neither_textual_nor_numpy() -> None:
     loaded = loaded_after_import("lacrimosa.api.cli")
     assert loaded is not None
     assert sorted(loaded & {"textual", "numpy"}) == []
+
+
+_ONE_SHOT_PROBE = """
+import sys
+from lacrimosa.api import client, wire
+from lacrimosa.api.cli import _fast_args, json_text
+args = _fast_args(["--home", "DIR", "ps", "--json"])
+assert args is not None and args.json
+wire.encode({"op": "ps"})
+reply = client.loads(b'{"ok": true, "result": {"processes": [{"name": "a", "exit_code": -9}]}}')
+json_text(reply["result"], indent=2)
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_the_one_shot_path_loads_no_heavy_module(tmp_path: Path) -> None:
+    python, env = bare_python(tmp_path)
+    result = subprocess.run(
+        [*python, "-c", _ONE_SHOT_PROBE], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "lacrimosa.api.client" in loaded  # the probe saw the modules
+    assert sorted(loaded & set(HEAVY_FOR_ONE_SHOT)) == []
+
+
+def test_the_probe_would_see_a_heavy_module(tmp_path: Path) -> None:
+    python, env = bare_python(tmp_path)
+    probe = _ONE_SHOT_PROBE.replace("import sys", "import sys, pathlib", 1)
+    result = subprocess.run([*python, "-c", probe], env=env, capture_output=True, text=True)
+    assert "pathlib" in result.stdout.split()
 
 
 @pytest.mark.parametrize("module", API_MODULES)
