@@ -11,6 +11,7 @@ checkout's: that is how a prototype in a scratch copy is measured with the same 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -216,3 +217,147 @@ def print_table(rows: Sequence[Row], out: Any = None) -> None:
         print(file=out)
         for benchmark, note in notes:
             print(f"  {benchmark}: {note}", file=out)
+
+
+# -- supervisord, the reference for the capture and small-writes benchmarks ------------------------
+
+
+def install_supervisord(folder: Path) -> Path | str:
+    """``supervisor`` from PyPI, pip-installed into a temporary venv under ``folder`` (never the
+    checkout). Returns the ``supervisord`` executable, or a sentence saying why there is none."""
+    import subprocess
+    import venv
+
+    env_dir = folder / "supervisor-venv"
+    try:
+        venv.create(env_dir, with_pip=True)
+        done = subprocess.run(
+            [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "supervisor"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"could not install supervisor: {exc}"
+    executable = env_dir / "bin" / "supervisord"
+    if done.returncode != 0 or not executable.exists():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"could not install supervisor from PyPI: {last}"
+    return executable
+
+
+class Supervisord:
+    """A real supervisord in ``folder`` running ``programs`` (name -> shell command, stdout to
+    ``folder/NAME.log``, not started until :meth:`start`), driven over XML-RPC on a Unix socket.
+
+    ``with Supervisord(exe, folder, programs) as sd: sd.start("seq")``
+    """
+
+    def __init__(self, executable: Path, folder: Path, programs: dict[str, str]) -> None:
+        self.folder = folder
+        self.socket = folder / "supervisor.sock"
+        sections = [
+            "[supervisord]",
+            f"logfile={folder / 'supervisord.log'}",
+            f"pidfile={folder / 'supervisord.pid'}",
+            f"childlogdir={folder}",
+            "nodaemon=true",
+            "loglevel=warn",
+            "[unix_http_server]",
+            f"file={self.socket}",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        ]
+        for name, command in programs.items():
+            sections += [
+                f"[program:{name}]",
+                f"command={command}",
+                "autostart=false",
+                "autorestart=false",
+                "startsecs=0",
+                f"stdout_logfile={self.log(name)}",
+                "stdout_logfile_maxbytes=0",
+                "stderr_logfile=NONE",
+            ]
+        config = folder / "supervisord.conf"
+        config.write_text("\n".join(sections) + "\n")
+        self._args = [str(executable), "-c", str(config)]
+        self._proc: Any = None
+
+    def log(self, name: str) -> Path:
+        return self.folder / f"{name}.log"
+
+    def __enter__(self) -> Supervisord:
+        import subprocess
+
+        self._proc = subprocess.Popen(
+            self._args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.rpc().supervisor.getState()
+                return self
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError("supervisord did not come up") from None
+                time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+        import subprocess
+
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGTERM)  # it stops its programs, then exits
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
+    @property
+    def pid(self) -> int:
+        return int(self._proc.pid)
+
+    def rpc(self) -> Any:
+        import http.client
+        import socket
+        import xmlrpc.client
+
+        path = str(self.socket)
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+
+        class UnixTransport(xmlrpc.client.Transport):
+            def make_connection(self, host: Any) -> http.client.HTTPConnection:
+                return UnixConnection("localhost")
+
+        return xmlrpc.client.ServerProxy("http://localhost", transport=UnixTransport())
+
+    def start(self, name: str) -> None:
+        """Ask for the program to start; returns once supervisord has spawned it."""
+        self.rpc().supervisor.startProcess(name, False)
+
+    def start_all(self) -> None:
+        self.rpc().supervisor.startAllProcesses(False)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process (all its threads, not its children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

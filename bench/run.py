@@ -41,6 +41,7 @@ MODULES = (
     "tui_events",
     "tui_bytes",
     "ingest_readers",
+    "small_writes",
 )
 TIMEOUT = {True: 120, False: 1200}
 

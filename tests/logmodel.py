@@ -139,13 +139,17 @@ class Harness:
         block_bytes: int,
         block_lines: int,
         budget: int | None = None,
+        small_append: int | None = None,
     ) -> None:
         self.clock = _Clock()
+        # small_append=0 sends every append down the general (numpy) path.
+        small = {} if small_append is None else {"SMALL_APPEND": small_append}
         self._patches = mock.patch.multiple(
             logstore,
             BLOCK_BYTES=block_bytes,
             BLOCK_LINES=block_lines,
             time=self.clock,
+            **small,
         )
         self.block_bytes = block_bytes
         self.model = LogModel(max_line)

@@ -29,6 +29,8 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "tui events",
         "tui bytes",
         "ingest process SIGKILLed",
+        "capture vs supervisord",
+        "small writes",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"

@@ -367,10 +367,18 @@ def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
 # -- the reference model -------------------------------------------------------------------------
 
 
+# Appends of a few short lines take a path of their own (``_append_small``); with
+# ``SMALL_APPEND`` at 0 every append takes the general one, so both are held to the model.
+BOTH_APPEND_PATHS = pytest.mark.parametrize("small_append", [logstore.SMALL_APPEND, 0])
+
+
+@BOTH_APPEND_PATHS
 @settings(max_examples=150, deadline=None)
 @given(ops=op_lists(), max_line=MAX_LINE, geometry=GEOMETRY)
-def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: tuple) -> None:
-    harness = Harness(max_line, *geometry)
+def test_store_matches_the_reference_model(
+    ops: list, max_line: int, geometry: tuple, small_append: int
+) -> None:
+    harness = Harness(max_line, *geometry, small_append=small_append)
     with harness.running() as h:
         snapshots = []
         for op in [*ops, ("check",)]:
@@ -400,6 +408,7 @@ def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: t
             assert [line_key(line) for line in lines] == expected
 
 
+@BOTH_APPEND_PATHS
 @settings(max_examples=150, deadline=None)
 @given(
     ops=op_lists(),
@@ -408,11 +417,11 @@ def test_store_matches_the_reference_model(ops: list, max_line: int, geometry: t
     extra=st.integers(0, 4),
 )
 def test_eviction_keeps_the_budget_and_the_newest_lines(
-    ops: list, max_line: int, geometry: tuple, extra: int
+    ops: list, max_line: int, geometry: tuple, extra: int, small_append: int
 ) -> None:
     # 16 lines of metadata outweigh 64 bytes of text: three live blocks exceed a small budget.
     budget = (4 + extra) * geometry[0]
-    harness = Harness(max_line, *geometry, budget=budget)
+    harness = Harness(max_line, *geometry, budget=budget, small_append=small_append)
     with harness.running() as h:
         for op in ops:
             if op[0] == "check":

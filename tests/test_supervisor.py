@@ -64,6 +64,33 @@ def test_stdout_and_stderr_are_captured_apart(console: MakeConsole) -> None:
     assert (info.stdout_lines, info.stderr_lines, info.exit_code) == (3, 1, 0)
 
 
+GET_PDEATHSIG = (
+    "import ctypes; libc = ctypes.CDLL(None); sig = ctypes.c_int(); "
+    "libc.prctl(2, ctypes.byref(sig), 0, 0, 0); print('pdeathsig', sig.value)"
+)
+
+
+@pytest.mark.parametrize("launcher", ["setpriv", "preexec_fn"])
+def test_every_child_gets_pdeathsig_with_or_without_setpriv(
+    console: MakeConsole, monkeypatch: pytest.MonkeyPatch, launcher: str
+) -> None:
+    # setpriv (when present) sets PR_SET_PDEATHSIG so that Popen can vfork; without it, a
+    # preexec_fn does. Either way the leader has it, and its output is untouched.
+    from lacrimosa.engine.processes import supervisor as supervisor_module
+
+    if launcher == "setpriv" and supervisor_module._setpriv() is None:
+        pytest.skip("no setpriv with --pdeathsig here")
+    if launcher == "preexec_fn":
+        monkeypatch.setattr(supervisor_module, "_setpriv", lambda: None)
+    c = console(f"""
+        [processes.probe]
+        cmd = "exec {PY} -c \\"{GET_PDEATHSIG}\\"; echo never"
+        restart = "never"
+    """)
+    wait_until(lambda: state_of(c, "probe") == "exited")
+    assert texts(c, "probe") == [f"pdeathsig {int(signal.SIGTERM)}", "exited with code 0"]
+
+
 def test_a_partial_line_is_shown_while_the_process_still_runs(console: MakeConsole) -> None:
     c = console("""
         [processes.prompt]

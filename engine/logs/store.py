@@ -55,6 +55,7 @@ FLAG_NO_NEWLINE = 0b100  # this piece did not end in a newline (split long line,
 BLOCK_BYTES = 1 << 20
 BLOCK_LINES = 1 << 17
 MAX_LINE_BYTES = 64 << 10
+SMALL_APPEND = 2048  # appends up to this many bytes (with the pending partial line) skip numpy
 META_BYTES_PER_LINE = 4  # the end offset; the rest is per run
 META_BYTES_PER_RUN = 4 + 8 + 4 + 1  # first line index, first id, time, flags
 _MAX_BLOCK_AGE_MS = (1 << 32) - 1
@@ -350,6 +351,10 @@ class ProcessLogs:
         """
         max_line = self._store.max_line_bytes
         pending = self._partial.get(stream, b"")
+        if len(chunk) + len(pending) <= SMALL_APPEND:
+            stored = self._append_small(pending + chunk, stream, flush, max_line)
+            if stored is not None:
+                return stored
         buf = pending + chunk if pending else chunk
         if not buf:
             return 0
@@ -381,6 +386,80 @@ class ProcessLogs:
         self._write_lines(arr, ends, nonl, stream)
         self.bytes_in += complete
         return len(ends)
+
+    def _append_small(self, buf: bytes, stream: int, flush: bool, max_line: int) -> int | None:
+        """``_append`` for a few short lines (one line every few ms from many processes is the
+        common case): plain bytes methods and a few item writes instead of some twenty numpy
+        calls, each dearer than the whole job at this size (~5 µs instead of ~30 µs a call).
+        Returns None, having changed nothing, when the general path is needed: a piece without
+        newline to store (flush, long tail), a line over ``max_line``, no room in the active
+        block, or a block too old for its millisecond times."""
+        complete = buf.rfind(b"\n") + 1
+        tail = len(buf) - complete
+        if tail and (flush or tail >= max_line or stream == SYSTEM):
+            return None
+        ends = []
+        start = 0
+        while start < complete:
+            end = buf.index(b"\n", start) + 1
+            if end - start > max_line:
+                return None
+            ends.append(end)
+            start = end
+        count = len(ends)
+        block = self._active
+        now_ms = int(time.time() * 1000)
+        if count and (
+            block is None
+            or block.used + complete > BLOCK_BYTES
+            or block.n + count > BLOCK_LINES
+            or now_ms - block.t0_ms > _MAX_BLOCK_AGE_MS
+        ):
+            return None
+        if stream != SYSTEM:
+            self._partial[stream] = buf[complete:]
+        if not count:
+            return 0
+        assert block is not None
+        store = self._store
+        used, n, runs = block.used, block.n, block.runs
+        block.data[used : used + complete] = np.frombuffer(buf, np.uint8, complete)
+        if count == 1:
+            block.ends[n] = used + complete
+        else:
+            block.ends[n : n + count] = [used + end for end in ends]
+        first_id = store._next_id
+        rel_ms = max(now_ms - block.t0_ms, 0)
+        new_runs = 0
+        if runs:
+            last = runs - 1
+            floor = int(block.run_times[last])
+            if rel_ms < floor:  # times never go backwards inside a block
+                rel_ms = floor
+            continues = (
+                rel_ms == floor
+                and int(block.run_flags[last]) == stream
+                and int(block.run_ids[last]) + n - int(block.run_starts[last]) == first_id
+            )
+        else:
+            continues = False
+        if not continues:
+            block.run_starts[runs] = n
+            block.run_ids[runs] = first_id
+            block.run_times[runs] = rel_ms
+            block.run_flags[runs] = stream
+            block.runs = runs + 1
+            new_runs = 1
+        store._next_id = first_id + count
+        block.used = used + complete
+        block.n = n + count  # published last: readers never see a half-written line
+        store._bytes += complete + count * META_BYTES_PER_LINE + new_runs * META_BYTES_PER_RUN
+        self.line_counts[stream] += count
+        self.bytes_in += complete
+        if block.used == BLOCK_BYTES or block.n == BLOCK_LINES:
+            self._seal_active()
+        self._publish()
+        return count
 
     def _write_lines(
         self, arr: np.ndarray, ends: np.ndarray, nonl: np.ndarray | None, stream: int
