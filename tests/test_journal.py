@@ -1216,3 +1216,24 @@ def test_a_planted_temporary_name_is_never_written_through(tmp_path: Path) -> No
     assert victim.read_bytes() == b"precious"
     assert not (tmp_path / "events.journal").is_symlink()
     assert len(os.listdir(tmp_path)) == 4  # victim, two links, the journal: no temporary left
+
+
+def test_a_journal_others_can_write_or_own_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    # Another user who may write the file could change its events and counters while we run (a
+    # journal path outside the state folder, in a project folder anyone may write to).
+    path = tmp_path / "events.journal"
+    Journal(path, 64, BLOB).close()
+    data = path.read_bytes()
+    for mode in (0o666, 0o620):
+        path.chmod(mode)
+        with pytest.raises(JournalError, match="writable by you alone"):
+            Journal(path, 64, BLOB)
+        with pytest.raises(JournalError, match="writable by you alone"):
+            Journal.open_reader(path, 64, BLOB, None)
+    assert path.read_bytes() == data
+    path.chmod(0o600)
+    Journal(path, 64, BLOB).close()  # ours and private: used
+    if os.geteuid() == 0:  # root can hand the file to another uid and see it refused
+        os.chown(path, 65534, -1)
+        with pytest.raises(JournalError, match="owned by uid 65534"):
+            Journal(path, 64, BLOB)

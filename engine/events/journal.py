@@ -54,7 +54,9 @@ too, and mismatches (between intact ones) are counted as corrupt and read as inv
 is listed in :meth:`RecoveryReport.describe` (and so in ``status`` and the Overview).
 
 **The file itself.** It is opened with ``O_NOFOLLOW``: a journal path that is a symbolic link (one
-planted in the state folder by another user, say) is refused, as is anything but a regular file.
+planted in the state folder by another user, say) is refused, as is anything but a regular file,
+and a file another user owns or that group or others may write (they could change its events and
+counters while we run).
 A new journal is built under a random temporary name made with ``O_CREAT | O_EXCL | O_NOFOLLOW``
 and linked into place only if nothing has the name meanwhile (never written through a link).
 
@@ -166,6 +168,18 @@ class _OpeningPlan:
     repairs: list[str]
 
 
+def _refuse_if_others_can_write(path: Path, fd: int) -> None:
+    """A journal another user owns, or that group or others may write, could have its events
+    and counters changed under us while we run: refused, like a state folder of that kind."""
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise JournalError(
+            f"{path}: refusing to use this file as the event journal: it is owned by uid "
+            f"{info.st_uid} with mode {stat.S_IMODE(info.st_mode):o}; it must be yours and "
+            "writable by you alone (chown it, or chmod go-w)"
+        )
+
+
 class Journal:
     """One journal file, open for writing by this process (an exclusive lock is held)."""
 
@@ -242,6 +256,7 @@ class Journal:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise JournalError(f"{self.path}: the event journal is not a regular file")
+            _refuse_if_others_can_write(self.path, fd)
             self.capacity, self.blob_size = self._check_geometry(capacity, blob_size)
             self._map = mmap.mmap(fd, self._expected_size(), access=mmap.ACCESS_READ)
         except BaseException:
@@ -309,6 +324,11 @@ class Journal:
                 f"{self.path}: refusing to use this path as the event journal: it is not a "
                 "regular file"
             )
+        try:
+            _refuse_if_others_can_write(self.path, fd)
+        except JournalError:
+            os.close(fd)
+            raise
         return fd
 
     def _create(self, capacity: int, blob_size: int) -> bool:
