@@ -56,8 +56,8 @@ from . import ingest_stats as shared
 from .frames import Event
 from .ingest_stats import SharedStats
 from .journal import Journal, RecoveryReport
-from .receivers import SocketInfo, kernel_drops, open_udp_socket
-from .sequencer import DROP_CAUSES, STOP_DRAIN_SECONDS, SequencerStats
+from .receivers import kernel_drops, open_udp_socket
+from .sequencer import DROP_CAUSES, STOP_DRAIN_SECONDS, SequencerStats, sequencer_status
 
 PROCESS_NAME = "(ingest)"  # LACRIMOSA_PROCESS of the ingest process (no configured name has it)
 READY_TIMEOUT = 120.0  # seconds an ingest process may take to open (recover) the journal
@@ -563,46 +563,8 @@ class IngestProcess:
         }
 
     def status(self) -> dict[str, Any]:
-        stats = self.stats()
-        journal = self.journal
-        tail, head = journal.bounds()
-        ring, blob = journal.utilisation()
-        info: SocketInfo = self.socket_info
-        out: dict[str, Any] = {
-            "udp": self.address,
-            "backend": self.backend,
-            "backend_note": self.backend_note,
-            "rcvbuf": info.rcvbuf,
-            "rcvbuf_forced": info.forced,
-            "received": stats.received,
-            "accepted": stats.accepted,
-            "text": stats.text,
-            "framed": stats.framed,
-            "rate": stats.rate,
-            "drops": stats.drops,
-            "clock_ignored": stats.clock_ignored,
-            "journal": {
-                "path": str(journal.path),
-                "capacity": journal.capacity,
-                "blob_bytes": journal.blob_size,
-                "events": head - tail,
-                "first_seq": tail,
-                "next_seq": head,
-                "ring_used": round(ring, 4),
-                "blob_used": round(blob, 4),
-                "last_lamport": journal.last_lamport,
-                "opened": journal.recovery.describe(),
-            },
-            "ingest": self.ingest_status(),
-        }
-        out["ingest_errors"] = self.ingest_errors
-        out["lost"] = self.lost
-        last_error = self.last_error
-        if last_error is not None:
-            out["last_error"] = last_error
-        failure = self.failure
-        if failure is not None:
-            out["failure"] = failure
+        out = sequencer_status(self, self.backend, last_error=self.last_error, failure=self.failure)
+        out["ingest"] = self.ingest_status()
         return out
 
     def warnings(self) -> list[str]:

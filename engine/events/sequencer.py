@@ -42,7 +42,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -508,44 +508,13 @@ class Sequencer:
         return self.journal.read_events(seqs[max(0, len(seqs) - lines) :])
 
     def status(self) -> dict[str, Any]:
-        stats = self.stats()
-        journal = self.journal
-        tail, head = journal.bounds()
-        ring, blob = journal.utilisation()
-        info: SocketInfo = self.socket_info
-        out: dict[str, Any] = {
-            "udp": self.address,
-            "backend": self.receiver.name,
-            "backend_note": self.backend_note,
-            "rcvbuf": info.rcvbuf,
-            "rcvbuf_forced": info.forced,
-            "received": stats.received,
-            "accepted": stats.accepted,
-            "text": stats.text,
-            "framed": stats.framed,
-            "rate": stats.rate,
-            "drops": stats.drops,
-            "clock_ignored": stats.clock_ignored,
-            "journal": {
-                "path": str(journal.path),
-                "capacity": journal.capacity,
-                "blob_bytes": journal.blob_size,
-                "events": head - tail,
-                "first_seq": tail,
-                "next_seq": head,
-                "ring_used": round(ring, 4),
-                "blob_used": round(blob, 4),
-                "last_lamport": journal.last_lamport,
-                "opened": journal.recovery.describe(),
-            },
-        }
-        out["ingest_errors"] = self.ingest_errors
-        out["lost"] = self.lost
-        if self.last_error is not None:
-            out["last_error"] = self.last_error
-        if self.failure is not None:
-            out["failure"] = f"{type(self.failure).__name__}: {self.failure}"
-        return out
+        failure = self.failure
+        return sequencer_status(
+            self,
+            self.receiver.name,
+            last_error=self.last_error,
+            failure=None if failure is None else f"{type(failure).__name__}: {failure}",
+        )
 
     def warnings(self) -> list[str]:
         """What is wrong with the sequencer, in a sentence each (empty when all is well)."""
@@ -564,6 +533,68 @@ class Sequencer:
         if repairs:
             out.append(f"the event journal was repaired on opening: {'; '.join(repairs)}")
         return out
+
+
+class _Reporting(Protocol):
+    """What :func:`sequencer_status` reads: a Sequencer, or the console's IngestProcess."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def backend_note(self) -> str | None: ...
+    @property
+    def socket_info(self) -> SocketInfo: ...
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def ingest_errors(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+    def stats(self) -> SequencerStats: ...
+
+
+def sequencer_status(
+    source: _Reporting, backend: str, last_error: str | None, failure: str | None
+) -> dict[str, Any]:
+    """The sequencer's part of the console's status (one shape, whichever process ingests)."""
+    stats = source.stats()
+    journal = source.journal
+    tail, head = journal.bounds()
+    ring, blob = journal.utilisation()
+    info = source.socket_info
+    out: dict[str, Any] = {
+        "udp": source.address,
+        "backend": backend,
+        "backend_note": source.backend_note,
+        "rcvbuf": info.rcvbuf,
+        "rcvbuf_forced": info.forced,
+        "received": stats.received,
+        "accepted": stats.accepted,
+        "text": stats.text,
+        "framed": stats.framed,
+        "rate": stats.rate,
+        "drops": stats.drops,
+        "clock_ignored": stats.clock_ignored,
+        "journal": {
+            "path": str(journal.path),
+            "capacity": journal.capacity,
+            "blob_bytes": journal.blob_size,
+            "events": head - tail,
+            "first_seq": tail,
+            "next_seq": head,
+            "ring_used": round(ring, 4),
+            "blob_used": round(blob, 4),
+            "last_lamport": journal.last_lamport,
+            "opened": journal.recovery.describe(),
+        },
+        "ingest_errors": source.ingest_errors,
+        "lost": source.lost,
+    }
+    if last_error is not None:
+        out["last_error"] = last_error
+    if failure is not None:
+        out["failure"] = failure
+    return out
 
 
 def _shorten_gil_switch_interval() -> None:
