@@ -66,7 +66,6 @@ FORMATS = ("text", "jsonl")  # the bulk forms of a logs reply, sent in frames (s
 # Events read from the journal at a time: 64 records of at most a datagram (4 KiB: udp's
 # DEFAULT_STRIDE), so a reply in progress holds about 256 KiB of records and a piece of JSON.
 EVENTS_CHUNK = 64
-SELECT_CHUNK = 1 << 14  # slots (32 bytes each) scanned at a time for an events reply's filter
 # A follow batch holds at most this many lines or events, and lines of about this many bytes: a
 # follower that fell far behind catches up in bounded batches (events: `lapped` says what it lost).
 FOLLOW_BATCH_LINES = 1000
@@ -735,30 +734,8 @@ def _select_events(console: Console, request: dict[str, Any]) -> _EventSelection
     tail, head = journal.bounds()
     if node is None and stream is None:
         return _EventSelection(journal, tail, head, max(tail, head - lines), None, None, None)
-    seqs = _newest_matching(journal, node, stream, tail, head, lines)
+    seqs = journal.newest_seqs(lines, node, stream, tail, head)
     return _EventSelection(journal, tail, head, 0, seqs, node, stream)
-
-
-def _newest_matching(
-    journal: Journal, node: int | None, stream: int | None, tail: int, head: int, lines: int
-) -> np.ndarray:
-    """The seqs of the newest ``lines`` events in ``[tail, head)`` from ``node`` / on ``stream``,
-    oldest first: the ring is read backwards SELECT_CHUNK slots at a time, so this holds a chunk
-    of slots and at most ``lines`` seqs, never a whole ring's worth (``Journal.select`` does)."""
-    found: list[np.ndarray] = []
-    count = 0
-    stop = head
-    while stop > tail and count < lines:
-        start = max(tail, stop - SELECT_CHUNK)
-        batch = journal.read_slots(start, stop)  # what was overwritten meanwhile is left out
-        seqs = batch.seqs[matching(batch.slots, node, stream)]
-        found.append(seqs)
-        count += len(seqs)
-        stop = start
-    if not found:
-        return np.empty(0, dtype=np.int64)
-    every = np.concatenate(found[::-1])
-    return every[max(0, len(every) - lines) :].copy()
 
 
 def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: int) -> Any:

@@ -462,7 +462,7 @@ def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
 def test_a_filtered_events_reply_finds_the_newest_matches_a_chunk_at_a_time(
     tmp_path: Path,
 ) -> None:
-    from lacrimosa.api.protocol import SELECT_CHUNK, _newest_matching
+    from lacrimosa.engine.events.journal import SELECT_CHUNK
 
     journal = Journal(tmp_path / "j", 1 << 16, 4 << 20)
     try:
@@ -484,7 +484,7 @@ def test_a_filtered_events_reply_finds_the_newest_matches_a_chunk_at_a_time(
         ]:
             expected = journal.select(node=node, stream=stream)
             expected = expected[max(0, len(expected) - lines) :]
-            got = _newest_matching(journal, node, stream, tail, head, lines)
+            got = journal.newest_seqs(lines, node, stream, tail, head)
             assert np.array_equal(got, expected), (node, stream, lines)
     finally:
         journal.close()

@@ -46,8 +46,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import SequencerSettings, parse_address
 from ..errors import ConsoleError, JournalError
 from ..humanize import describe_exit
@@ -537,18 +535,8 @@ class IngestProcess:
         stream: int | None = None,
         below: int | None = None,
     ) -> list[Event]:
-        """The newest ``lines`` events, oldest first, from ``node`` / on ``stream`` if given.
-
-        With ``below`` (a head read earlier), only events before that seq."""
-        journal = self.journal
-        tail, head = journal.bounds()
-        if below is not None:
-            head = min(head, below)
-        if node is None and stream is None:
-            return journal.read_events(np.arange(max(tail, head - lines), head))
-        seqs = journal.select(node=node, stream=stream)
-        seqs = seqs[: np.searchsorted(seqs, head)]
-        return journal.read_events(seqs[max(0, len(seqs) - lines) :])
+        """The newest ``lines`` events (see :meth:`Journal.newest_events`)."""
+        return self.journal.newest_events(lines, node, stream, below)
 
     def ingest_status(self) -> dict[str, Any]:
         restart_in = None

@@ -114,6 +114,8 @@ HEAD, RESERVE, TAIL, BLOB_HEAD, BLOB_RESERVE, LAST_LAMPORT, CLEAN = range(7)
 # Records shorter than this are gathered with one vectorised mask; longer ones one copy each, where
 # the per-call cost is small beside the bytes moved.
 _MASK_GATHER_MAX = 256
+# Slots (32 bytes each) read at a time by newest_seqs when it filters by node or stream.
+SELECT_CHUNK = 1 << 14
 # How far below the head counter opening looks for an intact newest event before refusing.
 ANCHOR_SEARCH = 4096
 # Slots examined at once when scanning for the true extent of the journal (grows to this).
@@ -637,6 +639,51 @@ class Journal:
         runs = (self.slots[position : position + first], self.slots[: len(seqs) - first])
         selected: np.ndarray = seqs[np.concatenate([matching(run, node, stream) for run in runs])]
         return selected[selected >= self.tail]  # the tail may have moved while this looked
+
+    def newest_seqs(
+        self,
+        lines: int,
+        node: int | None = None,
+        stream: int | None = None,
+        tail: int | None = None,
+        head: int | None = None,
+    ) -> np.ndarray:
+        """The seqs of the newest ``lines`` held events in ``[tail, head)`` (default: all held)
+        from ``node`` / on ``stream`` if given, oldest first. Filtering reads the ring backwards
+        SELECT_CHUNK slots at a time, so it holds a chunk of slots and at most ``lines`` seqs,
+        never a whole ring's worth (as :meth:`select` does); what is overwritten meanwhile is left
+        out."""
+        held_tail, held_head = self.bounds()
+        tail = held_tail if tail is None else tail
+        head = held_head if head is None else head
+        if node is None and stream is None:
+            return np.arange(max(tail, head - lines), head, dtype=np.int64)
+        found: list[np.ndarray] = []
+        count = 0
+        stop = head
+        while stop > tail and count < lines:
+            start = max(tail, stop - SELECT_CHUNK)
+            batch = self.read_slots(start, stop)
+            found.append(batch.seqs[matching(batch.slots, node, stream)])
+            count += len(found[-1])
+            stop = start
+        if not found:
+            return np.empty(0, dtype=np.int64)
+        every = np.concatenate(found[::-1])
+        return every[max(0, len(every) - lines) :].copy()
+
+    def newest_events(
+        self,
+        lines: int,
+        node: int | None = None,
+        stream: int | None = None,
+        below: int | None = None,
+    ) -> list[Event]:
+        """The newest ``lines`` events, oldest first, from ``node`` / on ``stream`` if given. With
+        ``below`` (a head read earlier), only events before that seq: a reader that goes on from
+        ``below`` then misses none that arrived meanwhile."""
+        head = self.head if below is None else min(self.head, below)
+        return self.read_events(self.newest_seqs(lines, node, stream, head=head))
 
     def cursor(self, position: int | None = None) -> Cursor:
         """A reader that walks the journal in order from ``position`` (default: the oldest held)."""

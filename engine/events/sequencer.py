@@ -493,19 +493,8 @@ class Sequencer:
         stream: int | None = None,
         below: int | None = None,
     ) -> list[Event]:
-        """The newest ``lines`` events, oldest first, from ``node`` / on ``stream`` if given.
-
-        With ``below`` (a head read earlier), only events before that seq: a reader that goes on
-        from ``below`` then misses none that arrived meanwhile.
-        """
-        tail, head = self.journal.bounds()
-        if below is not None:
-            head = min(head, below)
-        if node is None and stream is None:
-            return self.journal.read_events(np.arange(max(tail, head - lines), head))
-        seqs = self.journal.select(node=node, stream=stream)
-        seqs = seqs[: np.searchsorted(seqs, head)]
-        return self.journal.read_events(seqs[max(0, len(seqs) - lines) :])
+        """The newest ``lines`` events (see :meth:`Journal.newest_events`)."""
+        return self.journal.newest_events(lines, node, stream, below)
 
     def status(self) -> dict[str, Any]:
         failure = self.failure
