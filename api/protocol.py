@@ -106,16 +106,21 @@ def internal_error(exc: Exception) -> dict[str, Any]:
     return error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
+def error_reply(exc: Exception) -> dict[str, Any]:
+    """The reply for a failure: a LacrimosaError's own code and message, else ``internal``."""
+    if isinstance(exc, LacrimosaError):
+        return error(exc.code, exc.message)
+    return internal_error(exc)
+
+
 def dispatch(console: Console, request: Any) -> dict[str, Any]:
     """Carry out one request; every failure becomes an error reply, never an exception."""
     try:
         op = _op(request)
         _check_started(console, op)
         return ok(_HANDLERS[op](console, request))
-    except LacrimosaError as exc:
-        return error(exc.code, exc.message)
     except Exception as exc:
-        return internal_error(exc)
+        return error_reply(exc)
 
 
 class ReplyState:
@@ -155,11 +160,8 @@ def replies(
             pieces = _STREAMED[op](console, request).pieces()
         else:
             pieces = iter([dispatch(console, request)])
-    except LacrimosaError as exc:
-        yield error(exc.code, exc.message)
-        return
     except Exception as exc:
-        yield internal_error(exc)
+        yield error_reply(exc)
         return
     yield from pieces
 
@@ -192,11 +194,8 @@ def follow(
     """
     try:
         first, step, wait = _FOLLOWERS[_op(request)](console, request, state)
-    except LacrimosaError as exc:
-        yield error(exc.code, exc.message)
-        return
     except Exception as exc:
-        yield internal_error(exc)
+        yield error_reply(exc)
         return
     yield from first
     _lower_priority()
