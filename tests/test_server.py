@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,46 @@ def clients_that_never_read(home: Path, *requests: tuple[int, bytes]) -> Iterato
             sock.close()
 
 
+@dataclass
+class ShortOfDescriptors:
+    """A console allowed few descriptors (see ``console_short_of_descriptors``)."""
+
+    proc: subprocess.Popen[str]
+    held: list[socket.socket] = field(default_factory=list)  # closed on the way out
+    stderr: str = ""  # the console's, once it has stopped
+
+
+@contextlib.contextmanager
+def console_short_of_descriptors(folder: Path) -> Iterator[ShortOfDescriptors]:
+    """``lacrimosa up --headless`` in ``folder`` with RLIMIT_NOFILE at 48, once it answers;
+    shut down (and the sockets in ``held`` closed) on the way out."""
+    (folder / "lacrimosa.toml").write_text(IDLE)
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless"],
+        cwd=folder,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_descriptors,
+    )
+    console = ShortOfDescriptors(proc)
+    try:
+        wait_until(lambda: proc.poll() is not None or cli("ps", cwd=folder).returncode == 0)
+        assert proc.poll() is None
+        yield console
+    finally:
+        for sock in console.held:
+            sock.close()
+        if proc.poll() is None:
+            cli("shutdown", cwd=folder)
+        console.stderr = proc.communicate(timeout=30)[1]
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -384,45 +425,23 @@ def test_clients_that_never_read_100000_events_cost_a_bounded_amount(tmp_path: P
 
 
 def test_the_accept_loop_survives_running_out_of_descriptors(tmp_path: Path) -> None:
-    (tmp_path / "lacrimosa.toml").write_text(IDLE)
-
-    def few_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
-
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=few_descriptors,
-    )
     path = socket_path(tmp_path / ".lacrimosa")
-    held: list[socket.socket] = []
-    try:
-        wait_until(lambda: proc.poll() is not None or cli("ps", cwd=tmp_path).returncode == 0)
-        assert proc.poll() is None
+    with console_short_of_descriptors(tmp_path) as console:
         for _ in range(60):  # more than the console has descriptors left
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(5)
             sock.connect(str(path))
-            held.append(sock)
+            console.held.append(sock)
         time.sleep(0.5)  # the accept loop meets EMFILE
-        for sock in held:
+        for sock in console.held:
             sock.close()
-        held.clear()
+        console.held.clear()
         # It goes on accepting once descriptors are free again.
         wait_until(lambda: cli("ps", cwd=tmp_path).returncode == 0, timeout=15)
         status = json.loads(cli("status", "--json", cwd=tmp_path).stdout)
         assert status["control"]["accept_failures"].get("EMFILE", 0) >= 1
-    finally:
-        for sock in held:
-            sock.close()
-        if proc.poll() is None:
-            cli("shutdown", cwd=tmp_path)
-        _, err = proc.communicate(timeout=30)
-    assert err.count("accept failed") == 1, err  # said once, counted every time
+    # said once, counted every time
+    assert console.stderr.count("accept failed") == 1, console.stderr
 
 
 def test_the_accept_loop_survives_a_thread_that_cannot_start(
@@ -686,25 +705,9 @@ def test_right_after_up_the_cli_waits_for_a_starting_console(tmp_path: Path) -> 
 
 
 def test_out_of_descriptors_a_waiting_client_hears_busy_at_once(tmp_path: Path) -> None:
-    (tmp_path / "lacrimosa.toml").write_text(IDLE)
-
-    def few_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
-
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=few_descriptors,
-    )
     home = tmp_path / ".lacrimosa"
-    held: list[socket.socket] = []
-    try:
-        wait_until(lambda: proc.poll() is not None or cli("ps", cwd=tmp_path).returncode == 0)
-        assert proc.poll() is None
+    with console_short_of_descriptors(tmp_path) as console:
+        held = console.held
         for _ in range(100):  # far more than the console has descriptors left
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(5)
@@ -727,12 +730,6 @@ def test_out_of_descriptors_a_waiting_client_hears_busy_at_once(tmp_path: Path) 
             sock.close()
         held.clear()
         wait_until(lambda: cli("ps", cwd=tmp_path).returncode == 0, timeout=15)
-    finally:
-        for sock in held:
-            sock.close()
-        if proc.poll() is None:
-            cli("shutdown", cwd=tmp_path)
-        proc.communicate(timeout=30)
 
 
 FAST_WRITER = f"""
