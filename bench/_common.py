@@ -17,10 +17,11 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,34 @@ def startup_env(pycache: Path) -> dict[str, str]:
 
 
 # -- command line --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def headless_console(
+    config: Path, env: dict[str, str], log: Path, cli: list[str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``lacrimosa up --headless -f CONFIG`` in CONFIG's folder, its output to ``log``; stopped on
+    the way out with ``CLI shutdown`` (``cli`` runs the one-shot CLI), terminated if that fails."""
+    with log.open("wb") as log_file:
+        console = subprocess.Popen(
+            [sys.executable, "-m", "lacrimosa.api.cli", "up", "--headless", "-f", str(config)],
+            cwd=config.parent,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    try:
+        yield console
+    finally:
+        subprocess.run(
+            [*cli, "shutdown"], cwd=config.parent, env=env, capture_output=True, check=False
+        )
+        try:
+            console.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            console.terminate()
+            console.wait(timeout=10)
 
 
 def use_root(root: Path) -> None:

@@ -44,6 +44,7 @@ from bench._common import (
     code_root,
     fmt_mb,
     fmt_ms,
+    headless_console,
     main,
     median,
     package_shim,
@@ -237,16 +238,7 @@ def measure(lines: int, rounds: int) -> dict[str, list[dict[str, float]]]:
         home = project / ".lacrimosa"
         cli = [sys.executable, "-c", ENTRY_POINT]
         log = Path(tmp) / "console.log"
-        with log.open("wb") as log_file:
-            console = subprocess.Popen(
-                [sys.executable, "-m", "lacrimosa.api.cli", "up", "--headless", "-f", str(config)],
-                cwd=project,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-        try:
+        with headless_console(config, env, log, cli) as console:
             try:
                 _wait_filled(cli, project, env, lines)
             except RuntimeError as exc:
@@ -264,15 +256,6 @@ def measure(lines: int, rounds: int) -> dict[str, list[dict[str, float]]]:
             for _ in range(rounds):
                 for name, (cmd, check) in reads.items():
                     results[name].append(_timed_read(cmd, project, env, home, console.pid, check))
-        finally:
-            subprocess.run(
-                [*cli, "shutdown"], cwd=project, env=env, capture_output=True, check=False
-            )
-            try:
-                console.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                console.terminate()
-                console.wait(timeout=10)
     return results
 
 

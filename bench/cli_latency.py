@@ -46,6 +46,7 @@ from bench._common import (
     Skip,
     code_root,
     fmt_ms,
+    headless_console,
     main,
     median,
     package_shim,
@@ -196,16 +197,7 @@ def measure(
         env = dict(clean, PYTHONPATH=str(package_shim(root, Path(tmp) / "shim")))
         python = [sys.executable, "-c", ENTRY_POINT]
         log = Path(tmp) / "console.log"
-        with log.open("wb") as log_file:
-            console = subprocess.Popen(
-                [sys.executable, "-m", "lacrimosa.api.cli", "up", "--headless", "-f", str(config)],
-                cwd=project,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-            )
-        try:
+        with headless_console(config, env, log, python) as console:
             _wait_ready(python, project, env, console, log)
             times: dict[str, list[float]] = {"python -c pass": []}
             times.update({name: [] for name in cli_commands})
@@ -220,15 +212,6 @@ def measure(
                     if not _check_ps(out):
                         raise RuntimeError(f"unexpected `ps --json` output: {out[:200]}")
                     times[name].append(elapsed)
-        finally:
-            subprocess.run(
-                [*python, "shutdown"], cwd=project, env=env, capture_output=True, check=False
-            )
-            try:
-                console.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                console.terminate()
-                console.wait(timeout=10)
     return times, notes
 
 

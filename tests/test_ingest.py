@@ -13,20 +13,11 @@ from pathlib import Path
 
 from helpers import pid_alive, send_events, wait_until
 from test_cli import start_console
+from test_sequencer import SEQUENCED
 
 from lacrimosa.api.protocol import follow
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.processes.guardian import CONSOLE_TAG
-
-SEQUENCED = """
-[processes.idle]
-cmd = "sleep 300"
-
-[sequencer]
-udp = "127.0.0.1:0"
-capacity = 4096
-blob = "4MiB"
-"""
 
 
 def test_ingest_runs_in_a_process_group_of_its_own_tagged_for_the_guardian(
