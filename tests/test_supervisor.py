@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from lacrimosa.engine.errors import ConsoleError, NoSuchProcess
 from lacrimosa.engine.logs.query import LogQuery, LogView
 from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
 from lacrimosa.engine.processes.guardian import tagged_pids
-from lacrimosa.engine.processes.supervisor import ProcessInfo
+from lacrimosa.engine.processes.supervisor import STRAY_SWEEP_INTERVAL, STRAY_SWEEPS, ProcessInfo
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -567,6 +568,13 @@ def test_a_descendant_that_left_its_group_goes_on_stop_and_on_shutdown(
 
     c.start_process("escapee")
     escaped = wait_until(lambda: c.process("escapee").pid and escaped_pids(c, "escapee"))
+    # A restart takes the old run's escapee and spares the new one's, also from the late sweeps
+    # that follow an exit (they look for the old run's tag only).
+    c.restart_process("escapee")
+    wait_until(lambda: not any(pid_alive(p) for p in escaped), timeout=5)
+    escaped = wait_until(lambda: c.process("escapee").pid and escaped_pids(c, "escapee"))
+    time.sleep(STRAY_SWEEPS * STRAY_SWEEP_INTERVAL + 0.3)
+    assert all(pid_alive(p) for p in escaped)
     c.shutdown()
     wait_until(lambda: not any(pid_alive(p) for p in escaped), timeout=5)
 

@@ -11,7 +11,7 @@ killed; the guardian is what reaches grandchildren, which the kernel does not si
 
 A descendant that leaves its process group (``setsid``, a shell with job control) is out of
 reach of group signals, so every child is also started with ``LACRIMOSA_CONSOLE=<token>`` (and
-``LACRIMOSA_PROCESS=<name>``) in its environment, which its descendants inherit: the guardian
+``LACRIMOSA_PROCESS=<name>``, ``LACRIMOSA_RUN=<n>`` for each start) in its environment, which its descendants inherit: the guardian
 (argv[2] is the token) and the supervisor sweep /proc for processes carrying it. Only a process
 that drops its whole environment escapes that.
 """
@@ -41,13 +41,17 @@ def _signal_groups(groups: set[int], sig: int) -> None:
 
 CONSOLE_TAG = "LACRIMOSA_CONSOLE"
 PROCESS_TAG = "LACRIMOSA_PROCESS"
+RUN_TAG = "LACRIMOSA_RUN"
 
 
-def tagged_pids(token: str, process: str | None = None) -> list[int]:
-    """Processes whose environment carries this console's token (and this process name)."""
+def tagged_pids(token: str, process: str | None = None, run: int | None = None) -> list[int]:
+    """Processes whose environment carries this console's token (and this process name, and
+    this run of it)."""
     wanted = [f"{CONSOLE_TAG}={token}".encode()]
     if process is not None:
         wanted.append(f"{PROCESS_TAG}={process}".encode())
+    if run is not None:
+        wanted.append(f"{RUN_TAG}={run}".encode())
     found = []
     me = os.getpid()
     for entry in os.scandir("/proc"):

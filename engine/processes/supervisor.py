@@ -57,7 +57,7 @@ from ..config import ProcessSpec
 from ..errors import ConsoleError, NoSuchProcess
 from ..humanize import describe_exit
 from ..logs.store import STDERR, STDOUT, LogStore
-from .guardian import CONSOLE_TAG, PROCESS_TAG, signal_pids, tagged_pids
+from .guardian import CONSOLE_TAG, PROCESS_TAG, RUN_TAG, signal_pids, tagged_pids
 
 READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
@@ -78,6 +78,8 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _prctl.restype = ctypes.c_int
+STRAY_SWEEPS = 3  # sweeps for the descendants of a run that ended, STRAY_SWEEP_INTERVAL apart
+STRAY_SWEEP_INTERVAL = 0.1
 DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
 ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
 GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick death in a row
@@ -279,6 +281,7 @@ class _Run:
     pidfd: int
     fds: dict[int, int]  # fd -> stream
     started: float  # monotonic
+    tag: int  # this run's RUN_TAG value, in the environment of all its descendants
     last_output: float = 0.0
 
 
@@ -731,6 +734,7 @@ class Supervisor:
         env.update(spec.env)
         env[CONSOLE_TAG] = self.token
         env[PROCESS_TAG] = spec.name
+        env[RUN_TAG] = str(managed.generation)  # so a late sweep spares the next run
         setpriv = _setpriv()
         if setpriv is not None:
             # No Python between fork and exec, so Popen can vfork (~0.3 ms, not ~5 ms: a fork
@@ -772,7 +776,7 @@ class Supervisor:
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             fds[fd] = stream
         pidfd = os.pidfd_open(popen.pid)
-        run = _Run(popen, popen.pid, pidfd, fds, time.monotonic())
+        run = _Run(popen, popen.pid, pidfd, fds, time.monotonic(), managed.generation)
         for fd, stream in fds.items():
             self._selector.register(fd, selectors.EVENT_READ, ("pipe", (managed, run, stream)))
         self._selector.register(pidfd, selectors.EVENT_READ, ("exit", managed))
@@ -857,7 +861,7 @@ class Supervisor:
         # that left the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
-        signal_pids(tagged_pids(self.token, managed.spec.name), signal.SIGKILL)
+        self._sweep_run(managed.spec.name, run.tag, STRAY_SWEEPS)
         _, status = os.waitpid(run.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         run.popen.returncode = code  # we reaped it; keep Popen from trying again
@@ -900,6 +904,14 @@ class Supervisor:
         self._store.append_system(name, f"{_exit_words(code)}; restarting in {delay:.1f}s")
         self._schedule_for(managed, delay, lambda: self._auto_restart(managed))
         self._publish_one(managed)
+
+    def _sweep_run(self, name: str, tag: int, sweeps: int) -> None:
+        """SIGKILL the descendants of one run that left its group, now and again a little later:
+        one caught in the middle of an exec shows no environment for an instant, so a single
+        sweep can miss it. The run's tag keeps a later sweep off the process's next run."""
+        signal_pids(tagged_pids(self.token, name, tag), signal.SIGKILL)
+        if sweeps > 1:
+            self._schedule(STRAY_SWEEP_INTERVAL, lambda: self._sweep_run(name, tag, sweeps - 1))
 
     def _auto_restart(self, managed: _Managed) -> None:
         if self._running and managed.state in State.WAITING:
