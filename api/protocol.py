@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
 from ..engine.events.frames import Event, matching
@@ -113,12 +114,15 @@ def error_reply(exc: Exception) -> dict[str, Any]:
     return internal_error(exc)
 
 
-def dispatch(console: Console, request: Any) -> dict[str, Any]:
-    """Carry out one request; every failure becomes an error reply, never an exception."""
+def dispatch(console: Console, request: Any, actor: Actor | None = None) -> dict[str, Any]:
+    """Carry out one request; every failure becomes an error reply, never an exception.
+
+    ``actor`` is who asks, as the transport knows it (never taken from the request): actions are
+    recorded in the audit log under it. None: the console's own user, from this process."""
     try:
         op = _op(request)
         _check_started(console, op)
-        return ok(_HANDLERS[op](console, request))
+        return ok(_HANDLERS[op](console, request, actor or Actor.local("console")))
     except Exception as exc:
         return error_reply(exc)
 
@@ -141,6 +145,7 @@ def replies(
     request: Any,
     alive: Callable[[], bool],
     state: ReplyState | None = None,
+    actor: Actor | None = None,
 ) -> Generator[dict[str, Any] | bytes, None, None]:
     """Everything a streaming transport sends for one request, in order: whole replies (dicts)
     and pieces of one reply line (bytes; the last piece of a line ends with its newline).
@@ -159,7 +164,7 @@ def replies(
         elif op in _STREAMED:
             pieces = _STREAMED[op](console, request).pieces()
         else:
-            pieces = iter([dispatch(console, request)])
+            pieces = iter([dispatch(console, request, actor)])
     except Exception as exc:
         yield error_reply(exc)
         return
@@ -167,11 +172,15 @@ def replies(
 
 
 def reply_bytes(
-    console: Console, request: Any, alive: Callable[[], bool], state: ReplyState | None = None
+    console: Console,
+    request: Any,
+    alive: Callable[[], bool],
+    state: ReplyState | None = None,
+    actor: Actor | None = None,
 ) -> Generator[bytes, None, None]:
     """``replies`` as bytes only, for a transport that just writes them out (an HTTP response
     body, chunked): each whole reply encoded as its line, pieces passed on as they are."""
-    pieces = replies(console, request, alive, state)
+    pieces = replies(console, request, alive, state, actor)
     try:
         for piece in pieces:
             yield piece if isinstance(piece, bytes) else encode(piece)
@@ -746,10 +755,10 @@ def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: in
     return value
 
 
-def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:
-    def run(console: Console, request: dict[str, Any]) -> Any:
+def _action(verb: str) -> Callable[[Console, dict[str, Any], Actor], Any]:
+    def run(console: Console, request: dict[str, Any], actor: Actor) -> Any:
         name = _name(request)
-        outcome = getattr(console, f"{verb}_process")(name)
+        outcome = getattr(console, f"{verb}_process")(name, actor)
         return {"name": name, "outcome": outcome, "process": console.process(name).to_dict()}
 
     return run
@@ -766,8 +775,8 @@ def _ps(console: Console) -> dict[str, Any]:
     return {"processes": processes, "warnings": console.warnings()}
 
 
-def _shutdown(console: Console, request: dict[str, Any]) -> Any:
-    console.request_shutdown()
+def _shutdown(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    console.request_shutdown(actor)
     return {"stopping": True}
 
 
@@ -783,12 +792,13 @@ _STREAMED: dict[str, Callable[[Console, dict[str, Any]], _LogSelection | _EventS
     "events": _select_events,
 }
 
-_HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
-    "ping": lambda console, request: {"pid": os.getpid()},
-    "ps": lambda console, request: _ps(console),
-    "status": lambda console, request: console.status(),
-    "logs": _logs,
-    "events": _events,
+# Each takes the console, the request and who asks (see ``dispatch``).
+_HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
+    "ping": lambda console, request, actor: {"pid": os.getpid()},
+    "ps": lambda console, request, actor: _ps(console),
+    "status": lambda console, request, actor: console.status(),
+    "logs": lambda console, request, actor: _logs(console, request),
+    "events": lambda console, request, actor: _events(console, request),
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),
