@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.audit import Actor
+from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
 from ..engine.events.frames import Event, matching
@@ -55,6 +55,7 @@ from .wire import OPS, encode, error, ok
 
 DEFAULT_LINES = 100
 DEFAULT_EVENTS = 20
+DEFAULT_AUDIT = 20  # audit records in a reply unless ``lines`` says otherwise
 MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
@@ -615,13 +616,7 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         needle = grep.encode() if grep else None
     except UnicodeEncodeError:
         raise InvalidRequest("grep must be valid Unicode text (no lone surrogates)") from None
-    since = request.get("since")
-    if since is not None and (
-        isinstance(since, bool)
-        or not isinstance(since, (int, float))
-        or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
-    ):
-        raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
+    since = _since(request)
     raw = request.get("raw", False)
     if not isinstance(raw, bool):
         raise InvalidRequest("raw must be true or false")
@@ -746,6 +741,18 @@ def _select_events(console: Console, request: dict[str, Any]) -> _EventSelection
     return _EventSelection(journal, tail, head, 0, seqs, node, stream)
 
 
+def _since(request: dict[str, Any]) -> float | None:
+    """``since``: how many seconds back (None: no limit)."""
+    since = request.get("since")
+    if since is not None and (
+        isinstance(since, bool)
+        or not isinstance(since, (int, float))
+        or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
+    ):
+        raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
+    return since
+
+
 def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: int) -> Any:
     value = request.get(key, default)
     if value is default:
@@ -773,6 +780,45 @@ def _ps(console: Console) -> dict[str, Any]:
         entry["action_timeout"] = console.config.processes[info.name].stop_timeout + ACTION_MARGIN
         processes.append(entry)
     return {"processes": processes, "warnings": console.warnings()}
+
+
+def _audit(console: Console, request: dict[str, Any]) -> Any:
+    limit = _integer(request, "lines", DEFAULT_AUDIT, 0, MAX_RECORDS)
+    since = _since(request)
+    records = console.audit.records(limit, time.time() - since if since is not None else None)
+    return {"records": records, "count": console.audit.count, "head": console.audit.head}
+
+
+def _audit_verify(console: Console) -> Any:
+    check = console.audit.verify()
+    return {"ok": check.ok, "records": check.records, "problems": check.problems}
+
+
+def _key_create(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    scope, name = request.get("scope", "read"), request.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest("name must be a string")
+    args = {"scope": scope, "name": name}
+    try:
+        record, key = console.keys.create(scope, name)
+    except LacrimosaError as exc:
+        console.audit.record(actor, "key_create", None, args, exc.code, exc.message)
+        raise
+    console.audit.record(actor, "key_create", record.id, args)
+    return {**record.to_dict(), "key": key}
+
+
+def _key_revoke(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    key_id = request.get("id")
+    if not isinstance(key_id, str) or not key_id:
+        raise InvalidRequest("this request needs a key id")
+    try:
+        record = console.keys.revoke(key_id)
+    except LacrimosaError as exc:
+        console.audit.record(actor, "key_revoke", key_id, outcome=exc.code, detail=exc.message)
+        raise
+    console.audit.record(actor, "key_revoke", key_id)
+    return record.to_dict()
 
 
 def _shutdown(console: Console, request: dict[str, Any], actor: Actor) -> Any:
@@ -803,4 +849,12 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
     "stop": _action("stop"),
     "restart": _action("restart"),
     "shutdown": _shutdown,
+    "audit": lambda console, request, actor: _audit(console, request),
+    "audit_verify": lambda console, request, actor: _audit_verify(console),
+    # Keys are managed on the owner-only socket (and by admin keys over HTTP), never shown again.
+    "key_create": _key_create,
+    "key_list": lambda console, request, actor: {
+        "keys": [k.to_dict() for k in console.keys.list()]
+    },
+    "key_revoke": _key_revoke,
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lacrimosa.api.protocol import dispatch
 from lacrimosa.engine.audit import GENESIS, Actor, AuditLog
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import InvalidRequest, KeyStoreError, NoSuchKey, NoSuchProcess
@@ -190,3 +191,34 @@ def test_a_key_file_open_to_others_or_malformed_is_refused(tmp_path: Path) -> No
     path.write_text(json.dumps({"keys": [{"id": "x"}]}))
     with pytest.raises(KeyStoreError, match="malformed"):
         KeyStore(path).list()
+
+
+def test_keys_and_audit_through_the_protocol(console: MakeConsole) -> None:
+    c = console("""
+        [processes.api]
+        cmd = "sleep 300"
+    """)
+    owner = Actor("cli", os.getuid())
+    created = dispatch(c, {"op": "key_create", "scope": "write", "name": "ci"}, owner)["result"]
+    assert created["scopes"] == ["read", "write"] and created["key"].startswith("lcm_")
+    listed = dispatch(c, {"op": "key_list"})["result"]["keys"]
+    assert [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
+    refused = dispatch(c, {"op": "key_create", "scope": "god"}, owner)
+    assert refused["error"]["code"] == "invalid_request"
+    assert dispatch(c, {"op": "key_revoke", "id": created["id"]}, owner)["ok"]
+    assert dispatch(c, {"op": "key_revoke", "id": "zz"}, owner)["error"]["code"] == "no_such_key"
+
+    audit = dispatch(c, {"op": "audit", "lines": 10})["result"]
+    assert [(r["action"], r["outcome"]) for r in audit["records"]] == [
+        ("key_create", "ok"),
+        ("key_create", "invalid_request"),
+        ("key_revoke", "ok"),
+        ("key_revoke", "no_such_key"),
+    ]
+    assert audit["count"] == 4 and audit["head"] == audit["records"][-1]["hash"]
+    assert dispatch(c, {"op": "audit", "lines": 10, "since": 0})["result"]["records"] == []
+    assert dispatch(c, {"op": "audit_verify"})["result"] == {
+        "ok": True,
+        "records": 4,
+        "problems": [],
+    }
