@@ -25,7 +25,7 @@ import sys
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.fastjson import json_text
-from ..engine.humanize import describe_exit, format_duration, local_clock
+from ..engine.humanize import describe_exit, format_duration, local_clock, local_time
 from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -209,6 +209,10 @@ def _one_shot(args: argparse.Namespace) -> int:
             _logs(args, client)
         elif args.command == "events":
             _events(args, client)
+        elif args.command == "keys":
+            _keys(args, client)
+        elif args.command == "audit":
+            return _audit(args, client)
     return EXIT_OK
 
 
@@ -473,6 +477,156 @@ class _RawLines:
                 out += b"\n"
         sys.stdout.flush()  # whatever went through the text layer first
         sys.stdout.buffer.write(out)
+
+
+def _keys(args: argparse.Namespace, client: Any) -> None:
+    """``keys create|list|revoke``: over the owner-only socket, so only the console's user."""
+    if args.keys_command == "create":
+        result = client.call("key_create", scope=args.scope, name=args.name)
+        if args.json:
+            created = ("id", "key", "scopes", "name", "created")
+            _print(args, {field: result[field] for field in created}, "")
+            return
+        # The key alone on stdout, so that KEY=$(lacrimosa keys create ...) works; a word on a
+        # terminal's stderr that it is not shown again.
+        sys.stdout.write(result["key"] + "\n")
+        if sys.stderr.isatty():
+            print(
+                f"lacrimosa: key {result['id']} ({_scope(result)}) created; it is shown only "
+                "this once, only its hash is kept",
+                file=sys.stderr,
+            )
+    elif args.keys_command == "list":
+        result = client.call("key_list")
+        _print(args, result, _keys_text(result["keys"]))
+    else:
+        result = client.call("key_revoke", id=args.id)
+        _print(args, result, f"key {_safe(result['id'])} ({_safe(result['name'])}) revoked")
+
+
+def _scope(key: dict[str, Any]) -> str:
+    """A key's highest scope (each implies the ones before it)."""
+    scopes: list[str] = key["scopes"]
+    return scopes[-1] if scopes else ""
+
+
+def _safe(value: Any) -> str:
+    """A field someone chose (a key's name, a process name asked for): every control visible."""
+    from ..engine.terminal_text import field_safe
+
+    return field_safe(str(value))
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _keys_text(keys: list[dict[str, Any]]) -> str:
+    if not keys:
+        return "no keys (lacrimosa keys create --scope read|write|admin makes one)"
+    rows = [("ID", "NAME", "SCOPE", "CREATED", "LAST USED")]
+    for key in keys:
+        used = key.get("last_used")
+        rows.append(
+            (
+                _safe(key["id"]),
+                _safe(key["name"]),
+                _scope(key),
+                local_time(key["created"]),
+                local_time(used) if used else "never",
+            )
+        )
+    return _table(rows)
+
+
+def _audit(args: argparse.Namespace, client: Any) -> int:
+    """``audit``: the newest records; ``audit --verify``: the chain checked, exit 1 if broken."""
+    if args.verify:
+        if args.lines is not None or args.since is not None:
+            raise InvalidRequest("--verify checks the whole log: no --lines or --since with it")
+        result = client.call("audit_verify")
+        problems = result["problems"]
+        text = f"audit log intact: {result['records']} records"
+        if problems:
+            text = (
+                f"audit log damaged: {_count(problems, 'problem')} in {result['records']} records"
+            )
+            text += "".join(f"\n  {_safe(problem)}" for problem in problems)
+        _print(args, result, text)
+        if not problems:
+            return EXIT_OK
+        message = f"the audit log failed verification ({_count(problems, 'problem')})"
+        return _fail(args, "failed", message, EXIT_FAILED)
+    request: dict[str, Any] = {}
+    if args.lines is not None:
+        request["lines"] = args.lines
+    if args.since is not None:
+        request["since"] = args.since
+    result = client.call("audit", **request)
+    _print(args, result, _audit_text(result["records"]))
+    return EXIT_OK
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _actor_text(actor: dict[str, Any]) -> str:
+    """Who: the local user's name (uid if unknown), or the HTTP key's name and id."""
+    if "key_id" in actor:
+        return f"{actor.get('key_name') or '?'} (key {actor['key_id']})"
+    uid = actor.get("uid")
+    if not isinstance(uid, int):
+        return str(actor.get("source", "?"))
+    import pwd  # a builtin module: no file to load
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
+
+
+def _record_time(stamp: Any) -> str:
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        try:
+            return local_time(stamp)
+        except (OverflowError, ValueError, OSError):
+            pass
+    return "?"
+
+
+def _audit_text(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "no audit records"
+    rows: list[tuple[str, ...]] = [("TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME")]
+    for record in records:
+        if "damaged" in record:
+            rows.append(("(damaged record)", _safe(record["damaged"])[:60], "", "", "", ""))
+            continue
+        # A record is what the file holds, which may have been edited by hand: no field is
+        # trusted to have its type (``audit --verify`` says what is wrong with it).
+        actor = record.get("actor")
+        actor = actor if isinstance(actor, dict) else {}
+        outcome = str(record.get("outcome", ""))
+        detail = record.get("detail")
+        if outcome != "ok" and detail:
+            outcome += f": {detail}"  # why it failed
+        rows.append(
+            (
+                _record_time(record.get("time")),
+                _safe(_actor_text(actor)),
+                _safe(actor.get("source", "")),
+                _safe(record.get("action", "")),
+                _safe(record.get("target") or "-"),
+                _safe(outcome),
+            )
+        )
+    return _table(rows)
 
 
 _PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
