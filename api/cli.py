@@ -31,7 +31,7 @@ from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterable
+    from collections.abc import Container, Iterable, Sequence
     from typing import Any
 
     from ..engine.terminal_text import TextMode
@@ -517,11 +517,15 @@ def _safe(value: Any) -> str:
     return field_safe(str(value))
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    """Rows of cells, each column as wide as its widest cell, two spaces apart."""
+def _table(rows: Sequence[Sequence[str]], right: Container[int] = ()) -> str:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart; the columns in
+    ``right`` (numbers) aligned right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     )
 
@@ -603,7 +607,7 @@ def _record_time(stamp: Any) -> str:
 def _audit_text(records: list[dict[str, Any]]) -> str:
     if not records:
         return "no audit records"
-    rows: list[tuple[str, ...]] = [("TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME")]
+    rows = [("TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME")]
     for record in records:
         if "damaged" in record:
             rows.append(("(damaged record)", _safe(record["damaged"])[:60], "", "", "", ""))
@@ -651,15 +655,7 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 f"{p['lines_per_second']:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
-    numeric = {2, 4, 6, 7, 8}
-    return "\n".join(
-        "  ".join(
-            cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    )
+    return _table(rows, right={2, 4, 6, 7, 8})
 
 
 def _status_text(status: dict[str, Any]) -> str:
