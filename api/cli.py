@@ -580,57 +580,12 @@ def _count(items: list[Any], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def _actor_text(actor: dict[str, Any]) -> str:
-    """Who: the local user's name (uid if unknown), or the HTTP key's name and id."""
-    if "key_id" in actor:
-        return f"{actor.get('key_name') or '?'} (key {actor['key_id']})"
-    uid = actor.get("uid")
-    if not isinstance(uid, int):
-        return str(actor.get("source", "?"))
-    import pwd  # a builtin module: no file to load
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError):
-        return f"uid {uid}"
-
-
-def _record_time(stamp: Any) -> str:
-    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-        try:
-            return local_time(stamp)
-        except (OverflowError, ValueError, OSError):
-            pass
-    return "?"
-
-
 def _audit_text(records: list[dict[str, Any]]) -> str:
     if not records:
         return "no audit records"
-    rows = [("TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME")]
-    for record in records:
-        if "damaged" in record:
-            rows.append(("(damaged record)", _safe(record["damaged"])[:60], "", "", "", ""))
-            continue
-        # A record is what the file holds, which may have been edited by hand: no field is
-        # trusted to have its type (``audit --verify`` says what is wrong with it).
-        actor = record.get("actor")
-        actor = actor if isinstance(actor, dict) else {}
-        outcome = str(record.get("outcome", ""))
-        detail = record.get("detail")
-        if outcome != "ok" and detail:
-            outcome += f": {detail}"  # why it failed
-        rows.append(
-            (
-                _record_time(record.get("time")),
-                _safe(_actor_text(actor)),
-                _safe(actor.get("source", "")),
-                _safe(record.get("action", "")),
-                _safe(record.get("target") or "-"),
-                _safe(outcome),
-            )
-        )
-    return _table(rows)
+    from ..engine.audit_text import AUDIT_COLUMNS, record_cells
+
+    return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
 
 
 _PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
