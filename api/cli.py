@@ -638,6 +638,9 @@ def _status_text(status: dict[str, Any]) -> str:
             f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
+    audit = status.get("audit")
+    if audit is not None:
+        lines.append(_audit_status_text(audit))
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")
@@ -675,6 +678,18 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     lines.append(f"journal   opened: {journal['opened']}")
     return "\n".join(lines)
+
+
+def _audit_status_text(audit: dict[str, Any]) -> str:
+    """``audit     12 records, head 3f2a9c1e0b7d (path)``, and what went wrong."""
+    text = f"audit     {audit['records']:,} records, head {audit['head'][:12]} ({audit['path']})"
+    if audit.get("torn_at_open"):
+        text += f", {audit['torn_at_open']} torn record cut off at opening"
+    if audit.get("write_errors"):
+        text += f"; {audit['write_errors']:,} NOT WRITTEN"
+    if audit.get("last_error"):
+        text += f" (last error: {audit['last_error']})"
+    return text
 
 
 def _size(count: int) -> str:

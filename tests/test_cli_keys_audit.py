@@ -151,6 +151,9 @@ def test_audit_shows_the_newest_records_as_aligned_text_or_json(tmp_path: Path) 
     assert rows[0][header.index("ACTION") :].startswith("restart  web")
     assert rows[3][header.index("OUTCOME") :].startswith("no_such_process: ")
 
+    status = console.run("status").stdout.splitlines()
+    assert f"audit     4 records, head {listed['head'][:12]} (" in "\n".join(status)
+
     # The bound on one reply: more than MAX_RECORDS is a usage error, not a huge reply.
     too_many = console.run("audit", "--lines", str(MAX_RECORDS + 1), "--json")
     assert too_many.returncode == 2
@@ -202,3 +205,26 @@ def test_audit_verify_catches_a_hand_edited_log_through_the_cli(tmp_path: Path) 
     assert console.run("audit", "--verify").returncode == 0
     combined = console.run("audit", "--verify", "--lines", "3")
     assert combined.returncode == 2 and "--verify checks the whole log" in combined.stderr
+
+
+def test_an_audit_log_that_cannot_be_written_is_reported_not_fatal(tmp_path: Path) -> None:
+    home = tmp_path / ".lacrimosa"
+    home.mkdir(mode=0o700)
+    (home / "audit.log").mkdir()  # neither writable nor readable as a file
+    console = _console(tmp_path)
+    assert console.run("restart", "api").returncode == 0  # the action itself is done
+
+    status = console.run("status")
+    assert status.returncode == 0, status.stderr
+    line = next(row for row in status.stdout.splitlines() if row.startswith("audit "))
+    assert "0 records" in line and "1 NOT WRITTEN" in line and "Is a directory" in line
+    assert _json(console.run("status", "--json"))["audit"]["write_errors"] == 1
+    ps = console.run("ps")
+    assert ps.returncode == 0
+    assert "lacrimosa: warning: 1 audit records could not be written" in ps.stderr
+
+    for args in (("audit",), ("audit", "--verify")):
+        refused = console.run(*args, "--json")
+        assert refused.returncode == 1 and refused.stdout == "", args
+        error = json.loads(refused.stderr)["error"]
+        assert error["code"] == "failed" and "cannot read the audit log" in error["message"]

@@ -34,6 +34,7 @@ from textual.widgets import Static
 from ..engine.audit import AuditLog
 from ..engine.audit_text import AUDIT_COLUMNS, record_cells, succeeded
 from ..engine.console import Console
+from ..engine.errors import LacrimosaError
 from .palette import ERROR, GOOD, WARNING
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 
@@ -296,7 +297,9 @@ class AuditView(Vertical):
         def build() -> None:
             try:
                 rows, error = build_rows(audit, previous), None
-            except (OSError, ValueError) as exc:  # shown to the user; the next change retries
+            except LacrimosaError as exc:  # the log cannot be read: said once a change
+                rows, error = None, exc.message
+            except (OSError, ValueError) as exc:
                 rows, error = None, f"{type(exc).__name__}: {exc}"
             self.post_message(self._RowsBuilt(rows, error))
 
