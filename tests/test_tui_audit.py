@@ -77,10 +77,28 @@ async def test_key_4_shows_each_action_as_it_is_recorded_coloured_by_outcome(con
         at = header.index("source")
         assert first[at:].split()[:4] == ["cli", "restart", "api", "ok"]
         assert second[at:].split()[:4] == ["cli", "start", "nope", "no_such_process:"]
-        assert outcome_colour(app, 0) == Color.parse(palette.GOOD)
-        assert outcome_colour(app, 1) == Color.parse(palette.ERROR)
         status = static_text(app, "#audit-status")
         assert "2 records" in status and "1 failed" in status and "follow: on" in status
+        # The cursor follows the newest row; the others show their outcome's colour.
+        assert audit_list(app).cursor == 1
+        assert outcome_colour(app, 0) == Color.parse(palette.GOOD)
+        await pilot.press("up")
+        assert audit_list(app).cursor == 0 and not audit_list(app).follow
+        assert outcome_colour(app, 1) == Color.parse(palette.ERROR)
+        assert "follow: off" in static_text(app, "#audit-status")
+
+        # Enter: the whole record of the cursor's row; moving the cursor changes it.
+        await pilot.press("enter")
+        detail = static_text(app, "#audit-detail-text")
+        assert "action   restart" in detail and "args     {}" in detail
+        assert f"hash     {instance.audit.records(2)[0]['hash']}" in detail
+        await pilot.press("down")
+        detail = static_text(app, "#audit-detail-text")
+        assert "outcome  no_such_process: no such process: 'nope'" in detail
+        await pilot.press("escape")
+        assert not app.query_one(AuditView).detail_shown
+        await pilot.press("end")
+        assert audit_list(app).follow
 
         # The TUI's own action: back to the logs, select web, stop it; it shows up as "tui".
         await pilot.press("1", "down", "down")
@@ -109,13 +127,16 @@ async def test_a_long_log_is_held_up_to_its_bound_and_scrolled(console) -> None:
         assert "p1199" in shown(app)[-1]  # following: the newest at the bottom
 
         await pilot.press("home")
-        assert not listed.follow and "p200 " in shown(app)[0] + " "
-        await pilot.press("pagedown")
+        assert not listed.follow and listed.cursor == 0 and "p200 " in shown(app)[0] + " "
+        await pilot.press("pagedown", "pagedown")  # the cursor a page down, then off the screen
         assert "p200 " not in shown(app)[0] + " "
+        top, cursor_seq = shown(app)[0], listed.rows.rows[listed.cursor].seq
         instance.audit.record(CLI_USER, "stop", "newest")
         await wait_for(pilot, lambda: listed.rows.count == MAX_SHOWN + 201, "one more read")
         assert len(listed.rows.rows) == MAX_SHOWN and listed.rows.rows[-1].cells[4] == "newest"
-        assert "newest" not in "".join(shown(app))  # not following: the screen stays put
+        # Not following: the oldest row was let go, yet the cursor and the screen stay put.
+        await pilot.pause()
+        assert listed.rows.rows[listed.cursor].seq == cursor_seq and shown(app)[0] == top
         await pilot.press("end")
         await wait_for(pilot, lambda: "newest" in shown(app)[-1], "back to the newest")
         assert listed.follow
@@ -202,6 +223,7 @@ def write_fixed_records(path: Path) -> None:
 
 
 def test_snapshot_of_the_audit_view(console, snap_compare, utc) -> None:
+    """Key 4, the cursor on the failed start, Enter: the list above, the record below."""
     instance: Console = console(
         PROCESSES.replace('cmd = "sleep 60"', 'cmd = "true"\nautostart = false'), start=False
     )
@@ -211,6 +233,8 @@ def test_snapshot_of_the_audit_view(console, snap_compare, utc) -> None:
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("4")
         await wait_for(pilot, lambda: len(shown(app)) == len(FIXED), "the fixed records")
+        await pilot.press("up", "up", "enter")  # the failed start, in detail
+        await wait_for(pilot, lambda: app.query_one(AuditView).detail_shown, "the detail")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

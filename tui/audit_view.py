@@ -17,24 +17,34 @@ Following (the default) keeps the newest record in view until the user scrolls u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Size
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import Static
 
 from ..engine.audit import AuditLog
-from ..engine.audit_text import AUDIT_COLUMNS, record_cells, succeeded
+from ..engine.audit_text import (
+    AUDIT_COLUMNS,
+    actor_text,
+    outcome_text,
+    record_cells,
+    record_time,
+    succeeded,
+)
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
+from ..engine.terminal_text import field_safe
 from .palette import ERROR, GOOD, WARNING
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 
@@ -52,6 +62,7 @@ class AuditRow:
     cells: tuple[str, ...]  # under AUDIT_COLUMNS, made safe by engine/audit_text.py
     ok: bool
     seq: int | None  # None for a damaged line
+    record: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +78,13 @@ class AuditRows:
         return self.rows[-1].seq if self.rows else None
 
 
-def _row(record: dict[str, object]) -> AuditRow:
+def _row(record: dict[str, Any]) -> AuditRow:
     seq = record.get("seq")
     return AuditRow(
         record_cells(record),
         succeeded(record),
         seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        record,
     )
 
 
@@ -115,6 +127,33 @@ def audit_row(row: AuditRow, width: int) -> Text:
     return text
 
 
+def describe_record(row: AuditRow) -> Text:
+    """Every field of the record of ``row``, each on its own lines, made visible."""
+    record = row.record
+    out = Text(end="")
+
+    def line(name: str, value: str, style: str = "") -> None:
+        out.append(f"{name:<8} ", style="bold")
+        out.append(field_safe(value), style=style)
+        out.append("\n")
+
+    if "damaged" in record:
+        line("damaged", "this line is not a record (lacrimosa audit --verify says where)", ERROR)
+        line("text", str(record["damaged"]))
+        return out
+    line("seq", str(record.get("seq", "?")))
+    line("time", f"{record_time(record)} ({record.get('time')})")
+    actor = record.get("actor")
+    line("actor", f"{actor_text(actor)}  {json.dumps(actor, sort_keys=True)}")
+    line("action", str(record.get("action", "?")))
+    line("target", str(record.get("target")))
+    line("args", json.dumps(record.get("args"), sort_keys=True))
+    line("outcome", outcome_text(record), GOOD if row.ok else f"bold {ERROR}")
+    line("prev", str(record.get("prev", "?")), "dim")
+    line("hash", str(record.get("hash", "?")), "dim")
+    return out
+
+
 def header_text(width: int) -> Text:
     text = Text(no_wrap=True, end="")
     for name, cell_width in zip(AUDIT_COLUMNS, (*_WIDTHS, 0), strict=True):
@@ -124,7 +163,9 @@ def header_text(width: int) -> Text:
 
 
 class AuditList(FollowingScrollView, can_focus=True):
-    """The held records, oldest at the top; follows the newest by default."""
+    """The held records, oldest at the top; a cursor row; follows the newest by default."""
+
+    COMPONENT_CLASSES = {"audit-list--cursor"}
 
     DEFAULT_CSS = """
     AuditList {
@@ -134,12 +175,20 @@ class AuditList(FollowingScrollView, can_focus=True):
         overflow-x: hidden;
         overflow-y: auto;
         scrollbar-size-vertical: 1;
+        & > .audit-list--cursor {
+            background: $block-cursor-blurred-background;
+        }
+        &:focus > .audit-list--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
     }
     """
 
     BINDINGS = [
-        Binding("up,k", "line(-1)", show=False),
-        Binding("down,j", "line(1)", show=False),
+        Binding("up,k", "move(-1)", show=False),
+        Binding("down,j", "move(1)", show=False),
         Binding("pageup", "page(-1)", show=False),
         Binding("pagedown", "page(1)", show=False),
         Binding("home", "first", show=False),
@@ -147,25 +196,61 @@ class AuditList(FollowingScrollView, can_focus=True):
     ]
 
     class Changed(Message):
-        """The rows or the follow state changed (for the status line)."""
+        """The rows, the cursor or the follow state changed (for the status line and detail)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows = AuditRows()
-        self._strips: LRUCache[tuple[AuditRow, int], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+        self.cursor = 0  # an index into rows.rows
+        self._strips: LRUCache[tuple[AuditRow, int, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+
+    @property
+    def cursor_row(self) -> AuditRow | None:
+        rows = self.rows.rows
+        return rows[self.cursor] if 0 <= self.cursor < len(rows) else None
 
     def install(self, rows: AuditRows) -> None:
-        changed = rows.rows != self.rows.rows
+        old, cursor_row = self.rows.rows, self.cursor_row
         self.rows = rows
-        if changed:
+        if rows.rows != old:
             self.virtual_size = Size(self.size.width, len(rows.rows))
             if self.follow:
+                self.cursor = max(len(rows.rows) - 1, 0)
                 self._scroll_to_end()
+            else:
+                # The cursor stays on its record, and the screen with it, when the oldest rows
+                # were let go (the bound) or new ones came below.
+                moved = _index_of(rows.rows, cursor_row) - self.cursor
+                self.cursor = min(max(self.cursor + moved, 0), max(len(rows.rows) - 1, 0))
+                if moved:
+                    y = max(self.scroll_y + moved, 0)
+                    self.scroll_to(y=y, animate=False, immediate=True, force=True)
             self.refresh()
         self.post_message(self.Changed())
 
+    def move_cursor(self, row: int) -> None:
+        self.follow = False
+        row = min(max(row, 0), max(len(self.rows.rows) - 1, 0))
+        if row != self.cursor:
+            self.cursor = row
+            self.refresh()
+        self._show_cursor()
+        self.post_message(self.Changed())
+
+    def _show_cursor(self) -> None:
+        height = max(self.size.height, 1)
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
+
     def watch_follow(self, follow: bool) -> None:
         if follow:
+            last = max(len(self.rows.rows) - 1, 0)
+            if last != self.cursor:
+                self.cursor = last
+                self.refresh()
             self._scroll_to_end()
         self.post_message(self.Changed())
 
@@ -173,30 +258,29 @@ class AuditList(FollowingScrollView, can_focus=True):
         self.virtual_size = Size(self.size.width, len(self.rows.rows))
         if self.follow:
             self._scroll_to_end()
+        else:
+            self._show_cursor()
 
-    def action_line(self, step: int) -> None:
-        self._scroll_by(step)
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and round(self.scroll_y) + offset.y < len(self.rows.rows):
+            self.move_cursor(round(self.scroll_y) + offset.y)
+
+    def action_move(self, step: int) -> None:
+        self.move_cursor(self.cursor + step)
 
     def action_page(self, step: int) -> None:
-        self._scroll_by(step * max(self.size.height - 1, 1))
-
-    def _scroll_by(self, rows: int) -> None:
-        if rows < 0:
-            self.follow = False
-        self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True, force=True)
-        if rows > 0 and self.scroll_y >= self.max_scroll_y:
-            self.follow = True  # at the bottom: new records come into view again
+        self.move_cursor(self.cursor + step * max(self.size.height - 1, 1))
 
     def action_first(self) -> None:
-        self.follow = False
-        self.scroll_to(y=0, animate=False, immediate=True, force=True)
+        self.move_cursor(0)
 
     def action_last(self) -> None:
         self.follow = True
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._strips.clear()  # the base style is baked into cached strips
+        self._strips.clear()  # the base and cursor styles are baked into cached strips
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
@@ -212,11 +296,15 @@ class AuditList(FollowingScrollView, can_focus=True):
                 )
             return Strip.blank(width, base_style)
         row = rows[index]
-        key = (row, width)
+        is_cursor = index == self.cursor
+        key = (row, width, is_cursor)
         strip = self._strips.get(key)
         if strip is None:
             text = audit_row(row, width)
             text.stylize_before(base_style)
+            if is_cursor:
+                text.pad_right(width - text.cell_len)
+                text.stylize(self.get_component_rich_style("audit-list--cursor"))
             strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
                 0, width, base_style
             )
@@ -226,6 +314,15 @@ class AuditList(FollowingScrollView, can_focus=True):
     def visible_rows(self) -> list[str]:
         """The text of each row on screen, trailing blanks removed (for tests and debugging)."""
         return [self.render_line(y).text.rstrip() for y in range(self.size.height)]
+
+
+def _index_of(rows: tuple[AuditRow, ...], row: AuditRow | None) -> int:
+    """Where ``row`` (by seq) is in ``rows`` now; the last row if it is not there."""
+    if row is not None and row.seq is not None:
+        for index in range(len(rows) - 1, -1, -1):
+            if rows[index].seq == row.seq:
+                return index
+    return max(len(rows) - 1, 0)
 
 
 class AuditView(Vertical):
@@ -242,10 +339,22 @@ class AuditView(Vertical):
             height: 1;
             color: $text-muted;
         }
+        #audit-detail {
+            display: none;
+            height: 50%;
+            border-top: solid $primary;
+            padding: 0 1;
+            scrollbar-size-vertical: 1;
+            &.-shown { display: block; }
+        }
     }
     """
 
-    BINDINGS = [Binding("f", "toggle_follow", "follow")]
+    BINDINGS = [
+        Binding("enter", "toggle_detail", "detail"),
+        Binding("f", "toggle_follow", "follow"),
+        Binding("escape", "close_detail", show=False),
+    ]
 
     class _RowsBuilt(Message):
         def __init__(self, rows: AuditRows | None, error: str | None) -> None:
@@ -266,6 +375,8 @@ class AuditView(Vertical):
         yield Static(id="audit-status")
         yield Static(id="audit-header")
         yield AuditList(id="audit-list")
+        with VerticalScroll(id="audit-detail"):
+            yield Static(id="audit-detail-text")
 
     @property
     def audit_list(self) -> AuditList:
@@ -318,7 +429,32 @@ class AuditView(Vertical):
         if build_again:
             self._builds.request()
 
+    @property
+    def detail_shown(self) -> bool:
+        return self.query_one("#audit-detail").has_class("-shown")
+
+    def action_toggle_detail(self) -> None:
+        detail = self.query_one("#audit-detail")
+        detail.toggle_class("-shown")
+        self._show_detail()
+        self.call_after_refresh(self.audit_list._show_cursor)
+
+    def action_close_detail(self) -> None:
+        if self.detail_shown:
+            self.action_toggle_detail()
+
+    def _show_detail(self) -> None:
+        if not self.detail_shown:
+            return
+        row = self.audit_list.cursor_row
+        text = Text("no record selected", style="dim") if row is None else describe_record(row)
+        self.query_one("#audit-detail-text", Static).update(text)
+
     @on(AuditList.Changed)
+    def _list_changed(self) -> None:
+        self._update_status()
+        self._show_detail()
+
     def _update_status(self) -> None:
         audit_list = self.audit_list
         rows = audit_list.rows
