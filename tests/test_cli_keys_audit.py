@@ -15,6 +15,7 @@ from typing import Any
 
 from test_cli import RunningConsole, _no_console_left_behind, start_console
 
+from lacrimosa.engine import audit_text
 from lacrimosa.engine.audit import MAX_RECORDS, AuditLog
 
 __all__ = ["_no_console_left_behind"]  # the fixture that stops every console started here
@@ -228,3 +229,22 @@ def test_an_audit_log_that_cannot_be_written_is_reported_not_fatal(tmp_path: Pat
         assert refused.returncode == 1 and refused.stdout == "", args
         error = json.loads(refused.stderr)["error"]
         assert error["code"] == "failed" and "cannot read the audit log" in error["message"]
+
+
+def test_record_cells_trust_no_field_and_the_name_cache_is_bounded() -> None:
+    hostile = [
+        {"time": "yesterday", "actor": 5, "action": ["x"], "target": "a\nb", "outcome": None},
+        {"time": float("nan"), "actor": {"uid": True}, "seq": 1},
+        {"time": 1e300, "actor": {"source": "http", "key_id": "k\x1b[2J", "key_name": None}},
+        {"damaged": "\x1b]0;title\x07garbage"},
+    ]
+    cells = [audit_text.record_cells(record) for record in hostile]
+    assert cells[0][:2] == ("?", "?") and cells[0][4] == "a␊b" and cells[0][5] == "None"
+    assert cells[1][0] == "?" and cells[1][1] == "?"  # uid True is not a uid
+    assert cells[2][0] == "?" and cells[2][1] == "? (key k␛[2J)"
+    assert cells[3][0] == audit_text.DAMAGED and cells[3][1].startswith("␛]0;title␇")
+    assert not any("\x1b" in cell or "\n" in cell for row in cells for cell in row)
+
+    for uid in range(2**31 - 200, 2**31 - 100):  # uids no one has: each a lookup, then kept
+        assert audit_text.actor_text({"source": "cli", "uid": uid}) == f"uid {uid}"
+    assert 0 < len(audit_text._user_names) <= audit_text.MAX_USER_NAMES
