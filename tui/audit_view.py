@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.cache import LRUCache
@@ -46,7 +46,7 @@ from ..engine.console import Console
 from ..engine.errors import LacrimosaError
 from ..engine.terminal_text import field_safe
 from .palette import ERROR, GOOD, WARNING
-from .virtual_list import FollowingScrollView, OneBuildAtATime
+from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
 
 MAX_SHOWN = 1000  # the newest records the view holds
 _STRIP_CACHE_SIZE = 256
@@ -162,47 +162,25 @@ def header_text(width: int) -> Text:
     return text
 
 
-class AuditList(FollowingScrollView, can_focus=True):
+class AuditList(CursorList):
     """The held records, oldest at the top; a cursor row; follows the newest by default."""
-
-    COMPONENT_CLASSES = {"audit-list--cursor"}
 
     DEFAULT_CSS = """
     AuditList {
         height: 1fr;
         background: $surface;
         color: $text;
-        overflow-x: hidden;
-        overflow-y: auto;
-        scrollbar-size-vertical: 1;
-        & > .audit-list--cursor {
-            background: $block-cursor-blurred-background;
-        }
-        &:focus > .audit-list--cursor {
-            background: $block-cursor-background;
-            color: $block-cursor-foreground;
-            text-style: $block-cursor-text-style;
-        }
     }
     """
-
-    BINDINGS = [
-        Binding("up,k", "move(-1)", show=False),
-        Binding("down,j", "move(1)", show=False),
-        Binding("pageup", "page(-1)", show=False),
-        Binding("pagedown", "page(1)", show=False),
-        Binding("home", "first", show=False),
-        Binding("end", "last", show=False),
-    ]
-
-    class Changed(Message):
-        """The rows, the cursor or the follow state changed (for the status line and detail)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows = AuditRows()
-        self.cursor = 0  # an index into rows.rows
         self._strips: LRUCache[tuple[AuditRow, int, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows.rows)
 
     @property
     def cursor_row(self) -> AuditRow | None:
@@ -227,56 +205,6 @@ class AuditList(FollowingScrollView, can_focus=True):
                     self.scroll_to(y=y, animate=False, immediate=True, force=True)
             self.refresh()
         self.post_message(self.Changed())
-
-    def move_cursor(self, row: int) -> None:
-        self.follow = False
-        row = min(max(row, 0), max(len(self.rows.rows) - 1, 0))
-        if row != self.cursor:
-            self.cursor = row
-            self.refresh()
-        self._show_cursor()
-        self.post_message(self.Changed())
-
-    def _show_cursor(self) -> None:
-        height = max(self.size.height, 1)
-        top = round(self.scroll_y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
-        elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
-
-    def watch_follow(self, follow: bool) -> None:
-        if follow:
-            last = max(len(self.rows.rows) - 1, 0)
-            if last != self.cursor:
-                self.cursor = last
-                self.refresh()
-            self._scroll_to_end()
-        self.post_message(self.Changed())
-
-    def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.rows.rows))
-        if self.follow:
-            self._scroll_to_end()
-        else:
-            self._show_cursor()
-
-    def on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is not None and round(self.scroll_y) + offset.y < len(self.rows.rows):
-            self.move_cursor(round(self.scroll_y) + offset.y)
-
-    def action_move(self, step: int) -> None:
-        self.move_cursor(self.cursor + step)
-
-    def action_page(self, step: int) -> None:
-        self.move_cursor(self.cursor + step * max(self.size.height - 1, 1))
-
-    def action_first(self) -> None:
-        self.move_cursor(0)
-
-    def action_last(self) -> None:
-        self.follow = True
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -304,7 +232,7 @@ class AuditList(FollowingScrollView, can_focus=True):
             text.stylize_before(base_style)
             if is_cursor:
                 text.pad_right(width - text.cell_len)
-                text.stylize(self.get_component_rich_style("audit-list--cursor"))
+                text.stylize(self.get_component_rich_style(CURSOR_COMPONENT))
             strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
                 0, width, base_style
             )
@@ -450,7 +378,7 @@ class AuditView(Vertical):
         text = Text("no record selected", style="dim") if row is None else describe_record(row)
         self.query_one("#audit-detail-text", Static).update(text)
 
-    @on(AuditList.Changed)
+    @on(CursorList.Changed)
     def _list_changed(self) -> None:
         self._update_status()
         self._show_detail()
