@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers import wait_for
 from rich.color import Color
-from test_tui_events import footer_keys, static_text, utc
+from test_tui_events import footer_keys, notifications, static_text, utc
 from textual.pilot import Pilot
 
 from lacrimosa.engine.audit import AUDIT_NAME, GENESIS, Actor, AuditLog, _canonical, _digest
@@ -140,6 +140,31 @@ async def test_a_long_log_is_held_up_to_its_bound_and_scrolled(console) -> None:
         await pilot.press("end")
         await wait_for(pilot, lambda: "newest" in shown(app)[-1], "back to the newest")
         assert listed.follow
+
+
+async def test_records_not_written_are_notified_once_and_shown_in_red(console) -> None:
+    instance: Console = console(PROCESSES, start=False)
+    instance.home.mkdir(mode=0o700, exist_ok=True)
+    (instance.home / AUDIT_NAME).mkdir()  # the log cannot be written, nor read
+    instance.start()
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await asyncio.to_thread(instance.restart_process, "api", CLI_USER)  # done all the same
+        warned = "1 audit records could not be written"
+        await wait_for(pilot, lambda: any(warned in n for n in notifications(app)), "a warning")
+        await asyncio.to_thread(instance.restart_process, "web", CLI_USER)
+        await wait_for(pilot, lambda: instance.audit.write_errors == 2, "the second failure")
+        await pilot.pause(0.3)
+        assert sum("audit records could not be written" in n for n in notifications(app)) == 1
+
+        await pilot.press("4")
+        await wait_for(
+            pilot,
+            lambda: any("cannot read the audit log" in n for n in notifications(app)),
+            "the view says it cannot read the log",
+        )
+        status = static_text(app, "#audit-status")
+        assert "2 not written!" in status and "0 records" in status
 
 
 class CountingAuditLog(AuditLog):

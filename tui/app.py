@@ -184,7 +184,7 @@ class LacrimosaApp(App[None]):
         self._view = "logs"
         self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
         self._warnings_shown: set[str] = set()  # kinds of console warning already notified
-        self._warnings_key: tuple[bool, int, int] | None = None
+        self._warnings_key: tuple[bool, int, int, int] | None = None
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -280,18 +280,22 @@ class LacrimosaApp(App[None]):
         self._poll_view()
 
     def _notify_warnings(self) -> None:
-        """Console-level problems (a sequencer that stopped or lost events, a repaired journal):
-        one notification each, the first time they are seen."""
+        """Console-level problems (a sequencer that stopped or lost events, a repaired journal,
+        audit records not written): one notification each, the first time they are seen."""
         sequencer = self.engine.sequencer
-        if sequencer is None:
-            return
-        key = (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
+        key = (
+            sequencer is not None and sequencer.failure is not None,
+            sequencer.ingest_errors if sequencer is not None else 0,
+            sequencer.restarts if sequencer is not None else 0,
+            self.engine.audit.write_errors,
+        )
         if key == self._warnings_key:
             return
         self._warnings_key = key
         for warning in self.engine.warnings():
-            # Counts change as more is lost: notify again only for a new kind of problem.
-            kind = " ".join(warning.split()[:4])
+            # Counts change as more is lost: notify again only for a new kind of problem (its
+            # first words, counts left out: "3 audit records could not be written").
+            kind = " ".join(word for word in warning.split()[:4] if not word[:1].isdigit())
             if kind not in self._warnings_shown:
                 self._warnings_shown.add(kind)
                 self.notify(warning, severity="error", timeout=30, markup=False)

@@ -352,6 +352,7 @@ class AuditView(Vertical):
             return
         if message.error is not None:
             self.notify(f"audit: {message.error}", severity="error", markup=False)
+            self._update_status()  # the count of records not written, at least
         elif message.rows is not None:
             self.audit_list.install(message.rows)
         if build_again:
