@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
             return run_up(args, lock_fd)
+        if args.command == "mcp":
+            from .mcp_server import run_mcp  # heavy: the MCP SDK
+
+            return run_mcp(_console_home(args)[0])
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)

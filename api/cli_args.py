@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "shutdown", parents=[common, as_json], help="stop every process and the console"
     )
+    commands.add_parser(
+        "mcp",
+        parents=[common],
+        help="a Model Context Protocol server on stdio, for agents (the console of this project)",
+    )
     return parser
 
 
