@@ -1,0 +1,120 @@
+"""PORT, .env files, Procfile tolerance and formations: what each process's environment holds,
+read from real child processes (each writes its environment to a file under tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import wait_until, write_config
+
+from lacrimosa.engine.config import load_config
+from lacrimosa.engine.console import Console
+from lacrimosa.engine.errors import ConfigError, InvalidRequest
+from lacrimosa.engine.formation import (
+    ProjectOptions,
+)
+
+# A child that writes its whole environment as JSON to $OUT/$PS.json, then waits.
+DUMP_ENV = (
+    f"{sys.executable} -c 'import json, os; "
+    'json.dump(dict(os.environ), open(os.path.join(os.environ["OUT"], os.environ["PS"] + ".json"), "w"))\''
+    " && sleep 300"
+)
+
+
+def ports(path: Path, options: ProjectOptions | None = None) -> dict[str, str]:
+    config = load_config(path, options or ProjectOptions(environ={}))
+    return {name: spec.environment()["PORT"] for name, spec in config.processes.items()}
+
+
+def read_dumps(out: Path, names: list[str]) -> dict[str, dict[str, str]]:
+    """The environments the children ``names`` (their PS) wrote, once all have written."""
+    paths = [out / f"{name}.json" for name in names]
+    wait_until(lambda: all(p.is_file() and p.stat().st_size for p in paths), timeout=15)
+
+    def load(path: Path) -> dict[str, str]:
+        return wait_until(lambda: _json_or_none(path))  # written, maybe not closed yet
+
+    return {name: load(path) for name, path in zip(names, paths, strict=True)}
+
+
+def _json_or_none(path: Path) -> dict[str, str] | None:
+    try:
+        value: dict[str, str] = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return value
+
+
+# -- PORT ----------------------------------------------------------------------------------------
+
+
+def test_port_goes_up_by_100_per_type_in_file_order(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web: a\nworker: b\nclock: c\n", "Procfile")
+    assert ports(path) == {"web": "5000", "worker": "5100", "clock": "5200"}
+    assert ports(path, ProjectOptions(base_port=6000, environ={})) == {
+        "web": "6000",
+        "worker": "6100",
+        "clock": "6200",
+    }
+    # PORT in the environment sets the base, as in honcho; -p beats it.
+    assert ports(path, ProjectOptions(environ={"PORT": "3000"}))["worker"] == "3100"
+    assert ports(path, ProjectOptions(base_port=4000, environ={"PORT": "3000"}))["web"] == "4000"
+
+
+def test_port_from_dotenv_and_explicit_ports_win(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PORT=7000\n")
+    path = write_config(
+        tmp_path,
+        """
+        [processes.web]
+        cmd = "a"
+        [processes.api]
+        cmd = "b"
+        port = 8080
+        instances = 2
+        [processes.admin]
+        cmd = "c"
+        env = { PORT = "9999" }
+        [processes.last]
+        cmd = "d"
+        """,
+    )
+    # .env's PORT beats the environment's; port = N is the type's own base, +1 per instance;
+    # an explicit env.PORT is taken as is; the type index still counts every type.
+    assert ports(path, ProjectOptions(environ={"PORT": "3000"})) == {
+        "web": "7000",
+        "api.1": "8080",
+        "api.2": "8081",
+        "admin": "9999",
+        "last": "7300",
+    }
+
+
+def test_ports_past_65535_and_bad_ports_are_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web: a\nworker: b\n", "Procfile")
+    with pytest.raises(ConfigError, match=r"worker\.1 would get PORT 65635"):
+        ports(path, ProjectOptions(base_port=65535, environ={}))
+    with pytest.raises(InvalidRequest, match="PORT in the environment"):
+        ports(path, ProjectOptions(environ={"PORT": "http"}))
+    (tmp_path / ".env").write_text("# the port\nPORT=seventy\n")
+    with pytest.raises(ConfigError) as caught:
+        ports(path)
+    assert caught.value.path == tmp_path / ".env" and caught.value.line == 2
+
+
+def test_each_child_sees_its_port_and_instance_name(
+    tmp_path: Path, console: Callable[..., Console]
+) -> None:
+    (tmp_path / ".env").write_text(f"OUT={tmp_path}\n")
+    running = console(f"web: {DUMP_ENV}\nworker: {DUMP_ENV}\n", name="Procfile")
+    seen = read_dumps(tmp_path, ["web.1", "worker.1"])
+    assert seen["web.1"]["PORT"] == "5000" and seen["worker.1"]["PORT"] == "5100"
+    # ps shows the plain name of a type's only instance; its environment has the instance's.
+    assert [info.name for info in running.processes()] == ["web", "worker"]
+    assert seen["web.1"]["LACRIMOSA_PROCESS"] == "web.1"
+    assert [info.instance for info in running.processes()] == ["web.1", "worker.1"]
