@@ -13,10 +13,9 @@ from helpers import wait_until, write_config
 
 from lacrimosa.engine.config import load_config
 from lacrimosa.engine.console import Console
+from lacrimosa.engine.dotenv import MAX_ENV_FILE_BYTES, read_env_file
 from lacrimosa.engine.errors import ConfigError, InvalidRequest
-from lacrimosa.engine.formation import (
-    ProjectOptions,
-)
+from lacrimosa.engine.formation import ProjectOptions
 
 # A child that writes its whole environment as JSON to $OUT/$PS.json, then waits.
 DUMP_ENV = (
@@ -118,3 +117,94 @@ def test_each_child_sees_its_port_and_instance_name(
     assert [info.name for info in running.processes()] == ["web", "worker"]
     assert seen["web.1"]["LACRIMOSA_PROCESS"] == "web.1"
     assert [info.instance for info in running.processes()] == ["web.1", "worker.1"]
+
+
+# -- .env files ----------------------------------------------------------------------------------
+
+DOTENV_CASES = {
+    "plain": ("A=1", "1"),
+    "export": ("export A=1", "1"),
+    "spaces around =": ("A = 1", "1"),
+    "double quotes": ('A="x y"', "x y"),
+    "single quotes": ("A='x \\n y'", "x \\n y"),
+    "escapes in double quotes": ('A="a\\nb\\tc\\"d\\\\e"', 'a\nb\tc"d\\e'),
+    "other backslash kept": ('A="C:\\dir"', "C:\\dir"),
+    "comment after a space": ("A=value # a comment", "value"),
+    "hash inside a word": ("A=x#y", "x#y"),
+    "comment after quotes": ("A='x' # c", "x"),
+    "empty": ("A=", ""),
+    "inner spaces": ("A=a b", "a b"),
+    "no expansion": ("A=$HOME/x", "$HOME/x"),
+    "url": ("A=http://x.y/a-b?c=d&e", "http://x.y/a-b?c=d&e"),
+}
+
+
+@pytest.mark.parametrize("line, value", DOTENV_CASES.values(), ids=DOTENV_CASES.keys())
+def test_dotenv_values(tmp_path: Path, line: str, value: str) -> None:
+    path = tmp_path / ".env"
+    path.write_text(f"\ufeff# comment\n\n{line}\n")
+    assert {k: v.value for k, v in read_env_file(path).items()} == {"A": value}
+    assert read_env_file(path)["A"].source == f"{path}:3"
+
+
+DOTENV_ERRORS = {
+    "no =": ("A 1", "expected NAME=value"),
+    "bad name": ("1A=x", "expected NAME=value"),
+    "unterminated": ('A="x', "no closing"),
+    "text after quote": ("A='x' y", "after the closing quote"),
+}
+
+
+@pytest.mark.parametrize("line, fragment", DOTENV_ERRORS.values(), ids=DOTENV_ERRORS.keys())
+def test_dotenv_errors_carry_file_and_line(tmp_path: Path, line: str, fragment: str) -> None:
+    (tmp_path / ".env").write_text(f"OK=1\n{line}\n")
+    path = write_config(tmp_path, "web: a\n", "Procfile")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.path == tmp_path / ".env" and caught.value.line == 2
+    assert fragment in caught.value.reason
+    assert str(caught.value).startswith(f"{tmp_path / '.env'}:2: ")
+
+
+def test_env_files_have_bounds_and_must_exist(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web: a\n", "Procfile")
+    big = tmp_path / "big.env"
+    big.write_bytes(b"# padding\n" * (MAX_ENV_FILE_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="too large"):
+        load_config(path, ProjectOptions(env_files=(big,)))
+    with pytest.raises(ConfigError, match="env file not found"):
+        load_config(path, ProjectOptions(env_files=(tmp_path / "missing.env",)))
+
+
+def test_environment_layers_precedence(tmp_path: Path, console: Callable[..., Console]) -> None:
+    """process env > env_file > -e > .env > the console's environment, seen by the child."""
+    (tmp_path / ".env").write_text(f"OUT={tmp_path}\nL1=dotenv\nL2=dotenv\nL3=dotenv\nL4=dotenv\n")
+    (tmp_path / "extra.env").write_text("L2=extra\nL3=extra\nL4=extra\n")
+    (tmp_path / "web.env").write_text("L3=env_file\nL4=env_file\n")
+    path = write_config(
+        tmp_path,
+        f"""
+        [processes.web]
+        cmd = '''{DUMP_ENV}'''
+        env_file = "web.env"
+        env = {{ L4 = "env" }}
+        [processes.other]
+        cmd = '''{DUMP_ENV}'''
+        """,
+    )
+    config = load_config(path, ProjectOptions(env_files=(tmp_path / "extra.env",)))
+    running = Console(config, tmp_path / ".lacrimosa")
+    try:
+        running.start()
+        seen = read_dumps(tmp_path, ["web.1", "other.1"])
+    finally:
+        running.shutdown()
+    web, other = seen["web.1"], seen["other.1"]
+    assert [web[f"L{n}"] for n in range(1, 5)] == ["dotenv", "extra", "env_file", "env"]
+    assert [other[f"L{n}"] for n in range(1, 5)] == ["dotenv", "extra", "extra", "extra"]
+    assert web["PATH"] == other["PATH"]  # the console's environment below them all
+    sources = config.processes["web"].env_sources
+    assert sources["L1"] == f"{tmp_path / '.env'}:2"
+    assert sources["L2"] == f"{tmp_path / 'extra.env'}:1"
+    assert sources["L3"] == f"{tmp_path / 'web.env'}:1"
+    assert sources["L4"] == f"{path}:5"
