@@ -3,19 +3,26 @@ read from real child processes (each writes its environment to a file under tmp_
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_until, write_config
+from helpers import wait_for, wait_until, write_config
 
-from lacrimosa.engine.config import load_config
+from lacrimosa.engine.config import MAX_CONFIG_WARNINGS, load_config
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.dotenv import MAX_ENV_FILE_BYTES, read_env_file
 from lacrimosa.engine.errors import ConfigError, InvalidRequest
 from lacrimosa.engine.formation import ProjectOptions
+from lacrimosa.tui import LacrimosaApp
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "lacrimosa.api.cli"]
 
 # A child that writes its whole environment as JSON to $OUT/$PS.json, then waits.
 DUMP_ENV = (
@@ -208,3 +215,117 @@ def test_environment_layers_precedence(tmp_path: Path, console: Callable[..., Co
     assert sources["L2"] == f"{tmp_path / 'extra.env'}:1"
     assert sources["L3"] == f"{tmp_path / 'web.env'}:1"
     assert sources["L4"] == f"{path}:5"
+
+
+# -- the real CLI ----------------------------------------------------------------------------------
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("LACRIMOSA_HOME", "PORT")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=folder, capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+
+
+class Headless:
+    """A running ``lacrimosa up --headless``; ``stderr`` holds what it wrote once it ended."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.stderr = ""
+
+
+@contextlib.contextmanager
+def headless(folder: Path, *up_args: str) -> Iterator[Headless]:
+    """``lacrimosa up --headless`` in ``folder`` once it answers; shut down on the way out."""
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless", *up_args],
+        cwd=folder,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = Headless(proc)
+    try:
+        wait_until(lambda: proc.poll() is not None or cli(folder, "ps").returncode == 0, 20)
+        assert proc.poll() is None, proc.communicate()
+        yield running
+    finally:
+        if proc.poll() is None:
+            cli(folder, "shutdown")
+        try:
+            running.stderr = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            running.stderr = proc.communicate()[1]
+
+
+# -- Procfile tolerance ----------------------------------------------------------------------------
+
+TOLERATED = (
+    "\ufeffbom: echo first line\n"  # 1
+    "web: sleep 300\n"  # 2
+    "This Procfile runs the web tier.\n"  # 3
+    "- worker: sleep 300\n"  # 4
+    "we$b: sleep 300\n"  # 5
+    "empty:\n"  # 6
+    "clock: sleep 300\n"  # 7
+)
+
+
+def test_procfile_lines_that_are_not_name_command_are_skipped_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, TOLERATED, "Procfile")
+    config = load_config(path)
+    assert list(config.processes) == ["web", "clock"]
+    lines = [int(w.split(":")[1]) for w in config.warnings]
+    assert lines == [1, 3, 4, 5, 6]
+    assert "byte-order mark" in config.warnings[0]
+    assert all(w.startswith(f"{path.resolve()}:") for w in config.warnings)
+    # PORT counts the types that run, in file order.
+    assert config.processes["clock"].environment()["PORT"] == "5100"
+    # A name twice is still an error, at its second line.
+    write_config(tmp_path, "web: a\nweb: b\n", "Procfile")
+    with pytest.raises(ConfigError, match="declared twice") as caught:
+        load_config(path)
+    assert caught.value.line == 2
+
+
+def test_procfile_warnings_are_bounded(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web: a\n" + "prose line\n" * 1000, "Procfile")
+    warnings = load_config(path).warnings
+    assert len(warnings) == MAX_CONFIG_WARNINGS + 1
+    assert warnings[-1].endswith(f"{1000 - MAX_CONFIG_WARNINGS} more lines skipped")
+
+
+def test_procfile_warnings_reach_ps_and_headless_stderr(tmp_path: Path) -> None:
+    write_config(tmp_path, TOLERATED, "Procfile")
+    with headless(tmp_path) as running:
+        ps = cli(tmp_path, "ps")
+        assert ps.returncode == 0
+        assert [row.split()[0] for row in ps.stdout.splitlines()[1:]] == ["web", "clock"]
+        assert ps.stderr.count("lacrimosa: warning: ") == 5
+        assert "Procfile:3: line skipped: expected 'name: command'" in ps.stderr
+        as_json = json.loads(cli(tmp_path, "ps", "--json").stdout)
+        assert len(as_json["warnings"]) == 5
+    assert "Procfile:4: line skipped" in running.stderr
+
+
+async def test_procfile_warnings_are_notified_in_the_tui(
+    tmp_path: Path, console: Callable[..., Console]
+) -> None:
+    instance = console(TOLERATED, name="Procfile")
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(
+            pilot,
+            lambda: sum("line skipped" in n.message for n in app._notifications) == 5,
+            "five notifications",
+        )
