@@ -137,7 +137,7 @@ def expand(config: Config, options: ProjectOptions) -> Config:
     project_env = read_layers(project_env_files(config.path, options))
     base = base_port(project_env, options)
     processes: dict[str, ProcessSpec] = {}
-    instance_names: dict[str, str] = {}  # every name a process answers to → its name
+    instance_names: dict[str, str] = {}  # every name a process answers to → its instance
     for index, spec in enumerate(types.values()):
         count = options.formation.get(spec.name, options.formation.get(ALL, spec.instances))
         type_env = read_layers(spec.env_file)
@@ -166,14 +166,14 @@ def expand(config: Config, options: ProjectOptions) -> Config:
             layers["PS"] = EnvValue(instance, "the instance name")
             layers.update(type_env)
             for alias in {name, instance}:
-                if alias in instance_names and instance_names[alias] != name:
+                if alias in instance_names:
                     raise ConfigError(
                         config.path,
                         None,
-                        f"the name {alias!r} is both {instance_names[alias]!r} and an instance "
-                        f"of {spec.name!r}: rename one",
+                        f"the name {alias!r} is both {instance_names[alias]!r} and {instance!r} "
+                        f"(an instance of {spec.name!r}): rename one",
                     )
-                instance_names[alias] = name
+                instance_names[alias] = instance
             processes[name] = dataclasses.replace(
                 spec,
                 name=name,

@@ -17,8 +17,8 @@ from helpers import wait_for, wait_until, write_config
 from lacrimosa.engine.config import MAX_CONFIG_WARNINGS, load_config
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.dotenv import MAX_ENV_FILE_BYTES, read_env_file
-from lacrimosa.engine.errors import ConfigError, InvalidRequest
-from lacrimosa.engine.formation import ProjectOptions
+from lacrimosa.engine.errors import ConfigError, InvalidRequest, NoSuchProcess
+from lacrimosa.engine.formation import MAX_INSTANCES, ProjectOptions, parse_formation, select
 from lacrimosa.tui import LacrimosaApp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -329,3 +329,124 @@ async def test_procfile_warnings_are_notified_in_the_tui(
             lambda: sum("line skipped" in n.message for n in app._notifications) == 5,
             "five notifications",
         )
+
+
+# -- formation and subsets -------------------------------------------------------------------------
+
+
+def test_parse_formation() -> None:
+    assert parse_formation("web=2, worker=1") == {"web": 2, "worker": 1}
+    assert parse_formation("all=3") == {"all": 3}
+    for bad in ("web", "web=", "=2", "web=two", "web=0", f"web={MAX_INSTANCES + 1}", "web=²"):
+        with pytest.raises(ValueError):
+            parse_formation(bad)
+
+
+def test_instances_get_their_own_names_and_ports(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        [processes.web]
+        cmd = "a"
+        instances = 3
+        [processes.worker]
+        cmd = "b"
+        """,
+    )
+    assert ports(path) == {"web.1": "5000", "web.2": "5001", "web.3": "5002", "worker": "5100"}
+    formed = ProjectOptions(formation={"web": 1, "worker": 2}, environ={})
+    assert ports(path, formed) == {"web": "5000", "worker.1": "5100", "worker.2": "5101"}
+    config = load_config(path, ProjectOptions(formation={"all": 2}, environ={}))
+    assert [
+        (s.name, s.instance_name, s.environment()["PS"]) for s in config.processes.values()
+    ] == [
+        ("web.1", "web.1", "web.1"),
+        ("web.2", "web.2", "web.2"),
+        ("worker.1", "worker.1", "worker.1"),
+        ("worker.2", "worker.2", "worker.2"),
+    ]
+    with pytest.raises(InvalidRequest, match="no process type 'nope'"):
+        load_config(path, ProjectOptions(formation={"nope": 2}))
+
+
+def test_formations_past_the_bounds_and_clashing_names_are_refused(tmp_path: Path) -> None:
+    many = "".join(f"t{i}: a\n" for i in range(11))
+    path = write_config(tmp_path, many, "Procfile")
+    with pytest.raises(ConfigError, match="more than 1000 processes"):
+        load_config(path, ProjectOptions(formation={"all": MAX_INSTANCES}, base_port=1000))
+    toml = write_config(tmp_path, '[processes.web]\ncmd = "a"\ninstances = 101\n')
+    with pytest.raises(ConfigError, match="instances: must be a number from 1 to 100"):
+        load_config(toml)
+    clash = write_config(
+        tmp_path,
+        '[processes."web.2"]\ncmd = "a"\n[processes.web]\ncmd = "b"\ninstances = 2\n',
+    )
+    with pytest.raises(ConfigError, match=r"'web\.2' is both"):
+        load_config(clash)
+    reserved = write_config(tmp_path, '[processes.all]\ncmd = "a"\n')
+    with pytest.raises(ConfigError, match="kept for every process"):
+        load_config(reserved)
+
+
+def test_select_resolves_instances_types_all_and_globs(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "web: a\nworker: b\nwatch: c\n", "Procfile")
+    specs = load_config(path, ProjectOptions(formation={"worker": 2}, environ={})).processes
+    assert select(specs, "all") == ["web", "worker.1", "worker.2", "watch"]
+    assert select(specs, "worker") == ["worker.1", "worker.2"]
+    assert select(specs, "worker.2") == ["worker.2"]
+    assert select(specs, "web") == select(specs, "web.1") == ["web"]
+    assert select(specs, "w*") == ["web", "worker.1", "worker.2", "watch"]
+    assert select(specs, "*.2") == ["worker.2"]
+    assert select(specs, "wa?ch") == ["watch"]
+    for unknown in ("nope", "web.2", "x*"):
+        with pytest.raises(NoSuchProcess):
+            select(specs, unknown)
+
+
+def test_up_names_formation_and_verbs_on_types(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"OUT={tmp_path}\n")
+    write_config(tmp_path, f"web: {DUMP_ENV}\nworker: {DUMP_ENV}\nclock: {DUMP_ENV}\n", "Procfile")
+    with headless(tmp_path, "-m", "web=2", "web", "worker"):
+        seen = read_dumps(tmp_path, ["web.1", "web.2", "worker.1"])
+        assert [seen[n]["PORT"] for n in ("web.1", "web.2", "worker.1")] == [
+            "5000",
+            "5001",
+            "5100",
+        ]
+        ps = wait_until(lambda: _ps_when(tmp_path, lambda p: p["web.2"]["pid"]))
+        assert {n: p["state"] for n, p in ps.items()} == {
+            "web.1": "running",
+            "web.2": "running",
+            "worker": "running",
+            "clock": "stopped",  # known, not started: up named the others
+        }
+        # A type: every instance, at once; one line per process.
+        first = {n: ps[n]["pid"] for n in ("web.1", "web.2")}
+        restarted = cli(tmp_path, "restart", "web")
+        assert restarted.returncode == 0, restarted.stderr
+        assert [line.split(":")[0] for line in restarted.stdout.splitlines()] == ["web.1", "web.2"]
+        after = _ps_when(tmp_path, lambda p: True)
+        assert all(after[n]["pid"] not in (None, first[n]) for n in first)
+        assert after["worker"]["restarts"] == 0
+        # A glob and an instance; JSON lists each result.
+        stopped = json.loads(cli(tmp_path, "stop", "web.*", "--json").stdout)
+        assert [r["name"] for r in stopped["results"]] == ["web.1", "web.2"]
+        started = json.loads(cli(tmp_path, "start", "clock", "--json").stdout)
+        assert started["outcome"] == "started" and started["process"]["instance"] == "clock.1"
+        assert cli(tmp_path, "restart", "nope").returncode == 3
+        # logs of a type: its instances merged, each line with its name.
+        cli(tmp_path, "start", "web.2")
+        wait_until(lambda: "web.2 | " in cli(tmp_path, "logs", "web").stdout or None)
+        # One instance killed: only it restarts (its own restart policy and counters).
+        pid = _ps_when(tmp_path, lambda p: p["web.2"]["pid"])["web.2"]["pid"]
+        os.kill(pid, 9)
+        again = wait_until(lambda: _ps_when(tmp_path, lambda p: p["web.2"]["restarts"] == 1))
+        assert again["web.1"]["state"] == "stopped" and again["web.1"]["restarts"] == 1
+
+
+def _ps_when(folder: Path, predicate: Callable[[dict[str, dict]], object]) -> dict | None:
+    result = cli(folder, "ps", "--json")
+    if result.returncode != 0:
+        return None
+    processes = {p["name"]: p for p in json.loads(result.stdout)["processes"]}
+    return processes if predicate(processes) else None
