@@ -450,3 +450,66 @@ def _ps_when(folder: Path, predicate: Callable[[dict[str, dict]], object]) -> di
         return None
     processes = {p["name"]: p for p in json.loads(result.stdout)["processes"]}
     return processes if predicate(processes) else None
+
+
+# -- check and run ---------------------------------------------------------------------------------
+
+
+def test_check_prints_processes_ports_and_sources_without_secret_values(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SECRET=hunter2\nPORT=7000\n")
+    write_config(tmp_path, "web: serve\nworker: work\nprose\n", "Procfile")
+    text = cli(tmp_path, "check", "-m", "worker=2")
+    assert text.returncode == 0, text.stderr
+    assert "web  PORT=7000  PS=web.1" in text.stdout
+    assert "worker.2  PORT=7101  PS=worker.2" in text.stdout
+    assert f"SECRET from {tmp_path / '.env'}:1" in text.stdout
+    assert "hunter2" not in text.stdout  # names and sources only, but for PORT and PS
+    assert "Procfile:3: line skipped" in text.stderr
+    report = json.loads(cli(tmp_path, "check", "--json", "-p", "6000").stdout)
+    assert report["base_port"] == 6000 and report["base_port_source"] == "-p"
+    assert report["env_files"] == [str(tmp_path / ".env")]
+    assert [(p["name"], p["port"]) for p in report["processes"]] == [
+        ("web", "6000"),
+        ("worker", "6100"),
+    ]
+    assert len(report["warnings"]) == 1
+    assert "hunter2" not in json.dumps(report)
+
+
+def test_check_reports_errors_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OK=1\nnot an assignment\n")
+    write_config(tmp_path, "web: serve\n", "Procfile")
+    text = cli(tmp_path, "check")
+    assert text.returncode == 1
+    assert f"{tmp_path / '.env'}:2: expected NAME=value" in text.stderr
+    as_json = cli(tmp_path, "check", "--json")
+    assert as_json.returncode == 1 and as_json.stdout == ""
+    assert json.loads(as_json.stderr)["error"]["code"] == "config"
+    assert cli(tmp_path, "check", "-m", "nope=2").returncode == 2
+
+
+def test_run_a_command_or_a_process_with_the_project_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("GREETING='hello there'\n")
+    (tmp_path / "sub").mkdir()
+    write_config(
+        tmp_path,
+        """
+        [processes.web]
+        cmd = "echo $PS $PORT $GREETING $(basename $PWD); exit 4"
+        cwd = "sub"
+        instances = 2
+        [processes.worker]
+        cmd = "true"
+        """,
+    )
+    show = "echo $PORT $GREETING; exit 7"
+    ran = cli(tmp_path, "run", "-p", "6000", "--", "sh", "-c", show)
+    assert (ran.returncode, ran.stdout) == (7, "6000 hello there\n")
+    assert cli(tmp_path, "run", "web.2").stdout == "web.2 5001 hello there sub\n"
+    # A type of several instances runs its first; the exit status is the command's.
+    by_type = cli(tmp_path, "run", "web")
+    assert (by_type.returncode, by_type.stdout) == (4, "web.1 5000 hello there sub\n")
+    assert cli(tmp_path, "run", "nope").returncode == 3
+    assert cli(tmp_path, "run", "w*").returncode == 2
+    assert cli(tmp_path, "run").returncode == 2
+    assert cli(tmp_path, "run", "--", "no-such-command-here").returncode == 127
