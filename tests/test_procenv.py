@@ -513,3 +513,21 @@ def test_run_a_command_or_a_process_with_the_project_environment(tmp_path: Path)
     assert cli(tmp_path, "run", "w*").returncode == 2
     assert cli(tmp_path, "run").returncode == 2
     assert cli(tmp_path, "run", "--", "no-such-command-here").returncode == 127
+
+
+def test_acting_on_more_processes_than_waiting_threads(
+    tmp_path: Path, console: Callable[..., Console]
+) -> None:
+    """A type of 40 instances, past MAX_PARALLEL_ACTIONS (32) threads: every one is stopped
+    and started, each with its own outcome, in about the time of one."""
+    from lacrimosa.engine.console import MAX_PARALLEL_ACTIONS
+
+    count = MAX_PARALLEL_ACTIONS + 8
+    running = console(f'[processes.web]\ncmd = "exec sleep 300"\ninstances = {count}\n')
+    wait_until(lambda: all(info.pid for info in running.processes()))
+    stopped = running.act("stop", "web")
+    assert [name for name, _ in stopped] == [f"web.{n}" for n in range(1, count + 1)]
+    assert {outcome for _, outcome in stopped} == {"stopped"}
+    assert all(info.state == "stopped" for info in running.processes())
+    started = running.act("start", "web.*")
+    assert len(started) == count and {outcome for _, outcome in started} == {"started"}
