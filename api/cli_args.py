@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
 from ..engine.fastjson import json_text
+from ..engine.formation import parse_formation, parse_port
 from .version import __version__
 from .wire import parse_duration
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -231,24 +233,6 @@ def _env_files(text: str) -> list[str]:
     return files
 
 
-def _port(text: str) -> int:
-    from ..engine.formation import parse_port
-
-    try:
-        return parse_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _formation(text: str) -> dict[str, int]:
-    from ..engine.formation import parse_formation
-
-    try:
-        return parse_formation(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -269,8 +253,18 @@ def _text(text: str) -> str:
     return text
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _usage_errors(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ValueError's reason becomes the usage error."""
+
+    def read(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return read
+
+
+_duration = _usage_errors(parse_duration)
+_port = _usage_errors(parse_port)
+_formation = _usage_errors(parse_formation)

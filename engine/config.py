@@ -490,6 +490,10 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         isinstance(f, str) and f and "\0" not in f for f in env_files
     ):
         raise fail("env_file", "must be a file path or a list of them (relative to this file)")
+    env_file_paths = tuple((path.parent / f).resolve() for f in env_files)
+    for env_path in env_file_paths:
+        if not env_path.is_file():
+            raise fail("env_file", f"no such file: {_show(str(env_path), 200)}")
     env_line = locate(where, "env") or line
     return ProcessSpec(
         name=name,
@@ -505,7 +509,7 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         stable_after=numbers["stable_after"],
         port=port,
         instances=instances,
-        env_file=tuple((path.parent / f).resolve() for f in env_files),
+        env_file=env_file_paths,
         env_sources={key: f"{path}:{env_line}" for key in env_values},
     )
 

@@ -5,7 +5,6 @@ honcho/foreman"), the case is not here but in test_procenv.py."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
-from test_procenv import cli_env, headless
+from test_procenv import cli_env, headless, load_json_or_none
 
 # Writes its environment to $OUT/<instance>.json (PS under lacrimosa, HONCHO_PROCESS_NAME under
 # honcho), then waits to be stopped (honcho stops everything when any process exits).
@@ -97,25 +96,19 @@ def _settle(out: Path) -> None:
     def steady() -> bool:
         seen.append(len(list(out.iterdir())))
         return (
-            len(seen) >= 10 and len(set(seen[-10:])) == 1 and all(_loads(p) for p in out.iterdir())
+            len(seen) >= 10
+            and len(set(seen[-10:])) == 1
+            and all(load_json_or_none(p) for p in out.iterdir())
         )
 
     wait_until(steady, timeout=15, interval=0.05)
-
-
-def _loads(path: Path) -> dict[str, str] | None:
-    try:
-        value: dict[str, str] = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return value
 
 
 def seen_by_children(out: Path) -> dict[str, dict[str, str | None]]:
     """Per instance, PORT and the .env's variables as the child saw them."""
     found = {}
     for path in sorted(out.iterdir()):
-        environment = _loads(path)
+        environment = load_json_or_none(path)
         assert environment is not None
         found[path.stem] = {name: environment.get(name) for name in ("PORT", *CUSTOM)}
     return found

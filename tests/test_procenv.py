@@ -43,12 +43,12 @@ def read_dumps(out: Path, names: list[str]) -> dict[str, dict[str, str]]:
     wait_until(lambda: all(p.is_file() and p.stat().st_size for p in paths), timeout=15)
 
     def load(path: Path) -> dict[str, str]:
-        return wait_until(lambda: _json_or_none(path))  # written, maybe not closed yet
+        return wait_until(lambda: load_json_or_none(path))  # written, maybe not closed yet
 
     return {name: load(path) for name, path in zip(names, paths, strict=True)}
 
 
-def _json_or_none(path: Path) -> dict[str, str] | None:
+def load_json_or_none(path: Path) -> dict[str, str] | None:
     try:
         value: dict[str, str] = json.loads(path.read_text())
     except ValueError:
@@ -181,6 +181,10 @@ def test_env_files_have_bounds_and_must_exist(tmp_path: Path) -> None:
         load_config(path, ProjectOptions(env_files=(big,)))
     with pytest.raises(ConfigError, match="env file not found"):
         load_config(path, ProjectOptions(env_files=(tmp_path / "missing.env",)))
+    toml = write_config(tmp_path, '[processes.web]\ncmd = "a"\nenv_file = ["gone.env"]\n')
+    with pytest.raises(ConfigError, match="env_file: no such file") as caught:
+        load_config(toml)
+    assert caught.value.line == 3
 
 
 def test_environment_layers_precedence(tmp_path: Path, console: Callable[..., Console]) -> None:
