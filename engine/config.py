@@ -490,10 +490,18 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         isinstance(f, str) and f and "\0" not in f for f in env_files
     ):
         raise fail("env_file", "must be a file path or a list of them (relative to this file)")
-    env_file_paths = tuple((path.parent / f).resolve() for f in env_files)
-    for env_path in env_file_paths:
-        if not env_path.is_file():
+    env_file_paths = []
+    for env_file_name in env_files:
+        try:
+            env_path = (path.parent / env_file_name).resolve()
+            found = env_path.is_file()
+        except (OSError, RuntimeError) as exc:  # too long, a symlink loop (RuntimeError), ...
+            raise fail(
+                "env_file", f"cannot use {_show(env_file_name)}: {_os_reason(exc)}"
+            ) from None
+        if not found:
             raise fail("env_file", f"no such file: {_show(str(env_path), 200)}")
+        env_file_paths.append(env_path)
     env_line = locate(where, "env") or line
     return ProcessSpec(
         name=name,
@@ -509,7 +517,7 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         stable_after=numbers["stable_after"],
         port=port,
         instances=instances,
-        env_file=env_file_paths,
+        env_file=tuple(env_file_paths),
         env_sources={key: f"{path}:{env_line}" for key in env_values},
     )
 

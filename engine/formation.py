@@ -91,7 +91,10 @@ def project_env_files(config_path: Path, options: ProjectOptions) -> list[Path]:
     if dotenv.is_file():
         files.append(dotenv)
     for path in options.env_files:
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop is a RuntimeError
+            raise ConfigError(path, None, f"cannot use this env file: {exc}") from None
         if resolved not in files:
             files.append(resolved)
     return files
@@ -148,19 +151,19 @@ def expand(config: Config, options: ProjectOptions) -> Config:
             name = spec.name if count == 1 else f"{spec.name}.{number}"
             instance = f"{spec.name}.{number}"
             port = first_port + number - 1
-            if port > 65535:
+            explicit_port = "PORT" in spec.env or "PORT" in type_env  # taken as is
+            if port > 65535 and not explicit_port:
                 raise ConfigError(
                     config.path,
                     None,
                     f"{instance} would get PORT {port}, past 65535 (base {base.port} from "
                     f"{base.source}): lower the base with -p",
                 )
-            port_source = (
-                f"port = {spec.port}"
-                if spec.port is not None
-                else f"base {base.port} from "
-                f"{base.source}, +{PORT_STEP_PER_TYPE}x{index} +{number - 1}"
-            )
+            if spec.port is not None:
+                port_source = f"port = {spec.port}, +{number - 1}"
+            else:
+                steps = f"+{PORT_STEP_PER_TYPE}x{index} +{number - 1}"
+                port_source = f"base {base.port} from {base.source}, {steps}"
             layers: dict[str, EnvValue] = dict(project_env)
             layers["PORT"] = EnvValue(str(port), port_source)
             layers["PS"] = EnvValue(instance, "the instance name")
