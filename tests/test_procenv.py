@@ -535,3 +535,25 @@ def test_acting_on_more_processes_than_waiting_threads(
     assert all(info.state == "stopped" for info in running.processes())
     started = running.act("start", "web.*")
     assert len(started) == count and {outcome for _, outcome in started} == {"started"}
+
+
+def test_each_process_a_target_means_is_audited(
+    tmp_path: Path, console: Callable[..., Console]
+) -> None:
+    from lacrimosa.engine.audit import Actor
+
+    running = console('[processes.web]\ncmd = "exec sleep 300"\ninstances = 2\n')
+    wait_until(lambda: all(info.pid for info in running.processes()))
+    actor = Actor.local("cli")
+    running.act("restart", "web", actor)
+    with pytest.raises(NoSuchProcess):
+        running.act("stop", "nope*", actor)
+    records = [
+        (r["action"], r["target"], r["outcome"], r["actor"]["source"])
+        for r in running.audit.records()
+    ]
+    assert sorted(records[-3:-1]) == [
+        ("restart", "web.1", "ok", "cli"),
+        ("restart", "web.2", "ok", "cli"),
+    ]
+    assert records[-1] == ("stop", "nope*", "no_such_process", "cli")
