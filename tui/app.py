@@ -273,12 +273,15 @@ class LacrimosaApp(App[None]):
         self._poll_view()
 
     def _notify_warnings(self) -> None:
-        """Console-level problems (a sequencer that stopped or lost events, a repaired journal):
-        one notification each, the first time they are seen."""
+        """Console-level problems (Procfile lines skipped, a sequencer that stopped or lost
+        events, a repaired journal): one notification each, the first time they are seen."""
         sequencer = self.engine.sequencer
-        if sequencer is None:
-            return
-        key = (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
+        # The config's warnings never change: without a sequencer, one look is enough.
+        key = (
+            (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
+            if sequencer is not None
+            else (False, 0, 0)
+        )
         if key == self._warnings_key:
             return
         self._warnings_key = key
