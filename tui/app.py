@@ -280,9 +280,11 @@ class LacrimosaApp(App[None]):
         self._poll_view()
 
     def _notify_warnings(self) -> None:
-        """Console-level problems (a sequencer that stopped or lost events, a repaired journal,
-        audit records not written): one notification each, the first time they are seen."""
+        """Console-level problems (Procfile lines skipped, a sequencer that stopped or lost
+        events, a repaired journal, audit records not written): one notification each, the
+        first time they are seen."""
         sequencer = self.engine.sequencer
+        # The config's warnings never change: they are seen at the first look.
         key = (
             sequencer is not None and sequencer.failure is not None,
             sequencer.ingest_errors if sequencer is not None else 0,
