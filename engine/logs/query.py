@@ -201,7 +201,16 @@ def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) 
     return found
 
 
-def _first_ms_at_or_after(t: float) -> int:
+def block_matches(block: Block, n: int, stream: int | None, contains: bytes | None) -> np.ndarray:
+    """The indices (uint32, ascending) among the first ``n`` lines of ``block`` on ``stream``
+    and containing ``contains`` (either may be None: any), from the block's cached scan (for
+    readers that walk blocks themselves, such as the query language's executor)."""
+    if stream is None and not contains:
+        return np.arange(n, dtype=np.uint32)
+    return _matching(block, n, (stream, contains or None, False))
+
+
+def first_ms_at_or_after(t: float) -> int:
     """The first whole millisecond whose line time (``ms / 1000``, as LogLine.time) is >= t."""
     ms = math.ceil(t * 1000)
     while (ms - 1) / 1000 >= t:  # t * 1000 rounded up past it
@@ -213,7 +222,7 @@ def _first_ms_at_or_after(t: float) -> int:
 
 def _select(process: str, refs: tuple[BlockRef, ...], query: LogQuery) -> _ProcessSelection:
     key = query.predicate_key
-    since_ms = None if query.since is None else _first_ms_at_or_after(query.since)
+    since_ms = None if query.since is None else first_ms_at_or_after(query.since)
     segments: list[_Segment] = []
     for ref in refs:
         block, hi = ref.block, ref.n
