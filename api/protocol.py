@@ -34,7 +34,16 @@ import numpy as np
 
 from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
-from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
+from ..engine.dsl import execute, parse, parse_where, select_rows
+from ..engine.dsl.execute import EventRow
+from ..engine.dsl.syntax import And, Compare, Expr, Query, Source, Text
+from ..engine.errors import (
+    ConsoleError,
+    InvalidRequest,
+    LacrimosaError,
+    QuerySyntaxError,
+    Starting,
+)
 from ..engine.events.frames import Event, matching
 from ..engine.events.journal import Journal
 from ..engine.logs.query import LogQuery, LogView
@@ -79,6 +88,12 @@ FOLLOW_BATCH_EVENTS = 1000
 SHARED_BATCHES = 8
 SHARED_BATCH_BYTES = 32 << 20
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
+QUERY_TIMEOUT = 10.0  # seconds a ``query`` may run unless it asks for another deadline
+MAX_QUERY_TIMEOUT = 60.0
+# ``logs`` with ``where``: the newest ``lines`` matching lines, at most this many and about this
+# many bytes of text (the oldest are left out past that); the query language's bounds.
+MAX_WHERE_LINES = 10_000
+MAX_WHERE_BYTES = 8 << 20
 
 
 def line_to_dict(line: LogLine, raw: bool = False) -> dict[str, Any]:
@@ -109,7 +124,13 @@ def internal_error(exc: Exception) -> dict[str, Any]:
 
 
 def error_reply(exc: Exception) -> dict[str, Any]:
-    """The reply for a failure: a LacrimosaError's own code and message, else ``internal``."""
+    """The reply for a failure: a LacrimosaError's own code and message, else ``internal``. A
+    query that does not parse also says where (``position``: 0-based offset) and what was
+    ``expected`` there, so that a client can point at it."""
+    if isinstance(exc, QuerySyntaxError):
+        reply = error(exc.code, exc.message)
+        reply["error"].update(position=exc.position, expected=exc.expected)
+        return reply
     if isinstance(exc, LacrimosaError):
         return error(exc.code, exc.message)
     return internal_error(exc)
@@ -258,17 +279,24 @@ def _follow_logs(
     query = selection.query
     after = selection.next_id
     raw = selection.raw  # not the selection: its view would hold its snapshot for the follow
+    where = selection.where if isinstance(selection, _WhereSelection) else None
     seen = console.store.version
+
+    def new_lines() -> Iterator[LogLine]:
+        if where is not None:
+            rows = select_rows(where, console.snapshot(), resolve=console.select, after_id=after)
+            return (LogLine(row.process, row.block, row.index) for row in rows)  # type: ignore[union-attr]
+        view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
+        return _iterate(view, 0, len(view))
 
     def step() -> dict[str, Any] | None:
         nonlocal after, seen
         version = console.store.version
         if version == seen:
             return None
-        view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
         lines: list[dict[str, Any]] = []
         size = 0
-        for line in _iterate(view, 0, len(view)):
+        for line in new_lines():
             lines.append(line_to_dict(line, raw))
             size += len(line.content)
             if len(lines) >= FOLLOW_BATCH_LINES or size >= FOLLOW_BATCH_BYTES:
@@ -591,11 +619,105 @@ def _iterate(view: LogView, start: int, stop: int) -> Iterator[LogLine]:
         yield from view.lines(chunk, min(chunk + LOGS_CHUNK_LINES, stop))
 
 
+@dataclasses.dataclass(frozen=True)
+class _WhereSelection:
+    """The lines a ``logs`` request with ``where`` asked for: the newest ``lines`` matching
+    lines, found with the query language (bounded by MAX_WHERE_LINES and MAX_WHERE_BYTES)."""
+
+    lines: list[LogLine]
+    next_id: int
+    query: LogQuery  # the request's plain filters (a follow's fallback shape)
+    where: Query  # the request as a query (what a follow runs on new lines)
+    raw: bool = False
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "lines": [line_to_dict(line, self.raw) for line in self.lines],
+            "next_id": self.next_id,
+        }
+
+    def pieces(self, state: ReplyState | None = None) -> Iterator[bytes]:
+        yield encode(ok(self.result()))
+
+
+def _where_query(request: dict[str, Any], expr: Expr, query: LogQuery) -> Query:
+    """A ``logs`` request with ``where`` as a query: its name, stream, grep and since too."""
+    conditions = [expr]
+    stream_name = request.get("stream")
+    if stream_name:
+        conditions.append(Compare("stream", "=", stream_name))
+    if query.contains:
+        conditions.append(Text("line", "contains", query.contains.decode()))
+    name = request.get("name")
+    return Query(
+        columns=(),
+        sources=(Source(name if name else "*"),),
+        where=conditions[0] if len(conditions) == 1 else And(tuple(conditions)),
+        since=query.since,
+    )
+
+
+def _select_where(
+    console: Console, request: dict[str, Any], query: LogQuery, lines: int
+) -> _WhereSelection:
+    text = request.get("where")
+    if not isinstance(text, str):
+        raise InvalidRequest("where must be a string (the WHERE part of a query)")
+    if lines > MAX_WHERE_LINES:
+        raise InvalidRequest(f"with where, lines is at most {MAX_WHERE_LINES}")
+    raw = request.get("raw", False)
+    if request.get("format") is not None:
+        raise InvalidRequest("format cannot be combined with where")
+    where = _where_query(request, parse_where(text), query)
+    snapshot = console.snapshot()
+    found: list[LogLine] = []
+    size = 0
+    newest = None
+    if lines:
+        for row in select_rows(
+            where, snapshot, resolve=console.select, descending=True, timeout=QUERY_TIMEOUT
+        ):
+            assert not isinstance(row, EventRow)
+            newest = newest or row.id
+            size += len(row.raw)
+            if size > MAX_WHERE_BYTES and found:
+                break
+            found.append(LogLine(row.process, row.block, row.index))
+            if len(found) >= lines:
+                break
+    found.reverse()
+    # A follow goes on after the newest line of this snapshot, matching or not.
+    every = LogView(snapshot, LogQuery(processes=query.processes))
+    next_id = every.line(len(every) - 1).id if len(every) else 0
+    return _WhereSelection(found, next_id, query, where, bool(raw))
+
+
+def _query(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    """``query``: a statement of the query language (engine/dsl), run within ``timeout``."""
+    text = request.get("query")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("this request needs a query (SELECT … FROM …)")
+    timeout = request.get("timeout", QUERY_TIMEOUT)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= MAX_QUERY_TIMEOUT
+    ):
+        raise InvalidRequest(
+            f"timeout must be a number of seconds above 0, at most {MAX_QUERY_TIMEOUT:g}"
+        )
+    query = parse(text)
+    journal = console.sequencer.journal if console.sequencer is not None else None
+    return execute(
+        query, console.snapshot(), journal, resolve=console.select, timeout=float(timeout)
+    ).to_dict()
+
+
 def _logs(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     return _select_logs(console, request).result()
 
 
-def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
+def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection | _WhereSelection:
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest("name must be a string")
@@ -638,6 +760,8 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     )
     if query.processes is not None:
         console.check_names(query.processes)
+    if request.get("where") is not None:
+        return _select_where(console, request, query, lines)
     snapshot = console.snapshot()
     view = LogView(snapshot, query)
     total = len(view)
@@ -840,7 +964,9 @@ _FOLLOWERS: dict[str, Callable[[Console, dict[str, Any], ReplyState | None], Fol
 FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
 
 # The ops whose reply can be long: every transport sends it in pieces (see ``replies``).
-_STREAMED: dict[str, Callable[[Console, dict[str, Any]], _LogSelection | _EventSelection]] = {
+_STREAMED: dict[
+    str, Callable[[Console, dict[str, Any]], _LogSelection | _WhereSelection | _EventSelection]
+] = {
     "logs": _select_logs,
     "events": _select_events,
 }
@@ -852,6 +978,7 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
     "status": lambda console, request, actor: console.status(),
     "logs": lambda console, request, actor: _logs(console, request),
     "events": lambda console, request, actor: _events(console, request),
+    "query": lambda console, request, actor: _query(console, request),
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),

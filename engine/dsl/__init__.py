@@ -1,7 +1,17 @@
 """The query language over logs and events: ``parse`` a query (syntax.py), ``execute`` it over
 a store snapshot or the event journal (execute.py); what fields and operators mean (values.py)."""
 
-from .execute import MAX_ROWS, Result, execute, format_time
+from .execute import MAX_ROWS, LineRow, Result, execute, format_time, select_rows
 from .syntax import Query, parse, parse_where
 
-__all__ = ["MAX_ROWS", "Query", "Result", "execute", "format_time", "parse", "parse_where"]
+__all__ = [
+    "MAX_ROWS",
+    "LineRow",
+    "Query",
+    "Result",
+    "execute",
+    "format_time",
+    "parse",
+    "parse_where",
+    "select_rows",
+]

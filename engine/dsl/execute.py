@@ -41,7 +41,14 @@ from ..errors import Cancelled, ConsoleError, InvalidRequest, NoSuchProcess, Tim
 from ..events.frames import COUNTER_BITS, Event, matching
 from ..events.journal import Journal
 from ..logs.query import block_matches, first_ms_at_or_after
-from ..logs.store import FLAG_NO_NEWLINE, STREAM_MASK, STREAM_NAMES, BlockRef, StoreSnapshot
+from ..logs.store import (
+    FLAG_NO_NEWLINE,
+    STREAM_MASK,
+    STREAM_NAMES,
+    Block,
+    BlockRef,
+    StoreSnapshot,
+)
 from .syntax import And, Column, Compare, Exists, Expr, In, Not, Or, Query, Text, parse_time
 from .values import (
     MISSING,
@@ -55,8 +62,10 @@ from .values import (
 
 MAX_ROWS = 10_000  # rows in a reply; more matching: ``truncated``
 MAX_GROUPS = 10_000  # groups a GROUP BY may make (past that the query is refused)
-MAX_SORTED = 100_000  # OFFSET + LIMIT of a query that sorts (what the sort holds)
+MAX_SORTED = 100_000  # OFFSET + LIMIT of a query that sorts (it holds up to twice that)
 MAX_CELL_CHARS = 4096  # a longer text cell is cut (with "…")
+MAX_REPLY_BYTES = 8 << 20  # about this many bytes of cells in a reply; more: ``truncated``
+MAX_SORT_BYTES = 32 << 20  # cells a sort may hold while it looks for the first LIMIT rows
 EVENTS_CHUNK = 1024  # journal slots read at a time
 CHECK_EVERY = 4096  # rows between deadline / cancel checks
 _PER_LINE_COPY = 64  # fewer candidate lines in a block than this: copied one by one
@@ -86,6 +95,11 @@ class Result:
         }
 
 
+def _size(cells: list[Any]) -> int:
+    """About how many bytes a row's cells take in a reply."""
+    return sum(len(c) + 3 if isinstance(c, str) else 8 for c in cells)
+
+
 def format_time(seconds: float) -> str:
     """RFC 3339 in UTC with milliseconds: ``2026-11-23T10:00:00.000Z``."""
     moment = datetime.fromtimestamp(seconds, UTC)
@@ -98,10 +112,14 @@ def format_time(seconds: float) -> str:
 class LineRow:
     """One stored line as a query sees it; its text and fields are made when first asked for."""
 
-    __slots__ = ("_fields", "_text", "flags", "id", "ms", "process", "raw")
+    __slots__ = ("_fields", "_text", "block", "flags", "id", "index", "ms", "process", "raw")
 
-    def __init__(self, process: str, line_id: int, ms: int, flags: int, raw: bytes) -> None:
+    def __init__(
+        self, process: str, block: Block, index: int, line_id: int, ms: int, flags: int, raw: bytes
+    ) -> None:
         self.process = process
+        self.block = block  # where the line is stored (LogLine(process, block, index))
+        self.index = index
         self.id = line_id
         self.ms = ms
         self.flags = flags
@@ -320,6 +338,7 @@ def _process_lines(
     until: float | None,
     descending: bool,
     budget: _Budget,
+    after_id: int | None = None,
 ) -> Iterator[tuple[int, LineRow]]:
     """``(id, row)`` of one process's candidate lines, in id order (or reversed), a block at a
     time: the block scan (stream, longest needle), then time and the other needles per line."""
@@ -330,8 +349,12 @@ def _process_lines(
         budget.check()
         block, n = ref.block, ref.n
         lo = 0
+        if after_id is not None:
+            lo = block.index_after_id(after_id, n)
+            if lo >= n:
+                continue
         if since_ms is not None:
-            lo = block.index_at_or_after_ms(max(since_ms - block.t0_ms, 0), n)
+            lo = max(lo, block.index_at_or_after_ms(max(since_ms - block.t0_ms, 0), n))
             if lo >= n:
                 continue
         budget.scanned += n - lo
@@ -366,14 +389,14 @@ def _process_lines(
             pieces = [
                 data[s:e].tobytes() for s, e in zip(starts.tolist(), stops.tolist(), strict=True)
             ]
-        rows = zip(ids.tolist(), ms.tolist(), flags.tolist(), pieces, strict=True)
+        rows = zip(indices.tolist(), ids.tolist(), ms.tolist(), flags.tolist(), pieces, strict=True)
         batch = list(rows)
         if descending:
             batch.reverse()
-        for line_id, line_ms, line_flags, raw in batch:
+        for index, line_id, line_ms, line_flags, raw in batch:
             if others and not all(needle in raw for needle in others):
                 continue
-            yield line_id, LineRow(process, line_id, line_ms, line_flags, raw)
+            yield line_id, LineRow(process, block, index, line_id, line_ms, line_flags, raw)
 
 
 def _event_rows(
@@ -464,6 +487,7 @@ class _Rows:
         self.capped = query.limit is None or query.limit > max_rows
         self.room = min(self.room, max_rows)
         self.rows: list[list[Any]] = []
+        self.bytes = 0
         self.truncated = False
 
     def add(self, row: Row) -> bool:
@@ -474,7 +498,12 @@ class _Rows:
         if len(self.rows) >= self.room:
             self.truncated = self.capped
             return False
-        self.rows.append([cell(row, c) for c in self.columns])
+        cells = [cell(row, c) for c in self.columns]
+        self.bytes += _size(cells)
+        if self.bytes > MAX_REPLY_BYTES and self.rows:
+            self.truncated = True
+            return False
+        self.rows.append(cells)
         return True
 
     def finish(self) -> tuple[list[list[Any]], bool]:
@@ -497,24 +526,40 @@ class _Sorted:
             raise InvalidRequest(
                 f"OFFSET + LIMIT of a sorted query is {self.keep} (at most {MAX_SORTED})"
             )
-        self.held: list[tuple[Any, int, list[Any]]] = []
+        self.held: list[tuple[Any, int, list[Any], int]] = []  # key, id, cells, their size
+        self.bytes = 0
         self.matched = 0
 
     def add(self, row: Row) -> bool:
         self.matched += 1
         key = sort_key(row.get(self.key_field))
-        self.held.append((key, row.id, [cell(row, c) for c in self.columns]))
-        if len(self.held) >= 2 * self.keep + 64:
+        cells = [cell(row, c) for c in self.columns]
+        size = _size(cells)
+        self.held.append((key, row.id, cells, size))
+        self.bytes += size
+        if len(self.held) >= 2 * self.keep + 64 or self.bytes > MAX_SORT_BYTES:
             self._prune()
+            if self.bytes > MAX_SORT_BYTES:
+                raise InvalidRequest(
+                    f"the {self.keep} rows this sort keeps take more than {MAX_SORT_BYTES >> 20} "
+                    "MiB: select fewer or narrower columns, or a lower LIMIT"
+                )
         return True
 
     def _prune(self) -> None:
         pick = heapq.nlargest if self.descending else heapq.nsmallest
         self.held = pick(self.keep, self.held, key=lambda item: (item[0], item[1]))
+        self.bytes = sum(item[3] for item in self.held)
 
     def finish(self) -> tuple[list[list[Any]], bool]:
         self._prune()
-        rows = [item[2] for item in self.held[self.offset : self.offset + self.limit]]
+        rows: list[list[Any]] = []
+        size = 0
+        for item in self.held[self.offset : self.offset + self.limit]:
+            size += item[3]
+            if size > MAX_REPLY_BYTES and rows:
+                return rows, True
+            rows.append(item[2])
         return rows, self.capped and self.matched - self.offset > self.limit
 
 
@@ -645,6 +690,71 @@ def output_columns(query: Query, events: bool) -> list[str]:
     return [k for k in keys if k not in names] + names
 
 
+def select_rows(
+    query: Query,
+    snapshot: StoreSnapshot | None = None,
+    journal: Journal | None = None,
+    *,
+    resolve: Callable[[str], list[str]] | None = None,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    now: float | None = None,
+    descending: bool = False,
+    after_id: int | None = None,
+    budget: _Budget | None = None,
+) -> Iterator[Row]:
+    """The rows of ``query``'s sources that match its WHERE, SINCE and UNTIL, in the store's
+    (or journal's) order, newest first if ``descending``; ``after_id``: only lines after it.
+    Lazy: a reader that stops early reads no further (``logs --where`` and follows use this)."""
+    budget = budget or _Budget(None if timeout is None else time.monotonic() + timeout, cancel)
+    events = any(s.name == "events" for s in query.sources)
+    where = _times_resolved(query.where, time.time() if now is None else now)
+    predicate = compile_expr(where) if where is not None else None
+    rows: Iterator[tuple[int, Row]]
+    if events:
+        if journal is None:
+            raise ConsoleError(
+                "this console receives no events: set udp in the [sequencer] section of the "
+                "config, or start it with `lacrimosa up --udp HOST:PORT`"
+            )
+        cheap = cheap_filters(where, EVENT_FIELDS, events=True)
+        rows = _event_rows(journal, cheap, query.since, query.until, descending, budget)
+    else:
+        if snapshot is None:
+            raise ValueError("a query over processes needs a store snapshot")
+        resolve = resolve or default_resolver(list(snapshot.processes))
+        cheap = cheap_filters(where, LINE_FIELDS)
+        streams = []
+        for name, stream in _processes(query, snapshot, resolve).items():
+            if name not in snapshot.processes:
+                continue
+            wanted = None if stream == _ALL_STREAMS else stream
+            if cheap.stream is not None:
+                if wanted is not None and wanted != cheap.stream:
+                    continue  # this process's lines asked for are on another stream
+                wanted = cheap.stream
+            refs = snapshot.processes[name].blocks
+            streams.append(
+                _process_lines(
+                    name,
+                    refs,
+                    wanted,
+                    cheap.needles,
+                    query.since,
+                    query.until,
+                    descending,
+                    budget,
+                    after_id,
+                )
+            )
+        rows = heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
+    for seen, (_, row) in enumerate(rows, 1):
+        if seen % CHECK_EVERY == 0:
+            budget.check()
+        if predicate is None or predicate(row.get):
+            yield row
+
+
 def execute(
     query: Query,
     snapshot: StoreSnapshot | None = None,
@@ -662,11 +772,8 @@ def execute(
     its instances); ``timeout`` (seconds) and ``cancel`` stop it with TimedOut / Cancelled."""
     budget = _Budget(None if timeout is None else time.monotonic() + timeout, cancel)
     events = any(s.name == "events" for s in query.sources)
-    where = _times_resolved(query.where, time.time() if now is None else now)
-    predicate = compile_expr(where) if where is not None else None
     names = output_columns(query, events)
     natural = _JOURNAL_ORDER if events else _STORE_ORDER
-    descending = query.descending and query.order_by in natural
     sink: _Rows | _Sorted | _Groups
     if query.aggregated:
         sink = _Groups(list(query.columns), query, max_rows)
@@ -674,44 +781,10 @@ def execute(
         sink = _Rows(names, query, max_rows)
     else:
         sink = _Sorted(names, query, max_rows)
-
-    rows: Iterator[tuple[int, Row]]
-    if events:
-        if journal is None:
-            raise ConsoleError(
-                "this console receives no events: set udp in the [sequencer] section of the "
-                "config, or start it with `lacrimosa up --udp HOST:PORT`"
-            )
-        cheap = cheap_filters(where, EVENT_FIELDS, events=True)
-        rows = _event_rows(journal, cheap, query.since, query.until, descending, budget)
-    else:
-        assert snapshot is not None
-        resolve = resolve or default_resolver(list(snapshot.processes))
-        cheap = cheap_filters(where, LINE_FIELDS)
-        streams = []
-        for name, stream in _processes(query, snapshot, resolve).items():
-            if name not in snapshot.processes:
-                continue
-            wanted = None if stream == _ALL_STREAMS else stream
-            if cheap.stream is not None:
-                if wanted is not None and wanted != cheap.stream:
-                    continue  # this process's lines asked for are on another stream
-                wanted = cheap.stream
-            refs = snapshot.processes[name].blocks
-            streams.append(
-                _process_lines(
-                    name, refs, wanted, cheap.needles, query.since, query.until, descending, budget
-                )
-            )
-        rows = heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
-
-    seen = 0
-    for _, row in rows:
-        seen += 1
-        if seen % CHECK_EVERY == 0:
-            budget.check()
-        if predicate is not None and not predicate(row.get):
-            continue
+    descending = query.descending and query.order_by in natural
+    for row in select_rows(
+        query, snapshot, journal, resolve=resolve, now=now, descending=descending, budget=budget
+    ):
         if not sink.add(row):
             break
     if isinstance(sink, _Groups):

@@ -41,6 +41,7 @@ from ..errors import QuerySyntaxError
 MAX_QUERY_CHARS = 8192  # longer queries are refused before tokenizing
 MAX_DEPTH = 64  # nesting of parentheses and NOTs: deeper is refused, not a RecursionError
 MAX_IN_VALUES = 1024
+MAX_COLUMNS = 64
 AGGREGATES = ("count", "min", "max", "avg", "sum")
 # fmt: off
 KEYWORDS = frozenset((
@@ -402,6 +403,8 @@ class _Parser:
         columns = [self.column()]
         while self.at_punct(","):
             self.take()
+            if len(columns) >= MAX_COLUMNS:
+                raise self.fail(f"at most {MAX_COLUMNS} columns")
             columns.append(self.column())
         return tuple(columns)
 
