@@ -35,7 +35,7 @@ import numpy as np
 from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
 from ..engine.dsl import execute, parse, parse_where, select_rows
-from ..engine.dsl.execute import EventRow
+from ..engine.dsl.executor import EventRow
 from ..engine.dsl.syntax import And, Compare, Expr, Query, Source, Text
 from ..engine.errors import (
     ConsoleError,

@@ -1,7 +1,7 @@
 """The query language over logs and events: ``parse`` a query (syntax.py), ``execute`` it over
-a store snapshot or the event journal (execute.py); what fields and operators mean (values.py)."""
+a store snapshot or the event journal (executor.py); what fields and operators mean (values.py)."""
 
-from .execute import MAX_ROWS, LineRow, Result, execute, format_time, select_rows
+from .executor import MAX_ROWS, LineRow, Result, execute, format_time, select_rows
 from .syntax import Query, parse, parse_where
 
 __all__ = [
