@@ -228,10 +228,19 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
         if c == "\\":
             if i + 1 >= len(text):
                 break
+            if text[i + 1] == "u":  # \uXXXX, as JSON writes it
+                digits = text[i + 2 : i + 6]
+                if len(digits) == 4 and all(d in "0123456789abcdefABCDEF" for d in digits):
+                    parts.append(chr(int(digits, 16)))
+                    i += 6
+                    continue
+                raise QuerySyntaxError("\\u must be followed by 4 hex digits", text, i)
             escaped = _ESCAPES.get(text[i + 1])
             if escaped is None:
                 raise QuerySyntaxError(
-                    f"unknown escape \\{text[i + 1]} (known: \\n \\t \\r \\\\ \\{quote})", text, i
+                    f"unknown escape \\{text[i + 1]} (known: \\n \\t \\r \\\\ \\{quote} \\uXXXX)",
+                    text,
+                    i,
                 )
             parts.append(escaped)
             i += 2
