@@ -418,7 +418,7 @@ def _query(args: argparse.Namespace, client: Any) -> None:
     as one JSON document (columns, rows, scanned, elapsed_ms, truncated)."""
     request: dict[str, Any] = {"query": args.query}
     if args.timeout is not None:
-        request["timeout"] = args.timeout
+        request["deadline"] = args.timeout
     deadline = (args.timeout or QUERY_TIMEOUT) + REPLY_MARGIN
     result = client.call("query", timeout=deadline, **request)
     if args.json:

@@ -693,23 +693,24 @@ def _select_where(
 
 
 def _query(console: Console, request: dict[str, Any]) -> dict[str, Any]:
-    """``query``: a statement of the query language (engine/dsl), run within ``timeout``."""
+    """``query``: a statement of the query language (engine/dsl), run within ``deadline``
+    seconds (TimedOut past it)."""
     text = request.get("query")
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("this request needs a query (SELECT … FROM …)")
-    timeout = request.get("timeout", QUERY_TIMEOUT)
+    deadline = request.get("deadline", QUERY_TIMEOUT)
     if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout <= MAX_QUERY_TIMEOUT
+        isinstance(deadline, bool)
+        or not isinstance(deadline, (int, float))
+        or not 0 < deadline <= MAX_QUERY_TIMEOUT
     ):
         raise InvalidRequest(
-            f"timeout must be a number of seconds above 0, at most {MAX_QUERY_TIMEOUT:g}"
+            f"deadline must be a number of seconds above 0, at most {MAX_QUERY_TIMEOUT:g}"
         )
     query = parse(text)
     journal = console.sequencer.journal if console.sequencer is not None else None
     return execute(
-        query, console.snapshot(), journal, resolve=console.select, timeout=float(timeout)
+        query, console.snapshot(), journal, resolve=console.select, timeout=float(deadline)
     ).to_dict()
 
 

@@ -18,7 +18,7 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
                                               → {"lines": [line, ...], "next_id": N}
                                                 (with format: frames, see below; ``where``:
                                                 a WHERE expression, at most 10,000 lines)
-    query  query, timeout?                    → {"columns": [...], "rows": [[...], ...],
+    query  query, deadline?                   → {"columns": [...], "rows": [[...], ...],
                                                  "scanned": N, "elapsed_ms": F, "truncated": B}
     events  lines?, node?, stream?, follow?   → {"events": [event, ...], "first_seq": N,
                                                  "next_seq": N, "lapped"?: N}
