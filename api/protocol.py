@@ -34,7 +34,7 @@ import numpy as np
 
 from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
-from ..engine.dsl import execute, parse, parse_where, select_rows
+from ..engine.dsl import parse_where, select_rows
 from ..engine.dsl.executor import EventRow
 from ..engine.dsl.syntax import And, Compare, Expr, Query, Source, Text
 from ..engine.errors import (
@@ -707,11 +707,7 @@ def _query(console: Console, request: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(
             f"deadline must be a number of seconds above 0, at most {MAX_QUERY_TIMEOUT:g}"
         )
-    query = parse(text)
-    journal = console.sequencer.journal if console.sequencer is not None else None
-    return execute(
-        query, console.snapshot(), journal, resolve=console.select, timeout=float(deadline)
-    ).to_dict()
+    return console.run_query(text, float(deadline))
 
 
 def _logs(console: Console, request: dict[str, Any]) -> dict[str, Any]:

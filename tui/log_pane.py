@@ -27,6 +27,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ..engine.console import Console
+from ..engine.dsl.where_view import WhereView
 from ..engine.errors import LacrimosaError
 from ..engine.logs.query import LogQuery, LogView
 from ..engine.logs.store import LogLine
@@ -73,7 +74,9 @@ class LogPane(FollowingScrollView, can_focus=True):
     class _ViewBuilt(Message):
         """From the build worker: the new view for ``query``, or why there is none."""
 
-        def __init__(self, query: LogQuery, view: LogView | None, error: str | None) -> None:
+        def __init__(
+            self, query: LogQuery, view: LogView | WhereView | None, error: str | None
+        ) -> None:
             super().__init__()
             self.query = query
             self.view = view
@@ -92,7 +95,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._name_colours = dict(name_colours or {})
         self._name_width = name_width  # of the process-name column in the merged view
         self._query = LogQuery()
-        self._view: LogView | None = None
+        self._view: LogView | WhereView | None = None  # WhereView: a `?` filter
         self._view_query: LogQuery | None = None
         self._view_builds = OneBuildAtATime(
             self, self._prepare_build, group=_BUILD_GROUP, description="build log view"
@@ -224,7 +227,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         if build_again:
             self.reload()
 
-    def _install(self, query: LogQuery, view: LogView) -> None:
+    def _install(self, query: LogQuery, view: LogView | WhereView) -> None:
         # The line at the top of the screen, to keep in place when not following: as old
         # blocks are evicted, the same line moves to a smaller position in the new view.
         anchor = self._line_at(round(self.scroll_y)) if not self.follow else None

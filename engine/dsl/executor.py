@@ -67,7 +67,7 @@ MAX_CELL_CHARS = 4096  # a longer text cell is cut (with "…")
 MAX_REPLY_BYTES = 8 << 20  # about this many bytes of cells in a reply; more: ``truncated``
 MAX_SORT_BYTES = 32 << 20  # cells a sort may hold while it looks for the first LIMIT rows
 EVENTS_CHUNK = 1024  # journal slots read at a time
-CHECK_EVERY = 4096  # rows between deadline / cancel checks
+CHECK_EVERY = 256  # rows between deadline / cancel checks (and at every block)
 _PER_LINE_COPY = 64  # fewer candidate lines in a block than this: copied one by one
 
 LINE_FIELDS = ("ts", "process", "stream", "id", "line")
@@ -748,8 +748,10 @@ def select_rows(
                 )
             )
         rows = heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
+    cancel = budget.cancel
     for seen, (_, row) in enumerate(rows, 1):
-        if seen % CHECK_EVERY == 0:
+        # The deadline every CHECK_EVERY rows; a cancel at every row (a reader is waiting).
+        if seen % CHECK_EVERY == 0 or (cancel is not None and cancel.is_set()):
             budget.check()
         if predicate is None or predicate(row.get):
             yield row

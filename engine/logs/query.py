@@ -39,6 +39,9 @@ class LogQuery:
     since: float | None = None  # unix time; only lines received at or after it
     contains: bytes | None = None  # substring; may not contain a newline
     ignore_case: bool = False  # ASCII case folding for `contains`
+    # A WHERE expression of the query language (engine/dsl), as typed: Console.query answers a
+    # query with one by a WhereView (dsl/where_view.py); a LogView cannot, and refuses it.
+    where: str | None = None
 
     def __post_init__(self) -> None:
         if self.contains is not None and b"\n" in self.contains:
@@ -251,6 +254,8 @@ class LogView:
 
     def __init__(self, snapshot: StoreSnapshot, query: LogQuery | None = None) -> None:
         self.query = query = query or LogQuery()
+        if query.where is not None:
+            raise ValueError("a LogView cannot filter by a WHERE expression (see Console.query)")
         names = list(snapshot.processes) if query.processes is None else query.processes
         parts = [
             _select(n, snapshot.processes[n].blocks, query)
