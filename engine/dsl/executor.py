@@ -329,22 +329,29 @@ class _Budget:
             )
 
 
-def _process_lines(
-    process: str,
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    """The candidate lines of one block (after the block scan, SINCE and UNTIL), as arrays."""
+
+    block: Block
+    indices: np.ndarray  # int64, ascending
+    runs: np.ndarray
+    ms: np.ndarray  # each line's time (ms since the epoch)
+
+
+def _candidate_blocks(
     refs: Sequence[BlockRef],
     stream: int | None,
-    needles: list[bytes],
+    needle: bytes | None,
     since: float | None,
     until: float | None,
     descending: bool,
     budget: _Budget,
     after_id: int | None = None,
-) -> Iterator[tuple[int, LineRow]]:
-    """``(id, row)`` of one process's candidate lines, in id order (or reversed), a block at a
-    time: the block scan (stream, longest needle), then time and the other needles per line."""
+) -> Iterator[_Candidates]:
+    """One process's blocks (newest first if ``descending``), each cut to the lines that pass
+    the block scan (stream and ``needle``, cached on the block), ``after_id``, SINCE and UNTIL."""
     since_ms = None if since is None else first_ms_at_or_after(since)
-    scan_needle = needles[0] if needles else None
-    others = needles[1:]
     for ref in reversed(refs) if descending else refs:
         budget.check()
         block, n = ref.block, ref.n
@@ -358,7 +365,7 @@ def _process_lines(
             if lo >= n:
                 continue
         budget.scanned += n - lo
-        found = block_matches(block, n, stream, scan_needle)
+        found = block_matches(block, n, stream, needle)
         if lo:
             found = found[int(np.searchsorted(found, lo)) :]
         if not len(found):
@@ -371,6 +378,32 @@ def _process_lines(
             indices, runs, ms = indices[keep], runs[keep], ms[keep]
             if not len(indices):
                 continue
+        yield _Candidates(block, indices, runs, ms)
+
+
+def _process_lines(
+    process: str,
+    refs: Sequence[BlockRef],
+    stream: int | None,
+    needles: list[bytes],
+    since: float | None,
+    until: float | None,
+    descending: bool,
+    budget: _Budget,
+    after_id: int | None = None,
+) -> Iterator[tuple[int, LineRow]]:
+    """``(id, row)`` of one process's candidate lines, in id order (or reversed), a block at a
+    time: the block scan (stream, longest needle), then time and the other needles per line."""
+    others = needles[1:]
+    for candidates in _candidate_blocks(
+        refs, stream, needles[0] if needles else None, since, until, descending, budget, after_id
+    ):
+        block, indices, runs, ms = (
+            candidates.block,
+            candidates.indices,
+            candidates.runs,
+            candidates.ms,
+        )
         flags = block.run_flags[runs]
         ids = (
             block.run_ids[runs].astype(np.int64) + indices - block.run_starts[runs].astype(np.int64)
@@ -397,6 +430,51 @@ def _process_lines(
             if others and not all(needle in raw for needle in others):
                 continue
             yield line_id, LineRow(process, block, index, line_id, line_ms, line_flags, raw)
+
+
+def _count_by_bucket(
+    query: Query,
+    snapshot: StoreSnapshot,
+    resolve: Callable[[str], list[str]],
+    sink: _Groups,
+    budget: _Budget,
+) -> None:
+    """``count(*)`` alone, by a time bucket or over everything, with no WHERE: counted per block
+    from the lines' times with numpy (no line is read). The same buckets as the row by row path:
+    ``floor(ts / bucket) * bucket`` computed in float64 alike."""
+    bucket = query.group_by[0].bucket if query.group_by else None
+    for name, stream in _processes(query, snapshot, resolve).items():
+        if name not in snapshot.processes:
+            continue
+        wanted = None if stream == _ALL_STREAMS else stream
+        for candidates in _candidate_blocks(
+            snapshot.processes[name].blocks, wanted, None, query.since, query.until, False, budget
+        ):
+            if bucket is None:
+                sink.add_counts({(): ([], len(candidates.indices))})
+                continue
+            starts = np.floor((candidates.ms / 1000.0) / bucket) * bucket
+            values, counts = np.unique(starts, return_counts=True)
+            sink.add_counts(
+                {
+                    (value,): ([value], count)
+                    for value, count in zip(values.tolist(), counts.tolist(), strict=True)
+                }
+            )
+
+
+def _counts_only(query: Query) -> bool:
+    """Whether ``_count_by_bucket`` answers ``query``: count(*) columns only, no WHERE, and a
+    GROUP BY of at most one time bucket."""
+    return (
+        query.where is None
+        and bool(query.columns)
+        and all(c.aggregate == "count" and c.field == "*" for c in query.columns)
+        and (
+            not query.group_by
+            or (len(query.group_by) == 1 and query.group_by[0].bucket is not None)
+        )
+    )
 
 
 def _event_rows(
@@ -605,8 +683,9 @@ class _Groups:
                 shown.append(value)
         return tuple(key), shown
 
-    def add(self, row: Row) -> bool:
-        key, shown = self._key(row)
+    def _entry(
+        self, key: tuple[Any, ...], shown: list[Any]
+    ) -> tuple[list[Any], list[_Accumulator]]:
         entry = self.groups.get(key)
         if entry is None:
             if len(self.groups) >= MAX_GROUPS:
@@ -615,6 +694,17 @@ class _Groups:
                     "(a coarser time bucket, a narrower WHERE or SINCE)"
                 )
             entry = self.groups[key] = (shown, [_Accumulator() for _ in self.aggregated])
+        return entry
+
+    def add_counts(self, counts: dict[tuple[Any, ...], tuple[list[Any], int]]) -> None:
+        """Rows counted elsewhere (``_count_by_bucket``): every column is count(*)."""
+        for key, (shown, count) in counts.items():
+            for accumulator in self._entry(key, shown)[1]:
+                accumulator.count += count
+
+    def add(self, row: Row) -> bool:
+        key, shown = self._key(row)
+        entry = self._entry(key, shown)
         for accumulator, (_, column) in zip(entry[1], self.aggregated, strict=True):
             if column.field == "*":
                 accumulator.count += 1
@@ -784,11 +874,15 @@ def execute(
     else:
         sink = _Sorted(names, query, max_rows)
     descending = query.descending and query.order_by in natural
-    for row in select_rows(
-        query, snapshot, journal, resolve=resolve, now=now, descending=descending, budget=budget
-    ):
-        if not sink.add(row):
-            break
+    if isinstance(sink, _Groups) and not events and snapshot is not None and _counts_only(query):
+        resolve = resolve or default_resolver(list(snapshot.processes))
+        _count_by_bucket(query, snapshot, resolve, sink, budget)
+    else:
+        for row in select_rows(
+            query, snapshot, journal, resolve=resolve, now=now, descending=descending, budget=budget
+        ):
+            if not sink.add(row):
+                break
     if isinstance(sink, _Groups):
         out, truncated = sink.finish(names)
     else:

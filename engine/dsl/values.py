@@ -5,7 +5,9 @@ what the reference checks is the executor's shortcuts (block scans, merging, ear
 sorts and groups), not this module's rules.
 
 - ``structured_fields``: a JSON object (the line or payload starts with ``{``), else the
-  ``key=value`` pairs of logfmt (values bare or double-quoted with backslash escapes).
+  ``key=value`` pairs of logfmt (values bare or double-quoted with backslash escapes). JSON is
+  parsed with orjson (3-4x the standard module: the cost of a field filter is mostly this); what
+  it refuses and the standard module takes (NaN, huge integers) goes to the latter.
 - ``lookup``: a key as written first (``"a.b"``), else a path into nested objects.
 - Comparisons: a number against a number, or a number-like string, compares as numbers; two
   strings compare as strings; ``true``/``false`` match booleans (and the strings true/false),
@@ -20,6 +22,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from .syntax import Compare, Exists, Expr, In, Not, Or, Text
 
 MISSING: Any = object()  # a field the row does not have
@@ -33,9 +37,12 @@ def structured_fields(text: str) -> dict[str, Any]:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            value = json.loads(stripped)
-        except (ValueError, RecursionError):
-            value = None
+            value = orjson.loads(stripped)
+        except orjson.JSONDecodeError:  # NaN, Infinity, integers past 64 bits: the standard one
+            try:
+                value = json.loads(stripped)
+            except (ValueError, RecursionError):
+                value = None
         if isinstance(value, dict):
             return value
     return logfmt_fields(text) if "=" in text else {}
