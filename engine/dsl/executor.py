@@ -75,6 +75,7 @@ EVENT_FIELDS = ("seq", "lamport", "ts", "node", "stream", "flags", "payload")
 _STORE_ORDER = {"ts", "id"}  # orders the store's own order (ids) gives
 _JOURNAL_ORDER = {"ts", "seq", "lamport"}
 _ALL_STREAMS = -1
+_LINE_BUILTINS = frozenset(LINE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,19 +135,20 @@ class LineRow:
         return self._text
 
     def get(self, name: str) -> Any:
-        if name == "line":
-            return self.text
-        if name == "ts":
-            return self.ms / 1000.0
-        if name == "stream":
-            return STREAM_NAMES[self.flags & STREAM_MASK]
-        if name == "process":
-            return self.process
-        if name == "id":
+        if name in _LINE_BUILTINS:
+            if name == "line":
+                return self.text
+            if name == "ts":
+                return self.ms / 1000.0
+            if name == "stream":
+                return STREAM_NAMES[self.flags & STREAM_MASK]
+            if name == "process":
+                return self.process
             return self.id
-        if self._fields is None:
-            self._fields = structured_fields(self.text)
-        return lookup(self._fields, name)
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = structured_fields(self.text)
+        return lookup(fields, name)
 
 
 class EventRow:
@@ -837,7 +839,12 @@ def select_rows(
                     after_id,
                 )
             )
-        rows = heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
+        # One process: its lines are in order already (merging one costs a call a line).
+        rows = (
+            streams[0]
+            if len(streams) == 1
+            else heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
+        )
     cancel = budget.cancel
     for seen, (_, row) in enumerate(rows, 1):
         # The deadline every CHECK_EVERY rows; a cancel at every row (a reader is waiting).

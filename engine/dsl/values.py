@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -175,6 +176,14 @@ def compare(value: Any, op: str, literal: Any) -> bool:
 
 
 Getter = Callable[[str], Any]  # a row's field by name (MISSING when it has none)
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
 Predicate = Callable[[Getter], bool]
 
 
@@ -182,6 +191,18 @@ def compile_expr(expr: Expr) -> Predicate:
     """``expr`` as a function of a row's getter."""
     if isinstance(expr, Compare):
         name, op, literal = expr.field, expr.op, expr.value
+        if isinstance(literal, int | float) and not isinstance(literal, bool):
+            # The common case first: a number against a number (the rules give the same).
+            apply = _OPERATORS[op]
+
+            def numeric(get: Getter) -> bool:
+                value = get(name)
+                kind = type(value)
+                if kind is int or kind is float:
+                    return bool(apply(value, literal))
+                return value is not MISSING and compare(value, op, literal)
+
+            return numeric
 
         def comparison(get: Getter) -> bool:
             value = get(name)
