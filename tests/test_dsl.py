@@ -15,10 +15,12 @@ from lacrimosa.engine.dsl import execute, parse, parse_where
 from lacrimosa.engine.dsl import executor as execute_module
 from lacrimosa.engine.dsl.executor import _Sorted, format_time, select_rows
 from lacrimosa.engine.dsl.syntax import Query
+from lacrimosa.engine.dsl.where_view import WhereViews
 from lacrimosa.engine.errors import Cancelled, InvalidRequest, QuerySyntaxError, TimedOut
 from lacrimosa.engine.events.frames import COUNTER_BITS, TEXT
 from lacrimosa.engine.events.journal import Journal
 from lacrimosa.engine.logs import store as logstore
+from lacrimosa.engine.logs.query import LogQuery, LogView
 from lacrimosa.engine.logs.store import STDERR, STDOUT, LogStore
 
 NOW = 1_800_000_000.0  # the fake clock's start (2027-01-15)
@@ -426,3 +428,37 @@ def test_events_are_queried_by_node_stream_time_and_payload_keys(journal: Journa
 def test_events_without_a_journal_is_a_clear_error(store: LogStore) -> None:
     with pytest.raises(Exception, match="receives no events"):
         run(store, "SELECT * FROM events")
+
+
+# -- the log view's ``?`` filter ---------------------------------------------------------------
+
+
+def test_a_where_view_holds_the_newest_matches_and_reads_only_new_lines(
+    store: LogStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views = WhereViews(limit=10)
+    query = LogQuery(processes=("api",), where='level = "error"')
+    first = views.build(store.snapshot(), query, 'level = "error"')
+    errors = [i for i in range(300) if i % 7 == 0]
+    assert len(first) == 10  # the newest 10 of 43
+    assert [json.loads(line.text)["status"] for line in first.lines(0, 10)] == [
+        200 + (i * 37) % 400 for i in errors[-10:]
+    ]
+    assert first.position_of(first.line(3).id) == 3 and first.tail(2) == first.lines(8, 10)
+    parsed: list[str] = []
+    original = execute_module.structured_fields
+    monkeypatch.setattr(
+        execute_module, "structured_fields", lambda text: parsed.append(text) or original(text)
+    )
+    for i in range(300, 310):
+        store.append("api", STDOUT, api_line(i))
+    second = views.build(store.snapshot(), query, 'level = "error"')
+    assert len(parsed) == 2  # of the 10 new lines, the 2 holding "error"; none of the 300 old
+    assert [line.id for line in second.lines(0, 10)] == [
+        *[line.id for line in first.lines(2, 10)],
+        *[line.id for line in second.lines(8, 10)],
+    ]
+    with pytest.raises(QuerySyntaxError):
+        views.build(store.snapshot(), query, "level =")
+    with pytest.raises(ValueError, match="WHERE"):
+        LogView(store.snapshot(), query)
