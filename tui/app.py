@@ -34,6 +34,7 @@ from textual.worker import Worker, WorkerState
 
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
+from ..engine.facade import ConsoleFacade
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .events_view import EventsView
@@ -161,7 +162,7 @@ class LacrimosaApp(App[None]):
         Binding("3", "show_view('events')", "events", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: ConsoleFacade) -> None:
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
         names = [info.name for info in console.processes()]
