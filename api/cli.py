@@ -123,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "raw", False) and args.json:
             parser.error("--raw cannot be used with --json (JSON escapes every control character)")
     try:
+        if args.command == "up" and args.detach:
+            from .background import report_started, start_in_background
+
+            report_started(args, start_in_background(args))
+            return EXIT_OK
+        if args.command == "tui":
+            from .attach import run_attached
+
+            return run_attached(args, _console_home(args)[0])
         if args.command == "up":
             lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless

@@ -107,10 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
+    up.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="start the console in the background (its output in .lacrimosa/console.log) and "
+        "return once its processes have started, printing them",
+    )
+    up.add_argument("--json", action="store_true", help="with -d: print what ps --json prints")
+    # The console `up -d` starts in the background: writes its pid beside the lock.
+    up.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )
+    tui = commands.add_parser(
+        "tui",
+        parents=[common],
+        help="attach a TUI to the console here (start one in the background if none runs)",
+    )
+    tui.set_defaults(udp=None, http=None, json=False)
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from ..engine.config import load_config, parse_address
+from ..engine.config import Config, load_config, parse_address
 from ..engine.console import Console
 from ..engine.errors import ConfigError, InvalidRequest
-from ..engine.paths import find_config, resolve_home
+from ..engine.hangup import let_go_of_the_terminal
+from ..engine.paths import find_config, remove_pid_file, resolve_home, write_pid_file
 from .server import ControlServer
 
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
@@ -24,9 +25,9 @@ from .server import ControlServer
 EXIT_GRACE = 5.0
 
 
-def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
-    """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
-    ``args`` name; taken here otherwise)."""
+def load_up_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The config ``up`` would run (``-f``, ``--udp`` applied) and its state folder; raises
+    what ``up`` reports (no config, a bad one, a bad ``--udp``)."""
     config_path = Path(args.file) if args.file else find_config()
     if config_path is None:
         raise ConfigError(
@@ -45,15 +46,25 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         config = dataclasses.replace(
             config, sequencer=dataclasses.replace(config.sequencer, udp=args.udp)
         )
-    if args.http:
-        print("lacrimosa: --http is not available yet; ignoring it", file=sys.stderr)
     home = resolve_home(args.home, config.path)
     assert home is not None
+    return config, home
+
+
+def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
+    """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
+    ``args`` name; taken here otherwise)."""
+    config, home = load_up_config(args)
+    if args.http:
+        print("lacrimosa: --http is not available yet; ignoring it", file=sys.stderr)
     console = Console(config, home)
     server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
     console.add_status_section("control", server.stats)
+    detached = getattr(args, "detached_child", False)
+    if detached:  # `up -d`'s console: its pid beside the lock, for scripts and humans
+        write_pid_file(home)
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)
@@ -80,6 +91,8 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
             run_tui(console)
     finally:
         console.shutdown()
+        if detached:
+            remove_pid_file(home)
         server.close()
         finished.set()
     return 0
@@ -88,24 +101,11 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            _let_go_of_the_terminal()
+            let_go_of_the_terminal()
         console.request_shutdown()
 
     for sig in signals:
         signal.signal(sig, handler)
-
-
-def _let_go_of_the_terminal() -> None:
-    """The terminal hung up (SSH dropped, its window closed): point every standard stream that
-    was on it at /dev/null, so that what is still written on the way out (the TUI restoring the
-    screen, the headless report) goes nowhere instead of failing or blocking."""
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            with contextlib.suppress(OSError):
-                if os.isatty(fd):
-                    os.dup2(null, fd)
-        os.close(null)
 
 
 def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.Event) -> None:

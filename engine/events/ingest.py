@@ -92,6 +92,18 @@ class Restart:
             "kernel_drops": self.kernel_drops,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Restart:
+        """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
+        return cls(
+            exit=data["exit"],
+            lived=data["lived"],
+            error=data["error"],
+            down=data["down"],
+            recovery=data["recovery"],
+            kernel_drops=data["kernel_drops"],
+        )
+
     def describe(self) -> str:
         parts = [f"{self.exit} after {self.lived:.1f}s"]
         if self.error:

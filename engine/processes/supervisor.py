@@ -141,6 +141,24 @@ class ProcessInfo:
             "cmd": self.cmd,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
+        """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
+        return cls(
+            name=data["name"],
+            cmd=data["cmd"],
+            state=data["state"],
+            pid=data["pid"],
+            started_at=data["started_at"],
+            restarts=data["restarts"],
+            exit_code=data["exit_code"],
+            restart_in=data["restart_in"],
+            stdout_lines=data["stdout_lines"],
+            stderr_lines=data["stderr_lines"],
+            lines_per_second=data["lines_per_second"],
+            restart_policy=data["restart"],
+        )
+
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
     def setup() -> None:
