@@ -35,7 +35,7 @@ from ..engine.events.sequencer import SequencerStats
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STREAM_NAMES, SYSTEM
 from ..engine.processes.supervisor import ProcessInfo
-from .client import DEFAULT_TIMEOUT, ControlClient
+from .client import DEFAULT_TIMEOUT, ConsoleLost, ControlClient
 
 TAIL_PREFETCH = 200  # the newest lines sent with a new view: a followed pane needs no more
 ACTION_MARGIN = 5.0  # seconds past the console's own bound on an action before giving up
@@ -296,7 +296,16 @@ class RemoteConsole:
             args["grep"] = query.contains.decode("utf-8", "replace")
             args["ignore_case"] = query.ignore_case
         with self._requests_lock:
-            reply: dict[str, Any] = self._requests.call("log_window", **args)
+            try:
+                reply: dict[str, Any] = self._requests.call("log_window", **args)
+            except ConsoleLost:
+                if self._closed or self._stopping.is_set():
+                    raise
+                # The console closes a connection idle for a minute (a view that stood still):
+                # while the subscription says it is there, a new connection is all it takes.
+                self._requests.close()
+                self._requests = ControlClient(self.home, timeout=self.timeout)
+                reply = self._requests.call("log_window", **args)
         return reply
 
     # -- actions -----------------------------------------------------------------------------------

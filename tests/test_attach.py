@@ -14,6 +14,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -22,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import group_pids, pid_alive, wait_for, wait_until, write_config
+from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
+from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
 from lacrimosa.api.protocol import MAX_WINDOW_LINES, SUBSCRIBE_INTERVAL, dispatch
@@ -36,7 +39,9 @@ from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.app import CONSOLE_ENDED, DETACHED
+from lacrimosa.tui.events_view import EventList
 from lacrimosa.tui.log_pane import LogPane
+from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.process_table import ProcessTable
 
 SIZE = (80, 24)
@@ -59,9 +64,9 @@ def served(console: Callable[..., Console]) -> Iterator[Callable[..., Console]]:
     """A factory: a started Console (``console``'s) served on its control socket."""
     servers: list[ControlServer] = []
 
-    def make(text: str = IDLE) -> Console:
+    def make(text: str = IDLE, **bounds: Any) -> Console:
         made = console(text)
-        server = ControlServer(made)
+        server = ControlServer(made, **bounds)
         server.start()
         made.add_status_section("control", server.stats)
         servers.append(server)
@@ -173,9 +178,8 @@ def test_subscription_sends_the_state_then_at_most_20_updates_a_second(
         assert len(ids) >= 5 and ids == sorted(ids) and ids[-1] > ids[0]
         assert any("processes" in u for u in received)  # every second at least
         made.request_shutdown()
-        assert list(updates) == [] or True  # the stream ends with {"end": ...}
-        with pytest.raises(StopIteration):
-            next(updates)
+        for _ in updates:  # until the console says the stream ended ({"end": ...})
+            pass
 
 
 # -- the TUI attached, under Pilot ---------------------------------------------------------------
@@ -264,6 +268,54 @@ async def test_the_console_stopping_elsewhere_ends_the_attached_app(
     assert app.return_value == CONSOLE_ENDED and remote.ended == "the console stopped"
 
 
+async def test_overview_and_events_attached(
+    served: Callable[..., Console], udp_sender: socket.socket
+) -> None:
+    made = served(IDLE + '\n    [sequencer]\n    udp = "127.0.0.1:0"\n')
+    send_events(made, udp_sender, b"deploy started\n", b"deploy done\n")
+    remote = RemoteConsole(made.home)
+    app = LacrimosaApp(remote, attached=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await wait_for(
+            pilot,
+            lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
+            "both events in the Events view",
+        )
+        send_events(made, udp_sender, b"one more\n")
+        await wait_for(
+            pilot,
+            lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
+            "a new event, followed",
+        )
+        await pilot.press("2")
+        await wait_for(
+            pilot, lambda: "3 accepted of 3 received" in overview_text(app), "the Overview"
+        )
+        await pilot.press("d")
+    remote.close()
+
+
+def overview_text(app: LacrimosaApp) -> str:
+    parts = app.query_one(OverviewView).query(Static)
+    return "\n".join(str(part.content) for part in parts if part.display)
+
+
+def test_a_window_asked_for_after_the_console_closed_an_idle_connection(
+    served: Callable[..., Console],
+) -> None:
+    made = served(idle_timeout=0.3)
+    wait_until(lambda: made.process("api").stdout_lines == 1)
+    remote = RemoteConsole(made.home)
+    try:
+        assert len(remote.query(LogQuery(processes=("api",)))) == 1
+        wait_until(lambda: made.status()["control"]["idle_closed"] >= 1)
+        assert remote.query(LogQuery(processes=("api",))).lines(0, 1)[0].text == "api ready"
+        assert not remote.shutdown_requested.is_set()  # the subscription is never idle
+    finally:
+        remote.close()
+
+
 def test_remote_windows_read_what_the_console_holds(served: Callable[..., Console]) -> None:
     made = served()
     made.store.append("api", STDOUT, b"".join(b"line %d\n" % i for i in range(1000)))
@@ -338,8 +390,6 @@ def test_up_detach_reports_why_it_could_not_start(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "lacrimosa.toml:3" in bad.stderr
     # A port taken: the console itself says so, in its log, and up -d passes it on.
     write_config(tmp_path, IDLE)
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]

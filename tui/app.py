@@ -1,7 +1,10 @@
 """The lacrimosa TUI: process table, live log view, live filter, one-key process control, and
 the sequencer's Overview and Events views.
 
-It runs in the console's own process and reads the engine only from its own timer and workers:
+It reads a ``ConsoleFacade`` (engine/facade.py): the console itself, in its own process
+(``lacrimosa up``), or a client of one over its socket (``lacrimosa tui``, ``attached``: then ``d``
+detaches, ``q`` asks before stopping everything, and a hang-up detaches). It reads it only from
+its own timer and workers:
 a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
 fast processes write, the UI does a bounded amount of work per second and engine threads never
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
