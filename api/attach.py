@@ -12,14 +12,15 @@ from .background import start_in_background
 from .remote_console import RemoteConsole
 
 
-def run_attached(args: argparse.Namespace, home: str) -> int:
-    """Attach to the console whose state folder is ``home``; see the module docstring."""
+def run_attached(args: argparse.Namespace, home: str, up_argv: list[str]) -> int:
+    """Attach to the console whose state folder is ``home``; see the module docstring. If none
+    runs, the console of ``up_argv`` (the arguments of an ``up``) is started first."""
     from ..tui.app import CONSOLE_ENDED, DETACHED, LacrimosaApp
 
     try:
         console = RemoteConsole(home)
     except NoConsole:
-        started = start_in_background(args)
+        started = start_in_background(args, up_argv)
         print(
             f"lacrimosa: started a console in the background (pid {started['pid']}; "
             f"log: {started['log']})",

@@ -35,10 +35,11 @@ START_TIMEOUT = 120.0
 LOG_TAIL_BYTES = 4096  # of console.log, read for the reason a console did not start
 
 
-def start_in_background(args: argparse.Namespace) -> dict[str, Any]:
-    """Start the console of ``args`` (as ``up`` reads them) in the background; return its ``ps``
-    document once it answers. Raises a LacrimosaError with the reason when it cannot start."""
-    config, home = load_up_config(args)  # a bad config is refused here, before anything starts
+def start_in_background(args: argparse.Namespace, up_argv: list[str]) -> dict[str, Any]:
+    """Start the console of ``args`` (as ``up`` reads them; ``up_argv``: the same arguments, as
+    given) in the background; return its ``ps`` document (plus ``pid`` and ``log``) once it
+    answers. Raises a LacrimosaError with the reason when it cannot start."""
+    home = load_up_config(args)[1]  # a bad config is refused here, before anything starts
     check_state_folder(home, create=True)
     if console_starting(home):
         raise ConsoleError(f"a console is already running here ({home})")
@@ -48,22 +49,18 @@ def start_in_background(args: argparse.Namespace) -> dict[str, Any]:
     )
     try:
         log_start = os.fstat(log_fd).st_size
+        # The same `up` (every option as given, in the same folder), headless; its state folder
+        # named outright, so that it is the one waited for here whatever the environment says.
         command = [
             sys.executable,
             "-c",
             "import sys; from lacrimosa.api.cli import main; sys.exit(main())",
-            "up",
+            *up_argv,
             "--headless",
             "--detached-child",
             "--home",
             str(home),
-            "--file",
-            str(config.path),
         ]
-        if args.udp:
-            command += ["--udp", args.udp]
-        if args.http:
-            command += ["--http", args.http]
         console = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -22,12 +22,15 @@ stopped, or the connection was lost), ``shutdown_requested`` is set and ``ended`
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine.audit import Actor
 from ..engine.errors import LacrimosaError, NoConsole
 from ..engine.events.ingest import Restart
 from ..engine.events.journal import Journal, RecoveryReport
@@ -201,6 +204,36 @@ class RemoteSequencer:
                 self._journal = None
 
 
+class RemoteAudit:
+    """The audit log: its counters as the subscription last pushed them, records on request."""
+
+    def __init__(self, console: RemoteConsole) -> None:
+        self._console = console
+        self._status: dict[str, Any] = {}
+
+    def update(self, status: dict[str, Any]) -> None:
+        self._status = status
+
+    @property
+    def count(self) -> int:
+        return int(self._status.get("records", 0))
+
+    @property
+    def head(self) -> str:
+        return str(self._status.get("head", ""))
+
+    @property
+    def write_errors(self) -> int:
+        return int(self._status.get("write_errors", 0))
+
+    def records(self, limit: int = 100, since: float | None = None) -> list[dict[str, Any]]:
+        args: dict[str, Any] = {"lines": limit}
+        if since is not None:
+            args["since"] = max(time.time() - since, 0.0)
+        reply = self._console.request("audit", **args)
+        return list(reply["records"])
+
+
 class RemoteConsole:
     """A console reached over its socket; see the module docstring. ``close()`` detaches."""
 
@@ -211,6 +244,8 @@ class RemoteConsole:
         self._stopping = threading.Event()
         self._closed = False
         self.ended: str | None = None  # why the subscription ended, once it has
+        self._shutdown: ControlClient | None = None  # the connection that asked for a shutdown
+        self._shutdown_wait = DEFAULT_ACTION_TIMEOUT
         self._subscription = ControlClient(self.home, timeout=timeout)
         try:
             self._updates: Iterator[Any] = self._subscription.stream("subscribe")
@@ -219,6 +254,7 @@ class RemoteConsole:
             self._processes: list[ProcessInfo] = []
             self._warnings: list[str] = []
             self._sequencer: RemoteSequencer | None = None
+            self._audit = RemoteAudit(self)
             self.newest_ids: dict[str, int] = {}
             self._apply(first)
             self._requests = ControlClient(self.home, timeout=timeout)
@@ -240,6 +276,8 @@ class RemoteConsole:
                 self._processes = [ProcessInfo.from_dict(item) for item in update["processes"]]
             if "warnings" in update:
                 self._warnings = list(update["warnings"])
+            if "audit" in update:
+                self._audit.update(update["audit"])
             if "newest_ids" in update:
                 self.newest_ids = dict(update["newest_ids"])
             if "sequencer" in update:
@@ -274,6 +312,10 @@ class RemoteConsole:
         return self._sequencer
 
     @property
+    def audit(self) -> RemoteAudit:
+        return self._audit
+
+    @property
     def shutdown_requested(self) -> threading.Event:
         return self._stopping
 
@@ -295,9 +337,14 @@ class RemoteConsole:
         if query.contains:
             args["grep"] = query.contains.decode("utf-8", "replace")
             args["ignore_case"] = query.ignore_case
+        reply: dict[str, Any] = self.request("log_window", **args)
+        return reply
+
+    def request(self, op: str, **args: Any) -> Any:
+        """One request on the connection for reads (log windows, audit records)."""
         with self._requests_lock:
             try:
-                reply: dict[str, Any] = self._requests.call("log_window", **args)
+                return self._requests.call(op, **args)
             except ConsoleLost:
                 if self._closed or self._stopping.is_set():
                     raise
@@ -305,18 +352,20 @@ class RemoteConsole:
                 # while the subscription says it is there, a new connection is all it takes.
                 self._requests.close()
                 self._requests = ControlClient(self.home, timeout=self.timeout)
-                reply = self._requests.call("log_window", **args)
-        return reply
+                return self._requests.call(op, **args)
 
     # -- actions -----------------------------------------------------------------------------------
 
-    def start_process(self, name: str) -> str:
+    # ``actor`` is not sent: the console records who asks as its socket knows them (the peer's
+    # uid), never as a client says.
+
+    def start_process(self, name: str, actor: Actor | None = None) -> str:
         return self._act("start", name)
 
-    def stop_process(self, name: str) -> str:
+    def stop_process(self, name: str, actor: Actor | None = None) -> str:
         return self._act("stop", name)
 
-    def restart_process(self, name: str) -> str:
+    def restart_process(self, name: str, actor: Actor | None = None) -> str:
         return self._act("restart", name)
 
     def _act(self, verb: str, name: str) -> str:
@@ -332,17 +381,38 @@ class RemoteConsole:
             p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes
         }
 
+    def request_shutdown(self, actor: Actor | None = None, reason: str | None = None) -> None:
+        """Ask the console to stop every process and itself (``shutdown`` waits for it)."""
+        if self._shutdown is not None:
+            return
+        try:
+            client = ControlClient(self.home, timeout=self.timeout)
+        except NoConsole:
+            return  # gone already
+        try:
+            self._shutdown_wait = max(
+                max(self._action_timeouts(client).values(), default=0.0), DEFAULT_ACTION_TIMEOUT
+            )
+            client.call("shutdown")
+        except NoConsole:
+            client.close()  # it went as we asked (ConsoleLost is a NoConsole)
+            return
+        except BaseException:
+            client.close()
+            raise
+        self._shutdown = client
+
     def shutdown(self) -> None:
         """Stop every process and the console; returns once the console has gone (at once if it
         is gone already)."""
         try:
-            with ControlClient(self.home, timeout=self.timeout) as client:
-                longest = max(self._action_timeouts(client).values(), default=0.0)
-                client.call("shutdown")
-                client.wait_closed(timeout=max(longest, DEFAULT_ACTION_TIMEOUT) + ACTION_MARGIN)
-        except NoConsole:
-            pass  # gone already (ConsoleLost is a NoConsole: it went as we asked)
+            self.request_shutdown()
+            if self._shutdown is not None:
+                with contextlib.suppress(NoConsole):
+                    self._shutdown.wait_closed(timeout=self._shutdown_wait + ACTION_MARGIN)
         finally:
+            if self._shutdown is not None:
+                self._shutdown.close()
             self.close()
 
     def close(self) -> None:

@@ -13,11 +13,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from ..engine.config import Config, load_config, parse_address
+from ..engine.config import Config, parse_address
 from ..engine.console import Console
-from ..engine.errors import ConfigError, InvalidRequest
+from ..engine.errors import InvalidRequest
+from ..engine.formation import select
 from ..engine.hangup import let_go_of_the_terminal
-from ..engine.paths import find_config, remove_pid_file, resolve_home, write_pid_file
+from ..engine.paths import remove_pid_file, resolve_home, write_pid_file
+from ..engine.terminal_text import terminal_safe
+from .project import load_project
 from .server import ControlServer
 
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
@@ -26,18 +29,11 @@ EXIT_GRACE = 5.0
 
 
 def load_up_config(args: argparse.Namespace) -> tuple[Config, Path]:
-    """The config ``up`` would run (``-f``, ``--udp`` applied) and its state folder; raises
-    what ``up`` reports (no config, a bad one, a bad ``--udp``)."""
-    config_path = Path(args.file) if args.file else find_config()
-    if config_path is None:
-        raise ConfigError(
-            Path.cwd(),
-            None,
-            "no lacrimosa.toml or Procfile here or in a parent folder (or pass -f FILE)",
-        )
-    if args.file and not config_path.is_file():
-        raise InvalidRequest(f"no such config file: {config_path}")
-    config = load_config(config_path)
+    """The config ``up`` would run (its project options, ``NAME...``, ``--udp`` applied) and
+    its state folder; raises what ``up`` reports (no config, a bad one, a bad ``--udp``)."""
+    config = load_project(args)
+    if getattr(args, "names", None):
+        config = start_only(config, args.names)
     if args.udp:
         try:
             parse_address(args.udp)
@@ -98,6 +94,17 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     return 0
 
 
+def start_only(config: Config, targets: list[str]) -> Config:
+    """``up NAME...``: the processes those names mean start (``autostart = false`` or not);
+    the others are known but stopped (``lacrimosa start`` starts them later)."""
+    chosen = {name for target in targets for name in select(config.processes, target)}
+    processes = {
+        name: dataclasses.replace(spec, autostart=name in chosen)
+        for name, spec in config.processes.items()
+    }
+    return dataclasses.replace(config, processes=processes)
+
+
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -142,6 +149,8 @@ def _run_headless(console: Console) -> None:
 
     changed = threading.Event()
     _, unsubscribe = console.supervisor.subscribe(changed.set)
+    for warning in console.config.warnings:  # Procfile lines skipped, ...
+        print(f"lacrimosa: warning: {terminal_safe(warning, 'plain')}", file=sys.stderr)
     report()
     sequencer = console.sequencer
     if sequencer is not None:

@@ -79,6 +79,11 @@ OPS = (
     "stop",
     "restart",
     "shutdown",
+    "audit",
+    "audit_verify",
+    "key_create",
+    "key_list",
+    "key_revoke",
     "subscribe",
     "log_window",
 )

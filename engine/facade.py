@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .audit import Actor
 from .events.frames import Event
 from .events.journal import SlotBatch
 from .events.sequencer import SequencerStats
@@ -103,6 +104,24 @@ class SequencerView(Protocol):
     def warnings(self) -> list[str]: ...
 
 
+class AuditReader(Protocol):
+    """The audit log, as the Audit view reads it."""
+
+    @property
+    def count(self) -> int:
+        """Records written so far (the newest record's seq)."""
+        ...
+
+    @property
+    def head(self) -> str: ...
+    @property
+    def write_errors(self) -> int: ...
+
+    def records(self, limit: int = 100, since: float | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` records, oldest first."""
+        ...
+
+
 class ConsoleFacade(Protocol):
     """One running console, as the TUI reads it and acts on it."""
 
@@ -113,6 +132,8 @@ class ConsoleFacade(Protocol):
 
     @property
     def sequencer(self) -> SequencerView | None: ...
+    @property
+    def audit(self) -> AuditReader: ...
 
     @property
     def shutdown_requested(self) -> threading.Event:
@@ -123,10 +144,15 @@ class ConsoleFacade(Protocol):
     def query(self, query: LogQuery) -> LineWindow: ...
     def warnings(self) -> list[str]: ...
 
-    # Actions: each blocks until done and returns its outcome ("stopped", ...).
-    def start_process(self, name: str) -> str: ...
-    def stop_process(self, name: str) -> str: ...
-    def restart_process(self, name: str) -> str: ...
+    # Actions: each blocks until done and returns its outcome ("stopped", ...). ``actor``: who
+    # asks, for the audit log (over the socket, the console records the socket's peer instead).
+    def start_process(self, name: str, actor: Actor | None = None) -> str: ...
+    def stop_process(self, name: str, actor: Actor | None = None) -> str: ...
+    def restart_process(self, name: str, actor: Actor | None = None) -> str: ...
+
+    def request_shutdown(self, actor: Actor = ..., reason: str | None = None) -> None:
+        """Ask for every process and the console to stop (returns at once)."""
+        ...
 
     def shutdown(self) -> None:
         """Stop every process and the console; blocks until they are gone."""
