@@ -223,6 +223,17 @@ async def test_attach_detach_reattach_and_two_at_once(served: Callable[..., Cons
         await pilot_one.press("x")
         await wait_for(pilot_one, lambda: state_of(app_one, "worker") == State.STOPPED, "one")
         await wait_for(pilot_two, lambda: state_of(app_two, "worker") == State.STOPPED, "two")
+        # The Audit view, attached: the stop, recorded by the console.
+        await pilot_one.press("4")
+        await wait_for(
+            pilot_one,
+            lambda: any(
+                "stop" in row.cells and "worker" in row.cells
+                for row in app_one.audit_view.audit_list.rows.rows
+            ),
+            "the stop in the Audit view",
+        )
+        await pilot_one.press("1")
         # The filter works attached as in process: only the line with "2".
         await pilot_two.press("down", "down", "slash", "2", "enter")
         await wait_for(
