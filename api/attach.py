@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.errors import NoConsole
+from ..engine.errors import InvalidRequest, NoConsole
 from .background import start_in_background
 from .remote_console import RemoteConsole
 
@@ -15,6 +15,11 @@ from .remote_console import RemoteConsole
 def run_attached(args: argparse.Namespace, home: str, up_argv: list[str]) -> int:
     """Attach to the console whose state folder is ``home``; see the module docstring. If none
     runs, the console of ``up_argv`` (the arguments of an ``up``) is started first."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InvalidRequest(
+            "lacrimosa tui needs a terminal (stdin and stdout); from a script, use "
+            "`lacrimosa up -d`, `ps`, `logs -f` and the other one-shot commands"
+        )
     from ..tui.app import CONSOLE_ENDED, DETACHED, LacrimosaApp
 
     try:

@@ -7,8 +7,8 @@ in-process ``Console``. Three kinds of connection, so that none waits on another
   sequencer's counters) and then what changed, pushed by the console at most 20 times a second;
   the TUI's 20 Hz poll reads the copy kept here and never waits on the socket;
 - one request connection for log windows (``log_window``): the TUI fetches only the lines it
-  draws (a screenful and a page on each side; a new view comes with its newest ``TAIL_PREFETCH``
-  lines, what a followed log shows), so its memory does not grow with the console's store;
+  draws (a screenful and a page on each side; a new view comes with its newest lines, as many as
+  a followed pane last drew), so its memory does not grow with the console's store;
 - a connection per action (start/stop/restart/shutdown), which may block for a stop timeout.
 
 The journal of events is mapped read-only from its file, as the console itself reads it (the
@@ -39,8 +39,12 @@ from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STREAM_NAMES, SYSTEM
 from ..engine.processes.supervisor import ProcessInfo
 from .client import DEFAULT_TIMEOUT, ConsoleLost, ControlClient
+from .protocol import MAX_WINDOW_LINES
 
-TAIL_PREFETCH = 200  # the newest lines sent with a new view: a followed pane needs no more
+# The newest lines sent with a new view, at first; then as many as the pane last drew of a
+# view's end (a screenful and a page above: what a followed pane shows), at least MIN_TAIL.
+TAIL_PREFETCH = 200
+MIN_TAIL = 32
 ACTION_MARGIN = 5.0  # seconds past the console's own bound on an action before giving up
 DEFAULT_ACTION_TIMEOUT = 35.0  # when the console does not say (see ``ps``'s action_timeout)
 _STREAM_BY_NAME = {name: stream for stream, name in enumerate(STREAM_NAMES)}
@@ -97,24 +101,27 @@ class RemoteLogWindow:
         return self._total
 
     def lines(self, start: int, stop: int) -> list[RemoteLine]:
+        """Exactly the positions [start, stop) (within the window's length): a line evicted
+        since the window was made, or past the most one request carries, is a placeholder
+        (the next view, made from what is stored now, has no such line)."""
         start, stop = max(start, 0), min(stop, self._total)
         if start >= stop:
             return []
+        if stop == self._total:  # what a followed pane needs of the next view's end
+            self._console.tail_lines = min(max(stop - start, MIN_TAIL), MAX_WINDOW_LINES)
         held_from, held_to = self._first, self._first + len(self._lines)
         if not (held_from <= start and stop <= held_to):
-            reply = self._ask(start=start, stop=stop)
+            reply = self._ask(start=start, stop=min(stop, start + MAX_WINDOW_LINES))
             self._first = reply["first"]
             self._lines = [RemoteLine.from_dict(line) for line in reply["lines"]]
             held_from, held_to = self._first, self._first + len(self._lines)
-        out = self._lines[max(start - held_from, 0) : stop - held_from]
-        # Lines evicted since this window was made: placeholders keep every position in place
-        # (the next view, made from what is stored now, drops them).
-        missing = min(max(held_from - start, 0), stop - start)
-        if missing:
+        out = self._lines[max(start - held_from, 0) : max(stop - held_from, 0)]
+        before = min(max(held_from - start, 0), stop - start)
+        after = stop - start - before - len(out)
+        if before or after:
             process = out[0].process if out else (self._query.processes or ("",))[0]
-            out = [
-                RemoteLine(process, -1, 0.0, SYSTEM, False, _EVICTED) for _ in range(missing)
-            ] + out
+            blank = RemoteLine(process, -1, 0.0, SYSTEM, False, _EVICTED)
+            out = [blank] * before + out + [blank] * after
         return out
 
     def position_of(self, line_id: int) -> int:
@@ -246,6 +253,7 @@ class RemoteConsole:
         self.ended: str | None = None  # why the subscription ended, once it has
         self._shutdown: ControlClient | None = None  # the connection that asked for a shutdown
         self._shutdown_wait = DEFAULT_ACTION_TIMEOUT
+        self.tail_lines = TAIL_PREFETCH  # see TAIL_PREFETCH
         self._subscription = ControlClient(self.home, timeout=timeout)
         try:
             self._updates: Iterator[Any] = self._subscription.stream("subscribe")
@@ -326,7 +334,7 @@ class RemoteConsole:
         return self._warnings
 
     def query(self, query: LogQuery) -> RemoteLogWindow:
-        return RemoteLogWindow(self, query, self.log_window(query, tail=TAIL_PREFETCH))
+        return RemoteLogWindow(self, query, self.log_window(query, tail=self.tail_lines))
 
     def log_window(self, query: LogQuery, **args: Any) -> dict[str, Any]:
         """One ``log_window`` request for ``query`` (see protocol.py)."""

@@ -340,6 +340,12 @@ def test_remote_windows_read_what_the_console_holds(served: Callable[..., Consol
         ]
         target = local.lines(50, 51)[0]
         assert window.position_of(target.id) == 50
+        # Past what one request carries: every position is there, the rest as placeholders.
+        everything = remote.query(LogQuery(processes=("api",)))
+        assert len(everything) == 1001
+        lines = everything.lines(0, 1001)
+        assert len(lines) == 1001 and lines[999].text == "line 998"
+        assert lines[1000].id == -1 and "evicted" in lines[1000].text
     finally:
         remote.close()
 
@@ -408,6 +414,20 @@ def test_up_detach_reports_why_it_could_not_start(tmp_path: Path) -> None:
     assert refused.returncode == 1, refused.stderr
     assert f"127.0.0.1:{port}" in json.loads(refused.stderr)["error"]["message"]
     assert not (tmp_path / ".lacrimosa" / "console.pid").exists()
+
+
+def test_tui_without_a_terminal_is_refused_and_starts_nothing(project: Path) -> None:
+    refused = subprocess.run(
+        [*CLI, "tui"],
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=30,
+    )
+    assert refused.returncode == 2 and "needs a terminal" in refused.stderr
+    assert not (project / ".lacrimosa" / "console.pid").exists()
 
 
 def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
