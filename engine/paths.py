@@ -186,17 +186,10 @@ def console_starting(home: str | os.PathLike[str]) -> bool:
 
 
 def write_pid_file(home: Path) -> None:
-    """Write this process's pid to ``console.pid`` beside the lock (held by this process: no
-    other console writes it meanwhile), never through a symlink."""
-    path = home / PID_NAME
-    try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-    except OSError as exc:
-        raise ConsoleError(f"cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as file:
-        file.write(f"{os.getpid()}\n".encode())
+    """Write this process's pid to ``console.pid`` beside the lock (held by this process: one
+    left by a console that was killed is replaced), never through a symlink."""
+    remove_pid_file(home)
+    _write_new(home / PID_NAME, f"{os.getpid()}\n".encode())
 
 
 def remove_pid_file(home: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
+from test_cli import CLI, cli, cli_env
 from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
@@ -45,8 +46,6 @@ from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.process_table import ProcessTable
 
 SIZE = (80, 24)
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "lacrimosa.api.cli"]
 
 IDLE = """
     [processes.api]
@@ -351,18 +350,6 @@ def test_remote_windows_read_what_the_console_holds(served: Callable[..., Consol
 
 
 # -- up -d and lacrimosa tui, as a user runs them ------------------------------------------------
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LACRIMOSA_HOME"}
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-def cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(), timeout=timeout
-    )
 
 
 @pytest.fixture

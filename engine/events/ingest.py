@@ -95,14 +95,7 @@ class Restart:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Restart:
         """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
-        return cls(
-            exit=data["exit"],
-            lived=data["lived"],
-            error=data["error"],
-            down=data["down"],
-            recovery=data["recovery"],
-            kernel_drops=data["kernel_drops"],
-        )
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
 
     def describe(self) -> str:
         parts = [f"{self.exit} after {self.lived:.1f}s"]

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -148,20 +148,9 @@ class ProcessInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
         """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
-        return cls(
-            name=data["name"],
-            cmd=data["cmd"],
-            state=data["state"],
-            pid=data["pid"],
-            started_at=data["started_at"],
-            restarts=data["restarts"],
-            exit_code=data["exit_code"],
-            restart_in=data["restart_in"],
-            stdout_lines=data["stdout_lines"],
-            stderr_lines=data["stderr_lines"],
-            lines_per_second=data["lines_per_second"],
-            restart_policy=data["restart"],
-        )
+        values = {field.name: data.get(field.name) for field in fields(cls)}
+        values["restart_policy"] = data["restart"]  # its name in to_dict
+        return cls(**values)
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
