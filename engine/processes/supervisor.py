@@ -148,7 +148,7 @@ class ProcessInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
         """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
-        values = {field.name: data.get(field.name) for field in fields(cls)}
+        values: dict[str, Any] = {field.name: data.get(field.name) for field in fields(cls)}
         values["restart_policy"] = data["restart"]  # its name in to_dict
         return cls(**values)
 
