@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,6 +32,7 @@ from ..version import __version__
 from ..wire import encode, error, parse_duration
 from .auth import AuthMiddleware, HttpMetrics, RefusalLog, actor_of, check_route_table
 from .metrics import ConsoleCollector
+from .stream import StreamHub, serve_stream
 
 # The status code of each protocol error code (any other: 500).
 STATUS_BY_CODE = {
@@ -73,6 +74,7 @@ class Api:
         self.http_metrics = HttpMetrics(self.registry)
         self.refusals = RefusalLog(console)
         self.registry.register(ConsoleCollector(console, lambda: self.refusals.refused))
+        self.hub = StreamHub(console)
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
@@ -227,6 +229,11 @@ class Api:
         @app.delete("/api/keys/{key_id}")
         def key_revoke(request: Request, key_id: str) -> JSONResponse:
             return self.call(request, "key_revoke", id=key_id)
+
+        @app.websocket("/api/stream")
+        async def stream(websocket: WebSocket) -> None:
+            """Lines, events and state changes as they happen (see stream.py)."""
+            await serve_stream(self.hub, websocket)
 
         @app.get("/metrics", response_class=Response)
         def metrics() -> Response:

@@ -178,12 +178,14 @@ class AuthMiddleware:
     def policy(self, method: str, path: str) -> tuple[str, str | None]:
         """The route template a request goes to and the scope it needs."""
         method = "GET" if method == "HEAD" else method
+        other_method = None
         for pattern, template, methods in self._routes:
             if pattern.match(path):
                 if method in methods:
                     return template, self.scopes[method, template]
-                return template, "read"  # a method the route does not take: 405 for a key
-        return UNMATCHED, "read"
+                other_method = other_method or template
+        # A method no route of this path takes (405 for a key), or no route at all (404).
+        return other_method or UNMATCHED, "read"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

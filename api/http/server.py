@@ -149,6 +149,8 @@ class HttpServer:
             "address": self.address,
             "connections": len(server.server_state.connections) if server else 0,
             "refused": self.api.refusals.refused,
+            "stream_subscribers": len(self.api.hub.subscribers),
+            "stream_bad_messages": self.api.hub.bad_messages,
             "problems": self._problems.count,
         }
         if self._problems.last:
