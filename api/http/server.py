@@ -79,6 +79,7 @@ class HttpServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._problems = _Problems()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, while it runs
 
     def start(self) -> None:
         """Bind, make the first key if there is none, and serve; raises ConsoleError if it
@@ -130,6 +131,7 @@ class HttpServer:
         asyncio.run(self._run(self._server, self._socket))
 
     async def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        self.loop = asyncio.get_running_loop()
         flusher = asyncio.create_task(self._flush_refusals())
         try:
             await server.serve(sockets=[sock])
