@@ -15,7 +15,7 @@ from http_helpers import MakeServed, Served
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from lacrimosa.api.http.stream import BATCH_INTERVAL, QUEUE_BATCHES, Batch
+from lacrimosa.api.http.stream import BATCH_INTERVAL, QUEUE_BATCHES, Batch, Segment
 
 QUIET = """
     [processes.quiet]
@@ -166,7 +166,7 @@ def test_a_lapped_subscriber_is_told_how_many_lines_it_missed(served: MakeServed
         (subscriber,) = hub.subscribers
         # Its queue filled past the bound (as when its socket is slow): what waited is dropped
         # and the next batch it gets says how many lines that was.
-        line = {"process": "flood", "stream": "stdout"}
+        line = Segment("flood", "stdout", 1, b'{"id":0}')
 
         def flood_its_queue() -> None:
             # In one turn of the server's loop: its sender gets no chance to send in between.

@@ -12,7 +12,8 @@ gets ``{"type": "error", "message": ...}``, is counted, and the stream goes on.
 
 One ``StreamHub`` per server reads the console for every subscriber: each tick it takes the
 lines after the last it read (at most HUB_BATCH_LINES: past that, the oldest are skipped and
-every subscriber is told it missed them), the events after the last seq it read (at most
+every subscriber is told it missed them), turned into JSON from the blocks' bytes by api/bulk.py
+(no per-line objects), the events after the last seq it read (at most
 HUB_BATCH_EVENTS) and the process states, builds one batch, and offers it to each subscriber,
 which keeps only what passes its filter (references to the same line dicts; a subscriber with no
 filter shares the batch itself, encoded once for all of them).
@@ -27,17 +28,24 @@ MAX_SUBSCRIBERS at once; one more is closed with code 1013 (try again later).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
 import time
 from collections import deque
 from typing import Any
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ...engine.console import Console
 from ...engine.logs.query import LogQuery, LogView
+from ...engine.logs.store import STREAM_MASK, STREAM_NAMES
+from ..bulk import jsonl_bytes
 from ..protocol import line_to_dict
 from ..wire import parse_duration
+
+_log = logging.getLogger("uvicorn.error")  # counted in the server's status (server._Problems)
 
 BATCH_INTERVAL = 0.05  # seconds between batches while something changes
 HUB_BATCH_LINES = 2000  # lines read from the store a tick (40,000 a second); the rest skipped
@@ -46,47 +54,76 @@ QUEUE_BATCHES = 8  # batches one subscriber may have waiting for its socket
 MAX_SUBSCRIBERS = 64
 HISTORY_LINES = 5000  # the most lines a history reply holds
 MAX_FILTER_ITEMS = 100  # entries in one list of a filter
-STREAM_NAMES = ("stdout", "stderr", "system")
+
+
+class Segment:
+    """Lines of one process and stream, in order, as JSON objects joined by commas (built from
+    the block's bytes by api/bulk.py, as ``logs --json`` prints them: no per-line objects)."""
+
+    __slots__ = ("count", "data", "process", "stream")
+
+    def __init__(self, process: str, stream: str, count: int, data: bytes) -> None:
+        self.process = process
+        self.stream = stream
+        self.count = count
+        self.data = data
 
 
 class Batch:
     """What changed in one window: shared, read-only, by every subscriber it is offered to."""
 
-    __slots__ = ("encoded", "events", "lines", "missed", "processes", "window_end", "window_start")
+    __slots__ = (
+        "encoded",
+        "events",
+        "missed",
+        "processes",
+        "segments",
+        "window_end",
+        "window_start",
+    )
 
     def __init__(
         self,
         window_start: float,
         window_end: float,
-        lines: list[dict[str, Any]],
+        segments: list[Segment],
         events: list[dict[str, Any]],
         processes: list[dict[str, Any]],
         missed: int = 0,
     ) -> None:
         self.window_start = window_start
         self.window_end = window_end
-        self.lines = lines
+        self.segments = segments
         self.events = events
         self.processes = processes
         self.missed = missed  # lines skipped before this batch's (told to the client)
         self.encoded: str | None = None
 
+    @property
+    def lines(self) -> int:
+        return sum(segment.count for segment in self.segments)
+
     def __bool__(self) -> bool:
-        return bool(self.lines or self.events or self.processes or self.missed)
+        return bool(self.segments or self.events or self.processes or self.missed)
 
     def message(self) -> str:
         if self.encoded is None:
-            out: dict[str, Any] = {
+            head = {
                 "type": "batch",
                 "window_start": round(self.window_start, 6),
                 "window_end": round(self.window_end, 6),
-                "lines": self.lines,
-                "events": self.events,
-                "processes": self.processes,
             }
+            tail: dict[str, Any] = {"events": self.events, "processes": self.processes}
             if self.missed:
-                out["missed"] = self.missed
-            self.encoded = json.dumps(out, separators=(",", ":"))
+                tail["missed"] = self.missed
+            lines = b",".join(segment.data for segment in self.segments).decode()
+            self.encoded = (
+                json.dumps(head, separators=(",", ":"))[:-1]
+                + ',"lines":['
+                + lines
+                + "],"
+                + json.dumps(tail, separators=(",", ":"))[1:]
+            )
         return self.encoded
 
 
@@ -113,8 +150,11 @@ class Filter:
         self.event_streams = _names(message, "event_streams", int)
 
     def line(self, line: dict[str, Any]) -> bool:
-        return (not self.processes or line["process"] in self.processes) and (
-            not self.streams or line["stream"] in self.streams
+        return self.wants(line["process"], line["stream"])
+
+    def wants(self, process: str, stream: str) -> bool:
+        return (not self.processes or process in self.processes) and (
+            not self.streams or stream in self.streams
         )
 
     def event(self, event: dict[str, Any]) -> bool:
@@ -125,13 +165,13 @@ class Filter:
     def apply(self, batch: Batch, missed: int) -> Batch:
         if self.everything and not missed:
             return batch  # shared, encoded once for every such subscriber
-        lines = [line for line in batch.lines if self.line(line)]
+        segments = [x for x in batch.segments if self.wants(x.process, x.stream)]
         events = [event for event in batch.events if self.event(event)]
         processes = [
             p for p in batch.processes if not self.processes or p["name"] in self.processes
         ]
         return Batch(
-            batch.window_start, batch.window_end, lines, events, processes, batch.missed + missed
+            batch.window_start, batch.window_end, segments, events, processes, batch.missed + missed
         )
 
 
@@ -161,11 +201,13 @@ class Subscriber:
 
     def offer(self, batch: Batch) -> None:
         if self.paused:
-            self._miss(sum(1 for line in batch.lines if self.filter.line(line)))
+            self._miss(
+                sum(x.count for x in batch.segments if self.filter.wants(x.process, x.stream))
+            )
             return
         if len(self.queue) >= QUEUE_BATCHES:
             # The client is behind: drop what waits and go on from the newest.
-            self._miss(sum(len(waiting.lines) for waiting in self.queue))
+            self._miss(sum(waiting.lines for waiting in self.queue))
             self.queue.clear()
         mine = self.filter.apply(batch, self.missed)
         self.missed = 0
@@ -240,15 +282,28 @@ class StreamHub:
         processes = self._processes()
         return Batch(start, end, lines, events, processes, missed)
 
-    def _lines(self) -> tuple[list[dict[str, Any]], int]:
+    def _lines(self) -> tuple[list[Segment], int]:
         view = LogView(self.console.snapshot(), LogQuery(after_id=self._after_id))
         total = len(view)
         if not total:
             return [], 0
         skipped = max(0, total - HUB_BATCH_LINES)
-        lines = [line_to_dict(line) for line in view.lines(skipped, total)]
-        self._after_id = lines[-1]["id"]
-        return lines, skipped
+        segments: list[Segment] = []
+        for process, block, indices in view.batches(skipped, total, HUB_BATCH_LINES):
+            streams = block.run_flags[block.runs_of(indices)] & STREAM_MASK
+            cuts = [0, *(np.flatnonzero(np.diff(streams)) + 1).tolist(), len(indices)]
+            for a, b in itertools.pairwise(cuts):
+                data = jsonl_bytes(process, block, indices[a:b])
+                segments.append(
+                    Segment(
+                        process,
+                        STREAM_NAMES[int(streams[a])],
+                        b - a,
+                        data[:-1].replace(b"\n", b","),
+                    )
+                )
+            self._after_id = block.id_at(int(indices[-1]))
+        return segments, skipped
 
     def _events(self) -> list[dict[str, Any]]:
         sequencer = self.console.sequencer
@@ -298,10 +353,15 @@ async def serve_stream(hub: StreamHub, websocket: WebSocket) -> None:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and isinstance(task.exception(), WebSocketDisconnect):
-                return
-        if stopping in done:
+        failures = [t.exception() for t in done if not t.cancelled() and t.exception()]
+        if any(isinstance(exc, WebSocketDisconnect) for exc in failures):
+            return
+        if failures:
+            # A bug: said where the server's problems go (status shows them), and the client is
+            # told, rather than left waiting on a stream that stopped.
+            _log.error("stream subscriber failed: %r", failures[0])
+            await websocket.close(code=1011, reason="internal error")
+        elif stopping in done:
             await websocket.close(code=1001, reason="the console is stopping")
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent to a socket already closed)
