@@ -18,7 +18,7 @@ from http_helpers import MakeServed
 from prometheus_client.parser import text_string_to_metric_families
 
 from lacrimosa.api.http import FIRST_KEY_NAME, ROUTE_SCOPES, HttpServer
-from lacrimosa.api.http.auth import REFUSALS_PER_SECOND, route_methods
+from lacrimosa.api.http.auth import MAX_BODY, REFUSALS_PER_SECOND, route_methods
 from lacrimosa.engine.errors import ConsoleError
 from lacrimosa.engine.keys import SCOPES
 
@@ -351,3 +351,26 @@ def test_lacrimosa_up_with_http_serves_and_says_where_the_key_is(tmp_path: Path)
             up.wait()
         if up.stderr is not None:
             up.stderr.close()
+
+
+def test_request_bodies_are_bounded(served: MakeServed) -> None:
+    s = served()
+    admin = s.client(s.admin_key)
+    big = json.dumps({"scope": "read", "name": "x" * (MAX_BODY + 1)})
+    reply = admin.post("/api/keys", content=big, headers={"content-type": "application/json"})
+    assert reply.status_code == 413
+    chunks = iter([b'{"scope": ', b'"read"}'])
+    reply = admin.post("/api/keys", content=chunks, headers={"content-type": "application/json"})
+    assert reply.status_code == 411
+    assert len(s.console.keys) == 1  # neither made a key
+
+
+async def test_the_tui_says_where_the_first_key_was_written(served: MakeServed) -> None:
+    from lacrimosa.tui.app import LacrimosaApp
+
+    s = served()
+    notice = f"an admin API key was made and written once to {s.server.first_key}"
+    app = LacrimosaApp(s.console, [notice])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == [notice]

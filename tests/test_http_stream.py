@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from helpers import wait_until
 from http_helpers import MakeServed, Served
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from lacrimosa.api.http import HttpServer
 from lacrimosa.api.http.stream import BATCH_INTERVAL, QUEUE_BATCHES, Batch, Segment
 
 QUIET = """
@@ -184,3 +186,29 @@ def test_the_stream_needs_a_read_key(served: MakeServed) -> None:
     with pytest.raises(InvalidStatus) as refused, stream(s, key="lcm_00000000_nope"):
         pass
     assert refused.value.response.status_code == 401
+
+
+def test_subscribers_and_connections_past_their_bounds_are_turned_away(
+    served: MakeServed,
+) -> None:
+    s = served(QUIET)
+    s.server.api.hub.max_subscribers = 1
+    with stream(s) as first, stream(s) as second:
+        assert receive(first)["type"] == "connected"
+        with pytest.raises(ConnectionClosed) as closed:
+            second.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        first.send(json.dumps({"type": "ping"}))  # the first one is still served
+        assert receive_until(first, lambda m: m["type"] == "pong")
+    # Connections: past the server's bound, a request gets 503 (uvicorn's limit).
+    small = HttpServer(s.console, "127.0.0.1:0", max_connections=2)
+    small.start()
+    try:
+        url = f"http://{small.address}"
+        with httpx.Client(base_url=url) as one, httpx.Client(base_url=url) as two:
+            assert one.get("/health").status_code == 200  # kept alive: a connection held
+            assert two.get("/health").status_code == 200
+            with httpx.Client(base_url=url) as three:
+                assert three.get("/health").status_code == 503
+    finally:
+        small.close()

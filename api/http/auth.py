@@ -11,6 +11,8 @@ the whole application and checks the bearer key before any route runs.
   written as one ``http_refused_summary`` record per second in which any were held back, so a
   caller hammering the API with bad keys grows the log by at most REFUSALS_PER_SECOND + 1
   records a second.
+- A request body is at most MAX_BODY bytes, its length declared (Content-Length): a longer one
+  gets 413, one without a length 411, before it is read, so no body is held whole unbounded.
 - Every request, refused or not, is counted by route template, method and status, and timed
   (``HttpMetrics``), for /metrics.
 """
@@ -36,6 +38,7 @@ KEY_SCOPE = "lacrimosa.key"  # where the middleware leaves the caller's ApiKey i
 REFUSALS_PER_SECOND = 10  # refused requests written to the audit log one by one, each second
 MAX_AUDITED_PATH = 200  # characters of a refused request's path kept in its audit record
 UNMATCHED = "(unmatched)"  # the route label of a request that matched no route
+MAX_BODY = 64 << 10  # bytes of a request body (only POST /api/keys takes one: a small JSON object)
 
 # The scope each route needs: None is public. One table for the whole API (see the docstring).
 ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
@@ -219,6 +222,12 @@ class AuthMiddleware:
         """None if the request may go on, else (status, code, message)."""
         if needed is None:
             return None
+        refusal = self._check_key(scope, needed, method)
+        if refusal is None and scope["type"] == "http":
+            return _check_body(scope)
+        return refusal
+
+    def _check_key(self, scope: Scope, needed: str, method: str) -> tuple[int, str, str] | None:
         key = _bearer(scope)
         try:
             record = self.console.keys.authenticate(key) if key else None
@@ -242,6 +251,18 @@ class AuthMiddleware:
         client = scope.get("client")
         where = f"{client[0]}:{client[1]}" if client else "?"
         self.refusals.refuse(actor, status, method, scope["path"], where)
+
+
+def _check_body(scope: Scope) -> tuple[int, str, str] | None:
+    headers = dict(scope.get("headers", ()))
+    length = headers.get(b"content-length")
+    if length is None:
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            return 411, "invalid_request", "a request body needs a Content-Length"
+        return None
+    if not length.isdigit() or int(length) > MAX_BODY:
+        return 413, "invalid_request", f"a request body is at most {MAX_BODY} bytes"
+    return None
 
 
 def _actor(record: ApiKey) -> Actor:

@@ -69,9 +69,16 @@ class _Problems(logging.Handler):
 
 
 class HttpServer:
-    def __init__(self, console: Console, bind: str | None = None, metrics_public: bool = False):
+    def __init__(
+        self,
+        console: Console,
+        bind: str | None = None,
+        metrics_public: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.console = console
         self.bind = bind or DEFAULT_BIND
+        self.max_connections = max_connections
         self.api = Api(console, metrics_public=metrics_public)
         self.first_key: Path | None = None  # where a first admin key was written, if it was
         self.address = ""  # "host:port" once bound (the port the kernel gave, for port 0)
@@ -110,7 +117,8 @@ class HttpServer:
             access_log=False,
             ws="websockets-sansio",
             ws_max_size=MAX_WS_MESSAGE,
-            limit_concurrency=MAX_CONNECTIONS,
+            # uvicorn counts the new connection too: this serves max_connections at once.
+            limit_concurrency=self.max_connections + 1,
             timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=STOP_TIMEOUT,
             server_header=False,

@@ -223,8 +223,9 @@ class Subscriber:
 class StreamHub:
     """Reads the console once a tick for every subscriber (see the module docstring)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, max_subscribers: int = MAX_SUBSCRIBERS) -> None:
         self.console = console
+        self.max_subscribers = max_subscribers
         self.subscribers: set[Subscriber] = set()
         self.bad_messages = 0
         self.ticks = 0
@@ -236,7 +237,7 @@ class StreamHub:
         self._window = time.time()
 
     def subscribe(self) -> Subscriber | None:
-        if len(self.subscribers) >= MAX_SUBSCRIBERS:
+        if len(self.subscribers) >= self.max_subscribers:
             return None
         subscriber = Subscriber()
         if not self.subscribers:
@@ -340,7 +341,9 @@ async def serve_stream(hub: StreamHub, websocket: WebSocket) -> None:
     await websocket.accept()
     subscriber = hub.subscribe()
     if subscriber is None:
-        await websocket.close(code=1013, reason=f"at most {MAX_SUBSCRIBERS} stream subscribers")
+        await websocket.close(
+            code=1013, reason=f"at most {hub.max_subscribers} stream subscribers: try again later"
+        )
         return
     try:
         await websocket.send_text(json.dumps(_connected(hub.console)))
