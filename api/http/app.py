@@ -45,6 +45,7 @@ STATUS_BY_CODE = {
     "starting": 503,
     "internal": 500,
 }
+WHOLE_REPLY_BYTES = 256 << 10  # a logs/events reply up to this is sent whole, past it streamed
 MAX_QUERY_INT = 2**53  # integers in queries: larger ones are refused (400), not overflowed
 
 
@@ -109,10 +110,21 @@ class Api:
         if isinstance(first, dict):
             pieces.close()
             return _answer(first)
+        # A short reply (most are) is sent in one go from here; a long one is streamed, which
+        # costs a hop to the thread pool for every piece.
+        ahead = [first]
+        size = len(first)
+        for piece in pieces:
+            ahead.append(piece if isinstance(piece, bytes) else encode(piece))
+            size += len(ahead[-1])
+            if size >= WHOLE_REPLY_BYTES:
+                break
+        else:
+            return Response(b"".join(ahead), media_type="application/json")
 
         def body() -> Iterator[bytes]:
             try:
-                yield first
+                yield b"".join(ahead)
                 for piece in pieces:
                     yield piece if isinstance(piece, bytes) else encode(piece)
             finally:
