@@ -25,13 +25,13 @@ import sys
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.fastjson import json_text
-from ..engine.humanize import describe_exit, format_duration, local_clock
+from ..engine.humanize import describe_exit, format_duration, local_clock, local_time
 from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterable
+    from collections.abc import Container, Iterable, Sequence
     from typing import Any
 
     from ..engine.terminal_text import TextMode
@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
             return run_up(args, lock_fd)
+        if args.command == "mcp":
+            from .mcp_server import run_mcp  # heavy: the MCP SDK
+
+            return run_mcp(_console_home(args)[0])
+        if args.command in ("check", "run"):  # no console: the project's files only
+            from .project import run_check, run_command
+
+            return run_check(args) if args.command == "check" else run_command(args)
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)
@@ -194,11 +202,11 @@ def _one_shot(args: argparse.Namespace) -> int:
             _print(args, result, _status_text(result))
         elif args.command in ("start", "stop", "restart"):
             timeouts = _action_timeouts(client)
-            deadline = timeouts.get(args.name, DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
+            # A type, all or a glob: its processes are acted on together, so the longest.
+            longest = max(timeouts.values(), default=DEFAULT_ACTION_TIMEOUT)
+            deadline = timeouts.get(args.name, longest) + REPLY_MARGIN
             result = client.call(args.command, timeout=deadline, name=args.name)
-            proc = result["process"]
-            pid = f" (pid {proc['pid']})" if proc["pid"] else ""
-            _print(args, result, f"{args.name}: {result['outcome']}, now {proc['state']}{pid}")
+            _print(args, result, _action_text(result))
         elif args.command == "shutdown":
             longest = max(_action_timeouts(client).values(), default=DEFAULT_ACTION_TIMEOUT)
             result = client.call("shutdown")
@@ -209,7 +217,23 @@ def _one_shot(args: argparse.Namespace) -> int:
             _logs(args, client)
         elif args.command == "events":
             _events(args, client)
+        elif args.command == "keys":
+            _keys(args, client)
+        elif args.command == "audit":
+            return _audit(args, client)
     return EXIT_OK
+
+
+def _action_text(result: dict[str, Any]) -> str:
+    """One line per process acted on: ``web.2: restarted, now running (pid 123)``."""
+    if "results" not in result:  # a console from before targets: one process
+        result = {"results": [{"name": result["name"], **result}]}
+    rows = []
+    for each in result["results"]:
+        proc = each["process"]
+        pid = f" (pid {proc['pid']})" if proc["pid"] else ""
+        rows.append(f"{each['name']}: {each['outcome']}, now {proc['state']}{pid}")
+    return "\n".join(rows)
 
 
 def _action_timeouts(client: Any) -> dict[str, float]:
@@ -310,8 +334,7 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         request["grep"] = args.grep
     if args.since is not None:
         request["since"] = args.since
-    merged = args.name is None
-    raw = _RawLines(merged) if args.raw else None
+    raw = _RawLines(args.name) if args.raw else None
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
     if not args.follow and raw is None:
@@ -321,11 +344,11 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         return
     if not args.follow:
         result = client.call("logs", **request)
-        _write_lines(args, result["lines"], merged, raw)
+        _write_lines(args, result["lines"], raw)
         _warn_lapped(args, result)
         return
     for batch in client.stream("logs", follow=True, **request):
-        _write_lines(args, batch["lines"], merged, raw)
+        _write_lines(args, batch["lines"], raw)
         sys.stdout.flush()
 
 
@@ -362,11 +385,14 @@ def _lapped_text(lapped: int) -> str:
     return f"({lapped} events overwritten before they were read)"
 
 
+def _merged(asked: str | None, process: str) -> bool:
+    """Whether a line of ``process`` is shown with a ``name | `` prefix: when it is not the one
+    process asked for (no name, a type of several instances, ``all``, a glob)."""
+    return asked is None or process != asked
+
+
 def _write_lines(
-    args: argparse.Namespace,
-    lines: Iterable[dict[str, Any]],
-    merged: bool,
-    raw: _RawLines | None = None,
+    args: argparse.Namespace, lines: Iterable[dict[str, Any]], raw: _RawLines | None = None
 ) -> None:
     out = sys.stdout
     if args.json:
@@ -380,12 +406,14 @@ def _write_lines(
     mode = _text_mode(args)
     # Made safe one line at a time: a line holds no newline (the store splits on them), so the
     # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours.
-    if merged:
-        out.write(
-            "".join(f"{line['process']} | {terminal_safe(line['text'], mode)}\n" for line in lines)
+    out.write(
+        "".join(
+            (f"{line['process']} | " if _merged(args.name, line["process"]) else "")
+            + terminal_safe(line["text"], mode)
+            + "\n"
+            for line in lines
         )
-    else:
-        out.write("".join(terminal_safe(line["text"], mode) + "\n" for line in lines))
+    )
 
 
 def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any], bytes]]) -> None:
@@ -398,10 +426,9 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
 
     out = sys.stdout
     mode = _text_mode(args)
-    merged = args.name is None
     for header, payload in frames:
         if "lines" in header:  # a console that does not send frames
-            _write_lines(args, header["lines"], merged)
+            _write_lines(args, header["lines"])
             continue
         if "next_id" in header:  # the last reply
             _warn_lapped(args, header)
@@ -411,7 +438,7 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if not args.json:
             if terminal_safe(text, mode) is not text:
                 text = "".join(terminal_safe(line, mode) + "\n" for line in text.split("\n")[:-1])
-            if merged:
+            if _merged(args.name, header["process"]):
                 prefix = f"{header['process']} | "
                 text = prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
         out.write(text)
@@ -453,8 +480,8 @@ class _RawLines:
     across the batches of a follow. The merged view's ``name | `` prefix is ours.
     """
 
-    def __init__(self, merged: bool) -> None:
-        self.merged = merged
+    def __init__(self, asked: str | None) -> None:
+        self.asked = asked  # the NAME given to logs, if any
         self.open: tuple[str, str] | None = None  # the piece being continued: process, stream
 
     def write(self, lines: Iterable[dict[str, Any]]) -> None:
@@ -464,7 +491,7 @@ class _RawLines:
             if self.open is not None and self.open != key:
                 out += b"\n"
                 self.open = None
-            if self.open is None and self.merged:
+            if self.open is None and _merged(self.asked, line["process"]):
                 out += f"{line['process']} | ".encode()
             out += _line_bytes(line)
             if line.get("continued"):
@@ -473,6 +500,115 @@ class _RawLines:
                 out += b"\n"
         sys.stdout.flush()  # whatever went through the text layer first
         sys.stdout.buffer.write(out)
+
+
+def _keys(args: argparse.Namespace, client: Any) -> None:
+    """``keys create|list|revoke``: over the owner-only socket, so only the console's user."""
+    if args.keys_command == "create":
+        result = client.call("key_create", scope=args.scope, name=args.name)
+        if args.json:
+            created = ("id", "key", "scopes", "name", "created")
+            _print(args, {field: result[field] for field in created}, "")
+            return
+        # The key alone on stdout, so that KEY=$(lacrimosa keys create ...) works; a word on a
+        # terminal's stderr that it is not shown again.
+        sys.stdout.write(result["key"] + "\n")
+        if sys.stderr.isatty():
+            print(
+                f"lacrimosa: key {result['id']} ({_scope(result)}) created; it is shown only "
+                "this once, only its hash is kept",
+                file=sys.stderr,
+            )
+    elif args.keys_command == "list":
+        result = client.call("key_list")
+        _print(args, result, _keys_text(result["keys"]))
+    else:
+        result = client.call("key_revoke", id=args.id)
+        _print(args, result, f"key {_safe(result['id'])} ({_safe(result['name'])}) revoked")
+
+
+def _scope(key: dict[str, Any]) -> str:
+    """A key's highest scope (each implies the ones before it)."""
+    scopes: list[str] = key["scopes"]
+    return scopes[-1] if scopes else ""
+
+
+def _safe(value: Any) -> str:
+    """A field someone chose (a key's name, a process name asked for): every control visible."""
+    from ..engine.terminal_text import field_safe
+
+    return field_safe(str(value))
+
+
+def _table(rows: Sequence[Sequence[str]], right: Container[int] = ()) -> str:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart; the columns in
+    ``right`` (numbers) aligned right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _keys_text(keys: list[dict[str, Any]]) -> str:
+    if not keys:
+        return "no keys (lacrimosa keys create --scope read|write|admin makes one)"
+    rows = [("ID", "NAME", "SCOPE", "CREATED", "LAST USED")]
+    for key in keys:
+        used = key.get("last_used")
+        rows.append(
+            (
+                _safe(key["id"]),
+                _safe(key["name"]),
+                _scope(key),
+                local_time(key["created"]),
+                local_time(used) if used else "never",
+            )
+        )
+    return _table(rows)
+
+
+def _audit(args: argparse.Namespace, client: Any) -> int:
+    """``audit``: the newest records; ``audit --verify``: the chain checked, exit 1 if broken."""
+    if args.verify:
+        if args.lines is not None or args.since is not None:
+            raise InvalidRequest("--verify checks the whole log: no --lines or --since with it")
+        result = client.call("audit_verify")
+        problems = result["problems"]
+        text = f"audit log intact: {result['records']} records"
+        if problems:
+            text = (
+                f"audit log damaged: {_count(problems, 'problem')} in {result['records']} records"
+            )
+            text += "".join(f"\n  {_safe(problem)}" for problem in problems)
+        _print(args, result, text)
+        if not problems:
+            return EXIT_OK
+        message = f"the audit log failed verification ({_count(problems, 'problem')})"
+        return _fail(args, "failed", message, EXIT_FAILED)
+    request: dict[str, Any] = {}
+    if args.lines is not None:
+        request["lines"] = args.lines
+    if args.since is not None:
+        request["since"] = args.since
+    result = client.call("audit", **request)
+    _print(args, result, _audit_text(result["records"]))
+    return EXIT_OK
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _audit_text(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "no audit records"
+    from ..engine.audit_text import AUDIT_COLUMNS, record_cells
+
+    return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
 
 
 _PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
@@ -497,15 +633,7 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 f"{p['lines_per_second']:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
-    numeric = {2, 4, 6, 7, 8}
-    return "\n".join(
-        "  ".join(
-            cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    )
+    return _table(rows, right={2, 4, 6, 7, 8})
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -533,6 +661,9 @@ def _status_text(status: dict[str, Any]) -> str:
             f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
+    audit = status.get("audit")
+    if audit is not None:
+        lines.append(_audit_status_text(audit))
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")
@@ -570,6 +701,18 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     lines.append(f"journal   opened: {journal['opened']}")
     return "\n".join(lines)
+
+
+def _audit_status_text(audit: dict[str, Any]) -> str:
+    """``audit     12 records, head 3f2a9c1e0b7d (path)``, and what went wrong."""
+    text = f"audit     {audit['records']:,} records, head {audit['head'][:12]} ({audit['path']})"
+    if audit.get("torn_at_open"):
+        text += f", {audit['torn_at_open']} torn record cut off at opening"
+    if audit.get("write_errors"):
+        text += f"; {audit['write_errors']:,} NOT WRITTEN"
+    if audit.get("last_error"):
+        text += f" (last error: {audit['last_error']})"
+    return text
 
 
 def _size(count: int) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from ..engine.fastjson import json_text
+from ..engine.formation import parse_formation, parse_port
 from .version import __version__
 from .wire import parse_duration
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +103,44 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
+    # What up, check and run add to the config: env files, the base PORT, the formation.
+    project = _Parser(add_help=False)
+    project.add_argument(
+        "-e",
+        "--env",
+        dest="env_files",
+        type=_env_files,
+        default=[],
+        action="extend",
+        metavar="FILE[,FILE]",
+        help="env files read after the .env beside the config (repeat or separate with commas)",
+    )
+    project.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        metavar="N",
+        help="the first PORT (default: PORT from the env files or the environment, else 5000)",
+    )
+    project.add_argument(
+        "-m",
+        "--formation",
+        type=_formation,
+        default={},
+        metavar="TYPE=N[,TYPE=N]",
+        help="how many instances of each type (all=N: of every type)",
+    )
+
+    up = commands.add_parser(
+        "up", parents=[common, project], help="start the console (TUI or headless)"
+    )
+    up.add_argument(
+        "names",
+        nargs="*",
+        type=_text,
+        metavar="NAME",
+        help="start only these (a process, a type, or a glob); the rest are known but stopped",
+    )
     up.add_argument(
         "--headless",
         action="store_true",
@@ -168,9 +207,96 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
     commands.add_parser(
+        "check",
+        parents=[common, project, as_json],
+        help="check the config; show the processes, their PORTs and where their variables "
+        "come from (no console needed)",
+    )
+    run = commands.add_parser(
+        "run",
+        parents=[common, project],
+        help="run a process's command (or -- CMD...) in the foreground with the project's "
+        "environment, as `honcho run`",
+    )
+    run.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="NAME | -- CMD...",
+        help="a process (its command, cwd and environment), or a command after --",
+    )
+    commands.add_parser(
         "shutdown", parents=[common, as_json], help="stop every process and the console"
     )
+    commands.add_parser(
+        "mcp",
+        parents=[common],
+        help="a Model Context Protocol server on stdio, for agents (the console of this project)",
+    )
+    _add_keys(commands, common, as_json)
+    audit = commands.add_parser(
+        "audit",
+        parents=[common, as_json],
+        help="the newest audit records, oldest first (every control action, from every client)",
+    )
+    audit.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        metavar="N",
+        help="how many of the newest records (default 20)",
+    )
+    audit.add_argument(
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only records from the last DURATION (30s, 5m, 2h, 1d)",
+    )
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every record's hash chain instead: exit 0 when intact, 1 naming each problem",
+    )
     return parser
+
+
+def _add_keys(
+    commands: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> None:
+    """``keys create|list|revoke``: API keys for the HTTP API, managed over the owner-only
+    socket. ``--json`` goes after the second verb (a subparser's default would overwrite it if
+    given before)."""
+    parents = [common, as_json]
+    keys = commands.add_parser("keys", parents=[common], help="create, list and revoke API keys")
+    verbs = keys.add_subparsers(dest="keys_command", metavar="create|list|revoke")
+    verbs.required = True
+    create = verbs.add_parser(
+        "create",
+        parents=parents,
+        help="a new key, printed once (alone on stdout without --json; only its hash is kept)",
+    )
+    # Checked by the console (engine/keys.py), the one place the scopes are listed.
+    create.add_argument(
+        "--scope",
+        required=True,
+        type=_text,
+        metavar="read|write|admin",
+        help="what it may do: read, write (also read) or admin (also write, and keys)",
+    )
+    create.add_argument("--name", type=_text, metavar="NAME", help="a name to tell it by")
+    verbs.add_parser(
+        "list", parents=parents, help="ids, names, scopes, created and last used (never the key)"
+    )
+    revoke = verbs.add_parser(
+        "revoke", parents=parents, help="revoke a key: it stops working at once"
+    )
+    revoke.add_argument("id", type=_text, metavar="ID")
+
+
+def _env_files(text: str) -> list[str]:
+    files = [part.strip() for part in text.split(",")]
+    if not all(files):
+        raise argparse.ArgumentTypeError(f"an empty file name in {text!r}")
+    return files
 
 
 def _non_negative_int(text: str) -> int:
@@ -193,8 +319,18 @@ def _text(text: str) -> str:
     return text
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _usage_errors(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ValueError's reason becomes the usage error."""
+
+    def read(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return read
+
+
+_duration = _usage_errors(parse_duration)
+_port = _usage_errors(parse_port)
+_formation = _usage_errors(parse_formation)

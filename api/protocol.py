@@ -632,7 +632,8 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise InvalidRequest("after_id must be an integer")
     query = LogQuery(
-        processes=(name,) if name else None,
+        # A process, an instance, a type (its instances merged), all, or a glob.
+        processes=tuple(console.select(name)) if name else None,
         stream=_STREAM_BY_NAME[stream_name] if stream_name else None,
         contains=needle,
         since=time.time() - since if since is not None else None,
@@ -779,9 +780,15 @@ def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: in
 
 def _action(verb: str) -> Callable[[Console, dict[str, Any], Actor], Any]:
     def run(console: Console, request: dict[str, Any], actor: Actor) -> Any:
-        name = _name(request)
-        outcome = getattr(console, f"{verb}_process")(name, actor)
-        return {"name": name, "outcome": outcome, "process": console.process(name).to_dict()}
+        target = _name(request)  # a process, an instance, a type, all, or a glob
+        results = [
+            {"name": name, "outcome": outcome, "process": console.process(name).to_dict()}
+            for name, outcome in console.act(verb, target, actor)
+        ]
+        reply: dict[str, Any] = {"name": target, "results": results}
+        if len(results) == 1:  # the shape a single process had before: outcome and process
+            reply.update(outcome=results[0]["outcome"], process=results[0]["process"])
+        return reply
 
     return run
 

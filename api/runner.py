@@ -10,14 +10,16 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..engine.config import load_config, parse_address
+from ..engine.config import Config, parse_address
 from ..engine.console import Console
-from ..engine.errors import ConfigError, InvalidRequest
-from ..engine.paths import find_config, resolve_home
+from ..engine.errors import InvalidRequest
+from ..engine.formation import select
+from ..engine.paths import resolve_home
+from ..engine.terminal_text import terminal_safe
+from .project import load_project
 from .server import ControlServer
 
 if TYPE_CHECKING:
@@ -31,16 +33,9 @@ EXIT_GRACE = 5.0
 def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
     ``args`` name; taken here otherwise)."""
-    config_path = Path(args.file) if args.file else find_config()
-    if config_path is None:
-        raise ConfigError(
-            Path.cwd(),
-            None,
-            "no lacrimosa.toml or Procfile here or in a parent folder (or pass -f FILE)",
-        )
-    if args.file and not config_path.is_file():
-        raise InvalidRequest(f"no such config file: {config_path}")
-    config = load_config(config_path)
+    config = load_project(args)
+    if args.names:
+        config = start_only(config, args.names)
     if args.udp:
         try:
             parse_address(args.udp)
@@ -122,6 +117,17 @@ def _start_http(console: Console, server: ControlServer, notices: list[str]) -> 
     return http
 
 
+def start_only(config: Config, targets: list[str]) -> Config:
+    """``up NAME...``: the processes those names mean start (``autostart = false`` or not);
+    the others are known but stopped (``lacrimosa start`` starts them later)."""
+    chosen = {name for target in targets for name in select(config.processes, target)}
+    processes = {
+        name: dataclasses.replace(spec, autostart=name in chosen)
+        for name, spec in config.processes.items()
+    }
+    return dataclasses.replace(config, processes=processes)
+
+
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -179,6 +185,8 @@ def _run_headless(console: Console) -> None:
 
     changed = threading.Event()
     _, unsubscribe = console.supervisor.subscribe(changed.set)
+    for warning in console.config.warnings:  # Procfile lines skipped, ...
+        print(f"lacrimosa: warning: {terminal_safe(warning, 'plain')}", file=sys.stderr)
     report()
     sequencer = console.sequencer
     if sequencer is not None:

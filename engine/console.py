@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,16 @@ from .audit import AUDIT_NAME, CONSOLE, Actor, AuditLog
 from .config import Config
 from .errors import ConsoleError, LacrimosaError, NoSuchProcess
 from .events.ingest import IngestProcess
+from .formation import select
 from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
 from .logs.store import LogStore, StoreSnapshot
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
+# Threads waiting on the actions of one `stop web` (the supervisor's loop does the work; each
+# thread only waits for its process's stop): past this, the rest wait their turn.
+MAX_PARALLEL_ACTIONS = 32
 JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise
 
 
@@ -126,6 +131,11 @@ class Console:
             if name not in known:
                 raise NoSuchProcess(name, known)
 
+    def select(self, target: str) -> list[str]:
+        """The processes a name given to a verb means: ``all``, a process or instance
+        (``web.2``), a type (all its instances) or a glob (see formation.select)."""
+        return select(self.config.processes, target)
+
     def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
         return self.store.snapshot(names)
 
@@ -169,7 +179,9 @@ class Console:
         """Console-level problems to show wherever the console is looked at (status, ps, the
         TUI): a sequencer that stopped or lost events, a journal repaired on opening, a guardian
         that keeps dying (then a kill -9 of the console could leave processes behind)."""
-        found = self.sequencer.warnings() if self.sequencer is not None else []
+        found = list(self.config.warnings)  # Procfile lines skipped, ...
+        if self.sequencer is not None:
+            found += self.sequencer.warnings()
         guardian = self.supervisor.guardian_info
         if guardian.state == "failing":
             found.append(
@@ -212,6 +224,31 @@ class Console:
         outcome = outcome if isinstance(outcome, str) else "stopped"
         self.audit.record(actor, action, name, detail=outcome)
         return outcome
+
+    def act(self, verb: str, target: str, actor: Actor | None = None) -> list[tuple[str, str]]:
+        """``start``, ``stop`` or ``restart`` every process ``target`` means (see select), all
+        at once (a stop of ten takes one stop_timeout, not ten); each one's outcome, each
+        recorded in the audit log. The first failure is raised once every action has finished;
+        a target that means no process is recorded as refused."""
+        action: Callable[[str, Actor | None], str] = {
+            "start": self.start_process,
+            "stop": self.stop_process,
+            "restart": self.restart_process,
+        }[verb]
+        try:
+            names = self.select(target)
+        except LacrimosaError as exc:
+            self.audit.record(
+                actor or Actor.local("console"), verb, target, outcome=exc.code, detail=exc.message
+            )
+            raise
+        if len(names) == 1:
+            return [(names[0], action(names[0], actor))]
+        workers = min(len(names), MAX_PARALLEL_ACTIONS)
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"lacrimosa-{verb}") as pool:
+            futures = [pool.submit(action, name, actor) for name in names]
+            wait(futures)
+        return [(name, future.result()) for name, future in zip(names, futures, strict=True)]
 
     def _wait(self, name: str, future: Any) -> Any:
         # A stop may take the process's whole stop_timeout before SIGKILL, and a little more.

@@ -44,3 +44,8 @@ def local_clock(seconds: float) -> str:
     if millis == 1000:
         whole, millis = whole + 1, 0
     return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{millis:03d}"
+
+
+def local_time(seconds: float) -> str:
+    """``YYYY-MM-DD hh:mm:ss`` in local time (audit records and key times: they span days)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
