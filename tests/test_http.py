@@ -221,6 +221,8 @@ def test_metrics_parse_with_prometheus_clients_parser(served: MakeServed) -> Non
         "lacrimosa_process_uptime_seconds",
         "lacrimosa_process_log_lines",
         "lacrimosa_process_log_lines_per_second",
+        "lacrimosa_process_log_bytes",
+        "lacrimosa_process_exits",
         "lacrimosa_log_store_bytes",
         "lacrimosa_log_store_budget_bytes",
         "lacrimosa_log_store_evicted_blocks",
@@ -237,6 +239,11 @@ def test_metrics_parse_with_prometheus_clients_parser(served: MakeServed) -> Non
         for sample in families["lacrimosa_process_state"].samples
     }
     assert states["running"] == 1 and sum(states.values()) == 1
+    # A restart ends a run (killed by SIGTERM: -15), counted by its exit status.
+    admin.post("/api/processes/ticker/restart")
+    again = {f.name: f for f in text_string_to_metric_families(admin.get("/metrics").text)}
+    exits = {x.labels["code"]: x.value for x in again["lacrimosa_process_exits"].samples}
+    assert exits == {"-15": 1}
     requests = {
         (x.labels["route"], x.labels["status"]): x.value
         for x in families["lacrimosa_http_requests"].samples

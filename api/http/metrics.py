@@ -6,8 +6,8 @@ own request counters live beside it in the same registry (auth.HttpMetrics).
 
 Families (``lacrimosa_`` prefix, ``_total`` counters, seconds and bytes):
 processes: ``process_state`` (1 for the current state), ``process_restarts_total``,
-``process_last_exit_code`` (the supervisor keeps the last exit only, not a count by code),
-``process_uptime_seconds``, ``process_log_lines_total`` (by stream), ``process_log_lines_per_second``;
+``process_last_exit_code``, ``process_exits_total`` (by code), ``process_uptime_seconds``, ``process_log_lines_total`` (by stream), ``process_log_bytes_total`` (all streams: the store
+counts bytes per process), ``process_log_lines_per_second``;
 log store: ``log_store_bytes``, ``log_store_budget_bytes``, ``log_store_evicted_blocks_total``;
 sequencer: ``sequencer_received_total``, ``sequencer_accepted_total``,
 ``sequencer_dropped_total`` (by cause), ``sequencer_events_per_second``, ``journal_fill_ratio``
@@ -81,6 +81,14 @@ class ConsoleCollector(Collector):
             "Seconds since the current run started",
             labels=label,
         )
+        exits = CounterMetricFamily(
+            "lacrimosa_process_exits",
+            "Runs that ended, by exit status (negative: killed by that signal)",
+            labels=["process", "code"],
+        )
+        log_bytes = CounterMetricFamily(
+            "lacrimosa_process_log_bytes", "Bytes of output captured (all streams)", labels=label
+        )
         lines = CounterMetricFamily(
             "lacrimosa_process_log_lines",
             "Lines captured, by stream",
@@ -97,12 +105,15 @@ class ConsoleCollector(Collector):
             restarts.add_metric([info.name], info.restarts)
             if info.exit_code is not None:
                 exit_code.add_metric([info.name], info.exit_code)
+            for code, count in info.exits:
+                exits.add_metric([info.name, str(code)], count)
+            log_bytes.add_metric([info.name], self.console.store.counts(info.name).bytes)
             if info.uptime is not None:
                 uptime.add_metric([info.name], info.uptime)
             lines.add_metric([info.name, "stdout"], info.stdout_lines)
             lines.add_metric([info.name, "stderr"], info.stderr_lines)
             rate.add_metric([info.name], info.lines_per_second)
-        yield from (state, restarts, exit_code, uptime, lines, rate)
+        yield from (state, restarts, exit_code, exits, uptime, lines, log_bytes, rate)
 
 
 def _log_store(store: dict[str, Any]) -> Iterator[Metric]:
