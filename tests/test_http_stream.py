@@ -17,7 +17,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from lacrimosa.api.http import HttpServer
-from lacrimosa.api.http.stream import BATCH_INTERVAL, QUEUE_BATCHES, Batch, Segment
+from lacrimosa.api.http.server import MAX_WS_MESSAGE
+from lacrimosa.api.http.stream import (
+    BATCH_INTERVAL,
+    HISTORY_LINES,
+    HUB_BATCH_LINES,
+    QUEUE_BATCHES,
+    Batch,
+    Segment,
+)
 
 QUIET = """
     [processes.quiet]
@@ -212,3 +220,29 @@ def test_subscribers_and_connections_past_their_bounds_are_turned_away(
                 assert three.get("/health").status_code == 503
     finally:
         small.close()
+
+
+def test_history_batches_and_client_messages_are_bounded(served: MakeServed) -> None:
+    s = served(FLOOD)
+    wait_until(lambda: s.console.process("flood").stdout_lines > HISTORY_LINES * 2)
+    with stream(s, max_size=None) as ws:  # a history of 5,000 such lines is over 1 MiB
+        assert receive(ws)["type"] == "connected"
+        # The flood outruns the hub's bound: batches hold at most HUB_BATCH_LINES, and say how
+        # many were skipped before them.
+        skipped = 0
+        for _ in range(10):
+            batch = receive_until(ws, lambda m: m["type"] == "batch")
+            assert len(batch["lines"]) <= HUB_BATCH_LINES
+            skipped += batch.get("missed", 0)
+        assert skipped > 0
+        ws.send(json.dumps({"type": "history", "since": "10m"}))
+        history = receive_until(ws, lambda m: m["type"] == "history")
+        assert len(history["lines"]) == HISTORY_LINES
+        ids = [line["id"] for line in history["lines"]]
+        assert ids == sorted(ids)
+        # A message past the server's bound ends the connection (1009: too big).
+        ws.send("x" * (MAX_WS_MESSAGE + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

@@ -7,7 +7,7 @@ journaled events, and the processes whose state changed. A client sends ``{"type
 "processes": [...], "streams": [...], "nodes": [...], "event_streams": [...]}`` (each list
 optional; empty or absent: everything), ``{"type": "pause"}``, ``{"type": "resume"}``,
 ``{"type": "history", "since": "5m"}`` (the lines since then that pass the filter, at most
-HISTORY_LINES, newest kept) and ``{"type": "ping"}`` (answered ``pong``). A malformed message
+HISTORY_LINES and about HISTORY_BYTES of text, newest kept) and ``{"type": "ping"}`` (answered ``pong``). A malformed message
 gets ``{"type": "error", "message": ...}``, is counted, and the stream goes on.
 
 One ``StreamHub`` per server reads the console for every subscriber: each tick it takes the
@@ -53,6 +53,7 @@ HUB_BATCH_EVENTS = 1000  # events read from the journal a tick
 QUEUE_BATCHES = 8  # batches one subscriber may have waiting for its socket
 MAX_SUBSCRIBERS = 64
 HISTORY_LINES = 5000  # the most lines a history reply holds
+HISTORY_BYTES = 4 << 20  # and about the most bytes of text
 MAX_FILTER_ITEMS = 100  # entries in one list of a filter
 
 
@@ -442,7 +443,8 @@ async def _answer(
 
 
 def _history(console: Console, wanted: Filter, seconds: float) -> list[dict[str, Any]]:
-    """The newest HISTORY_LINES lines of the last ``seconds`` that pass ``wanted``."""
+    """The newest lines of the last ``seconds`` that pass ``wanted``: at most HISTORY_LINES of
+    them, and about HISTORY_BYTES of text (lines may be up to the store's max_line each)."""
     names = tuple(wanted.processes) if wanted.processes else None
     if names is not None:
         names = tuple(name for name in names if name in console.supervisor.names())
@@ -450,10 +452,18 @@ def _history(console: Console, wanted: Filter, seconds: float) -> list[dict[str,
             return []
     view = LogView(console.snapshot(), LogQuery(processes=names, since=time.time() - seconds))
     found: list[dict[str, Any]] = []
+    size = 0
     position = len(view)
-    while position > 0 and len(found) < HISTORY_LINES:
+    while position > 0 and len(found) < HISTORY_LINES and size < HISTORY_BYTES:
         start = max(0, position - 1000)
-        chunk = [line_to_dict(line) for line in view.lines(start, position)]
-        found[:0] = [line for line in chunk if wanted.line(line)]
+        chunk = [
+            line for line in map(line_to_dict, view.lines(start, position)) if wanted.line(line)
+        ]
+        for line in reversed(chunk):
+            if len(found) >= HISTORY_LINES or size >= HISTORY_BYTES:
+                break
+            found.append(line)
+            size += len(line["text"])
         position = start
-    return found[-HISTORY_LINES:]
+    found.reverse()
+    return found
