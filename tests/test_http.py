@@ -252,6 +252,12 @@ def test_metrics_parse_with_prometheus_clients_parser(served: MakeServed) -> Non
     assert requests["/api/processes", "200"] == 1
     assert requests["/api/status", "401"] == 1
     assert not any("_created" in name for name in reply.text.split())
+    # Invented methods and paths do not grow the labels: one "other", one "(unmatched)".
+    for n in range(20):
+        admin.request(f"BREW{n}", f"/api/made-up/{n}")
+    text = admin.get("/metrics").text
+    assert 'method="other",route="(unmatched)"' in text and "BREW" not in text
+    assert "made-up" not in text
     # Without the setting, /metrics needs a key; with it, it is public.
     assert s.client().get("/metrics").status_code == 401
     public = HttpServer(s.console, "127.0.0.1:0", metrics_public=True)

@@ -38,6 +38,7 @@ KEY_SCOPE = "lacrimosa.key"  # where the middleware leaves the caller's ApiKey i
 REFUSALS_PER_SECOND = 10  # refused requests written to the audit log one by one, each second
 MAX_AUDITED_PATH = 200  # characters of a refused request's path kept in its audit record
 UNMATCHED = "(unmatched)"  # the route label of a request that matched no route
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 MAX_BODY = 64 << 10  # bytes of a request body (only POST /api/keys takes one: a small JSON object)
 
 # The scope each route needs: None is public. One table for the whole API (see the docstring).
@@ -98,6 +99,9 @@ class HttpMetrics:
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        # Any token is a method to HTTP: labels take the usual ones only, so a client inventing
+        # methods cannot grow the metrics without bound (routes are templates, statuses ours).
+        method = method if method in KNOWN_METHODS else "other"
         self.requests.labels(route, method, str(status)).inc()
         self.duration.labels(route).observe(seconds)
 
@@ -129,7 +133,7 @@ class RefusalLog:
                 actor,
                 "http_refused",
                 path[:MAX_AUDITED_PATH],
-                {"method": method, "status": status, "client": client},
+                {"method": method[:16], "status": status, "client": client},
                 outcome="unauthorized" if status == 401 else "forbidden",
             )
             return
