@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="with -d: print what ps --json prints")
     # The console `up -d` starts in the background: writes its pid beside the lock.
     up.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
-    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    up.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API here ([http] bind; loopback unless a key exists)",
+    )
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )

@@ -43,6 +43,7 @@ MODULES = (
     "ingest_readers",
     "small_writes",
     "tui_attach",
+    "http_api",
 )
 TIMEOUT = {True: 120, False: 1200}
 

@@ -32,6 +32,9 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "capture vs supervisord",
         "small writes",
         "tui attach",
+        "http api: GET /api/processes",
+        "http api: stream delivery lag",
+        "http api: capture with 10 stream subscribers",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import signal
 import time
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -177,12 +178,16 @@ class LacrimosaApp(App[str]):
         Binding("4", "show_view('audit')", "audit", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: ConsoleFacade, attached: bool = False) -> None:
-        """``attached``: ``console`` runs elsewhere (``lacrimosa tui``): ``d`` detaches, ``q``
-        asks first, and a hang-up detaches; the app ends with a reason (``DETACHED``,
-        ``HUNG_UP``, ``CONSOLE_ENDED``) as its return value."""
+    def __init__(
+        self, console: ConsoleFacade, notices: Sequence[str] = (), attached: bool = False
+    ) -> None:
+        """``notices``: said once, when the app is up (where a key was written). ``attached``:
+        ``console`` runs elsewhere (``lacrimosa tui``): ``d`` detaches, ``q`` asks first, and a
+        hang-up detaches; the app ends with a reason (``DETACHED``, ``HUNG_UP``,
+        ``CONSOLE_ENDED``) as its return value."""
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
+        self._notices = tuple(notices)
         self.attached = attached
         if attached:
             # The footer has room for one way out at 80 columns: attached, `d` (detach) is the
@@ -276,6 +281,8 @@ class LacrimosaApp(App[str]):
         self.process_table.focus()
         self._apply_query()
         self.set_interval(POLL_INTERVAL, self._poll)
+        for notice in self._notices:
+            self.notify(notice, timeout=30, markup=False)
 
     # -- reading the engine ------------------------------------------------------------------------
 
@@ -648,13 +655,13 @@ class LacrimosaApp(App[str]):
             self.call_from_thread(self.exit)
 
 
-def run_tui(console: Console) -> None:
+def run_tui(console: Console, notices: Sequence[str] = ()) -> None:
     """Run the TUI on ``console`` (already started) until the user quits.
 
     Quitting stops every process first. If the app ends any other way (a crash), the processes
     are stopped here all the same: nothing may outlive the console.
     """
     try:
-        LacrimosaApp(console).run()
+        LacrimosaApp(console, notices).run()
     finally:
         console.shutdown()  # idempotent; a no-op after a normal quit
