@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
 from test_cli import CLI, cli, cli_env
+from test_imports import loaded_after_import
 from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
@@ -85,6 +86,14 @@ def served(console: Callable[..., Console]) -> Iterator[Callable[..., Console]]:
 
 def lines_of(reply: dict) -> list[str]:
     return [line["text"] for line in reply["lines"]]
+
+
+def test_the_tui_does_not_import_api() -> None:
+    """The TUI is written against engine/facade.py: the CLI hands it a Console or a
+    RemoteConsole (DESIGN.md, layout). (asyncio loads ``socket`` itself: not checked.)"""
+    loaded = loaded_after_import("lacrimosa.tui.app")
+    assert loaded is not None and "textual" in loaded
+    assert "api" not in loaded
 
 
 # -- the protocol --------------------------------------------------------------------------------
