@@ -337,6 +337,7 @@ def test_a_window_asked_for_after_the_console_closed_an_idle_connection(
 
 def test_remote_windows_read_what_the_console_holds(served: Callable[..., Console]) -> None:
     made = served()
+    wait_until(lambda: made.process("api").stdout_lines == 1)  # "api ready" first
     made.store.append("api", STDOUT, b"".join(b"line %d\n" % i for i in range(1000)))
     remote = RemoteConsole(made.home)
     try:
