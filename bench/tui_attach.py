@@ -51,7 +51,7 @@ from bench._common import (
     use_root,
 )
 from bench.snapshot_tail import fill
-from bench.tui_frame import RATE, SIZE, Writer
+from bench.tui_frame import RATE, SIZE, Writer, watch_repaints
 
 LINES = 10_000_000
 QUICK_LINES = 500_000
@@ -167,20 +167,8 @@ class Probe:
         self.key_latencies: list[float] = []
         self.key_seen = asyncio.Event()
         pane = app.log_pane
-        render_lines, render_line = pane.render_lines, pane.render_line
-        rows = 0
 
-        def counted_render_line(y: int) -> Any:
-            nonlocal rows
-            rows += 1
-            return render_line(y)
-
-        def timed_render_lines(crop: Any) -> Any:
-            nonlocal rows
-            rows = 0
-            t0 = time.perf_counter()
-            strips = render_lines(crop)
-            elapsed = time.perf_counter() - t0
+        def repainted(crop: Any, rows: int, elapsed: float, cpu: float) -> None:
             if crop.height >= pane.size.height and rows >= crop.height:
                 if self.recording:
                     self.frames.append(elapsed)
@@ -188,10 +176,8 @@ class Probe:
                     self.key_latencies.append(time.perf_counter() - self.pending[0])
                     self.pending = None
                     self.key_seen.set()
-            return strips
 
-        pane.render_line = counted_render_line
-        pane.render_lines = timed_render_lines
+        watch_repaints(pane, repainted)
 
 
 async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
