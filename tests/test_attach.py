@@ -428,11 +428,17 @@ def test_tui_without_a_terminal_is_refused_and_starts_nothing(project: Path) -> 
 
 
 def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
-    """``lacrimosa tui`` on a terminal (a pty) where no console runs: it starts one in the
-    background and attaches; SIGHUP (the terminal gone) detaches, the processes go on."""
+    """``lacrimosa tui`` on a terminal (a pty, its controlling terminal) where no console runs:
+    it starts one in the background and attaches; the terminal going away (the pty's other side
+    closed: the kernel sends SIGHUP, as when SSH drops) detaches, the processes go on."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**cli_env(), "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
+
+    def own_terminal() -> None:  # in the child: a session of its own, the pty its terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
     tui = subprocess.Popen(
         [*CLI, "tui"],
         cwd=project,
@@ -440,7 +446,7 @@ def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
         stdout=follower,
         stderr=follower,
         env=env,
-        start_new_session=True,
+        preexec_fn=own_terminal,
     )
     os.close(follower)
     screen = bytearray()
@@ -454,7 +460,8 @@ def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
 
         wait_until(lambda: shows(b"worker line 3"), timeout=30, message="the attached TUI")
         wait_until(lambda: shows(b"detach"), message="the footer, with `d detach`")
-        tui.send_signal(signal.SIGHUP)
+        os.close(leader)  # the terminal hangs up
+        leader = -1
         assert tui.wait(15) == 0
         ps = cli("ps", "--json", cwd=project)
         assert ps.returncode == 0, ps.stderr
@@ -463,4 +470,5 @@ def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
         if tui.poll() is None:
             tui.kill()
             tui.wait()
-        os.close(leader)
+        if leader >= 0:
+            os.close(leader)
