@@ -107,6 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
+    output = up.add_argument_group(
+        "headless output (stdout: each process's lines and state changes)"
+    )
+    output.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text: `HH:MM:SS name | line` (the default); json: one object per line",
+    )
+    output.add_argument(
+        "--no-prefix",
+        action="store_true",
+        help="text: the lines bare, without time and name (state changes go to stderr)",
+    )
+    output.add_argument(
+        "--no-timestamps", action="store_true", help="text: no time at the start of each line"
+    )
+    ending = up.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--exit-with",
+        metavar="NAME",
+        type=_text,
+        help="when NAME exits, stop everything and exit with its status (for CI and containers)",
+    )
+    ending.add_argument(
+        "--abort-on-exit",
+        action="store_true",
+        help="when any process exits, stop everything and exit with its status",
+    )
+    ending.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once no process runs or waits to restart, with the worst status",
+    )
     up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"

@@ -16,12 +16,15 @@ from types import FrameType
 from ..engine.config import load_config, parse_address
 from ..engine.console import Console
 from ..engine.errors import ConfigError, InvalidRequest
+from ..engine.exit_policy import ExitRule, ExitWatch
 from ..engine.paths import find_config, resolve_home
+from .headless import HeadlessPrinter, stdout_style
 from .server import ControlServer
 
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
 # before the console exits without it (a terminal that is gone or stalled can block it forever).
 EXIT_GRACE = 5.0
+EXIT_KILLED_ON_STOP = 143  # 128 + SIGTERM: a process had to be SIGKILLed on the way out
 
 
 def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
@@ -50,6 +53,8 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
+    rule = ExitRule(args.exit_with, args.abort_on_exit, args.exit_when_done)
+    watch = ExitWatch(console, rule) if rule.active else None  # an unknown name: exit 3
     server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
@@ -57,6 +62,13 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)
+    printer = None
+    if headless:
+        style = stdout_style(
+            args.output, prefix=not args.no_prefix, timestamps=not args.no_timestamps
+        )
+        printer = HeadlessPrinter(console, style)
+        console.add_status_section("headless", printer.stats)
     _on_signals(
         console,
         (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -71,18 +83,33 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         daemon=True,
     ).start()
     try:
+        # Both watch the processes from before the first one starts: no change goes unseen.
+        if printer is not None:
+            printer.start()
+        if watch is not None:
+            watch.start()
         console.start()
+        if watch is not None:
+            watch.check()  # --exit-when-done with nothing to start
         if headless:
-            _run_headless(console)
+            _run_headless(console, watch)
         else:
             from ..tui.app import run_tui
 
             run_tui(console)
     finally:
         console.shutdown()
+        if watch is not None:
+            watch.stop()
+        if printer is not None:
+            printer.stop()  # after the shutdown: the last lines and state changes are printed
         server.close()
         finished.set()
-    return 0
+    if watch is not None and watch.status is not None:
+        return watch.status
+    # Asked to stop (a signal, `shutdown`, the TUI): 0, or 143 (as if SIGTERM had ended us)
+    # when a process outlived its stop timeout and had to be killed.
+    return EXIT_KILLED_ON_STOP if console.supervisor.kills_in_shutdown else 0
 
 
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
@@ -129,20 +156,9 @@ def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.
     os._exit(1)
 
 
-def _run_headless(console: Console) -> None:
-    """Report state changes on stderr until a shutdown is asked for."""
-    last: dict[str, str] = {}
-
-    def report() -> None:
-        for info in console.processes():
-            if last.get(info.name) != info.state:
-                last[info.name] = info.state
-                pid = f" pid {info.pid}" if info.pid else ""
-                print(f"lacrimosa: {info.name} {info.state}{pid}", file=sys.stderr, flush=True)
-
-    changed = threading.Event()
-    _, unsubscribe = console.supervisor.subscribe(changed.set)
-    report()
+def _run_headless(console: Console, watch: ExitWatch | None) -> None:
+    """Stay in the foreground until a shutdown is asked for (the printer shows the processes'
+    lines and state changes on stdout; the console's own messages go to stderr)."""
     sequencer = console.sequencer
     if sequencer is not None:
         journal = sequencer.journal
@@ -152,16 +168,12 @@ def _run_headless(console: Console) -> None:
             file=sys.stderr,
             flush=True,
         )
+    count = len(console.supervisor.names())
     print(
-        f"lacrimosa: console up ({len(last)} processes); `lacrimosa shutdown` or Ctrl-C stops it",
+        f"lacrimosa: console up ({count} processes); `lacrimosa shutdown` or Ctrl-C stops it",
         file=sys.stderr,
         flush=True,
     )
-    try:
-        while not console.shutdown_requested.wait(0.2):
-            if changed.is_set():
-                changed.clear()
-                report()
-    finally:
-        unsubscribe()
-    print("lacrimosa: stopping every process", file=sys.stderr, flush=True)
+    console.shutdown_requested.wait()
+    why = f" ({watch.reason})" if watch is not None and watch.status is not None else ""
+    print(f"lacrimosa: stopping every process{why}", file=sys.stderr, flush=True)

@@ -54,6 +54,7 @@ class ProcessSpec:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     autostart: bool = True
+    pty: bool = False  # stdout on a pseudo-terminal (stderr stays a pipe)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ _PROCESS_KEYS = {
     "backoff_max",
     "stable_after",
     "autostart",
+    "pty",
 }
 
 
@@ -416,9 +418,12 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
             raise fail(key, "must be a number of seconds, above 0 and at most 3600")
         numbers[key] = float(value)
-    autostart = table.get("autostart", True)
-    if not isinstance(autostart, bool):
-        raise fail("autostart", "must be true or false")
+    switches: dict[str, bool] = {}
+    for key, default in (("autostart", True), ("pty", False)):
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise fail(key, "must be true or false")
+        switches[key] = value
     return ProcessSpec(
         name=name,
         cmd=cmd,
@@ -426,7 +431,8 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         env=env_values,
         restart=restart,
         stop_signal=stop_signal,
-        autostart=autostart,
+        autostart=switches["autostart"],
+        pty=switches["pty"],
         **numbers,
     )
 
