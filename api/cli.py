@@ -25,7 +25,13 @@ import sys
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.fastjson import json_text
-from ..engine.humanize import describe_exit, format_duration, local_clock
+from ..engine.humanize import (
+    describe_exit,
+    format_cpu,
+    format_duration,
+    format_memory,
+    local_clock,
+)
 from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -475,7 +481,10 @@ class _RawLines:
         sys.stdout.buffer.write(out)
 
 
-_PS_COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S")
+_PS_COLUMNS = (
+    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S"),
+    *("CPU%", "RSS"),
+)
 
 
 def _ps_text(processes: list[dict[str, Any]]) -> str:
@@ -495,10 +504,12 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 str(p["stdout_lines"]),
                 str(p["stderr_lines"]),
                 f"{p['lines_per_second']:.1f}",
+                format_cpu(p.get("cpu_percent")),
+                format_memory(p.get("rss_bytes")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
-    numeric = {2, 4, 6, 7, 8}
+    numeric = {2, 4, 6, 7, 8, 9, 10}
     return "\n".join(
         "  ".join(
             cell.rjust(w) if i in numeric else cell.ljust(w)

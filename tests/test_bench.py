@@ -31,6 +31,7 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "ingest process SIGKILLed",
         "capture vs supervisord",
         "small writes",
+        "resources: CPU% and RSS",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"

@@ -13,8 +13,8 @@ from helpers import wait_until, write_config
 from lacrimosa.engine.config import load_config
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConfigError
-from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
 from lacrimosa.engine.logs.query import LogQuery, LogView
+from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
 
 MakeConsole = Callable[..., Console]
 

@@ -188,7 +188,11 @@ class LacrimosaApp(App[None]):
         with ContentSwitcher(initial="logs", id="views"):
             with Vertical(id="logs"):
                 # At least as wide as the "* all" row's name.
-                yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
+                yield ProcessTable(
+                    name_width=max(self._name_width, 5),
+                    screen_width=self.size.width,
+                    id="processes",
+                )
                 yield Static(id="status")
                 yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
                 # Not focusable: the selection keys stay with the table; its keys are the app's.

@@ -120,6 +120,10 @@ class ProcessInfo:
     stderr_lines: int
     lines_per_second: float
     restart_policy: str
+    # Summed over the process group, sampled about once a second (resources.py); None until
+    # sampled, and while the process does not run.
+    cpu_percent: float | None = None  # of one core
+    rss_bytes: int | None = None
 
     @property
     def uptime(self) -> float | None:
@@ -142,6 +146,8 @@ class ProcessInfo:
             "lines_per_second": round(self.lines_per_second, 1),
             "restart": self.restart_policy,
             "cmd": self.cmd,
+            "cpu_percent": self.cpu_percent,
+            "rss_bytes": self.rss_bytes,
         }
 
 
