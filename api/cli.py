@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if getattr(args, "raw", False) and args.json:
             parser.error("--raw cannot be used with --json (JSON escapes every control character)")
+        if getattr(args, "timestamps", False) and (args.raw or args.json):
+            parser.error("--timestamps is for text output (JSON lines carry their time)")
     try:
         if args.command == "up":
             lock_fd = _lock_early(args)
@@ -321,8 +323,10 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
     if not args.follow and raw is None:
+        # With timestamps, each line's time is needed: it comes with the JSON lines.
+        as_jsonl = args.json or args.timestamps
         _write_frames(
-            args, client.frames("logs", format="jsonl" if args.json else "text", **request)
+            args, client.frames("logs", format="jsonl" if as_jsonl else "text", **request)
         )
         return
     if not args.follow:
@@ -385,13 +389,18 @@ def _write_lines(
 
     mode = _text_mode(args)
     # Made safe one line at a time: a line holds no newline (the store splits on them), so the
-    # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours.
-    if merged:
-        out.write(
-            "".join(f"{line['process']} | {terminal_safe(line['text'], mode)}\n" for line in lines)
+    # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours,
+    # and so is the time before it (``--timestamps``).
+    timestamps = getattr(args, "timestamps", False)
+    out.write(
+        "".join(
+            (local_clock(line["time"]) + " " if timestamps else "")
+            + (f"{line['process']} | " if merged else "")
+            + terminal_safe(line["text"], mode)
+            + "\n"
+            for line in lines
         )
-    else:
-        out.write("".join(terminal_safe(line["text"], mode) + "\n" for line in lines))
+    )
 
 
 def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any], bytes]]) -> None:
@@ -412,6 +421,11 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if "next_id" in header:  # the last reply
             _warn_lapped(args, header)
         if not payload:
+            continue
+        if not args.json and args.timestamps:  # JSON lines asked for their times: as text
+            from ..engine.fastjson import loads
+
+            _write_lines(args, [loads(line) for line in payload.splitlines()], merged)
             continue
         text = payload.decode() if args.json else payload.decode("utf-8", "replace")
         if not args.json:

@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="text: the time each line was read before it (hh:mm:ss.mmm, local time)",
+    )
     events = commands.add_parser(
         "events",
         parents=[common_follow, as_json, child_text],

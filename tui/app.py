@@ -68,6 +68,7 @@ LOG_VIEW_ACTIONS = frozenset(
         "open_filter",
         "clear_filter",
         "cycle_stream",
+        "toggle_timestamps",
         "show_all",
         "move_selection",
         "escape",
@@ -145,6 +146,7 @@ class LacrimosaApp(App[None]):
         Binding("f", "toggle_follow", "follow"),
         Binding("slash", "open_filter", "filter"),
         Binding("e", "cycle_stream", "stream"),
+        Binding("t", "toggle_timestamps", "time", show=False),  # the footer is full at 80 columns
         Binding("a", "show_all", "all"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),
@@ -431,6 +433,9 @@ class LacrimosaApp(App[None]):
 
     def action_show_all(self) -> None:
         self.process_table.select_row(ALL_ROW)
+
+    def action_toggle_timestamps(self) -> None:
+        self.log_pane.toggle_timestamps()
 
     def action_cycle_stream(self) -> None:
         self._stream_index = (self._stream_index + 1) % len(STREAM_CYCLE)
