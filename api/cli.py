@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
             return run_up(args, lock_fd)
+        if args.command == "completion":
+            from .completion import completion_script  # shtab: only for this verb
+
+            sys.stdout.write(completion_script(args.shell))
+            return EXIT_OK
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)

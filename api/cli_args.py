@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash: `source <(lacrimosa completion bash)`)",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     commands.add_parser(
         "shutdown", parents=[common, as_json], help="stop every process and the console"
     )
