@@ -563,6 +563,13 @@ def _status_text(status: dict[str, Any]) -> str:
             f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
+    headless = status.get("headless")
+    if headless is not None:
+        lines.append(
+            f"output    {headless['lines_printed']:,} lines printed on stdout, "
+            f"{headless['lines_dropped']:,} dropped (stdout did not keep up)"
+            + (", stdout closed" if headless["stdout_closed"] else "")
+        )
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")

@@ -44,7 +44,7 @@ import numpy as np
 from ..engine.console import Console
 from ..engine.humanize import describe_exit
 from ..engine.logs.query import LogQuery, LogView
-from ..engine.logs.store import STDERR, SYSTEM, Block
+from ..engine.logs.store import STDERR, SYSTEM, Block, StoreSnapshot
 from ..engine.processes.supervisor import ProcessInfo, State
 from ..engine.terminal_text import TextMode, json_text, terminal_safe
 from .bulk import jsonl_bytes, runs, text_bytes
@@ -310,31 +310,37 @@ class HeadlessPrinter:
         # The snapshot first, then the changes: a change noted after the snapshot was taken
         # marks an id past every line in it, so it is printed after them (never before lines
         # stored ahead of it).
-        view = LogView(self._console.snapshot(), LogQuery(after_id=self._after))
+        snapshot = self._console.snapshot()
+        view = LogView(snapshot, LogQuery(after_id=self._after))
         with self._changes_lock:
             changes = list(self._changes)
             self._changes.clear()
+        lines = _Lines(view, snapshot, self._after)
         position = 0
         for mark, when, info in changes:
             stop = view.position_of(mark)
-            self._print_lines(view, position, stop)
+            self._print_lines(lines, position, stop)
             position = max(position, stop)
             self._print_change(info, when)
-        self._print_lines(view, position, len(view))
+        self._print_lines(lines, position, len(view))
         if len(view):
             self._after = view.line(len(view) - 1).id
 
-    def _print_lines(self, view: LogView, start: int, stop: int) -> None:
-        if start >= stop:
-            return
+    def _print_lines(self, lines: _Lines, start: int, stop: int) -> None:
+        """The lines at positions [start, stop) of the view; when stdout is not taking what
+        waits for it, they are counted as dropped without being read (a stalled stdout costs
+        the printer a count, not a pass over every line)."""
         out = self._out
-        for process, block, indices in view.batches(start, stop, BATCH_LINES):
-            if out.full:  # stdout is not reading: count the rest, do not format it
-                out.drop(_output_lines(block, indices))
-                continue
+        position = start
+        for process, block, indices in lines.view.batches(start, stop, BATCH_LINES):
+            if out.full:
+                break
+            position += len(indices)
             data, count = self._format_lines(process, block, indices)
             if count and out.offer(data, count):
                 self._lines_printed += count
+        if position < stop:
+            out.drop(lines.output_lines(position, stop))
 
     def _format_lines(self, process: str, block: Block, indices: np.ndarray) -> tuple[bytes, int]:
         """The children's lines among ``indices`` (lacrimosa's own lines about a process are
@@ -398,10 +404,25 @@ class HeadlessPrinter:
         self._state_out.offer(data.encode(), 1)
 
 
-def _output_lines(block: Block, indices: np.ndarray) -> int:
-    """How many of these lines the printer would have printed (the children's, not lacrimosa's
-    own lines about a process)."""
-    return sum(len(group) for group, _, stream in runs(block, indices) if stream != SYSTEM)
+class _Lines:
+    """One pass's view of the new lines, and how many of a stretch of them are the children's
+    (not lacrimosa's own lines about a process, which the printer leaves out): counted from the
+    ids at its ends, with a second view of the lacrimosa lines alone."""
+
+    def __init__(self, view: LogView, snapshot: StoreSnapshot, after: int) -> None:
+        self.view = view
+        self._snapshot = snapshot
+        self._after = after
+        self._system: LogView | None = None
+
+    def output_lines(self, start: int, stop: int) -> int:
+        if start >= stop:
+            return 0
+        if self._system is None:
+            self._system = LogView(self._snapshot, LogQuery(after_id=self._after, stream=SYSTEM))
+        first, last = self.view.line(start).id, self.view.line(stop - 1).id
+        system = self._system.position_of(last + 1) - self._system.position_of(first)
+        return stop - start - system
 
 
 def stdout_style(form: OutputForm, prefix: bool, timestamps: bool) -> OutputStyle:

@@ -285,6 +285,11 @@ def test_a_stalled_stdout_drops_lines_says_how_many_and_capture_goes_on(tmp_path
         wait_until(lambda: flood_lines() == FLOOD_LINES, timeout=30)
         status = json.loads(cli(tmp_path, "status", "--json").stdout)["headless"]
         assert status["lines_dropped"] > 0
+        assert re.search(
+            r"^output +[\d,]+ lines printed on stdout, [\d,]+ dropped",
+            cli(tmp_path, "status").stdout,
+            re.M,
+        )
         # What waits for stdout is bounded: the pipe's 64 KiB plus the printer's buffer.
         assert status["lines_printed"] * 20 < OUTPUT_BUFFER_BYTES + (1 << 20)
         started = time.monotonic()
