@@ -141,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
 
             sys.stdout.write(completion_script(args.shell))
             return EXIT_OK
+        if args.command == "mcp":
+            from .mcp_server import run_mcp  # heavy: the MCP SDK
+
+            return run_mcp(_console_home(args)[0])
+        if args.command in ("check", "run"):  # no console: the project's files only
+            from .project import run_check, run_command
+
+            return run_check(args) if args.command == "check" else run_command(args)
         return _one_shot(args)
     except LacrimosaError as exc:
         return _fail(args, exc.code, exc.message, exc.exit_code)
@@ -207,11 +215,11 @@ def _one_shot(args: argparse.Namespace) -> int:
             _print(args, result, _status_text(result))
         elif args.command in ("start", "stop", "restart"):
             timeouts = _action_timeouts(client)
-            deadline = timeouts.get(args.name, DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
+            # A type, all or a glob: its processes are acted on together, so the longest.
+            longest = max(timeouts.values(), default=DEFAULT_ACTION_TIMEOUT)
+            deadline = timeouts.get(args.name, longest) + REPLY_MARGIN
             result = client.call(args.command, timeout=deadline, name=args.name)
-            proc = result["process"]
-            pid = f" (pid {proc['pid']})" if proc["pid"] else ""
-            _print(args, result, f"{args.name}: {result['outcome']}, now {proc['state']}{pid}")
+            _print(args, result, _action_text(result))
         elif args.command == "shutdown":
             longest = max(_action_timeouts(client).values(), default=DEFAULT_ACTION_TIMEOUT)
             result = client.call("shutdown")
@@ -223,6 +231,18 @@ def _one_shot(args: argparse.Namespace) -> int:
         elif args.command == "events":
             _events(args, client)
     return EXIT_OK
+
+
+def _action_text(result: dict[str, Any]) -> str:
+    """One line per process acted on: ``web.2: restarted, now running (pid 123)``."""
+    if "results" not in result:  # a console from before targets: one process
+        result = {"results": [{"name": result["name"], **result}]}
+    rows = []
+    for each in result["results"]:
+        proc = each["process"]
+        pid = f" (pid {proc['pid']})" if proc["pid"] else ""
+        rows.append(f"{each['name']}: {each['outcome']}, now {proc['state']}{pid}")
+    return "\n".join(rows)
 
 
 def _action_timeouts(client: Any) -> dict[str, float]:
@@ -323,8 +343,7 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         request["grep"] = args.grep
     if args.since is not None:
         request["since"] = args.since
-    merged = args.name is None
-    raw = _RawLines(merged) if args.raw else None
+    raw = _RawLines(args.name) if args.raw else None
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
     if not args.follow and raw is None:
@@ -336,11 +355,11 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         return
     if not args.follow:
         result = client.call("logs", **request)
-        _write_lines(args, result["lines"], merged, raw)
+        _write_lines(args, result["lines"], raw)
         _warn_lapped(args, result)
         return
     for batch in client.stream("logs", follow=True, **request):
-        _write_lines(args, batch["lines"], merged, raw)
+        _write_lines(args, batch["lines"], raw)
         sys.stdout.flush()
 
 
@@ -377,11 +396,14 @@ def _lapped_text(lapped: int) -> str:
     return f"({lapped} events overwritten before they were read)"
 
 
+def _merged(asked: str | None, process: str) -> bool:
+    """Whether a line of ``process`` is shown with a ``name | `` prefix: when it is not the one
+    process asked for (no name, a type of several instances, ``all``, a glob)."""
+    return asked is None or process != asked
+
+
 def _write_lines(
-    args: argparse.Namespace,
-    lines: Iterable[dict[str, Any]],
-    merged: bool,
-    raw: _RawLines | None = None,
+    args: argparse.Namespace, lines: Iterable[dict[str, Any]], raw: _RawLines | None = None
 ) -> None:
     out = sys.stdout
     if args.json:
@@ -400,7 +422,7 @@ def _write_lines(
     out.write(
         "".join(
             (local_clock(line["time"]) + " " if timestamps else "")
-            + (f"{line['process']} | " if merged else "")
+            + (f"{line['process']} | " if _merged(args.name, line["process"]) else "")
             + terminal_safe(line["text"], mode)
             + "\n"
             for line in lines
@@ -418,10 +440,9 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
 
     out = sys.stdout
     mode = _text_mode(args)
-    merged = args.name is None
     for header, payload in frames:
         if "lines" in header:  # a console that does not send frames
-            _write_lines(args, header["lines"], merged)
+            _write_lines(args, header["lines"])
             continue
         if "next_id" in header:  # the last reply
             _warn_lapped(args, header)
@@ -430,13 +451,13 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if not args.json and args.timestamps:  # JSON lines asked for their times: as text
             from ..engine.fastjson import loads
 
-            _write_lines(args, [loads(line) for line in payload.splitlines()], merged)
+            _write_lines(args, [loads(line) for line in payload.splitlines()])
             continue
         text = payload.decode() if args.json else payload.decode("utf-8", "replace")
         if not args.json:
             if terminal_safe(text, mode) is not text:
                 text = "".join(terminal_safe(line, mode) + "\n" for line in text.split("\n")[:-1])
-            if merged:
+            if _merged(args.name, header["process"]):
                 prefix = f"{header['process']} | "
                 text = prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
         out.write(text)
@@ -478,8 +499,8 @@ class _RawLines:
     across the batches of a follow. The merged view's ``name | `` prefix is ours.
     """
 
-    def __init__(self, merged: bool) -> None:
-        self.merged = merged
+    def __init__(self, asked: str | None) -> None:
+        self.asked = asked  # the NAME given to logs, if any
         self.open: tuple[str, str] | None = None  # the piece being continued: process, stream
 
     def write(self, lines: Iterable[dict[str, Any]]) -> None:
@@ -489,7 +510,7 @@ class _RawLines:
             if self.open is not None and self.open != key:
                 out += b"\n"
                 self.open = None
-            if self.open is None and self.merged:
+            if self.open is None and _merged(self.asked, line["process"]):
                 out += f"{line['process']} | ".encode()
             out += _line_bytes(line)
             if line.get("continued"):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
 from ..engine.fastjson import json_text
+from ..engine.formation import parse_formation, parse_port
 from .version import __version__
 from .wire import parse_duration
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +103,44 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    up = commands.add_parser("up", parents=[common], help="start the console (TUI or headless)")
+    # What up, check and run add to the config: env files, the base PORT, the formation.
+    project = _Parser(add_help=False)
+    project.add_argument(
+        "-e",
+        "--env",
+        dest="env_files",
+        type=_env_files,
+        default=[],
+        action="extend",
+        metavar="FILE[,FILE]",
+        help="env files read after the .env beside the config (repeat or separate with commas)",
+    )
+    project.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        metavar="N",
+        help="the first PORT (default: PORT from the env files or the environment, else 5000)",
+    )
+    project.add_argument(
+        "-m",
+        "--formation",
+        type=_formation,
+        default={},
+        metavar="TYPE=N[,TYPE=N]",
+        help="how many instances of each type (all=N: of every type)",
+    )
+
+    up = commands.add_parser(
+        "up", parents=[common, project], help="start the console (TUI or headless)"
+    )
+    up.add_argument(
+        "names",
+        nargs="*",
+        type=_text,
+        metavar="NAME",
+        help="start only these (a process, a type, or a glob); the rest are known but stopped",
+    )
     up.add_argument(
         "--headless",
         action="store_true",
@@ -209,9 +248,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     commands.add_parser(
+        "check",
+        parents=[common, project, as_json],
+        help="check the config; show the processes, their PORTs and where their variables "
+        "come from (no console needed)",
+    )
+    run = commands.add_parser(
+        "run",
+        parents=[common, project],
+        help="run a process's command (or -- CMD...) in the foreground with the project's "
+        "environment, as `honcho run`",
+    )
+    run.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="NAME | -- CMD...",
+        help="a process (its command, cwd and environment), or a command after --",
+    )
+    commands.add_parser(
         "shutdown", parents=[common, as_json], help="stop every process and the console"
     )
+    commands.add_parser(
+        "mcp",
+        parents=[common],
+        help="a Model Context Protocol server on stdio, for agents (the console of this project)",
+    )
     return parser
+
+
+def _env_files(text: str) -> list[str]:
+    files = [part.strip() for part in text.split(",")]
+    if not all(files):
+        raise argparse.ArgumentTypeError(f"an empty file name in {text!r}")
+    return files
 
 
 def _non_negative_int(text: str) -> int:
@@ -234,8 +303,18 @@ def _text(text: str) -> str:
     return text
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _usage_errors(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ValueError's reason becomes the usage error."""
+
+    def read(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return read
+
+
+_duration = _usage_errors(parse_duration)
+_port = _usage_errors(parse_port)
+_formation = _usage_errors(parse_formation)

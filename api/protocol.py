@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
 from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
 from ..engine.events.frames import Event, matching
@@ -54,6 +55,7 @@ from .wire import OPS, encode, error, ok
 
 DEFAULT_LINES = 100
 DEFAULT_EVENTS = 20
+DEFAULT_AUDIT = 20  # audit records in a reply unless ``lines`` says otherwise
 MAX_EVENTS = 100_000
 MAX_LINES = 1_000_000
 FOLLOW_POLL = 0.05
@@ -113,12 +115,15 @@ def error_reply(exc: Exception) -> dict[str, Any]:
     return internal_error(exc)
 
 
-def dispatch(console: Console, request: Any) -> dict[str, Any]:
-    """Carry out one request; every failure becomes an error reply, never an exception."""
+def dispatch(console: Console, request: Any, actor: Actor | None = None) -> dict[str, Any]:
+    """Carry out one request; every failure becomes an error reply, never an exception.
+
+    ``actor`` is who asks, as the transport knows it (never taken from the request): actions are
+    recorded in the audit log under it. None: the console's own user, from this process."""
     try:
         op = _op(request)
         _check_started(console, op)
-        return ok(_HANDLERS[op](console, request))
+        return ok(_HANDLERS[op](console, request, actor or Actor.local("console")))
     except Exception as exc:
         return error_reply(exc)
 
@@ -141,6 +146,7 @@ def replies(
     request: Any,
     alive: Callable[[], bool],
     state: ReplyState | None = None,
+    actor: Actor | None = None,
 ) -> Generator[dict[str, Any] | bytes, None, None]:
     """Everything a streaming transport sends for one request, in order: whole replies (dicts)
     and pieces of one reply line (bytes; the last piece of a line ends with its newline).
@@ -159,7 +165,7 @@ def replies(
         elif op in _STREAMED:
             pieces = _STREAMED[op](console, request).pieces()
         else:
-            pieces = iter([dispatch(console, request)])
+            pieces = iter([dispatch(console, request, actor)])
     except Exception as exc:
         yield error_reply(exc)
         return
@@ -167,11 +173,15 @@ def replies(
 
 
 def reply_bytes(
-    console: Console, request: Any, alive: Callable[[], bool], state: ReplyState | None = None
+    console: Console,
+    request: Any,
+    alive: Callable[[], bool],
+    state: ReplyState | None = None,
+    actor: Actor | None = None,
 ) -> Generator[bytes, None, None]:
     """``replies`` as bytes only, for a transport that just writes them out (an HTTP response
     body, chunked): each whole reply encoded as its line, pieces passed on as they are."""
-    pieces = replies(console, request, alive, state)
+    pieces = replies(console, request, alive, state, actor)
     try:
         for piece in pieces:
             yield piece if isinstance(piece, bytes) else encode(piece)
@@ -606,13 +616,7 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         needle = grep.encode() if grep else None
     except UnicodeEncodeError:
         raise InvalidRequest("grep must be valid Unicode text (no lone surrogates)") from None
-    since = request.get("since")
-    if since is not None and (
-        isinstance(since, bool)
-        or not isinstance(since, (int, float))
-        or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
-    ):
-        raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
+    since = _since(request)
     raw = request.get("raw", False)
     if not isinstance(raw, bool):
         raise InvalidRequest("raw must be true or false")
@@ -625,7 +629,8 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise InvalidRequest("after_id must be an integer")
     query = LogQuery(
-        processes=(name,) if name else None,
+        # A process, an instance, a type (its instances merged), all, or a glob.
+        processes=tuple(console.select(name)) if name else None,
         stream=_STREAM_BY_NAME[stream_name] if stream_name else None,
         contains=needle,
         since=time.time() - since if since is not None else None,
@@ -737,6 +742,18 @@ def _select_events(console: Console, request: dict[str, Any]) -> _EventSelection
     return _EventSelection(journal, tail, head, 0, seqs, node, stream)
 
 
+def _since(request: dict[str, Any]) -> float | None:
+    """``since``: how many seconds back (None: no limit)."""
+    since = request.get("since")
+    if since is not None and (
+        isinstance(since, bool)
+        or not isinstance(since, (int, float))
+        or not (math.isfinite(since) and 0 <= since <= MAX_SINCE)
+    ):
+        raise InvalidRequest(f"since must be a number of seconds from 0 to {MAX_SINCE}")
+    return since
+
+
 def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: int) -> Any:
     value = request.get(key, default)
     if value is default:
@@ -746,11 +763,17 @@ def _integer(request: dict[str, Any], key: str, default: Any, low: int, high: in
     return value
 
 
-def _action(verb: str) -> Callable[[Console, dict[str, Any]], Any]:
-    def run(console: Console, request: dict[str, Any]) -> Any:
-        name = _name(request)
-        outcome = getattr(console, f"{verb}_process")(name)
-        return {"name": name, "outcome": outcome, "process": console.process(name).to_dict()}
+def _action(verb: str) -> Callable[[Console, dict[str, Any], Actor], Any]:
+    def run(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+        target = _name(request)  # a process, an instance, a type, all, or a glob
+        results = [
+            {"name": name, "outcome": outcome, "process": console.process(name).to_dict()}
+            for name, outcome in console.act(verb, target, actor)
+        ]
+        reply: dict[str, Any] = {"name": target, "results": results}
+        if len(results) == 1:  # the shape a single process had before: outcome and process
+            reply.update(outcome=results[0]["outcome"], process=results[0]["process"])
+        return reply
 
     return run
 
@@ -766,8 +789,47 @@ def _ps(console: Console) -> dict[str, Any]:
     return {"processes": processes, "warnings": console.warnings()}
 
 
-def _shutdown(console: Console, request: dict[str, Any]) -> Any:
-    console.request_shutdown()
+def _audit(console: Console, request: dict[str, Any]) -> Any:
+    limit = _integer(request, "lines", DEFAULT_AUDIT, 0, MAX_RECORDS)
+    since = _since(request)
+    records = console.audit.records(limit, time.time() - since if since is not None else None)
+    return {"records": records, "count": console.audit.count, "head": console.audit.head}
+
+
+def _audit_verify(console: Console) -> Any:
+    check = console.audit.verify()
+    return {"ok": check.ok, "records": check.records, "problems": check.problems}
+
+
+def _key_create(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    scope, name = request.get("scope", "read"), request.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest("name must be a string")
+    args = {"scope": scope, "name": name}
+    try:
+        record, key = console.keys.create(scope, name)
+    except LacrimosaError as exc:
+        console.audit.record(actor, "key_create", None, args, exc.code, exc.message)
+        raise
+    console.audit.record(actor, "key_create", record.id, args)
+    return {**record.to_dict(), "key": key}
+
+
+def _key_revoke(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    key_id = request.get("id")
+    if not isinstance(key_id, str) or not key_id:
+        raise InvalidRequest("this request needs a key id")
+    try:
+        record = console.keys.revoke(key_id)
+    except LacrimosaError as exc:
+        console.audit.record(actor, "key_revoke", key_id, outcome=exc.code, detail=exc.message)
+        raise
+    console.audit.record(actor, "key_revoke", key_id)
+    return record.to_dict()
+
+
+def _shutdown(console: Console, request: dict[str, Any], actor: Actor) -> Any:
+    console.request_shutdown(actor)
     return {"stopping": True}
 
 
@@ -783,14 +845,23 @@ _STREAMED: dict[str, Callable[[Console, dict[str, Any]], _LogSelection | _EventS
     "events": _select_events,
 }
 
-_HANDLERS: dict[str, Callable[[Console, dict[str, Any]], Any]] = {
-    "ping": lambda console, request: {"pid": os.getpid()},
-    "ps": lambda console, request: _ps(console),
-    "status": lambda console, request: console.status(),
-    "logs": _logs,
-    "events": _events,
+# Each takes the console, the request and who asks (see ``dispatch``).
+_HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
+    "ping": lambda console, request, actor: {"pid": os.getpid()},
+    "ps": lambda console, request, actor: _ps(console),
+    "status": lambda console, request, actor: console.status(),
+    "logs": lambda console, request, actor: _logs(console, request),
+    "events": lambda console, request, actor: _events(console, request),
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),
     "shutdown": _shutdown,
+    "audit": lambda console, request, actor: _audit(console, request),
+    "audit_verify": lambda console, request, actor: _audit_verify(console),
+    # Keys are managed on the owner-only socket (and by admin keys over HTTP), never shown again.
+    "key_create": _key_create,
+    "key_list": lambda console, request, actor: {
+        "keys": [k.to_dict() for k in console.keys.list()]
+    },
+    "key_revoke": _key_revoke,
 }

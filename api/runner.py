@@ -10,15 +10,17 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
-from ..engine.config import load_config, parse_address
+from ..engine.config import Config, parse_address
 from ..engine.console import Console
-from ..engine.errors import ConfigError, InvalidRequest
-from ..engine.exit_policy import ExitRule, ExitWatch
-from ..engine.paths import find_config, resolve_home
+from ..engine.errors import InvalidRequest
+from ..engine.exit_policy import ExitRule, ExitWatch, without_restarts
+from ..engine.formation import select
+from ..engine.paths import resolve_home
+from ..engine.terminal_text import terminal_safe
 from .headless import HeadlessPrinter, stdout_style
+from .project import load_project
 from .server import ControlServer
 
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
@@ -30,16 +32,9 @@ EXIT_KILLED_ON_STOP = 143  # 128 + SIGTERM: a process had to be SIGKILLed on the
 def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
     ``args`` name; taken here otherwise)."""
-    config_path = Path(args.file) if args.file else find_config()
-    if config_path is None:
-        raise ConfigError(
-            Path.cwd(),
-            None,
-            "no lacrimosa.toml or Procfile here or in a parent folder (or pass -f FILE)",
-        )
-    if args.file and not config_path.is_file():
-        raise InvalidRequest(f"no such config file: {config_path}")
-    config = load_config(config_path)
+    config = load_project(args)
+    if args.names:
+        config = start_only(config, args.names)
     if args.udp:
         try:
             parse_address(args.udp)
@@ -50,11 +45,12 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         )
     if args.http:
         print("lacrimosa: --http is not available yet; ignoring it", file=sys.stderr)
+    rule = ExitRule(args.exit_with, args.abort_on_exit, args.exit_when_done)
+    config = without_restarts(config, rule)  # an unknown --exit-with name: exit 3
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
-    rule = ExitRule(args.exit_with, args.abort_on_exit, args.exit_when_done)
-    watch = ExitWatch(console, rule) if rule.active else None  # an unknown name: exit 3
+    watch = ExitWatch(console, rule) if rule.active else None
     server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
@@ -112,6 +108,17 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     return EXIT_KILLED_ON_STOP if console.supervisor.kills_in_shutdown else 0
 
 
+def start_only(config: Config, targets: list[str]) -> Config:
+    """``up NAME...``: the processes those names mean start (``autostart = false`` or not);
+    the others are known but stopped (``lacrimosa start`` starts them later)."""
+    chosen = {name for target in targets for name in select(config.processes, target)}
+    processes = {
+        name: dataclasses.replace(spec, autostart=name in chosen)
+        for name, spec in config.processes.items()
+    }
+    return dataclasses.replace(config, processes=processes)
+
+
 def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -159,6 +166,8 @@ def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.
 def _run_headless(console: Console, watch: ExitWatch | None) -> None:
     """Stay in the foreground until a shutdown is asked for (the printer shows the processes'
     lines and state changes on stdout; the console's own messages go to stderr)."""
+    for warning in console.config.warnings:  # Procfile lines skipped, ...
+        print(f"lacrimosa: warning: {terminal_safe(warning, 'plain')}", file=sys.stderr)
     sequencer = console.sequencer
     if sequencer is not None:
         journal = sequencer.journal

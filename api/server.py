@@ -44,12 +44,14 @@ import json
 import os
 import socket
 import stat
+import struct
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import ConsoleError
 from ..engine.paths import lock_console, socket_path
@@ -108,6 +110,21 @@ def console_running(path: Path) -> bool:
     finally:
         probe.close()
     return True
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _peer(conn: socket.socket) -> Actor:
+    """Who is at the other end, as the kernel says (SO_PEERCRED), for the audit log. The socket
+    is the owner's alone (mode 0600), so this is the console's user, or root."""
+    try:
+        _, uid, _ = _UCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+    except OSError:
+        return Actor("cli")
+    return Actor("cli", uid)
 
 
 def _peer_connected(conn: socket.socket) -> bool:
@@ -462,7 +479,7 @@ class ControlServer:
         # replies() turns every failure into an error reply, except one in the middle of a line.
         in_line = False
         state = ReplyState()
-        pieces = replies(self.console, request, alive, state)
+        pieces = replies(self.console, request, alive, state, _peer(conn))
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):

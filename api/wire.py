@@ -56,7 +56,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_REQUEST_BYTES = 1 << 20  # bytes of JSON in one request, its newline not counted
-OPS = ("ping", "ps", "status", "logs", "events", "start", "stop", "restart", "shutdown")
+OPS = (
+    "ping",
+    "ps",
+    "status",
+    "logs",
+    "events",
+    "start",
+    "stop",
+    "restart",
+    "shutdown",
+    "audit",
+    "audit_verify",
+    "key_create",
+    "key_list",
+    "key_revoke",
+)
 
 _DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"  # compiled on first use (re caches it)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

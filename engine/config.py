@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .formation import ALL, DEFAULT_BASE_PORT, MAX_INSTANCES, ProjectOptions, expand
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,6 +56,29 @@ class ProcessSpec:
     stable_after: float = 10.0
     autostart: bool = True
     pty: bool = False  # stdout on a pseudo-terminal (stderr stays a pipe)
+    # Set by formation.expand: the type this is an instance of, which one, and of how many.
+    process_type: str = ""  # "" for a spec made by hand: its own name
+    instance: int = 1
+    instances: int = 1  # declared (``instances = N``), then as expanded
+    port: int | None = None  # ``port = N``: this type's first PORT
+    env_file: tuple[Path, ...] = ()  # ``env_file``: read over the project's env files
+    # The environment below ``env``: env files, PORT and PS (formation.expand fills it in).
+    base_env: dict[str, str] = field(default_factory=dict)
+    env_sources: dict[str, str] = field(default_factory=dict)  # variable → where it was set
+
+    def __post_init__(self) -> None:
+        if not self.process_type:
+            object.__setattr__(self, "process_type", self.name)
+
+    @property
+    def instance_name(self) -> str:
+        """``web.1``: in ``PS`` and ``LACRIMOSA_PROCESS``, even when ``ps`` shows ``web``."""
+        return f"{self.process_type}.{self.instance}"
+
+    def environment(self) -> dict[str, str]:
+        """What this process adds to the console's environment (later layers win: see
+        formation.py): env files, PORT and PS, then the ``env`` table."""
+        return {**self.base_env, **self.env}
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,10 @@ class Config:
     max_line_bytes: int = 64 << 10
     sequencer: SequencerSettings = field(default_factory=lambda: SequencerSettings())
     http: str | None = None
+    # Problems that did not stop the config from loading (Procfile lines skipped), each
+    # "file:line: what"; shown by ps, the TUI and a headless console.
+    warnings: tuple[str, ...] = ()
+    base_port: int = DEFAULT_BASE_PORT  # PORT of the first type's first instance
 
     @property
     def udp(self) -> str | None:
@@ -87,11 +115,19 @@ class Config:
         return self.path.parent
 
 
-def load_config(path: Path) -> Config:
-    """Load a ``lacrimosa.toml`` or a ``Procfile`` (chosen by file name).
+def load_config(path: Path, options: ProjectOptions | None = None) -> Config:
+    """Load a ``lacrimosa.toml`` or a ``Procfile`` (chosen by file name), with the ``.env``
+    beside it, and expand it into the processes to run (``options``: what ``up`` adds).
 
-    Returns a :class:`Config` or raises :class:`ConfigError` (file, line, reason); nothing else.
+    Returns a :class:`Config` or raises :class:`ConfigError` (file, line, reason); nothing else
+    (InvalidRequest for a bad ``options``).
     """
+    declared = _load_declared(path)
+    return expand(declared, options or ProjectOptions())
+
+
+def _load_declared(path: Path) -> Config:
+    """The config as written: one spec per declared process type."""
     try:
         path = Path(path).resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
@@ -110,27 +146,41 @@ def load_config(path: Path) -> Config:
 # -- Procfile ------------------------------------------------------------------------------------
 
 _PROCFILE_LINE = re.compile(r"^([^:\s]+)\s*:\s*(.*)$")
+MAX_CONFIG_WARNINGS = 20  # listed one by one; past this, one more line says how many more
 
 
 def _load_procfile(path: Path, text: str) -> Config:
+    """``name: command`` lines. Any other line (prose, a byte-order mark, a YAML-style ``-``,
+    a bad name, no command) is skipped with a warning carrying file:line, as honcho skips it;
+    a name declared twice is still an error."""
     processes: dict[str, ProcessSpec] = {}
+    skipped: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         match = _PROCFILE_LINE.match(line)
-        if not match:
-            raise ConfigError(path, number, "expected 'name: command'")
-        name, cmd = match.group(1), match.group(2).strip()
-        _check_name(path, number, name)
-        if name in processes:
+        name, cmd = (match.group(1), match.group(2).strip()) if match else ("", "")
+        if line.startswith("\ufeff"):
+            reason = "it starts with a byte-order mark (save the file as UTF-8 without BOM)"
+        elif not match:
+            reason = "expected 'name: command'"
+        elif not NAME_PATTERN.match(name) or name == ALL:
+            reason = f"bad process name {_show(name)} ({_NAME_RULE})"
+        elif not cmd:
+            reason = f"process {name!r} has an empty command"
+        elif name in processes:
             raise ConfigError(path, number, f"process {name!r} is declared twice")
-        if not cmd:
-            raise ConfigError(path, number, f"process {name!r} has an empty command")
-        processes[name] = ProcessSpec(name=name, cmd=cmd, cwd=path.parent)
+        else:
+            processes[name] = ProcessSpec(name=name, cmd=cmd, cwd=path.parent)
+            continue
+        skipped.append(f"{path}:{number}: line skipped: {reason}")
     if not processes:
         raise ConfigError(path, None, "declares no processes")
-    return Config(path=path, processes=processes)
+    warnings = skipped[:MAX_CONFIG_WARNINGS]
+    if len(skipped) > MAX_CONFIG_WARNINGS:
+        warnings.append(f"{path}: {len(skipped) - MAX_CONFIG_WARNINGS} more lines skipped")
+    return Config(path=path, processes=processes, warnings=tuple(warnings))
 
 
 # -- lacrimosa.toml ------------------------------------------------------------------------------
@@ -148,6 +198,9 @@ _PROCESS_KEYS = {
     "stable_after",
     "autostart",
     "pty",
+    "port",
+    "instances",
+    "env_file",
 }
 
 
@@ -424,6 +477,37 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         if not isinstance(value, bool):
             raise fail(key, "must be true or false")
         switches[key] = value
+    port = table.get("port")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        raise fail("port", "must be a port number from 1 to 65535")
+    instances = table.get("instances", 1)
+    if (
+        isinstance(instances, bool)
+        or not isinstance(instances, int)
+        or not 1 <= instances <= MAX_INSTANCES
+    ):
+        raise fail("instances", f"must be a number from 1 to {MAX_INSTANCES}")
+    env_file = table.get("env_file", [])
+    env_files = [env_file] if isinstance(env_file, str) else env_file
+    if not isinstance(env_files, list) or not all(
+        isinstance(f, str) and f and "\0" not in f for f in env_files
+    ):
+        raise fail("env_file", "must be a file path or a list of them (relative to this file)")
+    env_file_paths = []
+    for env_file_name in env_files:
+        try:
+            env_path = (path.parent / env_file_name).resolve()
+            found = env_path.is_file()
+        except (OSError, RuntimeError) as exc:  # too long, a symlink loop (RuntimeError), ...
+            raise fail(
+                "env_file", f"cannot use {_show(env_file_name)}: {_os_reason(exc)}"
+            ) from None
+        if not found:
+            raise fail("env_file", f"no such file: {_show(str(env_path), 200)}")
+        env_file_paths.append(env_path)
+    env_line = locate(where, "env") or line
     return ProcessSpec(
         name=name,
         cmd=cmd,
@@ -433,7 +517,14 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         stop_signal=stop_signal,
         autostart=switches["autostart"],
         pty=switches["pty"],
-        **numbers,
+        stop_timeout=numbers["stop_timeout"],
+        backoff_initial=numbers["backoff_initial"],
+        backoff_max=numbers["backoff_max"],
+        stable_after=numbers["stable_after"],
+        port=port,
+        instances=instances,
+        env_file=tuple(env_file_paths),
+        env_sources={key: f"{path}:{env_line}" for key in env_values},
     )
 
 
@@ -515,11 +606,11 @@ def _signal(value: object) -> int | None:
     return int(sig) if sig is not None else None
 
 
+_NAME_RULE = "use letters, digits, '_', '.', '-', starting with a letter or digit"
+
+
 def _check_name(path: Path, line: int | None, name: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise ConfigError(
-            path,
-            line,
-            f"bad process name {name!r}: use letters, digits, '_', "
-            "'.', '-', starting with a letter or digit",
-        )
+        raise ConfigError(path, line, f"bad process name {name!r}: {_NAME_RULE}")
+    if name == ALL:
+        raise ConfigError(path, line, f"the name {ALL!r} is kept for every process: rename it")

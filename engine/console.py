@@ -13,18 +13,25 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from .audit import AUDIT_NAME, CONSOLE, Actor, AuditLog
 from .config import Config
-from .errors import ConsoleError, NoSuchProcess
+from .errors import ConsoleError, LacrimosaError, NoSuchProcess
 from .events.ingest import IngestProcess
+from .formation import select
+from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
 from .logs.store import LogStore, StoreSnapshot
 from .processes.resources import ResourceMonitor
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
+# Threads waiting on the actions of one `stop web` (the supervisor's loop does the work; each
+# thread only waits for its process's stop): past this, the rest wait their turn.
+MAX_PARALLEL_ACTIONS = 32
 JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise
 
 
@@ -46,6 +53,9 @@ class Console:
         self._status_sections: dict[str, Callable[[], Any]] = {}
         # Made in start(): it binds a port and starts the ingest process (which opens the journal).
         self.sequencer: IngestProcess | None = None
+        # Every action from every client is recorded here (see audit.py); keys for the HTTP API.
+        self.audit = AuditLog(home / AUDIT_NAME)
+        self.keys = KeyStore(home / KEYS_NAME)
         # CPU and memory of each running process's group, sampled once a second from start().
         self.resources = ResourceMonitor(
             lambda: [info.pid for info in self.supervisor.info() if info.pid is not None]
@@ -84,11 +94,14 @@ class Console:
 
     def _supervisor_died(self, exc: BaseException) -> None:
         # Its children were killed as it died; with nothing supervised, the console ends too.
-        self.request_shutdown()
+        self.request_shutdown(reason=f"the supervisor died: {exc!r}")
 
-    def request_shutdown(self) -> None:
-        """Ask whoever runs the console (TUI or headless loop) to shut it down."""
-        self._shutdown_requested.set()
+    def request_shutdown(self, actor: Actor = CONSOLE, reason: str | None = None) -> None:
+        """Ask whoever runs the console (TUI or headless loop) to shut it down. The first
+        request is recorded in the audit log."""
+        if not self._shutdown_requested.is_set():
+            self._shutdown_requested.set()
+            self.audit.record(actor, "shutdown", detail=reason)
 
     @property
     def shutdown_requested(self) -> threading.Event:
@@ -105,6 +118,8 @@ class Console:
         self.supervisor.shutdown(before_guardian=sequencer.stop if sequencer else None)
         if sequencer is not None:
             sequencer.stop()  # a no-op when done above
+        self.keys.close()
+        self.audit.close()
         self.stopped.set()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -132,6 +147,11 @@ class Console:
         for name in names:
             if name not in known:
                 raise NoSuchProcess(name, known)
+
+    def select(self, target: str) -> list[str]:
+        """The processes a name given to a verb means: ``all``, a process or instance
+        (``web.2``), a type (all its instances) or a glob (see formation.select)."""
+        return select(self.config.processes, target)
 
     def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
         return self.store.snapshot(names)
@@ -167,6 +187,7 @@ class Console:
             "log_store": self.store.stats(),
             "sequencer": self.sequencer.status() if self.sequencer is not None else None,
             "guardian": self.supervisor.guardian_info.to_dict(),
+            "audit": self.audit.status(),
             "warnings": self.warnings(),
             **{name: section() for name, section in self._status_sections.items()},
         }
@@ -175,29 +196,76 @@ class Console:
         """Console-level problems to show wherever the console is looked at (status, ps, the
         TUI): a sequencer that stopped or lost events, a journal repaired on opening, a guardian
         that keeps dying (then a kill -9 of the console could leave processes behind)."""
-        found = self.sequencer.warnings() if self.sequencer is not None else []
+        found = list(self.config.warnings)  # Procfile lines skipped, ...
+        if self.sequencer is not None:
+            found += self.sequencer.warnings()
         guardian = self.supervisor.guardian_info
         if guardian.state == "failing":
             found.append(
                 f"the guardian keeps dying ({guardian.restarts} restarts): if the console is "
                 "killed now, processes that ignore SIGTERM may outlive it"
             )
+        if self.audit.write_errors:
+            found.append(
+                f"{self.audit.write_errors} audit records could not be written "
+                f"({self.audit.last_error})"
+            )
         return found
 
     # -- actions ---------------------------------------------------------------------------------
 
-    def start_process(self, name: str) -> str:
-        return str(self._wait(name, self.supervisor.start_process(name)))
+    # Each takes who asked (default: the console's own user, from a caller in this process),
+    # and records the action and its outcome in the audit log, whoever the client.
 
-    def stop_process(self, name: str) -> str:
+    def start_process(self, name: str, actor: Actor | None = None) -> str:
+        return self._audited(actor, "start", name, self.supervisor.start_process)
+
+    def stop_process(self, name: str, actor: Actor | None = None) -> str:
         """Blocks until the process has stopped (signal, stop timeout, SIGKILL).
 
         The outcome: "stopped", or "not running" when there was nothing to stop."""
-        outcome = self._wait(name, self.supervisor.stop_process(name))
-        return outcome if isinstance(outcome, str) else "stopped"
+        return self._audited(actor, "stop", name, self.supervisor.stop_process)
 
-    def restart_process(self, name: str) -> str:
-        return str(self._wait(name, self.supervisor.restart_process(name)))
+    def restart_process(self, name: str, actor: Actor | None = None) -> str:
+        return self._audited(actor, "restart", name, self.supervisor.restart_process)
+
+    def _audited(
+        self, actor: Actor | None, action: str, name: str, begin: Callable[[str], Any]
+    ) -> str:
+        actor = actor or Actor.local("console")
+        try:
+            outcome = self._wait(name, begin(name))
+        except LacrimosaError as exc:
+            self.audit.record(actor, action, name, outcome=exc.code, detail=exc.message)
+            raise
+        outcome = outcome if isinstance(outcome, str) else "stopped"
+        self.audit.record(actor, action, name, detail=outcome)
+        return outcome
+
+    def act(self, verb: str, target: str, actor: Actor | None = None) -> list[tuple[str, str]]:
+        """``start``, ``stop`` or ``restart`` every process ``target`` means (see select), all
+        at once (a stop of ten takes one stop_timeout, not ten); each one's outcome, each
+        recorded in the audit log. The first failure is raised once every action has finished;
+        a target that means no process is recorded as refused."""
+        action: Callable[[str, Actor | None], str] = {
+            "start": self.start_process,
+            "stop": self.stop_process,
+            "restart": self.restart_process,
+        }[verb]
+        try:
+            names = self.select(target)
+        except LacrimosaError as exc:
+            self.audit.record(
+                actor or Actor.local("console"), verb, target, outcome=exc.code, detail=exc.message
+            )
+            raise
+        if len(names) == 1:
+            return [(names[0], action(names[0], actor))]
+        workers = min(len(names), MAX_PARALLEL_ACTIONS)
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"lacrimosa-{verb}") as pool:
+            futures = [pool.submit(action, name, actor) for name in names]
+            wait(futures)
+        return [(name, future.result()) for name, future in zip(names, futures, strict=True)]
 
     def _wait(self, name: str, future: Any) -> Any:
         # A stop may take the process's whole stop_timeout before SIGKILL, and a little more.

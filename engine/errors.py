@@ -10,6 +10,8 @@
     │   ├── Busy                   every connection slot is taken, or the socket's queue is full
     │   └── Starting               the console is still starting (journal recovery, processes)
     ├── ConsoleError               the console could not carry out an action
+    ├── NoSuchKey                  an API key id that is not (or no longer) there
+    ├── KeyStoreError              the API key file cannot be trusted or read
     └── JournalError               an event journal file cannot be used (not ours, truncated, …)
 
 The API maps ``code`` to a JSON error (and later an HTTP status); the CLI maps ``exit_code`` to its
@@ -100,6 +102,18 @@ class ConsoleError(LacrimosaError):
     exit_code = 1
 
 
+class NoSuchKey(LacrimosaError):
+    code = "no_such_key"
+    exit_code = 1
+
+
+class KeyStoreError(LacrimosaError):
+    """The API key file cannot be trusted or read (not ours, open to others, malformed)."""
+
+    code = "failed"
+    exit_code = 1
+
+
 class JournalError(LacrimosaError):
     """A journal file cannot be used: not a journal, truncated, another version, in use."""
 
@@ -119,6 +133,7 @@ _EXIT_CODES = {
         Busy,
         Starting,
         ConsoleError,
+        NoSuchKey,
         JournalError,
     )
 }

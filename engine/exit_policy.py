@@ -2,23 +2,28 @@
 containers.
 
 - ``exit_with NAME`` (``up --exit-with NAME``): when that process exits on its own (not stopped
-  on request), everything is stopped and the console exits with its status.
+  on request), everything is stopped and the console exits with its status. NAME is anything a
+  verb takes (``test``, ``test.2``, a type, a glob): the first of those processes to exit.
 - ``abort_on_exit`` (``up --abort-on-exit``): the same for whichever process exits first.
 - ``exit_when_done`` (``up --exit-when-done``): once no process runs or waits to restart, the
   console exits with the worst (highest) status among the processes that exited on their own
   (one stopped on request counts as 0).
 
 A process's status is its exit code, or 128 + N when signal N killed it (as a shell reports it).
-A process that exits and is restarted by its policy still counts for the first two rules: its
-exit ends the console before the restart is due.
+The processes whose exit ends the console (every one for ``abort_on_exit``, NAME's for
+``exit_with``) are not restarted whatever their policy (``without_restarts``): their exit is
+the end, not a step on the way to a restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import Config
+from .formation import select
 from .humanize import describe_exit
 from .processes.supervisor import ProcessInfo, State
 
@@ -53,14 +58,30 @@ class ExitRule:
         return self.exit_with is not None or self.abort_on_exit or self.exit_when_done
 
 
+def without_restarts(config: Config, rule: ExitRule) -> Config:
+    """``config`` with ``restart = "never"`` for the processes whose exit ends the console.
+    NoSuchProcess for an ``exit_with`` that names none."""
+    if rule.abort_on_exit:
+        ending = set(config.processes)
+    elif rule.exit_with is not None:
+        ending = set(select(config.processes, rule.exit_with))
+    else:
+        return config
+    processes = {
+        name: dataclasses.replace(spec, restart="never") if name in ending else spec
+        for name, spec in config.processes.items()
+    }
+    return dataclasses.replace(config, processes=processes)
+
+
 class ExitWatch:
     """Watches process states for an :class:`ExitRule`; when it is met, records the status the
     console is to exit with (``status``, and ``reason`` in words) and asks the console to shut
     down. ``start`` before the console starts its processes."""
 
     def __init__(self, console: Console, rule: ExitRule) -> None:
-        if rule.exit_with is not None:
-            console.check_names([rule.exit_with])
+        # An unknown name is refused here (NoSuchProcess), before anything starts.
+        self._watched = set(console.select(rule.exit_with)) if rule.exit_with is not None else set()
         self._console = console
         self._rule = rule
         self._lock = threading.Lock()
@@ -93,7 +114,7 @@ class ExitWatch:
                     continue
                 if info.state in ENDED_ON_ITS_OWN:
                     self._ended[info.name] = exit_status(info.exit_code)
-                    if self._rule.abort_on_exit or info.name == self._rule.exit_with:
+                    if self._rule.abort_on_exit or info.name in self._watched:
                         self._fire(self._ended[info.name], _ended_words(info))
                         return
                 elif info.state in State.ALIVE:
@@ -105,7 +126,7 @@ class ExitWatch:
     def _fire(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
-        self._console.request_shutdown()
+        self._console.request_shutdown(reason=reason)  # in the audit log, as the console's
 
 
 def _all_at_rest(infos: list[ProcessInfo]) -> bool:

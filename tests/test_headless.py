@@ -152,7 +152,7 @@ def test_exit_with_a_failing_test_process_exits_with_its_code_and_stops_the_rest
             proc.communicate()
     assert proc.returncode == 3, err
     assert "test | ran 3 tests, 1 failed" in out
-    assert "test * exited with code 3; restarting in 0.5s" in out  # on-failure, but not again
+    assert "test * exited with code 3\n" in out  # on-failure, but its exit is the end
     assert "web  * stopped (SIGTERM)" in out and "db   * stopped (SIGTERM)" in out
     assert "stopping every process (test exited with code 3)" in err
     assert not any(pid_alive(pid) for pid in group)
@@ -351,3 +351,54 @@ def test_the_writer_never_holds_more_than_its_bound_and_reports_drops_when_read_
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
+
+
+HONCHO_PROCFILE = (
+    "web: echo hello from web; echo oops >&2; sleep 0.5; exit 3\nworker: echo working; sleep 300\n"
+)
+HONCHO_LINE = re.compile(r"^(\d\d:\d\d:\d\d) (\S+ *) \| (.*)$")
+
+
+def test_the_headless_output_has_honchos_shape_and_abort_on_exit_its_status(
+    tmp_path: Path,
+) -> None:
+    """The same Procfile through `honcho start` and `lacrimosa up --headless --abort-on-exit`:
+    the same lines with the same `HH:MM:SS name | line` prefix (a column for the names), and
+    the same exit status when a process exits. lacrimosa marks stderr with `!` and writes its
+    state changes under each process's name (`*`); honcho has a `system` pseudo-process."""
+    (tmp_path / "Procfile").write_text(HONCHO_PROCFILE)
+    honcho = subprocess.run(
+        [sys.executable, "-m", "honcho", "start"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    ours = subprocess.run(
+        [*CLI, "up", "--headless", "--abort-on-exit"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert honcho.returncode == ours.returncode == 3, ours.stderr
+    theirs_rows = [HONCHO_LINE.match(line) for line in honcho.stdout.splitlines()]
+    assert all(theirs_rows), honcho.stdout
+    our_rows = [LINE.match(line) for line in ours.stdout.splitlines()]
+    assert all(our_rows), ours.stdout
+    # Each aligns its names in one column.
+    assert len({len(row.group(2)) for row in theirs_rows if row}) == 1
+    assert len({len(row.group(2)) for row in our_rows if row}) == 1
+    child_lines = {
+        (row.group(2).strip().removesuffix(".1"), row.group(3))
+        for row in theirs_rows
+        if row and row.group(2).strip() != "system"
+    }
+    assert child_lines == {("web", "hello from web"), ("web", "oops"), ("worker", "working")}
+    assert {
+        (row.group(2).strip(), row.group(4)) for row in our_rows if row and row.group(3) != "*"
+    } == child_lines
+    assert "web    * exited with code 3" in ours.stdout  # honcho: `web.1 stopped (rc=3)`
+    assert "worker * stopped (SIGTERM)" in ours.stdout  # honcho: `worker.1 stopped (rc=-15)`

@@ -32,6 +32,7 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
 from ..engine.logs.query import LogQuery
@@ -54,6 +55,7 @@ LOG_RELOAD_INTERVAL = 0.1
 # ...and this often when they cannot be on screen (follow off, the end below the screen): only
 # the line count in the status line and the scroll range change.
 LOG_RELOAD_INTERVAL_HIDDEN = 1.0
+TUI_USER = Actor.local("tui")  # who the TUI's actions are recorded as, in the audit log
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
 VIEWS = ("logs", "overview", "events")
@@ -277,12 +279,15 @@ class LacrimosaApp(App[None]):
         self._poll_view()
 
     def _notify_warnings(self) -> None:
-        """Console-level problems (a sequencer that stopped or lost events, a repaired journal):
-        one notification each, the first time they are seen."""
+        """Console-level problems (Procfile lines skipped, a sequencer that stopped or lost
+        events, a repaired journal): one notification each, the first time they are seen."""
         sequencer = self.engine.sequencer
-        if sequencer is None:
-            return
-        key = (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
+        # The config's warnings never change: without a sequencer, one look is enough.
+        key = (
+            (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
+            if sequencer is not None
+            else (False, 0, 0)
+        )
         if key == self._warnings_key:
             return
         self._warnings_key = key
@@ -540,7 +545,7 @@ class LacrimosaApp(App[None]):
             "restart": self.engine.restart_process,
         }
         try:
-            outcome = actions[verb](name)  # blocks: a stop waits for the process to end
+            outcome = actions[verb](name, TUI_USER)  # blocks: a stop waits for the end
         except LacrimosaError as exc:
             self.notify(f"{verb} {name}: {exc.message}", severity="error", markup=False)
             return
@@ -576,6 +581,7 @@ class LacrimosaApp(App[None]):
     )
     def _shutdown_console(self) -> None:
         try:
+            self.engine.request_shutdown(TUI_USER)  # recorded in the audit log
             self.engine.shutdown()  # blocks until every process has stopped
         finally:
             self.call_from_thread(self.exit)

@@ -120,6 +120,8 @@ class ProcessInfo:
     stderr_lines: int
     lines_per_second: float
     restart_policy: str
+    process_type: str = ""  # web, for web.2 (and for a lone web)
+    instance: str = ""  # web.2; web.1 for a lone web (its PS)
     # Summed over the process group, sampled about once a second (resources.py); None until
     # sampled, and while the process does not run.
     cpu_percent: float | None = None  # of one core
@@ -145,6 +147,8 @@ class ProcessInfo:
             "stderr_lines": self.stderr_lines,
             "lines_per_second": round(self.lines_per_second, 1),
             "restart": self.restart_policy,
+            "type": self.process_type,
+            "instance": self.instance,
             "cmd": self.cmd,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
@@ -494,6 +498,8 @@ class Supervisor:
                     # nothing, whatever its last second did.
                     lines_per_second=p.rate if p.pid is not None else 0.0,
                     restart_policy=spec.restart,
+                    process_type=spec.process_type,
+                    instance=spec.instance_name,
                 )
             )
         return out
@@ -762,9 +768,9 @@ class Supervisor:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
         env.update(self.environment)
-        env.update(spec.env)
+        env.update(spec.environment())  # env files, PORT, PS, the env table
         env[CONSOLE_TAG] = self.token
-        env[PROCESS_TAG] = spec.name
+        env[PROCESS_TAG] = spec.instance_name  # web.1, as PS: unique, also for a lone web
         env[RUN_TAG] = str(managed.generation)  # so a late sweep spares the next run
         setpriv = _setpriv()
         if setpriv is not None:
@@ -905,7 +911,7 @@ class Supervisor:
         # that left the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
-        self._sweep_run(managed.spec.name, run.tag, STRAY_SWEEPS)
+        self._sweep_run(managed.spec.instance_name, run.tag, STRAY_SWEEPS)
         _, status = os.waitpid(run.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         run.popen.returncode = code  # we reaped it; keep Popen from trying again

@@ -1,0 +1,124 @@
+"""``lacrimosa mcp``: a Model Context Protocol server on stdio, for agents.
+
+An agent client runs ``lacrimosa mcp`` (in a project folder, or with ``-f FILE``/``--home DIR``)
+as a command and gets one tool per operation of the control protocol: each opens the project's
+control socket, sends the same request the CLI would, and returns the reply's JSON as structured
+content. A failure the agent can act on (no console running, no such process, bad arguments)
+comes back as a tool error with the protocol's code and message, never a traceback.
+
+Built on the official ``mcp`` SDK (its MCPServer), so the protocol itself (handshake, schemas,
+framing) is theirs; this module only translates. Imported only by ``lacrimosa mcp``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from ..engine.errors import LacrimosaError
+from .client import ControlClient
+from .version import __version__
+from .wire import parse_duration
+
+MAX_LINES = 5000  # log lines in one tool reply: an agent's context is the limit, not the console's
+MAX_EVENTS = 5000
+CALL_TIMEOUT = 30.0  # seconds for a reading tool's reply
+DEFAULT_ACTION_TIMEOUT = 30.0  # how long the console lets an action take, when ps does not say
+REPLY_MARGIN = 5.0  # waited past that for the reply
+
+INSTRUCTIONS = """\
+Tools for the lacrimosa console of one project: the processes it supervises, their logs, their
+events. Start with `ps` (each process's state, pid, restarts, last exit code). `logs` reads a
+process's recent output (or every process's, merged) with filters; `start`, `stop` and `restart` act on one process and wait until it is done. Every action
+is recorded in the console's audit log as coming from this tool."""
+
+
+def build_server(home: str) -> MCPServer:
+    """The MCP server for the console whose state folder is ``home``."""
+    server = MCPServer("lacrimosa", instructions=INSTRUCTIONS, version=__version__)
+
+    def call(op: str, timeout: float = CALL_TIMEOUT, **request: Any) -> dict[str, Any]:
+        try:
+            with ControlClient(home, timeout=CALL_TIMEOUT) as client:
+                result = client.call(op, timeout=timeout, **request)
+        except LacrimosaError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from None
+        return result if isinstance(result, dict) else {"result": result}
+
+    def action(verb: str, name: str) -> dict[str, Any]:
+        # The console bounds an action (ps says how: the stop timeout and a margin): wait that
+        # long, and a little more.
+        timeouts = {p["name"]: p.get("action_timeout") for p in call("ps")["processes"]}
+        timeout = float(timeouts.get(name) or DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
+        return call(verb, timeout=timeout, name=name)
+
+    @server.tool()
+    def ps() -> dict[str, Any]:
+        """Every process: name, state, pid, restarts, last exit code, uptime, lines captured;
+        and console-level warnings."""
+        return call("ps")
+
+    @server.tool()
+    def status() -> dict[str, Any]:
+        """The console: uptime, process counts by state, log store, event sequencer, audit."""
+        return call("status")
+
+    @server.tool()
+    def logs(
+        name: Annotated[str | None, Field(description="a process; omit for all, merged")] = None,
+        lines: Annotated[int, Field(ge=0, le=MAX_LINES, description="newest lines")] = 100,
+        stream: Annotated[
+            str | None, Field(description="stdout, stderr or system; omit for all")
+        ] = None,
+        grep: Annotated[str | None, Field(description="only lines containing this")] = None,
+        since: Annotated[str | None, Field(description="only this recent, e.g. 30s, 5m")] = None,
+    ) -> dict[str, Any]:
+        """The newest log lines, oldest first: each with id, process, stream, time and text."""
+        request: dict[str, Any] = {"name": name, "lines": lines}
+        if stream is not None:
+            request["stream"] = stream
+        if grep:
+            request["grep"] = grep
+        if since:
+            try:
+                request["since"] = parse_duration(since)
+            except ValueError as exc:
+                raise ToolError(f"invalid_request: since: {exc}") from None
+        return call("logs", **request)
+
+    @server.tool()
+    def events(
+        lines: Annotated[int, Field(ge=0, le=MAX_EVENTS, description="newest events")] = 20,
+        stream: Annotated[int | None, Field(ge=0, description="only this stream id")] = None,
+        node: Annotated[int | None, Field(ge=0, description="only this node id")] = None,
+    ) -> dict[str, Any]:
+        """The newest events of the console's sequencer, in lamport order."""
+        request = {"lines": lines, "stream": stream, "node": node}
+        return call("events", **{k: v for k, v in request.items() if v is not None})
+
+    @server.tool()
+    def start(name: str) -> dict[str, Any]:
+        """Start a process that is stopped (or failed); returns once it has started."""
+        return action("start", name)
+
+    @server.tool()
+    def stop(name: str) -> dict[str, Any]:
+        """Stop a process (SIGTERM, then SIGKILL after its stop timeout); returns once it is
+        stopped."""
+        return action("stop", name)
+
+    @server.tool()
+    def restart(name: str) -> dict[str, Any]:
+        """Stop a process and start it again; returns once it has started."""
+        return action("restart", name)
+
+    return server
+
+
+def run_mcp(home: str) -> int:
+    """Serve on stdio until the client hangs up."""
+    build_server(home).run("stdio")
+    return 0
