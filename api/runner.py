@@ -65,11 +65,13 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         )
         printer = HeadlessPrinter(console, style)
         console.add_status_section("headless", printer.stats)
+    signalled = threading.Event()  # the stop came from a signal (exit 143 if it needed SIGKILL)
     _on_signals(
         console,
         (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         if headless
         else (signal.SIGTERM, signal.SIGHUP),
+        signalled,
     )
     finished = threading.Event()
     threading.Thread(
@@ -103,9 +105,12 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         finished.set()
     if watch is not None and watch.status is not None:
         return watch.status
-    # Asked to stop (a signal, `shutdown`, the TUI): 0, or 143 (as if SIGTERM had ended us)
-    # when a process outlived its stop timeout and had to be killed.
-    return EXIT_KILLED_ON_STOP if console.supervisor.kills_in_shutdown else 0
+    # Stopped by a signal (a container runtime's SIGTERM): 0, or 143 (as if SIGTERM had ended
+    # us) when a process outlived its stop timeout and had to be killed. Otherwise (`shutdown`,
+    # the TUI's quit): 0.
+    if signalled.is_set() and console.supervisor.kills_in_shutdown:
+        return EXIT_KILLED_ON_STOP
+    return 0
 
 
 def start_only(config: Config, targets: list[str]) -> Config:
@@ -119,10 +124,14 @@ def start_only(config: Config, targets: list[str]) -> Config:
     return dataclasses.replace(config, processes=processes)
 
 
-def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
+def _on_signals(
+    console: Console, signals: tuple[signal.Signals, ...], signalled: threading.Event
+) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             _let_go_of_the_terminal()
+        if not console.shutdown_requested.is_set():
+            signalled.set()
         console.request_shutdown()
 
     for sig in signals:
