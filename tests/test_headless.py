@@ -402,3 +402,22 @@ def test_the_headless_output_has_honchos_shape_and_abort_on_exit_its_status(
     } == child_lines
     assert "web    * exited with code 3" in ours.stdout  # honcho: `web.1 stopped (rc=3)`
     assert "worker * stopped (SIGTERM)" in ours.stdout  # honcho: `worker.1 stopped (rc=-15)`
+
+
+def test_state_changes_waiting_to_be_printed_are_bounded(console) -> None:
+    """More changes than MAX_PENDING_CHANGES before the printer takes them: the oldest are
+    kept, the rest dropped and counted (a crash-looping project cannot grow the queue)."""
+    from lacrimosa.api.headless import MAX_PENDING_CHANGES, HeadlessPrinter, OutputStyle
+
+    c = console('[processes.a]\ncmd = "sleep 300"\n')
+    read_end, write_end = os.pipe()
+    printer = HeadlessPrinter(c, OutputStyle(), out_fd=write_end, err_fd=write_end)
+    try:
+        for _ in range(MAX_PENDING_CHANGES + 100):
+            printer._seen.clear()  # every call now sees a change of `a`
+            printer._on_change()
+        assert len(printer._changes) == MAX_PENDING_CHANGES
+        assert printer.stats()["lines_dropped"] == 100
+    finally:
+        os.close(read_end)
+        os.close(write_end)
