@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
+from test_procenv import headless
 
 CLI = [sys.executable, "-m", "lacrimosa.api.cli"]
 REPO = Path(__file__).resolve().parent.parent
@@ -68,27 +69,13 @@ def test_bash_completes_verbs_options_and_the_running_consoles_process_names(
     (tmp_path / "lacrimosa.toml").write_text(
         '[processes.web]\ncmd = "sleep 300"\n\n[processes.worker]\ncmd = "sleep 300"\n'
     )
-    console = subprocess.Popen(
-        [*CLI, "up", "--headless"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with headless(tmp_path):
         wait_until(
             lambda: bash_complete(tmp_path, env, "lacrimosa restart w") == ["web", "worker"],
             timeout=20,
             message="the process names",
         )
         assert bash_complete(tmp_path, env, "lacrimosa up --exit-with wor") == ["worker"]
-    finally:
-        subprocess.run([*CLI, "shutdown"], cwd=tmp_path, env=env, capture_output=True, timeout=30)
-        try:
-            console.wait(20)
-        except subprocess.TimeoutExpired:
-            console.kill()
-            console.wait()
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish"])

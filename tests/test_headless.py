@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,27 @@ def up(
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def running_up(folder: Path, config: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``lacrimosa up --headless ARGS`` started in ``folder`` (its output piped); killed on the
+    way out if it is still running."""
+    (folder / "lacrimosa.toml").write_text(config)
+    proc = subprocess.Popen(
+        [*CLI, "up", "--headless", *args],
+        cwd=folder,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,26 +152,13 @@ def test_exit_with_a_failing_test_process_exits_with_its_code_and_stops_the_rest
     tmp_path: Path,
 ) -> None:
     """The container/CI case: `up --headless --exit-with test` exits as `test` did."""
-    (tmp_path / "lacrimosa.toml").write_text(CONTAINER)
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless", "--exit-with", "test"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with running_up(tmp_path, CONTAINER, "--exit-with", "test") as proc:
         leaders = wait_until(
             lambda: (p := _pids(tmp_path)) and p.get("db") and p.get("web") and p,
             timeout=20,
         )
         group = {pid for leader in leaders.values() for pid in _group(leader)}
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 3, err
     assert "test | ran 3 tests, 1 failed" in out
     assert "test * exited with code 3\n" in out  # on-failure, but its exit is the end
@@ -225,24 +234,11 @@ def test_sigterm_stops_everything_and_exits_0_or_143_when_a_stop_needed_sigkill(
     config = '[processes.calm]\ncmd = "sleep 300"\n'
     if stubborn:
         config += "\n[processes.stubborn]\ncmd = \"trap '' TERM; sleep 300\"\nstop_timeout = 0.5\n"
-    (tmp_path / "lacrimosa.toml").write_text(config)
-    proc = subprocess.Popen(
-        [*CLI, "up", "--headless"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with running_up(tmp_path, config) as proc:
         names = {"calm", "stubborn"} if stubborn else {"calm"}
         wait_until(lambda: (p := _pids(tmp_path)) is not None and set(p) == names, timeout=20)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == status
     if stubborn:
         assert "stubborn * stopped (SIGKILL)" in out
