@@ -46,6 +46,11 @@ def local_clock(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{millis:03d}"
 
 
+def local_time(seconds: float) -> str:
+    """``YYYY-MM-DD hh:mm:ss`` in local time (audit records and key times: they span days)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
 def format_memory(count: float | None) -> str:
     """Bytes in at most 4 characters: ``812K``, ``9.5M``, ``45M``, ``1.2G`` (units of 1024,
     the next one from 1000 on); empty when None."""
