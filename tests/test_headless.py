@@ -417,3 +417,20 @@ def test_state_changes_waiting_to_be_printed_are_bounded(console) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_exit_with_takes_an_instance_of_a_formation(tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text(
+        'test: if [ "$PS" = test.2 ]; then sleep 0.3; exit 7; fi; sleep 300\n'
+    )
+    result = subprocess.run(
+        [*CLI, "up", "--headless", "-m", "test=2", "--exit-with", "test.2"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 7, result.stderr
+    assert "test.2 * exited with code 7" in result.stdout
+    assert "test.1 * stopped (SIGTERM)" in result.stdout
