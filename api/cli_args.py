@@ -180,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit once no process runs or waits to restart, with the worst status",
     )
-    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    up.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API here ([http] bind; loopback unless a key exists)",
+    )
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )

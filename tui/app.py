@@ -21,6 +21,7 @@ is below every view.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -167,9 +168,10 @@ class LacrimosaApp(App[None]):
         Binding("4", "show_view('audit')", "audit", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, notices: Sequence[str] = ()) -> None:
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
+        self._notices = tuple(notices)  # said once, when the app is up (where a key was written)
         names = [info.name for info in console.processes()]
         self._name_colours = {
             name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
@@ -255,6 +257,8 @@ class LacrimosaApp(App[None]):
         self.process_table.focus()
         self._apply_query()
         self.set_interval(POLL_INTERVAL, self._poll)
+        for notice in self._notices:
+            self.notify(notice, timeout=30, markup=False)
 
     # -- reading the engine ------------------------------------------------------------------------
 
@@ -602,13 +606,13 @@ class LacrimosaApp(App[None]):
             self.call_from_thread(self.exit)
 
 
-def run_tui(console: Console) -> None:
+def run_tui(console: Console, notices: Sequence[str] = ()) -> None:
     """Run the TUI on ``console`` (already started) until the user quits.
 
     Quitting stops every process first. If the app ends any other way (a crash), the processes
     are stopped here all the same: nothing may outlive the console.
     """
     try:
-        LacrimosaApp(console).run()
+        LacrimosaApp(console, notices).run()
     finally:
         console.shutdown()  # idempotent; a no-op after a normal quit

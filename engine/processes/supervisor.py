@@ -122,6 +122,9 @@ class ProcessInfo:
     restart_policy: str
     process_type: str = ""  # web, for web.2 (and for a lone web)
     instance: str = ""  # web.2; web.1 for a lone web (its PS)
+    # How many runs ended with each exit status (negative: killed by that signal), since the
+    # console started: (status, count) pairs, for /metrics.
+    exits: tuple[tuple[int, int], ...] = ()
     # Summed over the process group, sampled about once a second (resources.py); None until
     # sampled, and while the process does not run.
     cpu_percent: float | None = None  # of one core
@@ -303,6 +306,7 @@ class _Published:
     exit_code: int | None
     restart_at: float | None  # monotonic
     rate: float
+    exits: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -328,6 +332,7 @@ class _Managed:
         self.started_at: float | None = None
         self.restarts = 0
         self.exit_code: int | None = None
+        self.exits: dict[int, int] = {}  # runs ended, by exit status (at most one per status)
         self.failures = 0  # quick failures in a row
         self.restart_at: float | None = None  # monotonic
         self.generation = 0  # bumps on every start/stop decision; stale timers compare it
@@ -500,6 +505,7 @@ class Supervisor:
                     restart_policy=spec.restart,
                     process_type=spec.process_type,
                     instance=spec.instance_name,
+                    exits=p.exits,
                 )
             )
         return out
@@ -920,6 +926,7 @@ class Supervisor:
         self._drain(managed, run)
         managed.run = None
         managed.exit_code = code
+        managed.exits[code] = managed.exits.get(code, 0) + 1
         lasted = time.monotonic() - run.started
         name = managed.spec.name
         if managed.stop_requested:
@@ -1081,6 +1088,7 @@ class Supervisor:
             managed.exit_code,
             managed.restart_at,
             managed.rate,
+            tuple(sorted(managed.exits.items())),
         )
         self.version += 1
         if notify:
