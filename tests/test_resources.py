@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -125,3 +126,23 @@ def test_ps_carries_cpu_and_memory_of_each_running_process(console: MakeConsole)
     assert (
         c.process("tree").rss_bytes == entries["tree"]["rss_bytes"] or c.process("tree").rss_bytes
     )
+
+
+def test_metrics_carry_cpu_and_memory_of_each_running_process(served: Callable[..., Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    s = served()
+    admin = s.client(s.admin_key)
+
+    def sampled() -> dict[str, dict[str, float]]:
+        families = {f.name: f for f in text_string_to_metric_families(admin.get("/metrics").text)}
+        return {
+            name: {x.labels["process"]: x.value for x in families[name].samples}
+            for name in ("lacrimosa_process_cpu_percent", "lacrimosa_process_resident_bytes")
+        }
+
+    found = wait_until(
+        lambda: (m := sampled())["lacrimosa_process_cpu_percent"].get("ticker") is not None and m,
+        message="a sample of the ticker in /metrics",
+    )
+    assert found["lacrimosa_process_resident_bytes"]["ticker"] > 0
