@@ -146,6 +146,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
+    output = up.add_argument_group(
+        "headless output (stdout: each process's lines and state changes)"
+    )
+    output.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text: `HH:MM:SS name | line` (the default); json: one object per line",
+    )
+    output.add_argument(
+        "--no-prefix",
+        action="store_true",
+        help="text: the lines bare, without time and name (state changes go to stderr)",
+    )
+    output.add_argument(
+        "--no-timestamps", action="store_true", help="text: no time at the start of each line"
+    )
+    ending = up.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--exit-with",
+        metavar="NAME",
+        type=_text,
+        help="when NAME exits, stop everything and exit with its status (for CI and containers)",
+    )
+    ending.add_argument(
+        "--abort-on-exit",
+        action="store_true",
+        help="when any process exits, stop everything and exit with its status",
+    )
+    ending.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once no process runs or waits to restart, with the worst status",
+    )
     up.add_argument(
         "-d",
         "--detach",
@@ -203,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="text: the time each line was read before it (hh:mm:ss.mmm, local time)",
+    )
     events = commands.add_parser(
         "events",
         parents=[common_follow, as_json, child_text],
@@ -223,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash: `source <(lacrimosa completion bash)`)",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     commands.add_parser(
         "check",
         parents=[common, project, as_json],

@@ -44,6 +44,7 @@ MODULES = (
     "small_writes",
     "tui_attach",
     "http_api",
+    "resources",
 )
 TIMEOUT = {True: 120, False: 1200}
 
