@@ -335,6 +335,25 @@ def test_a_window_asked_for_after_the_console_closed_an_idle_connection(
         remote.close()
 
 
+def test_a_remote_copy_of_a_process_is_the_process(served: Callable[..., Console]) -> None:
+    made = served()
+    wait_until(lambda: made.process("worker").stdout_lines == 3)
+    remote = RemoteConsole(made.home)
+    try:
+        here = {info.name: info for info in made.processes()}
+        there = {info.name: info for info in remote.processes()}
+        assert set(there) == set(here)
+        moving = ("uptime", "lines_per_second", "cpu_percent", "rss_bytes")  # sampled anew
+        for name, info in there.items():
+            sent, held = info.to_dict(), here[name].to_dict()
+            assert {k: v for k, v in sent.items() if k not in moving} == {
+                k: v for k, v in held.items() if k not in moving
+            }
+            assert set(sent) == set(held)
+    finally:
+        remote.close()
+
+
 def test_remote_windows_read_what_the_console_holds(served: Callable[..., Console]) -> None:
     made = served()
     wait_until(lambda: made.process("api").stdout_lines == 1)  # "api ready" first

@@ -159,10 +159,18 @@ class ProcessInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
-        """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
-        values: dict[str, Any] = {field.name: data.get(field.name) for field in fields(cls)}
-        values["restart_policy"] = data["restart"]  # its name in to_dict
+        """The inverse of ``to_dict`` (a client's copy of what the console sent): what it
+        leaves out (``exits``, counted for /metrics) keeps its default."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            key = _SENT_AS.get(field.name, field.name)
+            if key in data:
+                values[field.name] = data[key]
         return cls(**values)
+
+
+# ProcessInfo's fields that to_dict sends under another name.
+_SENT_AS = {"restart_policy": "restart", "process_type": "type"}
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
