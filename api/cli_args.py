@@ -146,10 +146,65 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
-    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    output = up.add_argument_group(
+        "headless output (stdout: each process's lines and state changes)"
+    )
+    output.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text: `HH:MM:SS name | line` (the default); json: one object per line",
+    )
+    output.add_argument(
+        "--no-prefix",
+        action="store_true",
+        help="text: the lines bare, without time and name (state changes go to stderr)",
+    )
+    output.add_argument(
+        "--no-timestamps", action="store_true", help="text: no time at the start of each line"
+    )
+    ending = up.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--exit-with",
+        metavar="NAME",
+        type=_text,
+        help="when NAME exits, stop everything and exit with its status (for CI and containers)",
+    )
+    ending.add_argument(
+        "--abort-on-exit",
+        action="store_true",
+        help="when any process exits, stop everything and exit with its status",
+    )
+    ending.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once no process runs or waits to restart, with the worst status",
+    )
+    up.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="start the console in the background (its output in .lacrimosa/console.log) and "
+        "return once its processes have started, printing them",
+    )
+    up.add_argument("--json", action="store_true", help="with -d: print what ps --json prints")
+    # The console `up -d` starts in the background: writes its pid beside the lock.
+    up.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API here ([http] bind; loopback unless a key exists)",
+    )
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )
+    tui = commands.add_parser(
+        "tui",
+        parents=[common, project],
+        help="attach a TUI to the console here (start one in the background if none runs, "
+        "with these options)",
+    )
+    tui.set_defaults(udp=None, http=None, json=False, names=[])
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(
@@ -189,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "status >= 500 (see `lacrimosa query`)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="text: the time each line was read before it (hh:mm:ss.mmm, local time)",
+    )
     events = commands.add_parser(
         "events",
         parents=[common_follow, as_json, child_text],
@@ -221,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash: `source <(lacrimosa completion bash)`)",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     commands.add_parser(
         "check",
         parents=[common, project, as_json],

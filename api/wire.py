@@ -20,10 +20,24 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
                                                 a WHERE expression, at most 10,000 lines)
     query  query, deadline?                   → {"columns": [...], "rows": [[...], ...],
                                                  "scanned": N, "elapsed_ms": F, "truncated": B}
-    events  lines?, node?, stream?, follow?   → {"events": [event, ...], "first_seq": N,
+    events  lines?, node?, stream?, after?, follow?
+                                              → {"events": [event, ...], "first_seq": N,
                                                  "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
     shutdown                                  → {"stopping": true}
+    subscribe                                 → the state, then a reply per change (below)
+    log_window  name?, stream?, grep?, ignore_case?, tail? | end_id, total, start, stop
+                | end_id, total, position_of  → {"total", "end_id", "first", "lines"}
+                                                or {"total", "end_id", "position"}
+
+``subscribe`` (what an attached TUI reads, on one connection): a first reply ``{"version": [P,
+L], "processes": [...], "warnings": [...], "sequencer": {status + "history", "warnings",
+"restart_history"} or null, "newest_ids": {process: id}}``, then at most 20 replies a second,
+each with ``version`` and the parts that changed (``processes``, ``warnings`` and ``sequencer``
+together at least once a second; ``newest_ids`` when lines arrived), until ``{"end": ...}`` when
+the console stops. ``log_window``: lines by position, counted back from the newest matching line
+when first asked (``tail`` gives ``end_id`` and ``total``; later requests send them back), so
+positions stay put as lines arrive and are evicted; at most 1000 lines a reply, always ``raw``.
 
 A line is ``{"id", "time", "process", "stream", "text", "continued"?}``; its ``text`` is the line's
 bytes decoded as UTF-8 with invalid bytes replaced (U+FFFD), as JSON cannot carry other bytes.
@@ -77,6 +91,8 @@ OPS = (
     "key_create",
     "key_list",
     "key_revoke",
+    "subscribe",
+    "log_window",
 )
 
 _DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"  # compiled on first use (re caches it)

@@ -42,6 +42,9 @@ MODULES = (
     "tui_bytes",
     "ingest_readers",
     "small_writes",
+    "tui_attach",
+    "http_api",
+    "resources",
     "query",
 )
 TIMEOUT = {True: 120, False: 1200}

@@ -55,6 +55,7 @@ class ProcessSpec:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     autostart: bool = True
+    pty: bool = False  # stdout on a pseudo-terminal (stderr stays a pipe)
     # Set by formation.expand: the type this is an instance of, which one, and of how many.
     process_type: str = ""  # "" for a spec made by hand: its own name
     instance: int = 1
@@ -99,7 +100,9 @@ class Config:
     log_budget_bytes: int = DEFAULT_LOG_BUDGET
     max_line_bytes: int = 64 << 10
     sequencer: SequencerSettings = field(default_factory=lambda: SequencerSettings())
-    http: str | None = None
+    http: str | None = None  # [http] bind: "HOST:PORT" of the HTTP API; None: no HTTP API
+    # [http] metrics_public: /metrics answers without a key (a scraper on a trusted network).
+    http_metrics_public: bool = False
     # Problems that did not stop the config from loading (Procfile lines skipped), each
     # "file:line: what"; shown by ps, the TUI and a headless console.
     warnings: tuple[str, ...] = ()
@@ -196,6 +199,7 @@ _PROCESS_KEYS = {
     "backoff_max",
     "stable_after",
     "autostart",
+    "pty",
     "port",
     "instances",
     "env_file",
@@ -341,8 +345,13 @@ def _load_toml(path: Path, text: str) -> Config:
         raise ConfigError(
             path, locate("logs", "max_line"), "logs.max_line must be between 256B and 512KiB"
         )
-    http = _table(path, locate, data, "http", {"bind"})
+    http = _table(path, locate, data, "http", {"bind", "metrics_public"})
     bind = _address(path, locate, http, "http", "bind")
+    metrics_public = http.get("metrics_public", False)
+    if not isinstance(metrics_public, bool):
+        raise ConfigError(
+            path, locate("http", "metrics_public"), "http.metrics_public: expected true or false"
+        )
     return Config(
         path=path,
         processes=processes,
@@ -350,6 +359,7 @@ def _load_toml(path: Path, text: str) -> Config:
         max_line_bytes=max_line,
         sequencer=_sequencer_settings(path, locate, data),
         http=bind,
+        http_metrics_public=metrics_public,
     )
 
 
@@ -469,9 +479,12 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
             raise fail(key, "must be a number of seconds, above 0 and at most 3600")
         numbers[key] = float(value)
-    autostart = table.get("autostart", True)
-    if not isinstance(autostart, bool):
-        raise fail("autostart", "must be true or false")
+    switches: dict[str, bool] = {}
+    for key, default in (("autostart", True), ("pty", False)):
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise fail(key, "must be true or false")
+        switches[key] = value
     port = table.get("port")
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
@@ -510,7 +523,8 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         env=env_values,
         restart=restart,
         stop_signal=stop_signal,
-        autostart=autostart,
+        autostart=switches["autostart"],
+        pty=switches["pty"],
         stop_timeout=numbers["stop_timeout"],
         backoff_initial=numbers["backoff_initial"],
         backoff_max=numbers["backoff_max"],

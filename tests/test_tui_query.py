@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
-from helpers import wait_for
+from helpers import wait_for, wait_until
+from test_attach import served
 from test_tui_events import notifications, static_text
 
+from lacrimosa.api.remote_console import RemoteConsole
 from lacrimosa.engine.console import Console
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.query_view import HISTORY_NAME, QueryView
+
+__all__ = ["served"]  # the fixture (a console on its control socket), for the attached test
 
 SIZE = (80, 24)
 PY = sys.executable
@@ -131,3 +136,25 @@ async def test_the_log_filter_takes_a_where_expression_after_a_question_mark(con
             lambda: any("expected a value" in n for n in notifications(app)),
             "the error notified",
         )
+
+
+async def test_attached_the_query_view_and_the_where_filter_go_through_the_socket(
+    served: Callable[..., Console],
+) -> None:
+    made = served()
+    wait_until(lambda: made.process("worker").stdout_lines == 3)
+    remote = RemoteConsole(made.home)
+    app = LacrimosaApp(remote, attached=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("slash", *'?line CONTAINS "line 2"')
+            pane = app.log_pane
+            await wait_for(pilot, lambda: pane.is_current and pane.line_count == 1, "the match")
+            assert [line.text for line in pane.visible_lines()] == ["worker line 2"]
+            await pilot.press("enter", "5")
+            view = app.query_one(QueryView)
+            await pilot.press(*"SELECT count(*), process FROM * GROUP BY process", "enter")
+            await wait_for(pilot, lambda: view.table.row_count == 2, "the result table")
+            assert table_rows(view) == [["1", "api"], ["3", "worker"]]
+    finally:
+        remote.close()

@@ -1,7 +1,10 @@
 """The lacrimosa TUI: process table, live log view, live filter, one-key process control, the
 sequencer's Overview and Events views, and the Audit view.
 
-It runs in the console's own process and reads the engine only from its own timer and workers:
+It reads a ``ConsoleFacade`` (engine/facade.py): the console itself, in its own process
+(``lacrimosa up``), or a client of one over its socket (``lacrimosa tui``, ``attached``: then ``d``
+detaches, ``q`` asks before stopping everything, and a hang-up detaches). It reads it only from
+its own timer and workers:
 a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
 fast processes write, the UI does a bounded amount of work per second and engine threads never
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
@@ -21,7 +24,11 @@ is below every view.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import signal
 import time
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -36,6 +43,8 @@ from textual.worker import Worker, WorkerState
 from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
+from ..engine.facade import ConsoleFacade
+from ..engine.hangup import let_go_of_the_terminal
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .audit_view import AuditView
@@ -62,6 +71,9 @@ TUI_USER = Actor.local("tui")  # who the TUI's actions are recorded as, in the a
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
 VIEWS = ("logs", "overview", "events", "audit", "query")
+# Why an attached app ended (its return value): the console and its processes go on, except
+# after CONSOLE_ENDED (stopped from elsewhere, or the connection to it was lost).
+DETACHED, HUNG_UP, CONSOLE_ENDED = "detached", "hung up", "console ended"
 VIEW_KEYS = Binding.Group("views", compact=True)
 # The app's actions that act on the log view: only enabled while it is shown.
 LOG_VIEW_ACTIONS = frozenset(
@@ -73,6 +85,7 @@ LOG_VIEW_ACTIONS = frozenset(
         "open_filter",
         "clear_filter",
         "cycle_stream",
+        "toggle_timestamps",
         "show_all",
         "move_selection",
         "escape",
@@ -92,7 +105,7 @@ class FilterInput(Input):
     BINDINGS = [Binding("escape", "app.clear_filter", "clear", show=False)]
 
 
-class LacrimosaApp(App[None]):
+class LacrimosaApp(App[str]):
     """The TUI of one running console."""
 
     TITLE = "lacrimosa"
@@ -150,7 +163,9 @@ class LacrimosaApp(App[None]):
         Binding("f", "toggle_follow", "follow"),
         Binding("slash", "open_filter", "filter"),
         Binding("e", "cycle_stream", "stream"),
+        Binding("t", "toggle_timestamps", "time", show=False),  # the footer is full at 80 columns
         Binding("a", "show_all", "all"),
+        Binding("d", "detach", "detach"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),
         # Tab moves between processes wherever the focus is (also while typing a filter).
@@ -168,9 +183,25 @@ class LacrimosaApp(App[None]):
         Binding("5", "show_view('query')", "query", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: Console) -> None:
+    def __init__(
+        self, console: ConsoleFacade, notices: Sequence[str] = (), attached: bool = False
+    ) -> None:
+        """``notices``: said once, when the app is up (where a key was written). ``attached``:
+        ``console`` runs elsewhere (``lacrimosa tui``): ``d`` detaches, ``q`` asks first, and a
+        hang-up detaches; the app ends with a reason (``DETACHED``, ``HUNG_UP``,
+        ``CONSOLE_ENDED``) as its return value."""
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
+        self._notices = tuple(notices)
+        self.attached = attached
+        if attached:
+            # The footer has room for one way out at 80 columns: attached, `d` (detach) is the
+            # one shown; `q` still works (and asks first).
+            self._bindings.key_to_bindings["q"] = [
+                dataclasses.replace(binding, show=False)
+                for binding in self._bindings.key_to_bindings["q"]
+            ]
+        self._asking_to_quit = False  # attached, after a first q: "detach or stop everything?"
         names = [info.name for info in console.processes()]
         self._name_colours = {
             name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
@@ -195,7 +226,11 @@ class LacrimosaApp(App[None]):
         with ContentSwitcher(initial="logs", id="views"):
             with Vertical(id="logs"):
                 # At least as wide as the "* all" row's name.
-                yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
+                yield ProcessTable(
+                    name_width=max(self._name_width, 5),
+                    screen_width=self.size.width,
+                    id="processes",
+                )
                 yield Static(id="status")
                 yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
                 # Not focusable: the selection keys stay with the table; its keys are the app's.
@@ -253,10 +288,15 @@ class LacrimosaApp(App[None]):
         return self._view
 
     def on_mount(self) -> None:
+        if self.attached:
+            # Losing the terminal detaches: the console and its processes go on.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hung_up)
         self.process_table.show_processes(self.engine.processes())
         self.process_table.focus()
         self._apply_query()
         self.set_interval(POLL_INTERVAL, self._poll)
+        for notice in self._notices:
+            self.notify(notice, timeout=30, markup=False)
 
     # -- reading the engine ------------------------------------------------------------------------
 
@@ -266,6 +306,9 @@ class LacrimosaApp(App[None]):
         except NoMatches:
             return  # the timer can fire once more while the screen is torn down at exit
         if self.engine.shutdown_requested.is_set() and not self._quitting:
+            if self.attached:  # stopped from elsewhere, or the connection was lost
+                self.exit(CONSOLE_ENDED)
+                return
             self._begin_quit()  # `lacrimosa shutdown` from another terminal
         version = self.engine.version
         seen = self._seen_version
@@ -348,6 +391,8 @@ class LacrimosaApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # False: neither run nor shown in the footer.
+        if action == "detach":
+            return self.attached
         return not (action in LOG_VIEW_ACTIONS and self._view != "logs")
 
     @property
@@ -382,6 +427,11 @@ class LacrimosaApp(App[None]):
         selected = self.selected_process
         status = Text(no_wrap=True, overflow="ellipsis")
         status.append(f" {selected or 'all processes'} ", style="bold reverse")
+        if self._asking_to_quit and not self._quitting:
+            status.append("  detach or stop everything? ", style=f"bold {WARNING}")
+            status.append("d: detach · q: stop all · esc: stay", style="bold")
+            self._show_status(status)
+            return
         if self._quitting:
             status.append("  stopping processes…", style=f"bold {WARNING}")
             self._show_status(status)
@@ -461,6 +511,9 @@ class LacrimosaApp(App[None]):
     def action_show_all(self) -> None:
         self.process_table.select_row(ALL_ROW)
 
+    def action_toggle_timestamps(self) -> None:
+        self.log_pane.toggle_timestamps()
+
     def action_cycle_stream(self) -> None:
         self._stream_index = (self._stream_index + 1) % len(STREAM_CYCLE)
         self._apply_query()
@@ -500,7 +553,10 @@ class LacrimosaApp(App[None]):
         self.log_pane.action_step_line(step)
 
     def action_escape(self) -> None:
-        if self.line_detail_shown:
+        if self._asking_to_quit:
+            self._asking_to_quit = False
+            self._update_status()
+        elif self.line_detail_shown:
             self.action_toggle_line_detail()
         elif self._filter_text:
             self.action_clear_filter()
@@ -582,8 +638,23 @@ class LacrimosaApp(App[None]):
     # -- quitting --------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        """Overrides App.action_quit, so that every way out (q, ctrl+c, ctrl+q) stops processes."""
+        """Overrides App.action_quit, so that every way out (q, ctrl+c, ctrl+q) stops processes.
+        Attached, the first asks "detach or stop everything?" and the second stops everything."""
+        if self.attached and not self._asking_to_quit:
+            self._asking_to_quit = True
+            self._update_status()
+            return
         self._begin_quit()
+
+    def action_detach(self) -> None:
+        """Leave the console running, with its processes (attached only)."""
+        if self.attached and not self._quitting:
+            self.exit(DETACHED)
+
+    def _hung_up(self) -> None:
+        let_go_of_the_terminal()
+        if not self._quitting:
+            self.exit(HUNG_UP)
 
     def _begin_quit(self) -> None:
         """Show that processes are stopping, stop them all off the UI thread, then exit."""
@@ -607,13 +678,13 @@ class LacrimosaApp(App[None]):
             self.call_from_thread(self.exit)
 
 
-def run_tui(console: Console) -> None:
+def run_tui(console: Console, notices: Sequence[str] = ()) -> None:
     """Run the TUI on ``console`` (already started) until the user quits.
 
     Quitting stops every process first. If the app ends any other way (a crash), the processes
     are stopped here all the same: nothing may outlive the console.
     """
     try:
-        LacrimosaApp(console).run()
+        LacrimosaApp(console, notices).run()
     finally:
         console.shutdown()  # idempotent; a no-op after a normal quit

@@ -1,4 +1,4 @@
-"""The live log view: a virtual scroll view over one engine LogView.
+"""The live log view: a virtual scroll view over one LineWindow (an engine LogView in process).
 
 The pane never holds lines. Its virtual height is the number of matching lines of the current
 LogView, and ``render_line(y)`` fetches only the lines around the visible window, so a frame costs
@@ -15,7 +15,7 @@ changes, so a row rendered once is reused while it stays on screen or is scrolle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.style import Style
 from textual import events, on
@@ -26,17 +26,18 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..engine.console import Console
-from ..engine.dsl.where_view import WhereView
 from ..engine.errors import LacrimosaError
-from ..engine.logs.query import LogQuery, LogView
-from ..engine.logs.store import LogLine
+from ..engine.facade import ConsoleFacade, LineWindow, ShownLine
+from ..engine.logs.query import LogQuery
 from .line_render import LineFormat, format_log_line
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 
 _STRIP_CACHE_SIZE = 4096
 _BUILD_GROUP = "log-view"
 _CURSOR_STYLE = Style(reverse=True)  # the marked line (shown in the detail panel)
+# Timestamps are shown from this width on, until the user toggles them (an 80-column terminal
+# keeps its room for the lines).
+TIMESTAMPS_FROM_WIDTH = 140
 
 
 class LogPane(FollowingScrollView, can_focus=True):
@@ -74,9 +75,7 @@ class LogPane(FollowingScrollView, can_focus=True):
     class _ViewBuilt(Message):
         """From the build worker: the new view for ``query``, or why there is none."""
 
-        def __init__(
-            self, query: LogQuery, view: LogView | WhereView | None, error: str | None
-        ) -> None:
+        def __init__(self, query: LogQuery, view: LineWindow | None, error: str | None) -> None:
             super().__init__()
             self.query = query
             self.view = view
@@ -84,7 +83,7 @@ class LogPane(FollowingScrollView, can_focus=True):
 
     def __init__(
         self,
-        console: Console,
+        console: ConsoleFacade,
         name_colours: Mapping[str, str] | None = None,
         name_width: int = 12,
         *,
@@ -95,7 +94,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._name_colours = dict(name_colours or {})
         self._name_width = name_width  # of the process-name column in the merged view
         self._query = LogQuery()
-        self._view: LogView | WhereView | None = None  # WhereView: a `?` filter
+        self._view: LineWindow | None = None
         self._view_query: LogQuery | None = None
         self._view_builds = OneBuildAtATime(
             self, self._prepare_build, group=_BUILD_GROUP, description="build log view"
@@ -103,10 +102,11 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._last_error: str | None = None  # reported once, not on every failed rebuild
         # The lines around the visible window, fetched once per new view or scroll position.
         self._window_start = 0
-        self._window: list[LogLine] = []
+        self._window: Sequence[ShownLine] = []
         self._strips: LRUCache[tuple[int, LineFormat], Strip] = LRUCache(_STRIP_CACHE_SIZE)
         # The line cursor (for the detail panel): the id of the marked line, None when unmarked.
         self._cursor_id: int | None = None
+        self._timestamps: bool | None = None  # None: by width (TIMESTAMPS_FROM_WIDTH)
 
     # -- what is shown ---------------------------------------------------------------------------
 
@@ -131,6 +131,18 @@ class LogPane(FollowingScrollView, can_focus=True):
         is on screen."""
         return self.follow or int(self.scroll_offset.y) + self.size.height >= self.line_count
 
+    @property
+    def timestamps(self) -> bool:
+        """Whether each line shows the time it was read: as toggled, else by the pane's width."""
+        if self._timestamps is not None:
+            return self._timestamps
+        return self.content_width >= TIMESTAMPS_FROM_WIDTH
+
+    def toggle_timestamps(self) -> None:
+        self._timestamps = not self.timestamps
+        self.refresh()  # rows are cached by their format, which now differs
+        self.post_message(self.Changed())
+
     def set_query(self, query: LogQuery) -> None:
         if query != self._query:
             self._query = query
@@ -140,7 +152,7 @@ class LogPane(FollowingScrollView, can_focus=True):
     # -- the line cursor -------------------------------------------------------------------------
 
     @property
-    def cursor_line(self) -> LogLine | None:
+    def cursor_line(self) -> ShownLine | None:
         """The marked line, if any (and still in the view)."""
         position = self.cursor_position
         return None if position is None else self._line_at(position)
@@ -154,7 +166,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         line = self._line_at(position)
         return position if line is not None and line.id == self._cursor_id else None
 
-    def mark_line(self, position: int | None = None) -> LogLine | None:
+    def mark_line(self, position: int | None = None) -> ShownLine | None:
         """Mark the line at ``position`` (default: the last line on screen) and stop following,
         so that it stays put; returns it (None when the view is empty)."""
         if position is None:
@@ -227,7 +239,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         if build_again:
             self.reload()
 
-    def _install(self, query: LogQuery, view: LogView | WhereView) -> None:
+    def _install(self, query: LogQuery, view: LineWindow) -> None:
         # The line at the top of the screen, to keep in place when not following: as old
         # blocks are evicted, the same line moves to a smaller position in the new view.
         anchor = self._line_at(round(self.scroll_y)) if not self.follow else None
@@ -320,7 +332,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         super().notify_style_update()
         self._strips.clear()  # the base style (focus tint, theme) is baked into cached strips
 
-    def _line_at(self, index: int) -> LogLine | None:
+    def _line_at(self, index: int) -> ShownLine | None:
         view = self._view
         if view is None or not 0 <= index < len(view):
             return None
@@ -349,6 +361,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             name_width=self._name_width if query.processes is None else 0,
             highlight=query.contains.decode("utf-8", "replace") if query.contains else None,
             ignore_case=query.ignore_case,
+            timestamps=self.timestamps,
         )
 
     def render_line(self, y: int) -> Strip:
@@ -361,7 +374,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             return self._render_row(line, width, base_style).apply_style(_CURSOR_STYLE)
         return self._render_row(line, width, base_style)
 
-    def _render_row(self, line: LogLine, width: int, base_style: Style) -> Strip:
+    def _render_row(self, line: ShownLine, width: int, base_style: Style) -> Strip:
         fmt = self.line_format()
         key = (line.id, fmt)
         strip = self._strips.get(key)
@@ -372,7 +385,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             self._strips[key] = strip
         return strip
 
-    def visible_lines(self) -> list[LogLine]:
+    def visible_lines(self) -> list[ShownLine]:
         """The lines on screen now, top to bottom."""
         top = int(self.scroll_offset.y)
         lines = (self._line_at(top + y) for y in range(self.size.height))

@@ -28,8 +28,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from ..engine.console import Console
 from ..engine.errors import LacrimosaError, QuerySyntaxError
+from ..engine.facade import ConsoleFacade
 from ..engine.terminal_text import field_safe
 from .palette import ERROR, WARNING
 
@@ -151,7 +151,7 @@ class QueryView(Vertical):
             self.query = query
             self.error = error
 
-    def __init__(self, console: Console, *, id: str | None = None) -> None:
+    def __init__(self, console: ConsoleFacade, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._engine = console
         home = getattr(console, "home", None)

@@ -816,7 +816,7 @@ def select_rows(
             raise ValueError("a query over processes needs a store snapshot")
         resolve = resolve or default_resolver(list(snapshot.processes))
         cheap = cheap_filters(where, LINE_FIELDS)
-        streams = []
+        streams: list[Iterator[tuple[int, Row]]] = []
         for name, stream in _processes(query, snapshot, resolve).items():
             if name not in snapshot.processes:
                 continue
@@ -839,12 +839,10 @@ def select_rows(
                     after_id,
                 )
             )
-        # One process: its lines are in order already (merging one costs a call a line).
-        rows = (
-            streams[0]
-            if len(streams) == 1
-            else heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
-        )
+        if len(streams) == 1:  # in order already (merging one costs a call a line)
+            rows = streams[0]
+        else:
+            rows = heapq.merge(*streams, key=lambda item: item[0], reverse=descending)
     cancel = budget.cancel
     for seen, (_, row) in enumerate(rows, 1):
         # The deadline every CHECK_EVERY rows; a cancel at every row (a reader is waiting).

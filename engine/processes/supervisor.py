@@ -43,13 +43,15 @@ import select
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,7 @@ _prctl.restype = ctypes.c_int
 STRAY_SWEEPS = 3  # sweeps for the descendants of a run that ended, STRAY_SWEEP_INTERVAL apart
 STRAY_SWEEP_INTERVAL = 0.1
 DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
+PTY_ROWS, PTY_COLUMNS = 24, 80  # the size a child on a pty (pty = true) sees
 ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
 GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick death in a row
 GUARDIAN_BACKOFF_MAX = 30.0
@@ -119,6 +122,13 @@ class ProcessInfo:
     restart_policy: str
     process_type: str = ""  # web, for web.2 (and for a lone web)
     instance: str = ""  # web.2; web.1 for a lone web (its PS)
+    # How many runs ended with each exit status (negative: killed by that signal), since the
+    # console started: (status, count) pairs, for /metrics.
+    exits: tuple[tuple[int, int], ...] = ()
+    # Summed over the process group, sampled about once a second (resources.py); None until
+    # sampled, and while the process does not run.
+    cpu_percent: float | None = None  # of one core
+    rss_bytes: int | None = None
 
     @property
     def uptime(self) -> float | None:
@@ -143,7 +153,24 @@ class ProcessInfo:
             "type": self.process_type,
             "instance": self.instance,
             "cmd": self.cmd,
+            "cpu_percent": self.cpu_percent,
+            "rss_bytes": self.rss_bytes,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
+        """The inverse of ``to_dict`` (a client's copy of what the console sent): what it
+        leaves out (``exits``, counted for /metrics) keeps its default."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            key = _SENT_AS.get(field.name, field.name)
+            if key in data:
+                values[field.name] = data[key]
+        return cls(**values)
+
+
+# ProcessInfo's fields that to_dict sends under another name.
+_SENT_AS = {"restart_policy": "restart", "process_type": "type"}
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
@@ -175,6 +202,26 @@ def _setpriv() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return path if done.returncode == 0 else None
+
+
+def open_output_pty() -> tuple[int, int]:
+    """A pseudo-terminal for a child's stdout (``pty = true``): (our end, the child's end).
+
+    Programs that buffer or colour only on a terminal (C stdio, Perl, Ruby) then print line by
+    line. Output processing is off, so the bytes are stored as the child wrote them (a terminal
+    would turn each newline into CRLF); the size is 80x24, for programs that ask. Both ends are
+    close-on-exec; Popen gives the child its copy as stdout."""
+    ours, theirs = os.openpty()
+    try:
+        attributes = termios.tcgetattr(theirs)
+        attributes[1] &= ~termios.OPOST  # oflag
+        termios.tcsetattr(theirs, termios.TCSANOW, attributes)
+        fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", PTY_ROWS, PTY_COLUMNS, 0, 0))
+    except BaseException:
+        os.close(ours)
+        os.close(theirs)
+        raise
+    return ours, theirs
 
 
 class _Guardian:
@@ -274,6 +321,7 @@ class _Published:
     exit_code: int | None
     restart_at: float | None  # monotonic
     rate: float
+    exits: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -299,6 +347,7 @@ class _Managed:
         self.started_at: float | None = None
         self.restarts = 0
         self.exit_code: int | None = None
+        self.exits: dict[int, int] = {}  # runs ended, by exit status (at most one per status)
         self.failures = 0  # quick failures in a row
         self.restart_at: float | None = None  # monotonic
         self.generation = 0  # bumps on every start/stop decision; stale timers compare it
@@ -360,6 +409,8 @@ class Supervisor:
         self._listeners_lock = threading.Lock()
         self.version = 0  # bumped whenever a process changes state
         self.crashed: BaseException | None = None
+        # Processes that had to be SIGKILLed at the end of their stop timeout during shutdown.
+        self.kills_in_shutdown = 0
         self._published: dict[str, _Published] = {}
         for managed in self._managed.values():
             self._publish_one(managed)
@@ -469,6 +520,7 @@ class Supervisor:
                     restart_policy=spec.restart,
                     process_type=spec.process_type,
                     instance=spec.instance_name,
+                    exits=p.exits,
                 )
             )
         return out
@@ -752,19 +804,25 @@ class Supervisor:
             setup = None
         else:
             args, setup = ["/bin/sh", "-c", spec.cmd], _child_setup(os.getpid())
+        terminal: tuple[int, int] | None = None  # (ours, the child's) ends of its pty
         try:
+            if spec.pty:
+                terminal = open_output_pty()
             popen = subprocess.Popen(
                 args,
                 cwd=spec.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.PIPE if terminal is None else terminal[1],
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
                 preexec_fn=setup,
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the command or env
+            if terminal is not None:
+                os.close(terminal[0])
+                os.close(terminal[1])
             managed.exit_code = None
             managed.state = State.FAILED
             self._store.append_system(spec.name, f"could not start: {exc}")
@@ -773,10 +831,15 @@ class Supervisor:
             return
         if self._guardian is not None:
             self._guardian.add(popen.pid)
-        assert popen.stdout is not None and popen.stderr is not None
+        assert popen.stderr is not None
+        if terminal is not None:
+            os.close(terminal[1])  # the child has it: its exit then ends our reads (EIO)
+            outputs = ((terminal[0], STDOUT), (popen.stderr.fileno(), STDERR))
+        else:
+            assert popen.stdout is not None
+            outputs = ((popen.stdout.fileno(), STDOUT), (popen.stderr.fileno(), STDERR))
         fds = {}
-        for pipe, stream in ((popen.stdout, STDOUT), (popen.stderr, STDERR)):
-            fd = pipe.fileno()
+        for fd, stream in outputs:
             os.set_blocking(fd, False)
             with contextlib.suppress(OSError):  # may exceed the user's pipe size limit
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -844,6 +907,8 @@ class Supervisor:
         pipe = run.popen.stdout if stream == STDOUT else run.popen.stderr
         if pipe is not None:
             pipe.close()
+        else:  # a pty's end (pty = true): no Popen object holds it
+            os.close(fd)
         self._store.flush(managed.spec.name, stream)
 
     def _drain(self, managed: _Managed, run: _Run) -> None:
@@ -876,6 +941,7 @@ class Supervisor:
         self._drain(managed, run)
         managed.run = None
         managed.exit_code = code
+        managed.exits[code] = managed.exits.get(code, 0) + 1
         lasted = time.monotonic() - run.started
         name = managed.spec.name
         if managed.stop_requested:
@@ -937,10 +1003,22 @@ class Supervisor:
         managed.state = State.STOPPING
         managed.generation += 1
         self._signal_group(managed, managed.spec.stop_signal)
-        self._schedule_for(
-            managed, managed.spec.stop_timeout, lambda: self._signal_group(managed, signal.SIGKILL)
-        )
+        self._schedule_for(managed, managed.spec.stop_timeout, lambda: self._kill_late(managed))
         self._publish_one(managed)
+
+    def _kill_late(self, managed: _Managed) -> None:
+        """The stop timeout passed with the process still there: SIGKILL its group, and say so
+        (in its log, and in ``kills_in_shutdown`` when the console is shutting down: ``up``
+        then exits 143)."""
+        if managed.run is None:
+            return
+        if not self._running:
+            self.kills_in_shutdown += 1
+        timeout = managed.spec.stop_timeout
+        self._store.append_system(
+            managed.spec.name, f"still running {timeout:g}s after {_signal_name(managed)}: SIGKILL"
+        )
+        self._signal_group(managed, signal.SIGKILL)
 
     # -- commands (loop thread) ------------------------------------------------------------------
 
@@ -1025,6 +1103,7 @@ class Supervisor:
             managed.exit_code,
             managed.restart_at,
             managed.rate,
+            tuple(sorted(managed.exits.items())),
         )
         self.version += 1
         if notify:
@@ -1038,6 +1117,10 @@ def _report(message: str) -> None:
     """One line on the console's stderr (under the TUI, Textual captures it)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"lacrimosa: {message}", file=sys.stderr, flush=True)
+
+
+def _signal_name(managed: _Managed) -> str:
+    return describe_exit(-managed.spec.stop_signal)
 
 
 def _exit_words(code: int) -> str:
