@@ -219,3 +219,31 @@ def test_the_protocol_op_checks_its_arguments(console: RunningConsole) -> None:
         assert caught.value.details["position"] == 25 and caught.value.exit_code == 2
         reply = client.call("query", query="SELECT line FROM api LIMIT 2", deadline=5)
         assert len(reply["rows"]) == 2 and reply["truncated"] is False
+
+
+async def test_an_agent_queries_through_the_mcp_tool(console: RunningConsole) -> None:
+    from mcp.client import Client
+    from test_mcp import server, structured
+
+    async with Client(server(console.folder)) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert "query" in tools
+        by_process = structured(
+            await client.call_tool(
+                "query",
+                {
+                    "query": 'SELECT count(*), process FROM * WHERE stream = "stderr" GROUP BY process'
+                },
+            )
+        )
+        assert by_process["rows"] == [[30, "worker"]]
+        bad = await client.call_tool("query", {"query": "SELECT * FROM api WHERE ("})
+        assert bad.is_error and "query_syntax" in bad.content[0].text
+        assert "column 26" in bad.content[0].text
+        errors = structured(
+            await client.call_tool("logs", {"name": "worker", "where": "status = 501", "lines": 2})
+        )
+        assert [line["text"] for line in errors["lines"]] == [
+            "level=error job=27 status=501",
+            "level=error job=29 status=501",
+        ]
