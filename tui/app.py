@@ -451,7 +451,10 @@ class LacrimosaApp(App[str]):
         if self._filter_text:
             status.append("  filter: ")
             status.append(self._filter_text, style=f"bold black on {WARNING}")
-            status.append(f" {count} matches")
+            if pane.query_error is not None:  # a `?` expression that does not parse (yet)
+                status.append(f" {pane.query_error}", style=f"bold {ERROR}")
+            else:
+                status.append(f" {count} matches")
         else:
             status.append(f"  {count} lines")
         if not self.line_detail_shown:

@@ -7,7 +7,9 @@ and the result table.
 
 A query runs in a thread worker (``Console.run_query``, one at a time: a new one cancels the
 last), so the UI never waits for it; Escape cancels it: the view lets go of it at once and the
-executor stops at its next check (it checks a cancel flag as it reads). Results are bounded by the
+executor stops at its next check (it checks a cancel flag as it reads). Escape with no query
+running gives the keys to the result table, where ``1``-``5`` switch views again (the input takes
+them as text). Results are bounded by the
 executor (10,000 rows, cells of 4,096 characters); cells are shown made safe (controls visible)
 and cut to MAX_CELL_WIDTH columns.
 """
@@ -109,9 +111,14 @@ class QueryInput(Input):
             self.cursor_position = len(entry)
 
     def action_cancel_query(self) -> None:
+        """Escape: cancel the query running; with none, give the keys to the table (where
+        1-5 switch views again)."""
         view = self.parent
         assert isinstance(view, QueryView)
-        view.cancel()
+        if view.running:
+            view.cancel()
+        else:
+            view.table.focus()
 
 
 class QueryView(Vertical):
@@ -162,7 +169,7 @@ class QueryView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield QueryInput(
-            placeholder="SELECT … FROM … WHERE … · enter: run · ↑↓: history · esc: cancel",
+            placeholder="SELECT … FROM … WHERE … · ⏎ run · ↑↓ history · esc: cancel, or to the keys",
             id="query-input",
         )
         yield Static("", id="query-status")
@@ -248,8 +255,20 @@ class QueryView(Vertical):
         self._cancel = None
         error = event.error
         message = Text(error.message, style=f"bold {ERROR}")
-        if isinstance(error, QuerySyntaxError):
+        position = _syntax_position(error)
+        if position is not None:
             # The query as one line of single-width characters, and a caret under the column.
-            shown = "".join(field_safe(c)[:1] or "?" for c in error.query.replace("\n", " "))
-            message.append("\n" + shown + "\n" + " " * error.position + "^")
+            shown = "".join(field_safe(c)[:1] or "?" for c in event.query.replace("\n", " "))
+            message.append("\n" + shown + "\n" + " " * position + "^")
         self.status.update(message)
+
+
+def _syntax_position(error: LacrimosaError) -> int | None:
+    """Where a query that does not parse went wrong: the console's own error in process, or the
+    ``position`` a reply carried when attached (the client's error keeps the reply's fields)."""
+    if isinstance(error, QuerySyntaxError):
+        return error.position
+    if error.code != QuerySyntaxError.code:
+        return None
+    position = getattr(error, "details", {}).get("position")
+    return position if isinstance(position, int) else None
