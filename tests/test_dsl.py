@@ -298,14 +298,14 @@ def test_a_limit_in_store_order_stops_early_and_cheap_filters_skip_blocks(store:
 def test_only_lines_that_survive_the_block_scans_are_parsed(
     store: LogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    parsed: list[str] = []
-    original = execute_module.structured_fields
+    parsed: list[bytes] = []
+    original = execute_module.raw_fields
 
-    def counting(text: str) -> dict[str, Any]:
-        parsed.append(text)
-        return original(text)
+    def counting(raw: bytes, text: Any) -> dict[str, Any]:
+        parsed.append(raw)
+        return original(raw, text)
 
-    monkeypatch.setattr(execute_module, "structured_fields", counting)
+    monkeypatch.setattr(execute_module, "raw_fields", counting)
     result = run(store, 'SELECT count(*) FROM * WHERE msg = "upstream timeout"')
     assert result["rows"] == [[60]]
     assert len(parsed) == 60  # the other 1,140 lines never held the text: never parsed
@@ -446,9 +446,9 @@ def test_a_where_view_holds_the_newest_matches_and_reads_only_new_lines(
     ]
     assert first.position_of(first.line(3).id) == 3 and first.tail(2) == first.lines(8, 10)
     parsed: list[str] = []
-    original = execute_module.structured_fields
+    original = execute_module.raw_fields
     monkeypatch.setattr(
-        execute_module, "structured_fields", lambda text: parsed.append(text) or original(text)
+        execute_module, "raw_fields", lambda raw, text: parsed.append(raw) or original(raw, text)
     )
     for i in range(300, 310):
         store.append("api", STDOUT, api_line(i))

@@ -30,7 +30,7 @@ import heapq
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +56,7 @@ from .values import (
     as_text,
     compile_expr,
     lookup,
+    raw_fields,
     sort_key,
     structured_fields,
 )
@@ -147,8 +148,11 @@ class LineRow:
             return self.id
         fields = self._fields
         if fields is None:
-            fields = self._fields = structured_fields(self.text)
+            fields = self._fields = raw_fields(self.raw, self._decoded)
         return lookup(fields, name)
+
+    def _decoded(self) -> str:
+        return self.text
 
 
 class EventRow:
@@ -424,10 +428,11 @@ def _process_lines(
             pieces = [
                 data[s:e].tobytes() for s, e in zip(starts.tolist(), stops.tolist(), strict=True)
             ]
-        rows = zip(indices.tolist(), ids.tolist(), ms.tolist(), flags.tolist(), pieces, strict=True)
-        batch = list(rows)
+        batch: Iterable[tuple[int, int, int, int, bytes]] = zip(
+            indices.tolist(), ids.tolist(), ms.tolist(), flags.tolist(), pieces, strict=True
+        )
         if descending:
-            batch.reverse()
+            batch = reversed(list(batch))
         for index, line_id, line_ms, line_flags, raw in batch:
             if others and not all(needle in raw for needle in others):
                 continue
@@ -663,6 +668,7 @@ class _Groups:
         self.max_rows = max_rows
         self.groups: dict[tuple[Any, ...], tuple[list[Any], list[_Accumulator]]] = {}
         self.aggregated = [(i, c) for i, c in enumerate(columns) if c.aggregate]
+        self.counts_only = all(c.field == "*" for _, c in self.aggregated)
 
     def _key(self, row: Row) -> tuple[tuple[Any, ...], list[Any]]:
         key: list[Any] = []
@@ -707,6 +713,10 @@ class _Groups:
     def add(self, row: Row) -> bool:
         key, shown = self._key(row)
         entry = self._entry(key, shown)
+        if self.counts_only:  # count(*) alone: no field to read
+            for accumulator in entry[1]:
+                accumulator.count += 1
+            return True
         for accumulator, (_, column) in zip(entry[1], self.aggregated, strict=True):
             if column.field == "*":
                 accumulator.count += 1

@@ -49,6 +49,19 @@ def structured_fields(text: str) -> dict[str, Any]:
     return logfmt_fields(text) if "=" in text else {}
 
 
+def raw_fields(raw: bytes, text: Callable[[], str]) -> dict[str, Any]:
+    """``structured_fields`` of a line given as its bytes: a JSON object parsed from the bytes
+    at once (no decoding first), anything else (or bytes that are not UTF-8) from ``text()``."""
+    if raw[:1] == b"{" and len(raw) <= MAX_STRUCTURED_CHARS:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    return structured_fields(text())
+
+
 def logfmt_fields(text: str) -> dict[str, Any]:
     """``key=value`` pairs separated by spaces; a value may be double-quoted (``\\"`` escapes)."""
     out: dict[str, Any] = {}
