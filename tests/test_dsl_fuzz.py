@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from lacrimosa.engine.dsl import execute, parse
 from lacrimosa.engine.dsl.executor import LineRow, _times_resolved, cell, output_columns
 from lacrimosa.engine.dsl.syntax import Query
-from lacrimosa.engine.dsl.values import MISSING, as_number, as_text, compile_expr, sort_key
+from lacrimosa.engine.dsl.values import MISSING, as_number, compile_expr, group_key, sort_key
 from lacrimosa.engine.errors import LacrimosaError, QuerySyntaxError
 from lacrimosa.engine.logs import store as logstore
 from lacrimosa.engine.logs.query import LogView
@@ -314,12 +314,7 @@ def reference(query: Query, snapshot: StoreSnapshot, max_rows: int) -> dict[str,
             else:
                 value = row.get(group.field or "")
                 value = None if value is MISSING else value
-                number = (
-                    value
-                    if isinstance(value, int | float) and not isinstance(value, bool)
-                    else None
-                )
-                key.append(("n", number) if number is not None else ("v", as_text(value)))
+                key.append(group_key(value))
             shown.append(value)
         groups.setdefault(tuple(key), (shown, []))[1].append(row)
     if not query.group_by and not groups:

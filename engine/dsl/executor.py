@@ -53,8 +53,8 @@ from .syntax import And, Column, Compare, Exists, Expr, In, Not, Or, Query, Text
 from .values import (
     MISSING,
     as_number,
-    as_text,
     compile_expr,
+    group_key,
     lookup,
     raw_fields,
     sort_key,
@@ -177,25 +177,26 @@ class EventRow:
         return self._payload
 
     def get(self, name: str) -> Any:
-        event = self.event
-        if name == "seq":
-            return event.seq
-        if name == "lamport":
-            return event.lamport
-        if name == "ts":
-            return event.time
-        if name == "node":
-            return event.node
-        if name == "stream":
-            return event.stream
-        if name == "flags":
-            return event.sender_flags
         if name == "payload":
             return self.payload
+        builtin = _EVENT_BUILTINS.get(name)
+        if builtin is not None:
+            return builtin(self.event)
         if self._fields is None:
-            text = event.payload_text()
+            text = self.event.payload_text()
             self._fields = structured_fields(text) if text is not None else {}
         return lookup(self._fields, name)
+
+
+# An event's fields (but its payload, decoded once by EventRow) by name.
+_EVENT_BUILTINS: dict[str, Callable[[Event], Any]] = {
+    "seq": lambda event: event.seq,
+    "lamport": lambda event: event.lamport,
+    "ts": lambda event: event.time,
+    "node": lambda event: event.node,
+    "stream": lambda event: event.stream,
+    "flags": lambda event: event.sender_flags,
+}
 
 
 Row = LineRow | EventRow
@@ -682,12 +683,7 @@ class _Groups:
                 assert group.field is not None
                 value = row.get(group.field)
                 value = None if value is MISSING else value
-                number = (
-                    value
-                    if isinstance(value, int | float) and not isinstance(value, bool)
-                    else None
-                )
-                key.append(("n", number) if number is not None else ("v", as_text(value)))
+                key.append(group_key(value))
                 shown.append(value)
         return tuple(key), shown
 

@@ -265,6 +265,14 @@ def compile_expr(expr: Expr) -> Predicate:
     return lambda get: all(part(get) for part in parts)
 
 
+def group_key(value: Any) -> tuple[str, Any]:
+    """What GROUP BY groups a value under: numbers by value (1 and 1.0 together, booleans
+    apart), anything else by its text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("n", value)
+    return ("v", as_text(value))
+
+
 def sort_key(value: Any) -> tuple[int, Any]:
     """An order over every value: missing and null first, then numbers (number-like strings
     too), then other strings, then anything else by its JSON text."""
