@@ -8,11 +8,12 @@ way (copies of slots, checked against the writer's counters).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +216,15 @@ class Console:
     def _audited(
         self, actor: Actor | None, action: str, name: str, begin: Callable[[str], Any]
     ) -> str:
+        return self._finish(actor, action, name, lambda: begin(name))
+
+    def _finish(
+        self, actor: Actor | None, action: str, name: str, begun: Callable[[], Future[Any]]
+    ) -> str:
+        """Wait for an action ``begun()`` started (or raised starting) and record its outcome."""
         actor = actor or Actor.local("console")
         try:
-            outcome = self._wait(name, begin(name))
+            outcome = self._wait(name, begun())
         except LacrimosaError as exc:
             self.audit.record(actor, action, name, outcome=exc.code, detail=exc.message)
             raise
@@ -230,10 +237,10 @@ class Console:
         at once (a stop of ten takes one stop_timeout, not ten); each one's outcome, each
         recorded in the audit log. The first failure is raised once every action has finished;
         a target that means no process is recorded as refused."""
-        action: Callable[[str, Actor | None], str] = {
-            "start": self.start_process,
-            "stop": self.stop_process,
-            "restart": self.restart_process,
+        begin: Callable[[str], Future[Any]] = {
+            "start": self.supervisor.start_process,
+            "stop": self.supervisor.stop_process,
+            "restart": self.supervisor.restart_process,
         }[verb]
         try:
             names = self.select(target)
@@ -243,10 +250,23 @@ class Console:
             )
             raise
         if len(names) == 1:
-            return [(names[0], action(names[0], actor))]
+            return [(names[0], self._finish(actor, verb, names[0], lambda: begin(names[0])))]
+        # Asked of the supervisor here, in dependency order (dependents first for a stop, so
+        # that theirs hold their dependencies'), then waited for together.
+        order = self.supervisor.stop_order(names)
+        if verb != "stop":
+            order.reverse()
+        begun: dict[str, Callable[[], Future[Any]]] = {}
+        for name in order:
+            try:
+                future = begin(name)
+            except LacrimosaError as exc:
+                begun[name] = functools.partial(_raise, exc)
+            else:
+                begun[name] = functools.partial(lambda f: f, future)
         workers = min(len(names), MAX_PARALLEL_ACTIONS)
         with ThreadPoolExecutor(workers, thread_name_prefix=f"lacrimosa-{verb}") as pool:
-            futures = [pool.submit(action, name, actor) for name in names]
+            futures = [pool.submit(self._finish, actor, verb, name, begun[name]) for name in names]
             wait(futures)
         return [(name, future.result()) for name, future in zip(names, futures, strict=True)]
 
@@ -257,3 +277,7 @@ class Console:
             return future.result(timeout)
         except TimeoutError:
             raise ConsoleError(f"{name}: the action did not complete in {timeout:.0f}s") from None
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
