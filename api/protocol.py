@@ -828,6 +828,26 @@ def _key_revoke(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     return record.to_dict()
 
 
+def _wait(console: Console, request: dict[str, Any]) -> Any:
+    """Waits here, on the connection's thread, woken by the supervisor's changes (see
+    Console.wait_for); the client waits ``timeout`` and a margin for the reply."""
+    names = request.get("names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise InvalidRequest("names must be a list of process names")
+    until = request.get("until", "ready")
+    state = request.get("state")
+    if state is not None and not isinstance(state, str):
+        raise InvalidRequest("state must be a string")
+    if not isinstance(until, str):
+        raise InvalidRequest("until must be a string")
+    within = request.get("within", 60.0)  # not "timeout": clients' call() takes that for theirs
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or math.isnan(within):
+        raise InvalidRequest("within must be a number of seconds")
+    return console.wait_for(names, until, state, float(within))
+
+
 def _shutdown(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     console.request_shutdown(actor)
     return {"stopping": True}
@@ -864,4 +884,6 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
         "keys": [k.to_dict() for k in console.keys.list()]
     },
     "key_revoke": _key_revoke,
+    "wait": lambda console, request, actor: _wait(console, request),
+    "why": lambda console, request, actor: console.why(_name(request)),
 }

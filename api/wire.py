@@ -19,7 +19,7 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
                                                  "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
     shutdown                                  → {"stopping": true}
-    wait  names?, until?, state?, timeout?    → {"outcome": "reached" | "never" | "timeout",
+    wait  names?, until?, state?, within?     → {"outcome": "reached" | "never" | "timeout",
                                                  "processes": [...], "blocking"?: {...}}
                                                 (waits server-side; see protocol._wait)
     why  name                                 → {"name", "state", "summary": [line, ...],

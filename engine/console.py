@@ -19,18 +19,21 @@ from typing import Any
 
 from .audit import AUDIT_NAME, CONSOLE, Actor, AuditLog
 from .config import Config
-from .errors import ConsoleError, LacrimosaError, NoSuchProcess
+from .errors import ConsoleError, InvalidRequest, LacrimosaError, NoSuchProcess
 from .events.ingest import IngestProcess
 from .formation import select
 from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
-from .logs.store import LogStore, StoreSnapshot
+from .logs.store import STDERR, LogStore, StoreSnapshot
+from .processes.conditions import NEVER, PENDING, REACHED, UNTIL, explain, verdict
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
 # Threads waiting on the actions of one `stop web` (the supervisor's loop does the work; each
 # thread only waits for its process's stop): past this, the rest wait their turn.
 MAX_PARALLEL_ACTIONS = 32
+WHY_STDERR_LINES = 5  # the last lines of stderr ``why`` shows
+MAX_WAIT = 24 * 3600.0  # seconds a ``wait`` may be asked to wait
 JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise
 
 
@@ -145,6 +148,72 @@ class Console:
         if query.processes is not None:
             self.check_names(query.processes)
         return LogView(self.store.snapshot(), query)
+
+    def wait_for(
+        self,
+        targets: list[str] | None,
+        until: str = "ready",
+        state: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Block until every process ``targets`` mean (None: every autostart process) is there
+        (see conditions.verdict), one never can be, or ``timeout`` seconds have passed. Woken
+        by the supervisor's state changes (subscribe), not by polling.
+
+        Returns ``outcome`` (``reached``, ``never`` or ``timeout``), each process with its
+        verdict, and ``blocking``: the first that can never get there or is still pending."""
+        if until not in UNTIL:
+            raise InvalidRequest(f"until must be one of {', '.join(UNTIL)}")
+        if until == "state" and not state:
+            raise InvalidRequest("waiting for a state needs the state")
+        if not 0 <= timeout <= MAX_WAIT:
+            raise InvalidRequest(f"timeout must be from 0 to {MAX_WAIT:.0f} seconds")
+        if targets:
+            names = list(dict.fromkeys(n for target in targets for n in self.select(target)))
+        else:
+            names = [name for name, spec in self.config.processes.items() if spec.autostart]
+        changed = threading.Event()
+        _, unsubscribe = self.supervisor.subscribe(changed.set)
+        began = time.monotonic()
+        deadline = began + timeout
+        try:
+            while True:
+                changed.clear()
+                infos = {info.name: info for info in self.processes()}
+                verdicts = {name: verdict(infos[name], until, state) for name in names}
+                if NEVER in verdicts.values():
+                    outcome = NEVER
+                elif all(v == REACHED for v in verdicts.values()):
+                    outcome = REACHED
+                elif time.monotonic() >= deadline or self.stopped.is_set():
+                    outcome = "timeout"
+                else:
+                    changed.wait(min(deadline - time.monotonic(), 1.0))
+                    continue
+                break
+        finally:
+            unsubscribe()
+        blocking = next((n for n in names if verdicts[n] == NEVER), None) or next(
+            (n for n in names if verdicts[n] == PENDING), None
+        )
+        processes = [{**_waited(infos[name]), "verdict": verdicts[name]} for name in names]
+        result: dict[str, Any] = {
+            "outcome": outcome,
+            "until": state if until == "state" else until,
+            "waited": round(time.monotonic() - began, 3),
+            "processes": processes,
+        }
+        if blocking is not None and outcome != REACHED:
+            result["blocking"] = next(p for p in processes if p["name"] == blocking)
+        return result
+
+    def why(self, name: str) -> dict[str, Any]:
+        """Why ``name`` is in its state, in a few lines and in fields (see conditions.explain)."""
+        info = self.process(name)
+        view = self.query(LogQuery(processes=(name,), stream=STDERR))
+        total = len(view)
+        stderr = [line.text for line in view.lines(max(total - WHY_STDERR_LINES, 0), total)]
+        return explain(info, stderr)
 
     @property
     def version(self) -> tuple[int, int]:
@@ -277,6 +346,19 @@ class Console:
             return future.result(timeout)
         except TimeoutError:
             raise ConsoleError(f"{name}: the action did not complete in {timeout:.0f}s") from None
+
+
+def _waited(info: ProcessInfo) -> dict[str, Any]:
+    """What a ``wait`` reply says of each process."""
+    return {
+        "name": info.name,
+        "state": info.state,
+        "ready": info.ready,
+        "health": info.health,
+        "reason": info.reason,
+        "exit_code": info.exit_code,
+        "pid": info.pid,
+    }
 
 
 def _raise(exc: BaseException) -> Any:

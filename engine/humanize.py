@@ -23,6 +23,15 @@ def describe_exit(code: int | None) -> str:
     return str(code)
 
 
+def exit_words(code: int | None) -> str:
+    """An exit as a sentence's end: ``exited with code 3``, ``killed by SIGKILL``."""
+    if code is None:
+        return "no exit yet"
+    if code < 0:
+        return f"killed by {describe_exit(code)}"
+    return f"exited with code {code}"
+
+
 def format_duration(seconds: float | None) -> str:
     """Compact uptime: ``45s``, ``12m05s``, ``3h02m``, ``2d04h``; empty when None."""
     if seconds is None:

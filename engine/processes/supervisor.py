@@ -70,7 +70,7 @@ from typing import Any
 
 from ..config import ProcessSpec
 from ..errors import ConsoleError, NoSuchProcess
-from ..humanize import describe_exit
+from ..humanize import exit_words
 from ..logs.store import STDERR, STDOUT, LogStore
 from .guardian import CONSOLE_TAG, PROCESS_TAG, RUN_TAG, signal_pids, tagged_pids
 from .probes import LogMatcher, ProbePool, ProbeSpec, ProbeStatus
@@ -142,6 +142,7 @@ class ProcessInfo:
     reason: str | None = None  # why it is waiting or blocked: "db: ready", "migrate failed ..."
     probes: tuple[ProbeStatus, ...] = ()  # its ready and health probes, as last checked
     last_run: float | None = None  # seconds the last run lasted (None: none ended yet)
+    last_exit: int | None = None  # how the last run ended, kept while the next one runs
 
     @property
     def uptime(self) -> float | None:
@@ -178,6 +179,7 @@ class ProcessInfo:
             "reason": self.reason,
             "probes": [probe.to_dict() for probe in self.probes],
             "last_run": None if self.last_run is None else round(self.last_run, 3),
+            "last_exit": self.last_exit,
             "cmd": self.cmd,
         }
 
@@ -314,6 +316,7 @@ class _Published:
     reason: str | None
     probes: tuple[ProbeStatus, ...]
     last_run: float | None
+    last_exit: int | None
 
 
 @dataclass(slots=True)
@@ -379,6 +382,7 @@ class _Managed:
         self.log_matcher: LogMatcher | None = None  # a log ready probe, until ready
         self.unhealthy = False  # stopped by its health probe: this run counts as failed
         self.last_run: float | None = None
+        self.last_exit: int | None = None
         # The processes this one depends on: (process, condition, the type named in depends_on).
         self.requires: list[tuple[_Managed, str, str]] = []
         self.dependents: list[_Managed] = []
@@ -555,6 +559,7 @@ class Supervisor:
                     reason=p.reason,
                     probes=p.probes,
                     last_run=p.last_run,
+                    last_exit=p.last_exit,
                 )
             )
         return out
@@ -731,7 +736,7 @@ class Supervisor:
         self._guardian = None
         quick = time.monotonic() - guardian.started < GUARDIAN_STABLE_AFTER
         self._guardian_failures = self._guardian_failures + 1 if quick else 1
-        self._replace_guardian(f"the guardian (pid {guardian.pid}) {_exit_words(code)}")
+        self._replace_guardian(f"the guardian (pid {guardian.pid}) {exit_words(code)}")
 
     def _replace_guardian(self, what: str) -> None:
         """Start a guardian now after a first quick death, else after a doubling delay. One
@@ -869,7 +874,7 @@ class Supervisor:
         for other, condition, type_name in managed.requires:
             name = other.spec.name
             if other.state == State.FAILED:
-                return "blocked", f"{name} failed ({_exit_words(other.exit_code)})"
+                return "blocked", f"{name} failed ({exit_words(other.exit_code)})"
             if other.state == State.BLOCKED:
                 return "blocked", f"{name} is blocked ({other.reason})"
             if condition == "completed":
@@ -1154,10 +1159,11 @@ class Supervisor:
         managed.log_matcher = None
         lasted = time.monotonic() - run.started
         managed.last_run = lasted
+        managed.last_exit = code
         name = managed.spec.name
         if managed.stop_requested:
             managed.state = State.STOPPED
-            self._store.append_system(name, f"stopped ({_exit_words(code)})")
+            self._store.append_system(name, f"stopped ({exit_words(code)})")
             self._resolve(managed.stop_waiters, "stopped")
             if managed.start_after_stop and self._running:
                 managed.start_after_stop = False
@@ -1171,7 +1177,7 @@ class Supervisor:
         restart = self._running and (policy == "always" or (policy == "on-failure" and failed))
         if not restart:
             managed.state = State.FAILED if failed else State.EXITED
-            self._store.append_system(name, f"{_exit_words(code)}")
+            self._store.append_system(name, f"{exit_words(code)}")
             self._publish_one(managed)
             return
         quick = lasted < managed.spec.stable_after
@@ -1185,7 +1191,7 @@ class Supervisor:
         )
         managed.generation += 1
         managed.restart_at = time.monotonic() + delay
-        self._store.append_system(name, f"{_exit_words(code)}; restarting in {delay:.1f}s")
+        self._store.append_system(name, f"{exit_words(code)}; restarting in {delay:.1f}s")
         self._schedule_for(managed, delay, lambda: self._auto_restart(managed))
         self._publish_one(managed)
 
@@ -1330,6 +1336,7 @@ class Supervisor:
             managed.reason,
             tuple(probe.status() for probe in managed.probes.values()),
             managed.last_run,
+            managed.last_exit,
         )
         self.version += 1
         if notify:
@@ -1344,9 +1351,3 @@ def _report(message: str) -> None:
     """One line on the console's stderr (under the TUI, Textual captures it)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"lacrimosa: {message}", file=sys.stderr, flush=True)
-
-
-def _exit_words(code: int) -> str:
-    if code < 0:
-        return f"killed by {describe_exit(code)}"
-    return f"exited with code {code}"
