@@ -59,6 +59,15 @@ def explain(info: ProcessInfo, stderr: list[str]) -> dict[str, Any]:
     elif info.state in State.HELD:
         verb = "waits for" if info.state == State.WAITING_FOR_DEPENDENCIES else "is blocked:"
         lines.append(f"{name} has not started: it {verb} {info.reason}")
+    elif info.state == State.FAILED:
+        lines.append(f"{name} failed and is not restarted (restart = {info.restart_policy})")
+    elif info.state == State.EXITED:
+        lines.append(f"{name} completed (exit 0) and is not restarted")
+    elif info.state in State.WAITING:
+        after = "" if info.restart_in is None else f" in {info.restart_in:.1f}s"
+        lines.append(f"{name} is in {info.state}: it restarts{after}")
+    elif info.state == State.STOPPED:
+        lines.append(f"{name} is stopped (on request, or it does not start by itself)")
     else:
         lines.append(f"{name} is {info.state}")
     if info.last_exit is not None:

@@ -1,0 +1,106 @@
+"""``wait`` and ``why`` through the real CLI against a real console (``up --headless``), text and
+``--json``, with their exit codes; and ``ps`` showing readiness and the waiting reason."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from test_cli import _no_console_left_behind, start_console  # noqa: F401
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def project(port: int) -> str:
+    # db listens after 0.5s; migrate runs once db is ready; api waits for both, web for api.
+    listen = (
+        f"import socket, time; time.sleep(0.5); s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('listening', flush=True); "
+        f"time.sleep(300)"
+    )
+    return f"""
+[processes.db]
+cmd = "{PY} -c \\"{listen}\\""
+ready = {{ tcp = "127.0.0.1:{port}", interval = "100ms" }}
+stop_timeout = 2
+
+[processes.migrate]
+cmd = "echo migrated"
+restart = "never"
+depends_on = {{ db = "ready" }}
+
+[processes.api]
+cmd = "sleep 300"
+depends_on = {{ db = "ready", migrate = "completed" }}
+stop_timeout = 2
+
+[processes.broken]
+cmd = "printf 'boom\\\\033[2J\\\\n' >&2; exit 4"
+restart = "never"
+
+[processes.needs_broken]
+cmd = "sleep 300"
+depends_on = {{ broken = "completed" }}
+"""
+
+
+def test_wait_and_why_through_the_cli_with_json(tmp_path: Path) -> None:
+    console = start_console(tmp_path, project(free_port()))
+    # api waits for db (not listening yet) when the console has just started
+    ps = console.run("ps")
+    assert ps.returncode == 0
+    assert "api" in ps.stdout and "READY" in ps.stdout
+
+    began = time.monotonic()
+    waited = console.run("wait", "api", "--timeout", "20s", "--json")
+    assert waited.returncode == 0, waited.stderr
+    result = json.loads(waited.stdout)
+    assert result["outcome"] == "reached" and time.monotonic() - began < 15
+    assert [(p["name"], p["state"], p["ready"]) for p in result["processes"]] == [
+        ("api", "running", True)
+    ]
+
+    why = console.run("why", "db", "--json")
+    assert why.returncode == 0
+    db = json.loads(why.stdout)
+    assert db["healthy"] is True and db["probes"][0]["passing"] is True
+    assert db["summary"][0].startswith("db is healthy: running and ready, up ")
+
+    # the blocked one: why says what it waits on, wait says it never will be there (exit 1)
+    text = console.run("why", "needs_broken")
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0] == (
+        "needs_broken has not started: it is blocked: broken failed (exited with code 4)"
+    )
+    never = console.run("wait", "needs_broken", "api", "--json")
+    assert never.returncode == 1
+    assert json.loads(never.stdout)["blocking"]["name"] == "needs_broken"
+    assert console.run("wait", "needs_broken").stderr.startswith(
+        "lacrimosa: cannot get there: needs_broken is blocked (broken failed"
+    )
+
+    # why shows a failed process's last exit and its stderr, made safe for a terminal
+    broken = console.run("why", "broken")
+    assert "last exit: exited with code 4" in broken.stdout
+    assert "  boom␛[2J" in broken.stdout and "\x1b" not in broken.stdout
+    assert json.loads(console.run("why", "broken", "--json").stdout)["stderr"] == ["boom\x1b[2J"]
+
+    # a timeout is exit 5; an unknown name 3; two conditions at once a usage error
+    late = console.run("wait", "api", "--state", "stopped", "--timeout", "300ms", "--json")
+    assert late.returncode == 5 and json.loads(late.stdout)["outcome"] == "timeout"
+    assert console.run("wait", "nope").returncode == 3
+    assert console.run("why", "nope", "--json").returncode == 3
+    assert console.run("wait", "--ready", "--exited").returncode == 2
+
+    # wait with no name: every autostart process ready; broken failed, so never (1)
+    assert console.run("wait", "--timeout", "5s").returncode == 1
+    assert console.run("wait", "migrate", "--exited").returncode == 0
