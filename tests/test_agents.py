@@ -104,3 +104,4 @@ def test_wait_and_why_through_the_cli_with_json(tmp_path: Path) -> None:
     # wait with no name: every autostart process ready; broken failed, so never (1)
     assert console.run("wait", "--timeout", "5s").returncode == 1
     assert console.run("wait", "migrate", "--exited").returncode == 0
+    assert console.run("wait", "migrate").returncode == 0  # ran to completion: counts as ready

@@ -385,5 +385,8 @@ def test_wait_is_woken_by_state_changes_and_bounded_by_its_timeout(console: Make
     result = c.wait_for(["forever"], "exited", timeout=0.3)
     assert result["outcome"] == "timeout" and result["blocking"]["name"] == "forever"
     assert 0.3 <= time.monotonic() - began < 3
-    assert c.wait_for(["quick"], "ready", timeout=5)["outcome"] == "never"
+    assert c.wait_for(["quick"], "ready", timeout=5)["outcome"] == "reached"  # completed
+    assert c.stop_process("forever") == "stopped"
+    assert c.wait_for(["forever"], "ready", timeout=5)["outcome"] == "never"
+    assert c.start_process("forever") == "started"
     assert c.wait_for(["forever"], "state", "running", timeout=5)["outcome"] == "reached"

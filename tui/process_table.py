@@ -177,6 +177,7 @@ class ProcessTable(DataTable[str | Text]):
         for key, cells in rows:
             cells = {column: _aligned(column, value) for column, value in cells.items()}
             cells["name"] = fit(str(cells["name"]), self._name_width)
+            cells["state"] = _fit_text(cells["state"], self._state_width())
             shown = self._cells.get(key)
             if shown is None:
                 self.add_row(*cells.values(), key=key)
@@ -185,6 +186,10 @@ class ProcessTable(DataTable[str | Text]):
                 if changed:
                     self._update_cells(key, {column: cells[column] for column in changed})
             self._cells[key] = cells
+
+    def _state_width(self) -> int:
+        column = self.columns.get(ColumnKey("state"))
+        return STATE_WIDTH if column is None else column.width
 
     def _fit_state_column(self, wanted: int) -> None:
         """Widen the state column for a waiting reason, as far as the table's width allows
@@ -226,6 +231,13 @@ class ProcessTable(DataTable[str | Text]):
 
 
 _RIGHT_ALIGNED = {key for key, _, _, right in _COLUMNS if right}
+
+
+def _fit_text(value: str | Text, width: int) -> str | Text:
+    """``fit`` for a cell that may be styled text (the style is kept)."""
+    if isinstance(value, Text) and len(value.plain) > width:
+        return Text(fit(value.plain, width), style=value.style)
+    return value if isinstance(value, Text) else fit(value, width)
 
 
 def _looks(value: str | Text) -> tuple[str, str, str]:

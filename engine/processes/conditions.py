@@ -1,8 +1,8 @@
 """What ``wait`` waits for, and ``why`` says: read from a :class:`ProcessInfo`, nothing else.
 
 ``wait`` asks, of each process, whether it is there (``reached``), may still get there
-(``pending``) or never can without someone acting (``never``: failed, blocked, stopped, or
-exited when it was to be ready). ``why`` puts a process's state in a few lines: its last exit
+(``pending``) or never can without someone acting (``never``: failed, blocked, stopped). For
+``ready``, a process that ran to completion (exited 0 and is not restarted) counts as there. ``why`` puts a process's state in a few lines: its last exit
 (code, or signal by name), how long that run lasted, restarts and the next one, the dependency it
 waits on, its failing probe with the last error; a healthy one says so with uptime and probes.
 """
@@ -23,7 +23,9 @@ _FINAL = (State.FAILED, State.BLOCKED, State.STOPPED, State.EXITED)
 def verdict(info: ProcessInfo, until: str, state: str | None = None) -> str:
     """``reached``, ``pending`` or ``never`` for one process and what ``wait`` waits for."""
     if until == "ready":
-        if info.ready and info.state == State.RUNNING:
+        # A one-shot job that ran to completion (exit 0, not restarted) did what it was for:
+        # ``wait`` with no name must not fail on the project's migration.
+        if (info.ready and info.state == State.RUNNING) or info.state == State.EXITED:
             return REACHED
         return NEVER if info.state in _FINAL else PENDING
     if until == "exited":
