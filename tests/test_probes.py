@@ -287,12 +287,13 @@ def test_a_chain_that_succeeds_starts_in_order_and_shuts_down_in_reverse(
 def test_stop_all_stops_dependents_first(console: MakeConsole) -> None:
     c = console("""
         [processes.db]
-        cmd = "trap 'echo db got TERM; exit 0' TERM; while true; do sleep 0.05; done"
+        cmd = "trap 'echo db got TERM; exit 0' TERM; echo up; while true; do sleep 0.05; done"
         [processes.api]
-        cmd = "trap 'sleep 0.2; echo api got TERM; exit 0' TERM; while true; do sleep 0.05; done"
+        cmd = "trap 'sleep 0.2; echo api got TERM; exit 0' TERM; echo up; while true; do sleep 0.05; done"
         depends_on = { db = "started" }
     """)
-    wait_until(lambda: c.process("api").state == "running")
+    # each has set its trap (it said so) before the stop
+    wait_until(lambda: all(info.stdout_lines for info in c.processes()))
     outcomes = dict(c.act("stop", "all"))
     assert outcomes == {"db": "stopped", "api": "stopped"}
     said = [line.text for line in c.query(LogQuery()) if "TERM" in line.text]
