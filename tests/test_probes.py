@@ -166,6 +166,7 @@ def test_a_tcp_server_listening_after_a_delay_is_ready_then_its_dependent_starts
     assert db.ready and db.probes[0].passing
     assert f"ready (tcp 127.0.0.1:{port})" in system_lines(c, "db")
     # started after db was ready: the ready line comes before api's first line
+    wait_until(lambda: c.process("api").stdout_lines)
     lines = list(c.query(LogQuery()))
     ready_id = next(line.id for line in lines if line.text.startswith("ready (tcp"))
     api_id = next(line.id for line in lines if line.text == "api started")
