@@ -262,13 +262,16 @@ def test_a_chain_of_three_with_a_failing_first_leaves_the_others_blocked(
 def test_a_chain_that_succeeds_starts_in_order_and_shuts_down_in_reverse(
     console: MakeConsole,
 ) -> None:
-    # c stops slowly (its TERM trap takes 0.3s): b must not get its signal before c is gone.
+    # Each is ready once it said "up" (its trap is set then); c stops slowly (its TERM trap
+    # takes 0.3s): b must not get its signal before c is gone.
     c = console("""
         [processes.a]
         cmd = "trap 'echo a got TERM; exit 0' TERM; echo a up; while true; do sleep 0.05; done"
+        ready = { log = "a up" }
         [processes.b]
         cmd = "trap 'echo b got TERM; exit 0' TERM; echo b up; while true; do sleep 0.05; done"
-        depends_on = { a = "started" }
+        depends_on = { a = "ready" }
+        ready = { log = "b up" }
         [processes.c]
         cmd = "trap 'sleep 0.3; echo c got TERM; exit 0' TERM; echo c up; while true; do sleep 0.05; done"
         depends_on = { b = "ready" }
@@ -278,9 +281,7 @@ def test_a_chain_that_succeeds_starts_in_order_and_shuts_down_in_reverse(
     wait_until(lambda: all(i.stdout_lines for i in c.processes()))
     c.shutdown()
     order = [
-        line.text
-        for line in c.query(LogQuery(stream=None))
-        if " up" in line.text or "TERM" in line.text
+        line.text for line in c.query(LogQuery(stream=None)) if line.text.endswith((" up", "TERM"))
     ]
     assert order == ["a up", "b up", "c up", "c got TERM", "b got TERM", "a got TERM"]
 
