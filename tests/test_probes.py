@@ -393,3 +393,39 @@ def test_wait_is_woken_by_state_changes_and_bounded_by_its_timeout(console: Make
     assert c.wait_for(["forever"], "ready", timeout=5)["outcome"] == "never"
     assert c.start_process("forever") == "started"
     assert c.wait_for(["forever"], "state", "running", timeout=5)["outcome"] == "reached"
+
+
+def test_up_with_names_starts_what_they_depend_on_too(tmp_path: Path) -> None:
+    from lacrimosa.api.runner import start_only
+
+    path = write_config(
+        tmp_path,
+        """
+        [processes.db]
+        cmd = "true"
+        instances = 2
+        [processes.migrate]
+        cmd = "true"
+        depends_on = ["db"]
+        [processes.api]
+        cmd = "true"
+        depends_on = { migrate = "completed" }
+        [processes.other]
+        cmd = "true"
+        """,
+    )
+    config = start_only(load_config(path), ["api"])
+    started = [name for name, spec in config.processes.items() if spec.autostart]
+    assert started == ["db.1", "db.2", "migrate", "api"]
+
+
+def test_wait_answers_within_milliseconds_of_the_change(console: MakeConsole) -> None:
+    c = console("""
+        [processes.db]
+        cmd = "sleep 0.3; echo accepting; exec sleep 60"
+        ready = { log = "accepting" }
+    """)
+    assert c.wait_for(["db"], timeout=10)["outcome"] == "reached"
+    answered = time.time()
+    ready_line = next(t for t in c.query(LogQuery(stream=SYSTEM)) if t.text.startswith("ready"))
+    assert answered - ready_line.time < 0.1, answered - ready_line.time
