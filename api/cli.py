@@ -25,13 +25,13 @@ import sys
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.fastjson import json_text
-from ..engine.humanize import describe_exit, format_duration, local_clock
+from ..engine.humanize import describe_exit, format_duration, local_clock, local_time
 from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterable
+    from collections.abc import Container, Iterable, Sequence
     from typing import Any
 
     from ..engine.terminal_text import TextMode
@@ -222,6 +222,10 @@ def _one_shot(args: argparse.Namespace) -> int:
         elif args.command == "why":
             result = client.call("why", name=args.name)
             _print(args, result, _why_text(result))
+        elif args.command == "keys":
+            _keys(args, client)
+        elif args.command == "audit":
+            return _audit(args, client)
     return EXIT_OK
 
 
@@ -558,11 +562,119 @@ class _RawLines:
         sys.stdout.buffer.write(out)
 
 
+def _keys(args: argparse.Namespace, client: Any) -> None:
+    """``keys create|list|revoke``: over the owner-only socket, so only the console's user."""
+    if args.keys_command == "create":
+        result = client.call("key_create", scope=args.scope, name=args.name)
+        if args.json:
+            created = ("id", "key", "scopes", "name", "created")
+            _print(args, {field: result[field] for field in created}, "")
+            return
+        # The key alone on stdout, so that KEY=$(lacrimosa keys create ...) works; a word on a
+        # terminal's stderr that it is not shown again.
+        sys.stdout.write(result["key"] + "\n")
+        if sys.stderr.isatty():
+            print(
+                f"lacrimosa: key {result['id']} ({_scope(result)}) created; it is shown only "
+                "this once, only its hash is kept",
+                file=sys.stderr,
+            )
+    elif args.keys_command == "list":
+        result = client.call("key_list")
+        _print(args, result, _keys_text(result["keys"]))
+    else:
+        result = client.call("key_revoke", id=args.id)
+        _print(args, result, f"key {_safe(result['id'])} ({_safe(result['name'])}) revoked")
+
+
+def _scope(key: dict[str, Any]) -> str:
+    """A key's highest scope (each implies the ones before it)."""
+    scopes: list[str] = key["scopes"]
+    return scopes[-1] if scopes else ""
+
+
+def _safe(value: Any) -> str:
+    """A field someone chose (a key's name, a process name asked for): every control visible."""
+    from ..engine.terminal_text import field_safe
+
+    return field_safe(str(value))
+
+
+def _table(rows: Sequence[Sequence[str]], right: Container[int] = ()) -> str:
+    """Rows of cells, each column as wide as its widest cell, two spaces apart; the columns in
+    ``right`` (numbers) aligned right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _keys_text(keys: list[dict[str, Any]]) -> str:
+    if not keys:
+        return "no keys (lacrimosa keys create --scope read|write|admin makes one)"
+    rows = [("ID", "NAME", "SCOPE", "CREATED", "LAST USED")]
+    for key in keys:
+        used = key.get("last_used")
+        rows.append(
+            (
+                _safe(key["id"]),
+                _safe(key["name"]),
+                _scope(key),
+                local_time(key["created"]),
+                local_time(used) if used else "never",
+            )
+        )
+    return _table(rows)
+
+
+def _audit(args: argparse.Namespace, client: Any) -> int:
+    """``audit``: the newest records; ``audit --verify``: the chain checked, exit 1 if broken."""
+    if args.verify:
+        if args.lines is not None or args.since is not None:
+            raise InvalidRequest("--verify checks the whole log: no --lines or --since with it")
+        result = client.call("audit_verify")
+        problems = result["problems"]
+        text = f"audit log intact: {result['records']} records"
+        if problems:
+            text = (
+                f"audit log damaged: {_count(problems, 'problem')} in {result['records']} records"
+            )
+            text += "".join(f"\n  {_safe(problem)}" for problem in problems)
+        _print(args, result, text)
+        if not problems:
+            return EXIT_OK
+        message = f"the audit log failed verification ({_count(problems, 'problem')})"
+        return _fail(args, "failed", message, EXIT_FAILED)
+    request: dict[str, Any] = {}
+    if args.lines is not None:
+        request["lines"] = args.lines
+    if args.since is not None:
+        request["since"] = args.since
+    result = client.call("audit", **request)
+    _print(args, result, _audit_text(result["records"]))
+    return EXIT_OK
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _audit_text(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "no audit records"
+    from ..engine.audit_text import AUDIT_COLUMNS, record_cells
+
+    return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
+
+
 _PS_COLUMNS = (
     *("NAME", "STATE", "READY", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"),
     *("OUT", "ERR", "LINES/S"),
 )
-_PS_NUMERIC = {4, 6, 8, 9, 10}  # right-aligned columns
 
 
 def _ps_text(processes: list[dict[str, Any]]) -> str:
@@ -589,14 +701,7 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 f"{p['lines_per_second']:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_PS_COLUMNS))]
-    return "\n".join(
-        "  ".join(
-            cell.rjust(w) if i in _PS_NUMERIC else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    )
+    return _table(rows, right={4, 6, 8, 9, 10})
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -624,6 +729,9 @@ def _status_text(status: dict[str, Any]) -> str:
             f"{control.get('slow_requests', 0)} slow requests closed"
             + (f"; accept failures: {failures}" if failures else "")
         )
+    audit = status.get("audit")
+    if audit is not None:
+        lines.append(_audit_status_text(audit))
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")
@@ -661,6 +769,18 @@ def _status_text(status: dict[str, Any]) -> str:
         )
     lines.append(f"journal   opened: {journal['opened']}")
     return "\n".join(lines)
+
+
+def _audit_status_text(audit: dict[str, Any]) -> str:
+    """``audit     12 records, head 3f2a9c1e0b7d (path)``, and what went wrong."""
+    text = f"audit     {audit['records']:,} records, head {audit['head'][:12]} ({audit['path']})"
+    if audit.get("torn_at_open"):
+        text += f", {audit['torn_at_open']} torn record cut off at opening"
+    if audit.get("write_errors"):
+        text += f"; {audit['write_errors']:,} NOT WRITTEN"
+    if audit.get("last_error"):
+        text += f" (last error: {audit['last_error']})"
+    return text
 
 
 def _size(count: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..engine.fastjson import json_text
 from ..engine.formation import parse_formation, parse_port
@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
-    up.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API (not yet available)")
+    up.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API here ([http] bind; loopback unless a key exists)",
+    )
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )
@@ -270,7 +274,64 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="a Model Context Protocol server on stdio, for agents (the console of this project)",
     )
+    _add_keys(commands, common, as_json)
+    audit = commands.add_parser(
+        "audit",
+        parents=[common, as_json],
+        help="the newest audit records, oldest first (every control action, from every client)",
+    )
+    audit.add_argument(
+        "-n",
+        "--lines",
+        type=_non_negative_int,
+        metavar="N",
+        help="how many of the newest records (default 20)",
+    )
+    audit.add_argument(
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only records from the last DURATION (30s, 5m, 2h, 1d)",
+    )
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every record's hash chain instead: exit 0 when intact, 1 naming each problem",
+    )
     return parser
+
+
+def _add_keys(
+    commands: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> None:
+    """``keys create|list|revoke``: API keys for the HTTP API, managed over the owner-only
+    socket. ``--json`` goes after the second verb (a subparser's default would overwrite it if
+    given before)."""
+    parents = [common, as_json]
+    keys = commands.add_parser("keys", parents=[common], help="create, list and revoke API keys")
+    verbs = keys.add_subparsers(dest="keys_command", metavar="create|list|revoke")
+    verbs.required = True
+    create = verbs.add_parser(
+        "create",
+        parents=parents,
+        help="a new key, printed once (alone on stdout without --json; only its hash is kept)",
+    )
+    # Checked by the console (engine/keys.py), the one place the scopes are listed.
+    create.add_argument(
+        "--scope",
+        required=True,
+        type=_text,
+        metavar="read|write|admin",
+        help="what it may do: read, write (also read) or admin (also write, and keys)",
+    )
+    create.add_argument("--name", type=_text, metavar="NAME", help="a name to tell it by")
+    verbs.add_parser(
+        "list", parents=parents, help="ids, names, scopes, created and last used (never the key)"
+    )
+    revoke = verbs.add_parser(
+        "revoke", parents=parents, help="revoke a key: it stops working at once"
+    )
+    revoke.add_argument("id", type=_text, metavar="ID")
 
 
 def _env_files(text: str) -> list[str]:

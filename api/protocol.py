@@ -12,6 +12,9 @@ may be overwritten before their chunk is read: they are left out and counted in 
 (present only when not 0), as in a follow batch. ``first_seq`` and ``next_seq`` are the journal's
 bounds when the request was answered (a follow goes on from ``next_seq``).
 
+``events`` with ``after`` (a seq) pages forward instead: the oldest ``lines`` seqs from ``after``
+on, matching ``node``/``stream`` if given, and ``next_seq`` where the next page starts.
+
 Until the console has started, every request but ``ping`` gets a ``starting`` error reply.
 """
 
@@ -733,9 +736,21 @@ def _select_events(console: Console, request: dict[str, Any]) -> _EventSelection
     lines = _integer(request, "lines", DEFAULT_EVENTS, 0, MAX_EVENTS)
     node = _integer(request, "node", None, 0, 2**32 - 1)
     stream = _integer(request, "stream", None, 0, 2**16 - 1)
+    after = _integer(request, "after", None, 0, 2**63 - 1)
+    if after is not None and request.get("follow"):
+        raise InvalidRequest("after cannot be combined with follow")
     journal = sequencer.journal
     # Bounds first: a follow goes on from ``head``, so the reply must hold every event below it.
     tail, head = journal.bounds()
+    if after is not None:
+        # Paging forward: the oldest ``lines`` seqs from ``after`` on (those already overwritten
+        # are gone), and ``next_seq`` where the next page starts.
+        start = max(tail, min(after, head))
+        stop = min(head, start + lines)
+        if node is None and stream is None:
+            return _EventSelection(journal, tail, stop, start, None, None, None)
+        seqs = journal.newest_seqs(lines, node, stream, start, stop)
+        return _EventSelection(journal, tail, stop, 0, seqs, node, stream)
     if node is None and stream is None:
         return _EventSelection(journal, tail, head, max(tail, head - lines), None, None, None)
     seqs = journal.newest_seqs(lines, node, stream, tail, head)

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ..engine.config import Config, parse_address
 from ..engine.console import Console
@@ -20,6 +21,9 @@ from ..engine.paths import resolve_home
 from ..engine.terminal_text import terminal_safe
 from .project import load_project
 from .server import ControlServer
+
+if TYPE_CHECKING:
+    from .http import HttpServer
 
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
 # before the console exits without it (a terminal that is gone or stalled can block it forever).
@@ -41,7 +45,11 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
             config, sequencer=dataclasses.replace(config.sequencer, udp=args.udp)
         )
     if args.http:
-        print("lacrimosa: --http is not available yet; ignoring it", file=sys.stderr)
+        try:
+            parse_address(args.http)
+        except ValueError as exc:
+            raise InvalidRequest(f"--http: {exc}") from None
+        config = dataclasses.replace(config, http=args.http)
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
@@ -49,6 +57,8 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
     console.add_status_section("control", server.stats)
+    notices: list[str] = []
+    http = _start_http(console, server, notices)
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)
@@ -68,16 +78,43 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     try:
         console.start()
         if headless:
+            for notice in notices:
+                print(f"lacrimosa: {notice}", file=sys.stderr, flush=True)
             _run_headless(console)
         else:
             from ..tui.app import run_tui
 
-            run_tui(console)
+            run_tui(console, notices)
     finally:
         console.shutdown()
+        if http is not None:
+            http.close()
         server.close()
         finished.set()
     return 0
+
+
+def _start_http(console: Console, server: ControlServer, notices: list[str]) -> HttpServer | None:
+    """The HTTP API, if the config or --http asks for it (imported only then: it is heavy).
+    Started before the processes: a port in use stops the console before anything runs."""
+    if console.config.http is None:
+        return None
+    from .http import HttpServer
+
+    http = HttpServer(console, console.config.http, console.config.http_metrics_public)
+    try:
+        http.start()
+    except BaseException:
+        server.close()
+        raise
+    console.add_status_section("http", http.stats)
+    notices.append(f"HTTP API on http://{http.address}/api/ (every route but /health needs a key)")
+    if http.first_key is not None:
+        notices.append(
+            f"an admin API key was made and written once to {http.first_key} (mode 0600): "
+            "keep it somewhere safe and delete the file; `lacrimosa keys create` makes more"
+        )
+    return http
 
 
 def start_only(config: Config, targets: list[str]) -> Config:

@@ -15,7 +15,8 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
     logs  name?, lines?, stream?, grep?, since?, after_id?, follow?, raw?, format?
                                               → {"lines": [line, ...], "next_id": N}
                                                 (with format: frames, see below)
-    events  lines?, node?, stream?, follow?   → {"events": [event, ...], "first_seq": N,
+    events  lines?, node?, stream?, after?, follow?
+                                              → {"events": [event, ...], "first_seq": N,
                                                  "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
     shutdown                                  → {"stopping": true}

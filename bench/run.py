@@ -42,6 +42,7 @@ MODULES = (
     "tui_bytes",
     "ingest_readers",
     "small_writes",
+    "http_api",
 )
 TIMEOUT = {True: 120, False: 1200}
 

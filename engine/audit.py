@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import ConsoleError
+
 AUDIT_NAME = "audit.log"  # in the state folder
 GENESIS = "0" * 64  # the ``prev`` of the first record
 MAX_ARGS_BYTES = 4096  # a record's arguments beyond this are replaced by their size
@@ -198,7 +200,12 @@ class AuditLog:
 
     def _open_quietly(self) -> None:
         if self._fd is None and self.path.exists():
-            self._open()
+            try:
+                self._open()
+            except OSError as exc:
+                # count, head and status() answer all the same (status shows the error); the
+                # next record() tries again and counts its failure.
+                self.last_error = f"{self.path}: {exc.strerror or exc}"
 
     def records(self, limit: int = 100, since: float | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` records (at most MAX_RECORDS), oldest first, only those at or
@@ -207,20 +214,23 @@ class AuditLog:
         ``{"damaged": "<its text>"}``."""
         limit = max(0, min(limit, MAX_RECORDS))
         found: list[dict[str, Any]] = []
-        for line in self._lines_backwards():
-            if len(found) >= limit:
-                break
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError
-            except ValueError:
-                found.append({"damaged": line.decode("utf-8", "replace")[:200]})
-                continue
-            stamped = isinstance(record.get("time"), int | float)
-            if since is not None and stamped and record["time"] < since:
-                break
-            found.append(record)
+        try:
+            for line in self._lines_backwards():
+                if len(found) >= limit:
+                    break
+                try:
+                    record = json.loads(line)
+                    if not isinstance(record, dict):
+                        raise ValueError
+                except ValueError:
+                    found.append({"damaged": line.decode("utf-8", "replace")[:200]})
+                    continue
+                stamped = isinstance(record.get("time"), int | float)
+                if since is not None and stamped and record["time"] < since:
+                    break
+                found.append(record)
+        except OSError as exc:  # not a file that can be read (a folder, an I/O error)
+            raise self._unreadable(exc) from None
         found.reverse()
         return found
 
@@ -255,6 +265,8 @@ class AuditLog:
             f = open(self.path, "rb")  # noqa: SIM115 - closed below, read line by line
         except FileNotFoundError:
             return AuditCheck(0, [])
+        except OSError as exc:
+            raise self._unreadable(exc) from None
         with f:
             for number, raw in enumerate(f, 1):
                 count += 1
@@ -285,6 +297,9 @@ class AuditLog:
                     )
                 prev, seq = stated_hash, stated_seq
         return AuditCheck(count, problems)
+
+    def _unreadable(self, exc: OSError) -> ConsoleError:
+        return ConsoleError(f"cannot read the audit log {self.path}: {exc.strerror or exc}")
 
     def status(self) -> dict[str, Any]:
         """For ``status``: how many records, the newest hash, and what went wrong."""

@@ -118,7 +118,9 @@ class Config:
     log_budget_bytes: int = DEFAULT_LOG_BUDGET
     max_line_bytes: int = 64 << 10
     sequencer: SequencerSettings = field(default_factory=lambda: SequencerSettings())
-    http: str | None = None
+    http: str | None = None  # [http] bind: "HOST:PORT" of the HTTP API; None: no HTTP API
+    # [http] metrics_public: /metrics answers without a key (a scraper on a trusted network).
+    http_metrics_public: bool = False
     # Problems that did not stop the config from loading (Procfile lines skipped), each
     # "file:line: what"; shown by ps, the TUI and a headless console.
     warnings: tuple[str, ...] = ()
@@ -364,8 +366,13 @@ def _load_toml(path: Path, text: str) -> Config:
         raise ConfigError(
             path, locate("logs", "max_line"), "logs.max_line must be between 256B and 512KiB"
         )
-    http = _table(path, locate, data, "http", {"bind"})
+    http = _table(path, locate, data, "http", {"bind", "metrics_public"})
     bind = _address(path, locate, http, "http", "bind")
+    metrics_public = http.get("metrics_public", False)
+    if not isinstance(metrics_public, bool):
+        raise ConfigError(
+            path, locate("http", "metrics_public"), "http.metrics_public: expected true or false"
+        )
     return Config(
         path=path,
         processes=processes,
@@ -373,6 +380,7 @@ def _load_toml(path: Path, text: str) -> Config:
         max_line_bytes=max_line,
         sequencer=_sequencer_settings(path, locate, data),
         http=bind,
+        http_metrics_public=metrics_public,
     )
 
 

@@ -25,7 +25,7 @@ from .formation import select
 from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
 from .logs.store import STDERR, LogStore, StoreSnapshot
-from .processes.conditions import NEVER, PENDING, REACHED, UNTIL, explain, verdict
+from .processes.conditions import NEVER, PENDING, REACHED, STATES, UNTIL, explain, verdict
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
@@ -164,8 +164,8 @@ class Console:
         verdict, and ``blocking``: the first that can never get there or is still pending."""
         if until not in UNTIL:
             raise InvalidRequest(f"until must be one of {', '.join(UNTIL)}")
-        if until == "state" and not state:
-            raise InvalidRequest("waiting for a state needs the state")
+        if until == "state" and state not in STATES:
+            raise InvalidRequest(f"state must be one of {', '.join(STATES)}")
         if not 0 <= timeout <= MAX_WAIT:
             raise InvalidRequest(f"timeout must be from 0 to {MAX_WAIT:.0f} seconds")
         if targets:

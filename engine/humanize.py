@@ -66,3 +66,8 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d)")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
+def local_time(seconds: float) -> str:
+    """``YYYY-MM-DD hh:mm:ss`` in local time (audit records and key times: they span days)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))

@@ -81,3 +81,19 @@ def terminal_safe(text: str, mode: TextMode = "color") -> str:
     elif len(pieces) > 1:
         pieces.append(SGR_RESET)
     return "".join(pieces)
+
+
+# For one-line fields, tab and newline too: a field holds no layout of its own.
+_FIELD_CONTROLS = {**VISIBLE_CONTROLS, 0x09: chr(0x2409), 0x0A: chr(0x240A)}
+
+
+def field_safe(text: str) -> str:
+    """A one-line field someone chose (a process name asked for, a key's name, an audit record's
+    target) as it may be shown in a table cell: every control character visible and inert, colours
+    included (``ESC [ 31 m`` shows as ``␛[31m``: what was sent, not what it would look like), and
+    tab and newline as ``␉`` and ``␊`` so that the field stays on its row."""
+    return (
+        text.translate(_FIELD_CONTROLS)
+        if _NEEDS_WORK.search(text) or "\t" in text or "\n" in text
+        else text
+    )

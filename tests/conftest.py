@@ -72,3 +72,19 @@ def shutdown_within(console: Console, timeout: float) -> None:
         raise AssertionError(f"console.shutdown() did not return within {timeout}s")
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def served(console: Callable[..., Console]) -> Iterator[Callable[..., object]]:
+    """A factory: ``served(config_text=http_helpers.TICKER, metrics_public=False)`` → a started
+    console serving the HTTP API on 127.0.0.1:0, with its first admin key (http_helpers.Served).
+    Imported here only when used: the HTTP stack is heavy for the tests that do not need it."""
+    from http_helpers import TICKER, Served, close_all, serve
+
+    made: list[Served] = []
+
+    def make(text: str = TICKER, metrics_public: bool = False) -> Served:
+        return serve(console(text), made, metrics_public)
+
+    yield make
+    close_all(made)

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from test_cli import _no_console_left_behind, start_console  # noqa: F401
 
@@ -105,3 +106,27 @@ def test_wait_and_why_through_the_cli_with_json(tmp_path: Path) -> None:
     assert console.run("wait", "--timeout", "5s").returncode == 1
     assert console.run("wait", "migrate", "--exited").returncode == 0
     assert console.run("wait", "migrate").returncode == 0  # ran to completion: counts as ready
+
+
+def test_wait_and_why_over_http(served: Any) -> None:
+    s = served("""
+        [processes.db]
+        cmd = "sleep 0.3; echo accepting; exec sleep 60"
+        ready = { log = "accepting" }
+        [processes.api]
+        cmd = "exec sleep 60"
+        depends_on = { db = "ready" }
+    """)
+    client = s.client(s.key("read"))
+    waited = client.get("/api/wait", params={"name": ["api", "db"], "timeout": "10s"}).json()
+    assert waited["ok"] and waited["result"]["outcome"] == "reached"
+    late = client.get(
+        "/api/wait", params={"until": "state", "state": "stopped", "timeout": "100ms"}
+    )
+    assert late.json()["result"]["outcome"] == "timeout"
+    why = client.get("/api/processes/db/why").json()["result"]
+    assert why["healthy"] and why["probes"][0]["probe"] == "log accepting"
+    assert client.get("/api/processes/nope/why").status_code == 404
+    assert client.get("/api/wait", params={"timeout": "soon"}).status_code == 400
+    unknown = client.get("/api/wait", params={"until": "state", "state": "asleep"})
+    assert unknown.status_code == 400 and "state must be one of running" in unknown.text

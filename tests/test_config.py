@@ -68,6 +68,10 @@ TOML_ERRORS = {
         "unknown key 'colour'",
     ),
     "bad http bind": (HEAD + '[http]\nbind = "localhost"  # <-\n', "HOST:PORT"),
+    "metrics_public not a boolean": (
+        HEAD + '[http]\nbind = "127.0.0.1:0"\nmetrics_public = "yes"  # <-\n',
+        "true or false",
+    ),
     "bad udp port": (HEAD + '[sequencer]\nudp = "127.0.0.1:99999"  # <-\n', "bad port"),
     "sequencer not a table": ('sequencer = "127.0.0.1:9000"  # <-\n' + HEAD, "must be a table"),
     # Values that used to end in a traceback instead of file:line: reason.
@@ -248,7 +252,7 @@ def test_a_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, '[processes.web]\ncmd = "x"\n'))
     assert config.log_budget_bytes == DEFAULT_LOG_BUDGET
     assert config.max_line_bytes == 64 << 10
-    assert (config.udp, config.http) == (None, None)
+    assert (config.udp, config.http, config.http_metrics_public) == (None, None, False)
     assert config.processes["web"].restart in RESTART_POLICIES
 
 

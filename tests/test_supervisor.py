@@ -554,8 +554,10 @@ ESCAPEE = """
 
 def escaped_pids(c: Console, name: str) -> list[int]:
     """Processes of ``name`` in another session than its leader (they left the group)."""
-    leader = c.process(name).pid
-    return [pid for pid in tagged_pids(c.supervisor.token, name) if os.getsid(pid) != leader]
+    info = c.process(name)  # tagged with the instance name (escapee.1), as its PS says
+    return [
+        pid for pid in tagged_pids(c.supervisor.token, info.instance) if os.getsid(pid) != info.pid
+    ]
 
 
 def test_a_descendant_that_left_its_group_goes_on_stop_and_on_shutdown(

@@ -1,5 +1,5 @@
-"""The lacrimosa TUI: process table, live log view, live filter, one-key process control, and
-the sequencer's Overview and Events views.
+"""The lacrimosa TUI: process table, live log view, live filter, one-key process control, the
+sequencer's Overview and Events views, and the Audit view.
 
 It runs in the console's own process and reads the engine only from its own timer and workers:
 a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
@@ -7,11 +7,11 @@ fast processes write, the UI does a bounded amount of work per second and engine
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
 workers and report back with notifications.
 
-Three views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
-tui/overview.py) and ``3`` (Events, tui/events_view.py); a hidden view keeps its state. The log
-view's keys are the app's bindings, disabled (and left out of the footer) while another view is
-shown; the other views carry their own. The poll refreshes the log view's data whichever view is
-shown, and the Overview or Events view only while it is the one shown.
+Four views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
+tui/overview.py), ``3`` (Events, tui/events_view.py) and ``4`` (Audit, tui/audit_view.py); a
+hidden view keeps its state. The log view's keys are the app's bindings, disabled (and left out
+of the footer) while another view is shown; the other views carry their own. The poll refreshes
+the log view's data whichever view is shown, and the other views only while shown.
 
 The log view, top to bottom: the process table (as tall as the process list, at most a third of
 the screen), a status line, the log view, the filter input (shown while filtering); the key footer
@@ -21,6 +21,7 @@ is below every view.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -37,6 +38,7 @@ from ..engine.console import Console
 from ..engine.errors import LacrimosaError
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
+from .audit_view import AuditView
 from .events_view import EventsView
 from .line_detail import describe_line
 from .log_pane import LogPane
@@ -58,7 +60,7 @@ LOG_RELOAD_INTERVAL_HIDDEN = 1.0
 TUI_USER = Actor.local("tui")  # who the TUI's actions are recorded as, in the audit log
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
-VIEWS = ("logs", "overview", "events")
+VIEWS = ("logs", "overview", "events", "audit")
 VIEW_KEYS = Binding.Group("views", compact=True)
 # The app's actions that act on the log view: only enabled while it is shown.
 LOG_VIEW_ACTIONS = frozenset(
@@ -157,15 +159,17 @@ class LacrimosaApp(App[None]):
         Binding("enter", "toggle_line_detail", show=False),
         Binding("shift+up", "step_line(-1)", show=False),
         Binding("shift+down", "step_line(1)", show=False),
-        # One compact footer entry ("123 views"): the log view's footer is nearly full at 80 columns.
+        # One compact footer entry ("1234 views"): the log view's footer is nearly full at 80 columns.
         Binding("1", "show_view('logs')", "logs", group=VIEW_KEYS),
         Binding("2", "show_view('overview')", "overview", group=VIEW_KEYS),
         Binding("3", "show_view('events')", "events", group=VIEW_KEYS),
+        Binding("4", "show_view('audit')", "audit", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, notices: Sequence[str] = ()) -> None:
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
+        self._notices = tuple(notices)  # said once, when the app is up (where a key was written)
         names = [info.name for info in console.processes()]
         self._name_colours = {
             name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
@@ -182,7 +186,7 @@ class LacrimosaApp(App[None]):
         self._view = "logs"
         self._view_focus: dict[str, Widget | None] = {}  # what had the focus in a hidden view
         self._warnings_shown: set[str] = set()  # kinds of console warning already notified
-        self._warnings_key: tuple[bool, int, int] | None = None
+        self._warnings_key: tuple[bool, int, int, int] | None = None
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class LacrimosaApp(App[None]):
                 )
             yield OverviewView(self.engine, id="overview")
             yield EventsView(self.engine, id="events")
+            yield AuditView(self.engine, id="audit")
         yield Footer(compact=True)
 
     @property
@@ -233,8 +238,12 @@ class LacrimosaApp(App[None]):
         return self.query_one("#events", EventsView)
 
     @property
+    def audit_view(self) -> AuditView:
+        return self.query_one("#audit", AuditView)
+
+    @property
     def view(self) -> str:
-        """The view shown: "logs", "overview" or "events"."""
+        """The view shown: "logs", "overview", "events" or "audit"."""
         return self._view
 
     def on_mount(self) -> None:
@@ -242,6 +251,8 @@ class LacrimosaApp(App[None]):
         self.process_table.focus()
         self._apply_query()
         self.set_interval(POLL_INTERVAL, self._poll)
+        for notice in self._notices:
+            self.notify(notice, timeout=30, markup=False)
 
     # -- reading the engine ------------------------------------------------------------------------
 
@@ -274,33 +285,38 @@ class LacrimosaApp(App[None]):
 
     def _notify_warnings(self) -> None:
         """Console-level problems (Procfile lines skipped, a sequencer that stopped or lost
-        events, a repaired journal): one notification each, the first time they are seen."""
+        events, a repaired journal, audit records not written): one notification each, the
+        first time they are seen."""
         sequencer = self.engine.sequencer
-        # The config's warnings never change: without a sequencer, one look is enough.
+        # The config's warnings never change: they are seen at the first look.
         key = (
-            (sequencer.failure is not None, sequencer.ingest_errors, sequencer.restarts)
-            if sequencer is not None
-            else (False, 0, 0)
+            sequencer is not None and sequencer.failure is not None,
+            sequencer.ingest_errors if sequencer is not None else 0,
+            sequencer.restarts if sequencer is not None else 0,
+            self.engine.audit.write_errors,
         )
         if key == self._warnings_key:
             return
         self._warnings_key = key
         for warning in self.engine.warnings():
-            # Counts change as more is lost: notify again only for a new kind of problem.
-            kind = " ".join(warning.split()[:4])
+            # Counts change as more is lost: notify again only for a new kind of problem (its
+            # first words, counts left out: "3 audit records could not be written").
+            kind = " ".join(word for word in warning.split()[:4] if not word[:1].isdigit())
             if kind not in self._warnings_shown:
                 self._warnings_shown.add(kind)
                 self.notify(warning, severity="error", timeout=30, markup=False)
 
     def _poll_view(self, force: bool = False) -> None:
-        """Refresh the Overview or Events view if it is shown (each does nothing if nothing
-        it shows changed)."""
+        """Refresh the Overview, Events or Audit view if it is shown (each does nothing if
+        nothing it shows changed)."""
         if self._quitting:
             return  # the journal is about to be closed
         if self._view == "overview":
             self.overview.poll(force)
         elif self._view == "events":
             self.events_view.poll()
+        elif self._view == "audit":
+            self.audit_view.poll()
 
     # -- views -----------------------------------------------------------------------------------
 
@@ -317,6 +333,8 @@ class LacrimosaApp(App[None]):
             self.process_table.focus()
         elif view == "overview":
             self.overview.focus()
+        elif view == "audit":
+            self.audit_view.focus_default()
         else:
             self.events_view.focus_default()
         self.refresh_bindings()
@@ -563,6 +581,7 @@ class LacrimosaApp(App[None]):
             return
         self._quitting = True
         self.events_view.release()  # the journal is closed by the shutdown
+        self.audit_view.release()  # and the audit log
         self._update_status()
         self.notify("stopping processes…", markup=False)
         self._shutdown_console()
@@ -578,13 +597,13 @@ class LacrimosaApp(App[None]):
             self.call_from_thread(self.exit)
 
 
-def run_tui(console: Console) -> None:
+def run_tui(console: Console, notices: Sequence[str] = ()) -> None:
     """Run the TUI on ``console`` (already started) until the user quits.
 
     Quitting stops every process first. If the app ends any other way (a crash), the processes
     are stopped here all the same: nothing may outlive the console.
     """
     try:
-        LacrimosaApp(console).run()
+        LacrimosaApp(console, notices).run()
     finally:
         console.shutdown()  # idempotent; a no-op after a normal quit

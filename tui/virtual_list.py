@@ -1,7 +1,11 @@
-"""What the two virtual lists, the log pane and the events list, have in common.
+"""What the virtual lists, the log pane, the events list and the audit list, have in common.
 
 :class:`FollowingScrollView` follows the end of its content until the user scrolls up with the
 wheel or the scrollbar. What following keeps in view, and which keys stop it, is up to each widget.
+
+:class:`CursorList` adds a cursor row moved by the keys, which turn following off (End turns it
+back on, with the cursor on the last row). The audit list is one; the events list has the same
+keys written out on its own (it came first), and could become one.
 
 :class:`OneBuildAtATime` rebuilds a widget's content in a thread worker, because a build may scan
 much stored data and must not stall the app's thread. At most one build is in flight: requests
@@ -16,11 +20,15 @@ from math import ceil
 
 from rich.segment import Segment
 from textual import events
+from textual.binding import Binding
 from textual.geometry import Offset, Region, Size
+from textual.message import Message
 from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollBar, ScrollTo, ScrollUp
 from textual.widget import Widget
+
+CURSOR_COMPONENT = "cursor-list--cursor"  # the style of a CursorList's cursor row
 
 # What a scrollbar draws: its size, hover and grab states, and its cells.
 _Looks = tuple[Size, bool, Offset | None, tuple[Segment, ...]]
@@ -117,6 +125,99 @@ class FollowingScrollView(ScrollView):
     def on_scroll_to(self, event: ScrollTo) -> None:  # a drag of the scrollbar thumb
         if event.y is not None and event.y < self.max_scroll_y:
             self.follow = False
+
+
+class CursorList(FollowingScrollView, can_focus=True):
+    """A FollowingScrollView of ``row_count`` rows with a cursor row (``cursor``).
+
+    Subclasses give ``row_count``, render the cursor row with CURSOR_COMPONENT's style in
+    ``render_line``, and post :class:`CursorList.Changed` when their rows change."""
+
+    COMPONENT_CLASSES = {CURSOR_COMPONENT}
+
+    DEFAULT_CSS = """
+    CursorList {
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+        & > .cursor-list--cursor {
+            background: $block-cursor-blurred-background;
+        }
+        &:focus > .cursor-list--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+
+    BINDINGS = [
+        Binding("up,k", "move(-1)", show=False),
+        Binding("down,j", "move(1)", show=False),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home", "first", show=False),
+        Binding("end", "last", show=False),
+    ]
+
+    class Changed(Message):
+        """The rows, the cursor or the follow state changed (for a status line, a detail)."""
+
+    cursor = 0  # a row
+
+    @property
+    def row_count(self) -> int:
+        raise NotImplementedError
+
+    def move_cursor(self, row: int) -> None:
+        self.follow = False
+        row = min(max(row, 0), max(self.row_count - 1, 0))
+        if row != self.cursor:
+            self.cursor = row
+            self.refresh()
+        self._show_cursor()
+        self.post_message(self.Changed())
+
+    def _show_cursor(self) -> None:
+        height = max(self.size.height, 1)
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            last = max(self.row_count - 1, 0)
+            if last != self.cursor:
+                self.cursor = last
+                self.refresh()
+            self._scroll_to_end()
+        self.post_message(self.Changed())
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, self.row_count)
+        if self.follow:
+            self._scroll_to_end()
+        else:
+            self._show_cursor()
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and round(self.scroll_y) + offset.y < self.row_count:
+            self.move_cursor(round(self.scroll_y) + offset.y)
+
+    def action_move(self, step: int) -> None:
+        self.move_cursor(self.cursor + step)
+
+    def action_page(self, step: int) -> None:
+        self.move_cursor(self.cursor + step * max(self.size.height - 1, 1))
+
+    def action_first(self) -> None:
+        self.move_cursor(0)
+
+    def action_last(self) -> None:
+        self.follow = True
 
 
 class OneBuildAtATime:

@@ -15,6 +15,10 @@ from ..humanize import exit_words, format_duration
 from .supervisor import ProcessInfo, State
 
 UNTIL = ("ready", "exited", "state")  # wait --ready (the default), --exited, --state S
+STATES = (  # what --state takes
+    *(State.RUNNING, State.STOPPING, State.STOPPED, State.EXITED, State.FAILED),
+    *(State.BACKOFF, State.CRASH_LOOP, State.WAITING_FOR_DEPENDENCIES, State.BLOCKED),
+)
 REACHED, PENDING, NEVER = "reached", "pending", "never"
 # States a process stays in until someone acts (start, restart), by the wait that cannot end.
 _FINAL = (State.FAILED, State.BLOCKED, State.STOPPED, State.EXITED)

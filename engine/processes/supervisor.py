@@ -143,6 +143,9 @@ class ProcessInfo:
     probes: tuple[ProbeStatus, ...] = ()  # its ready and health probes, as last checked
     last_run: float | None = None  # seconds the last run lasted (None: none ended yet)
     last_exit: int | None = None  # how the last run ended, kept while the next one runs
+    # How many runs ended with each exit status (negative: killed by that signal), since the
+    # console started: (status, count) pairs, for /metrics.
+    exits: tuple[tuple[int, int], ...] = ()
 
     @property
     def uptime(self) -> float | None:
@@ -317,6 +320,7 @@ class _Published:
     probes: tuple[ProbeStatus, ...]
     last_run: float | None
     last_exit: int | None
+    exits: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -365,6 +369,7 @@ class _Managed:
         self.started_at: float | None = None
         self.restarts = 0
         self.exit_code: int | None = None
+        self.exits: dict[int, int] = {}  # runs ended, by exit status (at most one per status)
         self.failures = 0  # quick failures in a row
         self.restart_at: float | None = None  # monotonic
         self.generation = 0  # bumps on every start/stop decision; stale timers compare it
@@ -560,6 +565,7 @@ class Supervisor:
                     probes=p.probes,
                     last_run=p.last_run,
                     last_exit=p.last_exit,
+                    exits=p.exits,
                 )
             )
         return out
@@ -1157,6 +1163,7 @@ class Supervisor:
         managed.exit_code = code
         managed.ready = False
         managed.log_matcher = None
+        managed.exits[code] = managed.exits.get(code, 0) + 1
         lasted = time.monotonic() - run.started
         managed.last_run = lasted
         managed.last_exit = code
@@ -1337,6 +1344,7 @@ class Supervisor:
             tuple(probe.status() for probe in managed.probes.values()),
             managed.last_run,
             managed.last_exit,
+            tuple(sorted(managed.exits.items())),
         )
         self.version += 1
         if notify:
