@@ -671,9 +671,10 @@ def _audit_text(records: list[dict[str, Any]]) -> str:
     return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
 
 
+# READY and HEALTH last: the columns before them kept their places when they came.
 _PS_COLUMNS = (
-    *("NAME", "STATE", "READY", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"),
-    *("OUT", "ERR", "LINES/S"),
+    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S"),
+    *("READY", "HEALTH"),
 )
 
 
@@ -690,8 +691,6 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
             (
                 p["name"],
                 state,
-                ready,
-                p.get("health") or "",
                 str(p["pid"] or ""),
                 format_duration(p["uptime"]),
                 str(p["restarts"]),
@@ -699,9 +698,11 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 str(p["stdout_lines"]),
                 str(p["stderr_lines"]),
                 f"{p['lines_per_second']:.1f}",
+                ready,
+                p.get("health") or "",
             )
         )
-    return _table(rows, right={4, 6, 8, 9, 10})
+    return _table(rows, right={2, 4, 6, 7, 8})
 
 
 def _status_text(status: dict[str, Any]) -> str:
