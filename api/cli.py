@@ -66,6 +66,7 @@ _FAST_VERBS = {
     "start": True,
     "stop": True,
     "restart": True,
+    "why": True,
 }
 _FAST_OPTIONS = {"--home": "home", "-f": "file", "--file": "file"}  # each takes a value
 

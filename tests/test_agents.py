@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers import pid_alive, wait_until
 from test_cli import _no_console_left_behind, start_console  # noqa: F401
 
 PY = sys.executable
@@ -130,3 +131,24 @@ def test_wait_and_why_over_http(served: Any) -> None:
     assert client.get("/api/wait", params={"timeout": "soon"}).status_code == 400
     unknown = client.get("/api/wait", params={"until": "state", "state": "asleep"})
     assert unknown.status_code == 400 and "state must be one of running" in unknown.text
+
+
+def test_an_exec_probe_running_when_the_console_is_killed_does_not_outlive_it(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "probe.pid"
+    console = start_console(
+        tmp_path,
+        f"""
+[processes.slow]
+cmd = "exec sleep 300"
+ready = {{ exec = "echo $$ > {pids}; exec sleep 300", timeout = "5m", interval = "5m" }}
+""",
+    )
+    wait_until(lambda: pids.exists() and pids.read_text().strip())
+    probe = int(pids.read_text())
+    assert pid_alive(probe)
+    console.proc.kill()  # SIGKILL: no cleanup of its own; the guardian has the probe's group
+    console.proc.wait(10)
+    console.proc.communicate()
+    wait_until(lambda: not pid_alive(probe), timeout=15)

@@ -22,7 +22,12 @@ from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConfigError
 from lacrimosa.engine.logs.query import LogQuery
 from lacrimosa.engine.logs.store import SYSTEM
-from lacrimosa.engine.processes.probes import MAX_PROBE_WORKERS
+from lacrimosa.engine.processes.probes import (
+    LOG_MATCH_TAIL,
+    MAX_ERROR_CHARS,
+    MAX_PROBE_WORKERS,
+    LogMatcher,
+)
 
 PY = sys.executable
 MakeConsole = Callable[..., Console]
@@ -429,3 +434,24 @@ def test_wait_answers_within_milliseconds_of_the_change(console: MakeConsole) ->
     answered = time.time()
     ready_line = next(t for t in c.query(LogQuery(stream=SYSTEM)) if t.text.startswith("ready"))
     assert answered - ready_line.time < 0.1, answered - ready_line.time
+
+
+def test_a_log_probe_keeps_a_bounded_tail_and_matches_across_chunks() -> None:
+    matcher = LogMatcher("^ready to accept")
+    assert not matcher.feed(1, b"x" * (1 << 20))  # a megabyte without a newline
+    assert all(len(tail) <= LOG_MATCH_TAIL for tail in matcher._tails.values())
+    assert not matcher.feed(1, b"\nready to ")
+    assert matcher.feed(1, b"accept connections\n")
+    assert not LogMatcher("^ready").feed(2, b"not ready\n")
+
+
+def test_an_exec_probe_error_is_cut_to_its_bound(console: MakeConsole) -> None:
+    c = console("""
+        [processes.noisy]
+        cmd = "exec sleep 60"
+        ready = { exec = "head -c 50000000 /dev/zero | tr '\\\\0' 0 >&2; exit 1", interval = "5m" }
+    """)
+    wait_until(lambda: c.process("noisy").probes[0].last_error)
+    error = c.process("noisy").probes[0].last_error or ""
+    # 50 MB on stderr in one line: read as it came, its last 4 KiB kept, the error cut to 300
+    assert len(error) == MAX_ERROR_CHARS and "exited with 1: 0000" in error

@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ DEFAULT_FAILURES = 3  # health failures in a row before the process is restarted
 MAX_PROBE_WORKERS = 4  # threads answering tcp/http/exec probes, for every process together
 MAX_ERROR_CHARS = 300  # of a probe's last error, as kept and shown
 LOG_MATCH_TAIL = 4096  # bytes of an unfinished line kept to match with the next chunk
+EXEC_STDERR_TAIL = 4096  # bytes of an exec probe's stderr kept (its last line is the error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +107,19 @@ def check_http(target: str, timeout: float) -> None:
         raise ProbeFailed(f"GET {target}: HTTP {response.status_code}")
 
 
+GroupHook = Callable[[int], None]
+
+
 def check_exec(
-    command: str, timeout: float, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    command: str,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    groups: tuple[GroupHook, GroupHook] | None = None,
 ) -> None:
-    """Run ``command`` in its own process group; the whole group is killed at the timeout."""
+    """Run ``command`` in its own process group; the whole group is killed at the timeout.
+    ``groups``: (register, unregister) for the group, so that the guardian kills it if the
+    console dies while it runs (the pool thread that would kill it dies too)."""
     try:
         child = subprocess.Popen(
             ["/bin/sh", "-c", command],
@@ -121,16 +133,33 @@ def check_exec(
         )
     except (OSError, ValueError) as exc:
         raise ProbeFailed(f"could not run {command!r}: {exc}") from None
+    if groups is not None:
+        groups[0](child.pid)
+    assert child.stderr is not None
+    err = b""  # its last EXEC_STDERR_TAIL bytes: what it says is read as it comes, kept bounded
+    deadline = time.monotonic() + timeout
     try:
-        _, err = child.communicate(timeout=timeout)
+        with selectors.DefaultSelector() as selector:
+            selector.register(child.stderr.fileno(), selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(command, timeout)
+                if selector.select(left):
+                    chunk = os.read(child.stderr.fileno(), 1 << 16)
+                    if not chunk:  # everything that held its stderr is done with it
+                        break
+                    err = (err + chunk)[-EXEC_STDERR_TAIL:]
+        child.wait(max(deadline - time.monotonic(), 0.0))
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
         raise ProbeFailed(f"{command!r} did not finish within {timeout:g}s") from None
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)  # whatever it left behind in its group
+            os.killpg(child.pid, signal.SIGKILL)  # at the timeout, or what it left behind
+        child.stderr.close()
+        child.wait()  # SIGKILLed if it was still running: reaped at once
+        if groups is not None:
+            groups[1](child.pid)
     if child.returncode != 0:
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
         said = f": {last[0]}" if last else ""
@@ -140,8 +169,13 @@ def check_exec(
 class ProbePool:
     """A few threads running tcp/http/exec attempts; ``run`` never blocks its caller."""
 
-    def __init__(self, workers: int = MAX_PROBE_WORKERS) -> None:
+    def __init__(
+        self,
+        workers: int = MAX_PROBE_WORKERS,
+        groups: tuple[GroupHook, GroupHook] | None = None,
+    ) -> None:
         self._workers = workers
+        self._groups = groups  # see check_exec
         self._pool: ThreadPoolExecutor | None = None
 
     def run(
@@ -164,7 +198,7 @@ class ProbePool:
                 elif spec.kind == "http":
                     check_http(spec.target, spec.timeout)
                 else:
-                    check_exec(spec.target, spec.timeout, cwd, env)
+                    check_exec(spec.target, spec.timeout, cwd, env, self._groups)
             except ProbeFailed as exc:
                 error = str(exc)
             except Exception as exc:  # a probe's bug must still come back as a failed attempt

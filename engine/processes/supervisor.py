@@ -418,7 +418,8 @@ class Supervisor:
                     if other.spec.process_type == type_name:
                         managed.requires.append((other, condition, type_name))
                         other.dependents.append(managed)
-        self._probes = ProbePool()
+        # exec probes' process groups go to the guardian like the processes' own
+        self._probes = ProbePool(groups=(self.add_group, self.remove_group))
         self._dirty = False  # something changed: pending starts and held stops to look at again
         self._selector = selectors.DefaultSelector()
         # Every pipe is read into this one buffer (loop thread only), instead of a new bytes of up
