@@ -209,11 +209,18 @@ class Console:
 
     def why(self, name: str) -> dict[str, Any]:
         """Why ``name`` is in its state, in a few lines and in fields (see conditions.explain)."""
-        info = self.process(name)
+        infos = {info.name: info for info in self.processes()}
+        if name not in infos:
+            raise NoSuchProcess(name, list(infos))
         view = self.query(LogQuery(processes=(name,), stream=STDERR))
         total = len(view)
         stderr = [line.text for line in view.lines(max(total - WHY_STDERR_LINES, 0), total)]
-        return explain(info, stderr)
+        dependencies = [
+            infos[other]
+            for type_name in self.config.processes[name].depends_on
+            for other in self.select(type_name)
+        ]
+        return explain(infos[name], stderr, dependencies)
 
     @property
     def version(self) -> tuple[int, int]:

@@ -455,3 +455,24 @@ def test_an_exec_probe_error_is_cut_to_its_bound(console: MakeConsole) -> None:
     error = c.process("noisy").probes[0].last_error or ""
     # 50 MB on stderr in one line: read as it came, its last 4 KiB kept, the error cut to 300
     assert len(error) == MAX_ERROR_CHARS and "exited with 1: 0000" in error
+
+
+def test_depending_on_a_type_waits_for_every_instance(console: MakeConsole) -> None:
+    # db.1 (PORT 5000) is ready after 0.2s, db.2 (PORT 5001) after 0.8s
+    c = console("""
+        [processes.db]
+        cmd = "sleep 0.$((PORT % 2 * 6 + 2)); echo accepting; exec sleep 60"
+        instances = 2
+        ready = { log = "accepting" }
+        [processes.api]
+        cmd = "exec sleep 60"
+        depends_on = { db = "ready" }
+    """)
+    assert c.process("api").reason == "db: ready"
+    why = c.why("api")["summary"]
+    assert why[0] == "api has not started: it waits for db: ready"
+    assert why[1:3] == ["  db.1: running, not ready", "  db.2: running, not ready"]
+    wait_until(lambda: c.process("db.1").ready != c.process("db.2").ready, timeout=5)
+    assert c.process("api").state == "waiting"  # one instance ready is not enough
+    wait_until(lambda: c.process("api").state == "running", timeout=15)
+    assert c.process("db.1").ready and c.process("db.2").ready

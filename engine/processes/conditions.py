@@ -51,9 +51,12 @@ def describe(info: ProcessInfo) -> str:
     return info.state
 
 
-def explain(info: ProcessInfo, stderr: list[str]) -> dict[str, Any]:
+def explain(
+    info: ProcessInfo, stderr: list[str], dependencies: list[ProcessInfo] | None = None
+) -> dict[str, Any]:
     """``why``: the fields an agent reads, and ``summary``, the lines a person reads (the
-    ``stderr`` lines are the process's own text: shown apart, made safe by whoever prints)."""
+    ``stderr`` lines are the process's own text: shown apart, made safe by whoever prints).
+    ``dependencies``: the processes it depends on; for one not started, a line for each."""
     name = info.name
     lines: list[str] = []
     failing = [p for p in info.probes if p.passing is False]
@@ -65,6 +68,13 @@ def explain(info: ProcessInfo, stderr: list[str]) -> dict[str, Any]:
     elif info.state in State.HELD:
         verb = "waits for" if info.state == State.WAITING_FOR_DEPENDENCIES else "is blocked:"
         lines.append(f"{name} has not started: it {verb} {info.reason}")
+        for other in dependencies or ():
+            failing_there = [p for p in other.probes if p.passing is False]
+            text = f"  {other.name}: {describe(other)}"
+            if failing_there:
+                probe = failing_there[0]
+                text += f"; its {probe.role} probe fails: {probe.last_error}"
+            lines.append(text)
     elif info.state == State.FAILED:
         lines.append(f"{name} failed and is not restarted (restart = {info.restart_policy})")
     elif info.state == State.EXITED:
