@@ -17,6 +17,7 @@ whose bytes are built here from a block's byte buffer and offsets, never from li
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -41,6 +42,18 @@ def _groups(block: Block, indices: np.ndarray) -> tuple[list[int], np.ndarray, n
     cut = (np.diff(indices) != 1) | (np.diff(runs) != 0) | nonl[:-1]
     bounds = [0, *(np.flatnonzero(cut) + 1).tolist(), len(indices)]
     return bounds, runs, flags
+
+
+def runs(block: Block, indices: np.ndarray) -> Iterator[tuple[np.ndarray, float, int]]:
+    """The lines at ``indices`` (ascending) of ``block`` cut into groups that share a receive
+    time and a stream (a run, or part of one): ``(indices, unix seconds, stream)`` each, for
+    readers that put a per-line prefix on them (``up --headless``)."""
+    if not len(indices):
+        return
+    bounds, run_of_line, flags = _groups(block, indices)
+    for a, b in itertools.pairwise(bounds):
+        seconds = (block.t0_ms + int(block.run_times[int(run_of_line[a])])) / 1000.0
+        yield indices[a:b], seconds, int(flags[a]) & STREAM_MASK
 
 
 def text_bytes(block: Block, indices: np.ndarray) -> bytes:

@@ -25,7 +25,14 @@ import sys
 
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole
 from ..engine.fastjson import json_text
-from ..engine.humanize import describe_exit, format_duration, local_clock, local_time
+from ..engine.humanize import (
+    describe_exit,
+    format_cpu,
+    format_duration,
+    format_memory,
+    local_clock,
+    local_time,
+)
 from ..engine.paths import CONFIG_NAMES, HOME_DIR_NAME, find_config_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -123,12 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if getattr(args, "raw", False) and args.json:
             parser.error("--raw cannot be used with --json (JSON escapes every control character)")
+        if getattr(args, "timestamps", False) and (args.raw or args.json):
+            parser.error("--timestamps is for text output (JSON lines carry their time)")
     try:
         if args.command == "up":
             lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless
 
             return run_up(args, lock_fd)
+        if args.command == "completion":
+            from .completion import completion_script  # shtab: only for this verb
+
+            sys.stdout.write(completion_script(args.shell))
+            return EXIT_OK
         if args.command == "mcp":
             from .mcp_server import run_mcp  # heavy: the MCP SDK
 
@@ -399,8 +413,10 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
     if not args.follow and raw is None:
+        # With timestamps, each line's time is needed: it comes with the JSON lines.
+        as_jsonl = args.json or args.timestamps
         _write_frames(
-            args, client.frames("logs", format="jsonl" if args.json else "text", **request)
+            args, client.frames("logs", format="jsonl" if as_jsonl else "text", **request)
         )
         return
     if not args.follow:
@@ -466,10 +482,13 @@ def _write_lines(
 
     mode = _text_mode(args)
     # Made safe one line at a time: a line holds no newline (the store splits on them), so the
-    # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours.
+    # rules per line (a trailing carriage return dropped) hold; the ``name | `` prefix is ours,
+    # and so is the time before it (``--timestamps``).
+    timestamps = getattr(args, "timestamps", False)
     out.write(
         "".join(
-            (f"{line['process']} | " if _merged(args.name, line["process"]) else "")
+            (local_clock(line["time"]) + " " if timestamps else "")
+            + (f"{line['process']} | " if _merged(args.name, line["process"]) else "")
             + terminal_safe(line["text"], mode)
             + "\n"
             for line in lines
@@ -494,6 +513,11 @@ def _write_frames(args: argparse.Namespace, frames: Iterable[tuple[dict[str, Any
         if "next_id" in header:  # the last reply
             _warn_lapped(args, header)
         if not payload:
+            continue
+        if not args.json and args.timestamps:  # JSON lines asked for their times: as text
+            from ..engine.fastjson import loads
+
+            _write_lines(args, [loads(line) for line in payload.splitlines()])
             continue
         text = payload.decode() if args.json else payload.decode("utf-8", "replace")
         if not args.json:
@@ -672,10 +696,10 @@ def _audit_text(records: list[dict[str, Any]]) -> str:
     return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
 
 
-# READY and HEALTH last: the columns before them kept their places when they came.
+# CPU%, RSS, READY and HEALTH last: the columns before them kept their places as they came.
 _PS_COLUMNS = (
     *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S"),
-    *("READY", "HEALTH"),
+    *("CPU%", "RSS", "READY", "HEALTH"),
 )
 
 
@@ -699,11 +723,13 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 str(p["stdout_lines"]),
                 str(p["stderr_lines"]),
                 f"{p['lines_per_second']:.1f}",
+                format_cpu(p.get("cpu_percent")),
+                format_memory(p.get("rss_bytes")),
                 ready,
                 p.get("health") or "",
             )
         )
-    return _table(rows, right={2, 4, 6, 7, 8})
+    return _table(rows, right={2, 4, 6, 7, 8, 9, 10})
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -734,6 +760,13 @@ def _status_text(status: dict[str, Any]) -> str:
     audit = status.get("audit")
     if audit is not None:
         lines.append(_audit_status_text(audit))
+    headless = status.get("headless")
+    if headless is not None:
+        lines.append(
+            f"output    {headless['lines_printed']:,} lines printed on stdout, "
+            f"{headless['lines_dropped']:,} dropped (stdout did not keep up)"
+            + (", stdout closed" if headless["stdout_closed"] else "")
+        )
     sequencer = status.get("sequencer")
     if sequencer is None:
         lines.append("events    not received (no [sequencer] udp)")

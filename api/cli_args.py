@@ -146,6 +146,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no TUI: run in the foreground until SIGTERM/SIGINT or `shutdown`",
     )
+    output = up.add_argument_group(
+        "headless output (stdout: each process's lines and state changes)"
+    )
+    output.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text: `HH:MM:SS name | line` (the default); json: one object per line",
+    )
+    output.add_argument(
+        "--no-prefix",
+        action="store_true",
+        help="text: the lines bare, without time and name (state changes go to stderr)",
+    )
+    output.add_argument(
+        "--no-timestamps", action="store_true", help="text: no time at the start of each line"
+    )
+    ending = up.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--exit-with",
+        metavar="NAME",
+        type=_text,
+        help="when NAME exits, stop everything and exit with its status (for CI and containers)",
+    )
+    ending.add_argument(
+        "--abort-on-exit",
+        action="store_true",
+        help="when any process exits, stop everything and exit with its status",
+    )
+    ending.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once no process runs or waits to restart, with the worst status",
+    )
     up.add_argument(
         "--http",
         metavar="HOST:PORT",
@@ -186,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="text: the time each line was read before it (hh:mm:ss.mmm, local time)",
+    )
     events = commands.add_parser(
         "events",
         parents=[common_follow, as_json, child_text],
@@ -248,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="why a process is in its state: last exit, restarts, dependency, probe, stderr",
     )
     why.add_argument("name", type=_text, metavar="NAME")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash: `source <(lacrimosa completion bash)`)",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     commands.add_parser(
         "check",
         parents=[common, project, as_json],

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from ..engine.config import Config, parse_address
 from ..engine.console import Console
 from ..engine.errors import InvalidRequest
+from ..engine.exit_policy import ExitRule, ExitWatch, without_restarts
 from ..engine.formation import select
 from ..engine.paths import resolve_home
 from ..engine.terminal_text import terminal_safe
+from .headless import HeadlessPrinter, stdout_style
 from .project import load_project
 from .server import ControlServer
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 # Once every process has stopped, how long the TUI gets to give the terminal back and return
 # before the console exits without it (a terminal that is gone or stalled can block it forever).
 EXIT_GRACE = 5.0
+EXIT_KILLED_ON_STOP = 143  # 128 + SIGTERM: a process had to be SIGKILLed on the way out
 
 
 def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
@@ -50,9 +53,12 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         except ValueError as exc:
             raise InvalidRequest(f"--http: {exc}") from None
         config = dataclasses.replace(config, http=args.http)
+    rule = ExitRule(args.exit_with, args.abort_on_exit, args.exit_when_done)
+    config = without_restarts(config, rule)  # an unknown --exit-with name: exit 3
     home = resolve_home(args.home, config.path)
     assert home is not None
     console = Console(config, home)
+    watch = ExitWatch(console, rule) if rule.active else None
     server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
@@ -62,11 +68,20 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
     if not args.headless and headless:
         print("lacrimosa: not a terminal; running headless", file=sys.stderr)
+    printer = None
+    if headless:
+        style = stdout_style(
+            args.output, prefix=not args.no_prefix, timestamps=not args.no_timestamps
+        )
+        printer = HeadlessPrinter(console, style)
+        console.add_status_section("headless", printer.stats)
+    signalled = threading.Event()  # the stop came from a signal (exit 143 if it needed SIGKILL)
     _on_signals(
         console,
         (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         if headless
         else (signal.SIGTERM, signal.SIGHUP),
+        signalled,
     )
     finished = threading.Event()
     threading.Thread(
@@ -76,11 +91,18 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         daemon=True,
     ).start()
     try:
+        # Both watch the processes from before the first one starts: no change goes unseen.
+        if printer is not None:
+            printer.start()
+        if watch is not None:
+            watch.start()
         console.start()
+        if watch is not None:
+            watch.check()  # --exit-when-done with nothing to start
         if headless:
             for notice in notices:
                 print(f"lacrimosa: {notice}", file=sys.stderr, flush=True)
-            _run_headless(console)
+            _run_headless(console, watch)
         else:
             from ..tui.app import run_tui
 
@@ -89,8 +111,19 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         console.shutdown()
         if http is not None:
             http.close()
+        if watch is not None:
+            watch.stop()
+        if printer is not None:
+            printer.stop()  # after the shutdown: the last lines and state changes are printed
         server.close()
         finished.set()
+    if watch is not None and watch.status is not None:
+        return watch.status
+    # Stopped by a signal (a container runtime's SIGTERM): 0, or 143 (as if SIGTERM had ended
+    # us) when a process outlived its stop timeout and had to be killed. Otherwise (`shutdown`,
+    # the TUI's quit): 0.
+    if signalled.is_set() and console.supervisor.kills_in_shutdown:
+        return EXIT_KILLED_ON_STOP
     return 0
 
 
@@ -136,10 +169,14 @@ def start_only(config: Config, targets: list[str]) -> Config:
     return dataclasses.replace(config, processes=processes)
 
 
-def _on_signals(console: Console, signals: tuple[signal.Signals, ...]) -> None:
+def _on_signals(
+    console: Console, signals: tuple[signal.Signals, ...], signalled: threading.Event
+) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             _let_go_of_the_terminal()
+        if not console.shutdown_requested.is_set():
+            signalled.set()
         console.request_shutdown()
 
     for sig in signals:
@@ -180,22 +217,11 @@ def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.
     os._exit(1)
 
 
-def _run_headless(console: Console) -> None:
-    """Report state changes on stderr until a shutdown is asked for."""
-    last: dict[str, str] = {}
-
-    def report() -> None:
-        for info in console.processes():
-            if last.get(info.name) != info.state:
-                last[info.name] = info.state
-                pid = f" pid {info.pid}" if info.pid else ""
-                print(f"lacrimosa: {info.name} {info.state}{pid}", file=sys.stderr, flush=True)
-
-    changed = threading.Event()
-    _, unsubscribe = console.supervisor.subscribe(changed.set)
+def _run_headless(console: Console, watch: ExitWatch | None) -> None:
+    """Stay in the foreground until a shutdown is asked for (the printer shows the processes'
+    lines and state changes on stdout; the console's own messages go to stderr)."""
     for warning in console.config.warnings:  # Procfile lines skipped, ...
         print(f"lacrimosa: warning: {terminal_safe(warning, 'plain')}", file=sys.stderr)
-    report()
     sequencer = console.sequencer
     if sequencer is not None:
         journal = sequencer.journal
@@ -205,16 +231,12 @@ def _run_headless(console: Console) -> None:
             file=sys.stderr,
             flush=True,
         )
+    count = len(console.supervisor.names())
     print(
-        f"lacrimosa: console up ({len(last)} processes); `lacrimosa shutdown` or Ctrl-C stops it",
+        f"lacrimosa: console up ({count} processes); `lacrimosa shutdown` or Ctrl-C stops it",
         file=sys.stderr,
         flush=True,
     )
-    try:
-        while not console.shutdown_requested.wait(0.2):
-            if changed.is_set():
-                changed.clear()
-                report()
-    finally:
-        unsubscribe()
-    print("lacrimosa: stopping every process", file=sys.stderr, flush=True)
+    console.shutdown_requested.wait()
+    why = f" ({watch.reason})" if watch is not None and watch.status is not None else ""
+    print(f"lacrimosa: stopping every process{why}", file=sys.stderr, flush=True)

@@ -43,6 +43,7 @@ MODULES = (
     "ingest_readers",
     "small_writes",
     "http_api",
+    "resources",
 )
 TIMEOUT = {True: 120, False: 1200}
 

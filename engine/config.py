@@ -69,6 +69,7 @@ class ProcessSpec:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     autostart: bool = True
+    pty: bool = False  # stdout on a pseudo-terminal (stderr stays a pipe)
     # Set by formation.expand: the type this is an instance of, which one, and of how many.
     process_type: str = ""  # "" for a spec made by hand: its own name
     instance: int = 1
@@ -217,6 +218,7 @@ _PROCESS_KEYS = {
     "backoff_max",
     "stable_after",
     "autostart",
+    "pty",
     "port",
     "instances",
     "env_file",
@@ -500,9 +502,12 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
             raise fail(key, "must be a number of seconds, above 0 and at most 3600")
         numbers[key] = float(value)
-    autostart = table.get("autostart", True)
-    if not isinstance(autostart, bool):
-        raise fail("autostart", "must be true or false")
+    switches: dict[str, bool] = {}
+    for key, default in (("autostart", True), ("pty", False)):
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise fail(key, "must be true or false")
+        switches[key] = value
     port = table.get("port")
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
@@ -553,7 +558,8 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         env=env_values,
         restart=restart,
         stop_signal=stop_signal,
-        autostart=autostart,
+        autostart=switches["autostart"],
+        pty=switches["pty"],
         stop_timeout=numbers["stop_timeout"],
         backoff_initial=numbers["backoff_initial"],
         backoff_max=numbers["backoff_max"],

@@ -8,6 +8,7 @@ way (copies of slots, checked against the writer's counters).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -26,6 +27,7 @@ from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
 from .logs.store import STDERR, LogStore, StoreSnapshot
 from .processes.conditions import NEVER, PENDING, REACHED, STATES, UNTIL, explain, verdict
+from .processes.resources import ResourceMonitor
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
 EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, for every process
@@ -58,6 +60,10 @@ class Console:
         # Every action from every client is recorded here (see audit.py); keys for the HTTP API.
         self.audit = AuditLog(home / AUDIT_NAME)
         self.keys = KeyStore(home / KEYS_NAME)
+        # CPU and memory of each running process's group, sampled once a second from start().
+        self.resources = ResourceMonitor(
+            lambda: [info.pid for info in self.supervisor.info() if info.pid is not None]
+        )
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -87,6 +93,7 @@ class Console:
             # Processes learn where to send events (a config env entry can still override it).
             self.supervisor.environment[EVENTS_ADDRESS_VARIABLE] = sequencer.address
         self.supervisor.start()
+        self.resources.start()
         self.started.set()
 
     def _supervisor_died(self, exc: BaseException) -> None:
@@ -108,6 +115,7 @@ class Console:
         """Stop every process and the supervisor, then the sequencer (its journal is closed).
         Blocks until they are gone."""
         self._shutdown_requested.set()
+        self.resources.stop()
         sequencer = self.sequencer
         # Ingest last (events sent by processes as they stopped are kept), but before the
         # guardian goes (it would kill the ingest process, registered with it, mid-drain).
@@ -121,10 +129,19 @@ class Console:
     # -- reading ---------------------------------------------------------------------------------
 
     def processes(self) -> list[ProcessInfo]:
-        return self.supervisor.info()
+        """Every process now, with its group's latest CPU and memory sample."""
+        usage = self.resources.usage
+        infos = self.supervisor.info()
+        for i, info in enumerate(infos):
+            sample = usage.get(info.pid) if info.pid is not None else None
+            if sample is not None:
+                infos[i] = dataclasses.replace(
+                    info, cpu_percent=sample.cpu_percent, rss_bytes=sample.rss_bytes
+                )
+        return infos
 
     def process(self, name: str) -> ProcessInfo:
-        for info in self.supervisor.info():
+        for info in self.processes():
             if info.name == name:
                 return info
         raise NoSuchProcess(name, self.supervisor.names())

@@ -71,3 +71,26 @@ def parse_duration(text: str) -> float:
 def local_time(seconds: float) -> str:
     """``YYYY-MM-DD hh:mm:ss`` in local time (audit records and key times: they span days)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def format_memory(count: float | None) -> str:
+    """Bytes in at most 4 characters: ``812K``, ``9.5M``, ``45M``, ``1.2G`` (units of 1024,
+    the next one from 1000 on); empty when None."""
+    if count is None:
+        return ""
+    if count < 1000:
+        return f"{count:.0f}B"
+    value = float(count)
+    for unit in ("K", "M", "G", "T"):
+        value /= 1024
+        if value < 999.5 or unit == "T":
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def format_cpu(percent: float | None) -> str:
+    """CPU% of one core in at most 4 characters: ``0.3``, ``12``, ``250``, ``1600``; empty when
+    None (not sampled yet)."""
+    if percent is None:
+        return ""
+    return f"{percent:.1f}" if percent < 9.95 else f"{percent:.0f}"

@@ -34,6 +34,7 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "http api: GET /api/processes",
         "http api: stream delivery lag",
         "http api: capture with 10 stream subscribers",
+        "resources: CPU% and RSS",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"

@@ -747,15 +747,19 @@ def test_a_follower_that_was_lapped_is_told_how_many_it_missed(tmp_path: Path) -
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             for i in range(200):  # in far less than one poll: the 64-slot ring laps
                 sender.sendto(f"burst {i}".encode(), address)
+        # On a loaded machine the kernel may drop some datagrams: count what was accepted.
+        time.sleep(0.5)
+        accepted = json.loads(running.run("status", "--json").stdout)["sequencer"]["accepted"]
+        assert accepted > 64
         seen, lapped = [], 0
-        while len(seen) + lapped < 200:
+        while len(seen) + lapped < accepted:
             record = json.loads(lines.get(timeout=10))
             if "lapped" in record:
                 lapped += record["lapped"]
             else:
                 seen.append(record["seq"])
     assert lapped > 0 and seen == sorted(set(seen))  # told, and never a seq twice or back
-    assert len(seen) + lapped == 200 and seen[-1] == 199  # every event seen or counted
+    assert len(seen) + lapped == accepted and seen[-1] == accepted - 1  # all seen or counted
 
 
 # -- nothing a child or a datagram writes drives the user's terminal -------------------------------

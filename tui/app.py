@@ -72,6 +72,7 @@ LOG_VIEW_ACTIONS = frozenset(
         "open_filter",
         "clear_filter",
         "cycle_stream",
+        "toggle_timestamps",
         "show_all",
         "move_selection",
         "escape",
@@ -149,6 +150,7 @@ class LacrimosaApp(App[None]):
         Binding("f", "toggle_follow", "follow"),
         Binding("slash", "open_filter", "filter"),
         Binding("e", "cycle_stream", "stream"),
+        Binding("t", "toggle_timestamps", "time", show=False),  # the footer is full at 80 columns
         Binding("a", "show_all", "all"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),
@@ -194,7 +196,11 @@ class LacrimosaApp(App[None]):
         with ContentSwitcher(initial="logs", id="views"):
             with Vertical(id="logs"):
                 # At least as wide as the "* all" row's name.
-                yield ProcessTable(name_width=max(self._name_width, 5), id="processes")
+                yield ProcessTable(
+                    name_width=max(self._name_width, 5),
+                    screen_width=self.size.width,
+                    id="processes",
+                )
                 yield Static(id="status")
                 yield LogPane(self.engine, self._name_colours, self._name_width, id="log")
                 # Not focusable: the selection keys stay with the table; its keys are the app's.
@@ -450,6 +456,9 @@ class LacrimosaApp(App[None]):
 
     def action_show_all(self) -> None:
         self.process_table.select_row(ALL_ROW)
+
+    def action_toggle_timestamps(self) -> None:
+        self.log_pane.toggle_timestamps()
 
     def action_cycle_stream(self) -> None:
         self._stream_index = (self._stream_index + 1) % len(STREAM_CYCLE)

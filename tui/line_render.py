@@ -20,6 +20,7 @@ Only rich is used here (no Textual), so the formatting can be tested on its own.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rich.style import Style
@@ -43,6 +44,7 @@ _SYSTEM_STYLE = Style(dim=True, italic=True)
 _MATCH_STYLE = Style(color="black", bgcolor=WARNING, bold=True)
 _CONTINUED_STYLE = Style(color=WARNING, bold=True)
 _CROPPED_STYLE = Style(dim=True)
+_TIME_STYLE = Style(dim=True)
 
 # The Unicode line/paragraph separators, which str.splitlines (and so rich) treats as line breaks,
 # become visible symbols too; the other controls are terminal_safe's (VISIBLE_CONTROLS).
@@ -57,6 +59,7 @@ class LineFormat:
     name_width: int = 0  # width of the process-name column; 0: no such column
     highlight: str | None = None  # text to mark (the live filter)
     ignore_case: bool = False
+    timestamps: bool = False  # the time each line was read, before it (HH:MM:SS)
 
 
 def decode_for_terminal(raw: bytes | memoryview, max_bytes: int) -> tuple[Text, bool]:
@@ -114,6 +117,8 @@ def format_log_line(
     """
     row = Text(no_wrap=True, end="")
     row.append_text(_STREAM_GUTTERS.get(line.stream, _BLANK_GUTTER))
+    if fmt.timestamps:
+        row.append(time.strftime("%H:%M:%S ", time.localtime(line.time)), style=_TIME_STYLE)
     if fmt.name_width:
         name = line.process
         if len(name) > fmt.name_width:  # cut, and marked as cut

@@ -36,6 +36,9 @@ from .virtual_list import FollowingScrollView, OneBuildAtATime
 _STRIP_CACHE_SIZE = 4096
 _BUILD_GROUP = "log-view"
 _CURSOR_STYLE = Style(reverse=True)  # the marked line (shown in the detail panel)
+# Timestamps are shown from this width on, until the user toggles them (an 80-column terminal
+# keeps its room for the lines).
+TIMESTAMPS_FROM_WIDTH = 140
 
 
 class LogPane(FollowingScrollView, can_focus=True):
@@ -104,6 +107,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._strips: LRUCache[tuple[int, LineFormat], Strip] = LRUCache(_STRIP_CACHE_SIZE)
         # The line cursor (for the detail panel): the id of the marked line, None when unmarked.
         self._cursor_id: int | None = None
+        self._timestamps: bool | None = None  # None: by width (TIMESTAMPS_FROM_WIDTH)
 
     # -- what is shown ---------------------------------------------------------------------------
 
@@ -127,6 +131,18 @@ class LogPane(FollowingScrollView, can_focus=True):
         """Whether lines added to the view would show: when following, or when the view's end
         is on screen."""
         return self.follow or int(self.scroll_offset.y) + self.size.height >= self.line_count
+
+    @property
+    def timestamps(self) -> bool:
+        """Whether each line shows the time it was read: as toggled, else by the pane's width."""
+        if self._timestamps is not None:
+            return self._timestamps
+        return self.content_width >= TIMESTAMPS_FROM_WIDTH
+
+    def toggle_timestamps(self) -> None:
+        self._timestamps = not self.timestamps
+        self.refresh()  # rows are cached by their format, which now differs
+        self.post_message(self.Changed())
 
     def set_query(self, query: LogQuery) -> None:
         if query != self._query:
@@ -346,6 +362,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             name_width=self._name_width if query.processes is None else 0,
             highlight=query.contains.decode("utf-8", "replace") if query.contains else None,
             ignore_case=query.ignore_case,
+            timestamps=self.timestamps,
         )
 
     def render_line(self, y: int) -> Strip:

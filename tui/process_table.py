@@ -5,11 +5,16 @@ config and never changes while the console runs); refreshes only rewrite the cel
 changed, so the cursor, and the view it selects, stay where the user put them. Only those cells
 are repainted, too: each repainted row costs a few hundred bytes on the terminal's link, and
 uptimes tick every second.
+
+Every column fits 80 columns with names of up to 5 characters; when the table is narrower than
+its columns need (80 columns and longer names), the restarts and stdout-count columns are left
+out (``NARROW_HIDDEN``), so that names up to 12 characters, CPU and memory still show. Their
+values are still kept (``get_cell`` answers for them) and come back when the table is wider.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual.binding import Binding
@@ -18,7 +23,7 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from ..engine.humanize import describe_exit, format_duration
+from ..engine.humanize import describe_exit, format_cpu, format_duration, format_memory
 from ..engine.processes.supervisor import ProcessInfo, State
 from .palette import ERROR, GOOD, WARNING
 
@@ -26,7 +31,9 @@ ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"
 STATE_WIDTH = 10  # the state column's width; widened (up to MAX_STATE_WIDTH) for a reason
 MAX_STATE_WIDTH = 24  # "waiting (db: completed)" fits
 
-# (key, label, width, right-aligned); with cell padding they fit 80 columns with a 12-wide name.
+# (key, label, width, right-aligned); with cell padding they fit 80 columns with a 5-wide name,
+# and with a 12-wide name once NARROW_HIDDEN are left out. Counts and sizes take 4 cells at most
+# (format_count, format_cpu, format_memory).
 _COLUMNS = (
     ("name", "name", None, False),  # as wide as the longest name (see ProcessTable)
     ("state", "state", STATE_WIDTH, False),
@@ -34,10 +41,13 @@ _COLUMNS = (
     ("uptime", "up", 6, True),
     ("restarts", "rst", 3, True),
     ("exit", "exit", 7, False),
-    ("out", "out", 5, True),
-    ("err", "err", 5, True),
-    ("rate", "l/s", 5, True),
+    ("out", "out", 4, True),
+    ("err", "err", 4, True),
+    ("rate", "l/s", 4, True),
+    ("cpu", "cpu%", 4, True),  # of one core, summed over the process group
+    ("memory", "mem", 4, True),  # resident memory, summed over the process group
 )
+NARROW_HIDDEN = ("restarts", "out")  # left out when the table is narrower than every column
 _STATE_STYLES = {
     State.RUNNING: GOOD,
     State.STOPPING: WARNING,
@@ -104,6 +114,8 @@ def process_row(info: ProcessInfo) -> dict[str, str | Text]:
         "out": format_count(info.stdout_lines),
         "err": Text(format_count(info.stderr_lines), style=ERROR if info.stderr_lines else ""),
         "rate": format_count(info.lines_per_second) if info.lines_per_second >= 0.05 else "",
+        "cpu": format_cpu(info.cpu_percent),
+        "memory": format_memory(info.rss_bytes),
     }
 
 
@@ -123,7 +135,15 @@ def summary_row(infos: Sequence[ProcessInfo]) -> dict[str, str | Text]:
         "out": format_count(sum(info.stdout_lines for info in infos)),
         "err": Text(format_count(stderr_lines), style=ERROR if stderr_lines else ""),
         "rate": format_count(rate) if rate >= 0.05 else "",
+        "cpu": format_cpu(_total(info.cpu_percent for info in infos)),
+        "memory": format_memory(_total(info.rss_bytes for info in infos)),
     }
+
+
+def _total(values: Iterable[float | None]) -> float | None:
+    """The sum of the values known; None when none is."""
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
 
 
 class ProcessTable(DataTable[str | Text]):
@@ -143,15 +163,49 @@ class ProcessTable(DataTable[str | Text]):
 
     _updating_cell = False  # a class default: DataTable.__init__ already refreshes
 
-    def __init__(self, name_width: int, **kwargs: object) -> None:
+    def __init__(self, name_width: int, screen_width: int | None = None, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self._name_width = name_width
-        self._cells: dict[str, dict[str, str | Text]] = {}
+        self._cells: dict[str, dict[str, str | Text]] = {}  # every column's, shown or not
+        # From the screen's width until the table has its own (see on_resize).
+        self._shown = self._columns_for(screen_width)
 
     def on_mount(self) -> None:
+        self._add_columns()
+
+    def on_resize(self) -> None:
+        shown = self._columns_for(self.size.width)
+        if shown != self._shown:
+            self._shown = shown
+            cursor = self.cursor_row
+            # The same rows and selection, in other columns: not a selection change.
+            with self.prevent(DataTable.RowHighlighted):
+                self.clear(columns=True)
+                self._add_columns()
+                for key, cells in self._cells.items():
+                    self.add_row(*(cells[column] for column in shown), key=key)
+                if self.row_count:
+                    self.move_cursor(row=min(cursor, self.row_count - 1), animate=False)
+
+    def _columns_for(self, width: int | None) -> tuple[str, ...]:
+        """The columns shown at this width (all when it is not known yet)."""
+        every = tuple(key for key, *_ in _COLUMNS)
+        needed = sum((w or self._name_width) + 2 * self.cell_padding for _, _, w, _ in _COLUMNS)
+        if width is None or width >= needed:
+            return every
+        return tuple(key for key in every if key not in NARROW_HIDDEN)
+
+    def _add_columns(self) -> None:
         for key, label, width, right in _COLUMNS:
-            label_text = Text(label, justify="right" if right else "left")
-            self.add_column(label_text, width=width or self._name_width, key=key)
+            if key in self._shown:
+                label_text = Text(label, justify="right" if right else "left")
+                self.add_column(label_text, width=width or self._name_width, key=key)
+
+    def get_cell(self, row_key: object, column_key: object) -> str | Text:
+        """A cell's value, also of a column left out at this width."""
+        if column_key in NARROW_HIDDEN and column_key not in self._shown:
+            return self._cells[str(row_key)][str(column_key)]
+        return super().get_cell(row_key, column_key)  # type: ignore[arg-type]
 
     @property
     def selected_process(self) -> str | None:
@@ -178,11 +232,11 @@ class ProcessTable(DataTable[str | Text]):
             cells = {column: _aligned(column, value) for column, value in cells.items()}
             cells["name"] = fit(str(cells["name"]), self._name_width)
             cells["state"] = _fit_text(cells["state"], self._state_width())
-            shown = self._cells.get(key)
-            if shown is None:
-                self.add_row(*cells.values(), key=key)
+            before = self._cells.get(key)
+            if before is None:
+                self.add_row(*(cells[column] for column in self._shown), key=key)
             else:
-                changed = [c for c, value in cells.items() if _looks(shown[c]) != _looks(value)]
+                changed = [c for c in self._shown if _looks(before[c]) != _looks(cells[c])]
                 if changed:
                     self._update_cells(key, {column: cells[column] for column in changed})
             self._cells[key] = cells

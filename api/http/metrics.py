@@ -7,7 +7,8 @@ own request counters live beside it in the same registry (auth.HttpMetrics).
 Families (``lacrimosa_`` prefix, ``_total`` counters, seconds and bytes):
 processes: ``process_state`` (1 for the current state), ``process_restarts_total``,
 ``process_last_exit_code``, ``process_exits_total`` (by code), ``process_uptime_seconds``, ``process_log_lines_total`` (by stream), ``process_log_bytes_total`` (all streams: the store
-counts bytes per process), ``process_log_lines_per_second``;
+counts bytes per process), ``process_log_lines_per_second``, ``process_cpu_percent`` and
+``process_resident_bytes`` (of the whole process group, the latest sample, while it runs);
 log store: ``log_store_bytes``, ``log_store_budget_bytes``, ``log_store_evicted_blocks_total``;
 sequencer: ``sequencer_received_total``, ``sequencer_accepted_total``,
 ``sequencer_dropped_total`` (by cause), ``sequencer_events_per_second``, ``journal_fill_ratio``
@@ -99,7 +100,21 @@ class ConsoleCollector(Collector):
             "Lines captured a second, lately",
             labels=label,
         )
+        cpu = GaugeMetricFamily(
+            "lacrimosa_process_cpu_percent",
+            "CPU of the process group, % of one core, over the last second or so",
+            labels=label,
+        )
+        resident = GaugeMetricFamily(
+            "lacrimosa_process_resident_bytes",
+            "Resident memory of the process group (its members' resident sets added up)",
+            labels=label,
+        )
         for info in self.console.processes():
+            if info.cpu_percent is not None:
+                cpu.add_metric([info.name], info.cpu_percent)
+            if info.rss_bytes is not None:
+                resident.add_metric([info.name], info.rss_bytes)
             for name in STATES:
                 state.add_metric([info.name, name], 1.0 if info.state == name else 0.0)
             restarts.add_metric([info.name], info.restarts)
@@ -113,7 +128,18 @@ class ConsoleCollector(Collector):
             lines.add_metric([info.name, "stdout"], info.stdout_lines)
             lines.add_metric([info.name, "stderr"], info.stderr_lines)
             rate.add_metric([info.name], info.lines_per_second)
-        yield from (state, restarts, exit_code, exits, uptime, lines, log_bytes, rate)
+        yield from (
+            state,
+            restarts,
+            exit_code,
+            exits,
+            uptime,
+            lines,
+            log_bytes,
+            rate,
+            cpu,
+            resident,
+        )
 
 
 def _log_store(store: dict[str, Any]) -> Iterator[Metric]:

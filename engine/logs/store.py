@@ -720,6 +720,11 @@ class LogStore:
             self._retired_bytes -= nbytes
 
     @property
+    def next_id(self) -> int:
+        """The id the next stored line will get: every line stored so far has a smaller one."""
+        return self._next_id
+
+    @property
     def retired_bytes(self) -> int:
         """Bytes of evicted blocks that are still alive: some reader holds them."""
         return self._retired_bytes

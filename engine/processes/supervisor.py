@@ -58,8 +58,10 @@ import select
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +72,7 @@ from typing import Any
 
 from ..config import ProcessSpec
 from ..errors import ConsoleError, NoSuchProcess
-from ..humanize import exit_words
+from ..humanize import describe_exit, exit_words
 from ..logs.store import STDERR, STDOUT, LogStore
 from .guardian import CONSOLE_TAG, PROCESS_TAG, RUN_TAG, signal_pids, tagged_pids
 from .probes import LogMatcher, ProbePool, ProbeSpec, ProbeStatus
@@ -97,6 +99,7 @@ _prctl.restype = ctypes.c_int
 STRAY_SWEEPS = 3  # sweeps for the descendants of a run that ended, STRAY_SWEEP_INTERVAL apart
 STRAY_SWEEP_INTERVAL = 0.1
 DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
+PTY_ROWS, PTY_COLUMNS = 24, 80  # the size a child on a pty (pty = true) sees
 ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
 GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick death in a row
 GUARDIAN_BACKOFF_MAX = 30.0
@@ -146,6 +149,10 @@ class ProcessInfo:
     # How many runs ended with each exit status (negative: killed by that signal), since the
     # console started: (status, count) pairs, for /metrics.
     exits: tuple[tuple[int, int], ...] = ()
+    # Summed over the process group, sampled about once a second (resources.py); None until
+    # sampled, and while the process does not run.
+    cpu_percent: float | None = None  # of one core
+    rss_bytes: int | None = None
 
     @property
     def uptime(self) -> float | None:
@@ -184,6 +191,8 @@ class ProcessInfo:
             "last_run": None if self.last_run is None else round(self.last_run, 3),
             "last_exit": self.last_exit,
             "cmd": self.cmd,
+            "cpu_percent": self.cpu_percent,
+            "rss_bytes": self.rss_bytes,
         }
 
 
@@ -216,6 +225,26 @@ def _setpriv() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return path if done.returncode == 0 else None
+
+
+def open_output_pty() -> tuple[int, int]:
+    """A pseudo-terminal for a child's stdout (``pty = true``): (our end, the child's end).
+
+    Programs that buffer or colour only on a terminal (C stdio, Perl, Ruby) then print line by
+    line. Output processing is off, so the bytes are stored as the child wrote them (a terminal
+    would turn each newline into CRLF); the size is 80x24, for programs that ask. Both ends are
+    close-on-exec; Popen gives the child its copy as stdout."""
+    ours, theirs = os.openpty()
+    try:
+        attributes = termios.tcgetattr(theirs)
+        attributes[1] &= ~termios.OPOST  # oflag
+        termios.tcsetattr(theirs, termios.TCSANOW, attributes)
+        fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", PTY_ROWS, PTY_COLUMNS, 0, 0))
+    except BaseException:
+        os.close(ours)
+        os.close(theirs)
+        raise
+    return ours, theirs
 
 
 class _Guardian:
@@ -452,6 +481,8 @@ class Supervisor:
         self._listeners_lock = threading.Lock()
         self.version = 0  # bumped whenever a process changes state
         self.crashed: BaseException | None = None
+        # Processes that had to be SIGKILLed at the end of their stop timeout during shutdown.
+        self.kills_in_shutdown = 0
         self._published: dict[str, _Published] = {}
         for managed in self._managed.values():
             self._publish_one(managed)
@@ -868,9 +899,7 @@ class Supervisor:
                 managed.stop_deferred = False
                 self._signal_group(managed, managed.spec.stop_signal)
                 self._schedule_for(
-                    managed,
-                    managed.spec.stop_timeout,
-                    functools.partial(self._signal_group, managed, signal.SIGKILL),
+                    managed, managed.spec.stop_timeout, functools.partial(self._kill_late, managed)
                 )
         self._dirty = False
 
@@ -935,19 +964,25 @@ class Supervisor:
             setup = None
         else:
             args, setup = ["/bin/sh", "-c", spec.cmd], _child_setup(os.getpid())
+        terminal: tuple[int, int] | None = None  # (ours, the child's) ends of its pty
         try:
+            if spec.pty:
+                terminal = open_output_pty()
             popen = subprocess.Popen(
                 args,
                 cwd=spec.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.PIPE if terminal is None else terminal[1],
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
                 preexec_fn=setup,
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the command or env
+            if terminal is not None:
+                os.close(terminal[0])
+                os.close(terminal[1])
             managed.exit_code = None
             managed.state = State.FAILED
             self._store.append_system(spec.name, f"could not start: {exc}")
@@ -956,10 +991,15 @@ class Supervisor:
             return
         if self._guardian is not None:
             self._guardian.add(popen.pid)
-        assert popen.stdout is not None and popen.stderr is not None
+        assert popen.stderr is not None
+        if terminal is not None:
+            os.close(terminal[1])  # the child has it: its exit then ends our reads (EIO)
+            outputs = ((terminal[0], STDOUT), (popen.stderr.fileno(), STDERR))
+        else:
+            assert popen.stdout is not None
+            outputs = ((popen.stdout.fileno(), STDOUT), (popen.stderr.fileno(), STDERR))
         fds = {}
-        for pipe, stream in ((popen.stdout, STDOUT), (popen.stderr, STDERR)):
-            fd = pipe.fileno()
+        for fd, stream in outputs:
             os.set_blocking(fd, False)
             with contextlib.suppress(OSError):  # may exceed the user's pipe size limit
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -1071,9 +1111,7 @@ class Supervisor:
         managed.generation += 1  # no more probes or stable-period timer for this run
         self._signal_group(managed, managed.spec.stop_signal)
         self._schedule_for(
-            managed,
-            managed.spec.stop_timeout,
-            functools.partial(self._signal_group, managed, signal.SIGKILL),
+            managed, managed.spec.stop_timeout, functools.partial(self._kill_late, managed)
         )
         self._publish_one(managed)
 
@@ -1130,6 +1168,8 @@ class Supervisor:
         pipe = run.popen.stdout if stream == STDOUT else run.popen.stderr
         if pipe is not None:
             pipe.close()
+        else:  # a pty's end (pty = true): no Popen object holds it
+            os.close(fd)
         self._store.flush(managed.spec.name, stream)
 
     def _drain(self, managed: _Managed, run: _Run) -> None:
@@ -1233,6 +1273,20 @@ class Supervisor:
         managed.generation += 1
         managed.stop_deferred = True
         self._publish_one(managed)
+
+    def _kill_late(self, managed: _Managed) -> None:
+        """The stop timeout passed with the process still there: SIGKILL its group, and say so
+        (in its log, and in ``kills_in_shutdown`` when the console is shutting down: ``up``
+        then exits 143)."""
+        if managed.run is None:
+            return
+        if not self._running:
+            self.kills_in_shutdown += 1
+        timeout = managed.spec.stop_timeout
+        self._store.append_system(
+            managed.spec.name, f"still running {timeout:g}s after {_signal_name(managed)}: SIGKILL"
+        )
+        self._signal_group(managed, signal.SIGKILL)
 
     # -- commands (loop thread) ------------------------------------------------------------------
 
@@ -1360,3 +1414,7 @@ def _report(message: str) -> None:
     """One line on the console's stderr (under the TUI, Textual captures it)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"lacrimosa: {message}", file=sys.stderr, flush=True)
+
+
+def _signal_name(managed: _Managed) -> str:
+    return describe_exit(-managed.spec.stop_signal)
