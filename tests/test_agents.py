@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -12,14 +11,9 @@ from typing import Any
 
 from helpers import pid_alive, wait_until
 from test_cli import _no_console_left_behind, start_console  # noqa: F401
+from test_probes import free_port
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def project(port: int) -> str:
