@@ -133,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "timestamps", False) and (args.raw or args.json):
             parser.error("--timestamps is for text output (JSON lines carry their time)")
     try:
+        if args.command == "up" and args.detach:
+            from .background import report_started, start_in_background
+
+            given = sys.argv[1:] if argv is None else argv
+            # The console in the background: the same `up`, headless (see background.py).
+            up = [token for token in given if token not in ("-d", "--detach", "--json")]
+            report_started(args, start_in_background(args, up))
+            return EXIT_OK
+        if args.command == "tui":
+            from .attach import run_attached
+
+            given = sys.argv[1:] if argv is None else argv
+            up = [("up" if token == "tui" else token) for token in given]  # if none runs
+            return run_attached(args, _console_home(args)[0], up)
         if args.command == "up":
             lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless

@@ -181,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit once no process runs or waits to restart, with the worst status",
     )
     up.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="start the console in the background (its output in .lacrimosa/console.log) and "
+        "return once its processes have started, printing them",
+    )
+    up.add_argument("--json", action="store_true", help="with -d: print what ps --json prints")
+    # The console `up -d` starts in the background: writes its pid beside the lock.
+    up.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument(
         "--http",
         metavar="HOST:PORT",
         help="serve the HTTP API here ([http] bind; loopback unless a key exists)",
@@ -188,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--udp", metavar="HOST:PORT", help="receive events on this UDP address ([sequencer] udp)"
     )
+    tui = commands.add_parser(
+        "tui",
+        parents=[common, project],
+        help="attach a TUI to the console here (start one in the background if none runs, "
+        "with these options)",
+    )
+    tui.set_defaults(udp=None, http=None, json=False, names=[])
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")
     logs = commands.add_parser(

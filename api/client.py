@@ -33,7 +33,7 @@ import time
 # The C socket module under ``socket``: ``socket`` itself imports ``enum`` and ``selectors``, a few
 # milliseconds of every one-shot call, for what this client does not use (``makefile``: see
 # ``_Reader``; enum-typed families).
-from _socket import AF_UNIX, SO_PEERCRED, SO_SNDTIMEO, SOCK_STREAM, SOL_SOCKET
+from _socket import AF_UNIX, SHUT_RDWR, SO_PEERCRED, SO_SNDTIMEO, SOCK_STREAM, SOL_SOCKET
 from _socket import socket as Socket
 
 from ..engine.errors import (
@@ -253,6 +253,16 @@ class ControlClient:
     def close(self) -> None:
         self._reader.close()
         self._sock.close()
+
+    def interrupt(self) -> None:
+        """Wake a thread blocked reading this connection (it sees the stream end), then close:
+        closing alone does not wake a blocked ``recv`` on Linux."""
+        try:
+            self._sock.shutdown(SHUT_RDWR)
+        except OSError:  # not connected any more: nothing is blocked on it
+            self.close()
+            return
+        self.close()
 
     def __enter__(self) -> ControlClient:
         return self

@@ -81,6 +81,9 @@ FOLLOW_BATCH_EVENTS = 1000
 # datagram each, as JSON).
 SHARED_BATCHES = 8
 SHARED_BATCH_BYTES = 32 << 20
+MAX_WINDOW_LINES = 1000  # lines one log_window reply carries at most
+SUBSCRIBE_INTERVAL = 0.05  # a subscriber gets at most 20 updates a second...
+SUBSCRIBE_FULL_INTERVAL = 1.0  # ...and every process, warning and counter at least this often
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
 
 
@@ -163,6 +166,8 @@ def replies(
         _check_started(console, op)
         if op in FOLLOWABLE and request.get("follow"):
             pieces: Iterator[dict[str, Any] | bytes] = follow(console, request, alive, state)
+        elif op == "subscribe":
+            pieces = _subscribe(console, alive)
         elif op == "logs":
             pieces = _select_logs(console, request).pieces(state)
         elif op in _STREAMED:
@@ -598,13 +603,12 @@ def _logs(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     return _select_logs(console, request).result()
 
 
-def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
+def _log_query(console: Console, request: dict[str, Any]) -> LogQuery:
+    """The LogQuery of a ``logs`` or ``log_window`` request (its name, stream, grep, since,
+    after_id and ignore_case), every argument checked."""
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest("name must be a string")
-    lines = request.get("lines", DEFAULT_LINES)
-    if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LINES:
-        raise InvalidRequest(f"lines must be an integer from 0 to {MAX_LINES}")
     stream_name = request.get("stream")
     if stream_name is not None and (
         not isinstance(stream_name, str) or stream_name not in _STREAM_BY_NAME
@@ -620,6 +624,30 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     except UnicodeEncodeError:
         raise InvalidRequest("grep must be valid Unicode text (no lone surrogates)") from None
     since = _since(request)
+    after_id = request.get("after_id")
+    if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
+        raise InvalidRequest("after_id must be an integer")
+    ignore_case = request.get("ignore_case", False)
+    if not isinstance(ignore_case, bool):
+        raise InvalidRequest("ignore_case must be true or false")
+    query = LogQuery(
+        # A process, an instance, a type (its instances merged), all, or a glob.
+        processes=tuple(console.select(name)) if name else None,
+        stream=_STREAM_BY_NAME[stream_name] if stream_name else None,
+        contains=needle,
+        since=time.time() - since if since is not None else None,
+        after_id=after_id,
+        ignore_case=ignore_case and needle is not None,
+    )
+    if query.processes is not None:
+        console.check_names(query.processes)
+    return query
+
+
+def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
+    lines = request.get("lines", DEFAULT_LINES)
+    if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LINES:
+        raise InvalidRequest(f"lines must be an integer from 0 to {MAX_LINES}")
     raw = request.get("raw", False)
     if not isinstance(raw, bool):
         raise InvalidRequest("raw must be true or false")
@@ -628,19 +656,7 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
         raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}")
     if form is not None and (raw or request.get("follow")):
         raise InvalidRequest("format cannot be combined with raw or follow")
-    after_id = request.get("after_id")
-    if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
-        raise InvalidRequest("after_id must be an integer")
-    query = LogQuery(
-        # A process, an instance, a type (its instances merged), all, or a glob.
-        processes=tuple(console.select(name)) if name else None,
-        stream=_STREAM_BY_NAME[stream_name] if stream_name else None,
-        contains=needle,
-        since=time.time() - since if since is not None else None,
-        after_id=after_id,
-    )
-    if query.processes is not None:
-        console.check_names(query.processes)
+    query = _log_query(console, request)
     snapshot = console.snapshot()
     view = LogView(snapshot, query)
     total = len(view)
@@ -793,6 +809,96 @@ def _action(verb: str) -> Callable[[Console, dict[str, Any], Actor], Any]:
     return run
 
 
+def _log_window(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    """Lines of one query by position, for a reader that shows a window of them (an attached
+    TUI): it never holds more than that window, whatever the store holds.
+
+    Positions are counted back from an end: the newest matching line when the window was first
+    asked for (``end_id``, sent back by the first reply, and ``total``, the number of matching
+    lines up to it then). So a reader's positions stay put while new lines arrive and old ones
+    are evicted: a line evicted since reads as missing (``first`` says where the lines returned
+    begin), never as another line. The first request gives ``tail`` (the newest N lines); later
+    ones give ``end_id``, ``total`` and ``start``/``stop``, or ``position_of`` (a line id: how
+    many matching lines come before it, in the same positions)."""
+    query = _log_query(console, request)
+    view = LogView(console.snapshot(), query)
+    end_id = request.get("end_id")
+    if end_id is None:
+        total = end = len(view)
+        end_id = view.line(total - 1).id if total else -1
+    else:
+        if isinstance(end_id, bool) or not isinstance(end_id, int):
+            raise InvalidRequest("end_id must be an integer")
+        total = _integer(request, "total", None, 0, 1 << 62)
+        if total is None:
+            raise InvalidRequest("end_id needs total, the number of lines up to it")
+        end = min(view.position_of(end_id + 1), total)
+    result: dict[str, Any] = {"total": total, "end_id": end_id}
+    position_of = request.get("position_of")
+    if position_of is not None:
+        if isinstance(position_of, bool) or not isinstance(position_of, int):
+            raise InvalidRequest("position_of must be an integer")
+        result["position"] = total - (end - min(view.position_of(position_of), end))
+        return result
+    tail = _integer(request, "tail", None, 0, MAX_WINDOW_LINES)
+    if tail is not None:
+        start, stop = max(total - tail, 0), total
+    else:
+        start = _integer(request, "start", 0, 0, total)
+        stop = _integer(request, "stop", start, start, total)
+    stop = min(stop, start + MAX_WINDOW_LINES)
+    first = max(start, total - end)  # positions below total - end were evicted since
+    lines = view.lines(end - (total - first), end - (total - stop)) if stop > first else []
+    result["first"] = first
+    result["lines"] = [line_to_dict(line, raw=True) for line in lines]
+    return result
+
+
+def _subscription_state(console: Console, full: bool, log_changed: bool = True) -> dict[str, Any]:
+    """What a subscriber is sent: the versions, and the parts that changed (all when ``full``)."""
+    state: dict[str, Any] = {"version": list(console.version)}
+    if full:
+        state["processes"] = [info.to_dict() for info in console.processes()]
+        state["warnings"] = console.warnings()
+        state["audit"] = console.audit.status()
+        sequencer = console.sequencer
+        if sequencer is None:
+            state["sequencer"] = None
+        else:
+            section = sequencer.status()
+            section["history"] = list(sequencer.stats().history)
+            section["warnings"] = sequencer.warnings()
+            section["restart_history"] = [restart.to_dict() for restart in sequencer.history]
+            state["sequencer"] = section
+    if log_changed:
+        state["newest_ids"] = console.store.newest_ids()
+    return state
+
+
+def _subscribe(console: Console, alive: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+    """A subscription: the whole state first, then what changed, at most once every
+    SUBSCRIBE_INTERVAL (however fast lines arrive: a subscriber's cost is bounded by time, not
+    by the work it watches), and processes, warnings and the sequencer at least every
+    SUBSCRIBE_FULL_INTERVAL (rates and counters move without a version change). Ends with
+    ``{"end": ...}`` when the console stops."""
+    yield ok(_subscription_state(console, full=True))
+    seen = console.version
+    full_at = time.monotonic()
+    stopping = console.shutdown_requested
+    while alive() and not stopping.wait(SUBSCRIBE_INTERVAL):
+        version = console.version
+        now = time.monotonic()
+        full = version[0] != seen[0] or now - full_at >= SUBSCRIBE_FULL_INTERVAL
+        if version == seen and not full:
+            continue
+        if full:
+            full_at = now
+        yield ok(_subscription_state(console, full, log_changed=version[1] != seen[1]))
+        seen = version
+    if stopping.is_set():
+        yield ok({"end": "the console is stopping"})
+
+
 def _ps(console: Console) -> dict[str, Any]:
     processes = []
     for info in console.processes():
@@ -901,4 +1007,6 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
     "key_revoke": _key_revoke,
     "wait": lambda console, request, actor: _wait(console, request),
     "why": lambda console, request, actor: console.why(_name(request)),
+    "log_window": lambda console, request, actor: _log_window(console, request),
+    "subscribe": lambda console, request, actor: _subscription_state(console, full=True),
 }

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,8 @@ from ..engine.console import Console
 from ..engine.errors import InvalidRequest
 from ..engine.exit_policy import ExitRule, ExitWatch, without_restarts
 from ..engine.formation import select
-from ..engine.paths import resolve_home
+from ..engine.hangup import let_go_of_the_terminal
+from ..engine.paths import remove_pid_file, resolve_home, write_pid_file
 from ..engine.terminal_text import terminal_safe
 from .headless import HeadlessPrinter, stdout_style
 from .project import load_project
@@ -33,11 +35,12 @@ EXIT_GRACE = 5.0
 EXIT_KILLED_ON_STOP = 143  # 128 + SIGTERM: a process had to be SIGKILLed on the way out
 
 
-def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
-    """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
-    ``args`` name; taken here otherwise)."""
+def load_up_config(args: argparse.Namespace) -> tuple[Config, Path, ExitRule]:
+    """The config ``up`` would run (its project options, ``NAME...``, ``--udp``, ``--http`` and
+    the exit rule applied), its state folder and its exit rule; raises what ``up`` reports (no
+    config, a bad one, a bad address, an unknown ``--exit-with`` name)."""
     config = load_project(args)
-    if args.names:
+    if getattr(args, "names", None):
         config = start_only(config, args.names)
     if args.udp:
         try:
@@ -53,16 +56,30 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         except ValueError as exc:
             raise InvalidRequest(f"--http: {exc}") from None
         config = dataclasses.replace(config, http=args.http)
-    rule = ExitRule(args.exit_with, args.abort_on_exit, args.exit_when_done)
+    rule = ExitRule(  # `tui` (which may start a console) has none of these options
+        getattr(args, "exit_with", None),
+        getattr(args, "abort_on_exit", False),
+        getattr(args, "exit_when_done", False),
+    )
     config = without_restarts(config, rule)  # an unknown --exit-with name: exit 3
     home = resolve_home(args.home, config.path)
     assert home is not None
+    return config, home, rule
+
+
+def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
+    """``lock_fd``: the console lock, if the CLI took it already (for the state folder that
+    ``args`` name; taken here otherwise)."""
+    config, home, rule = load_up_config(args)
     console = Console(config, home)
     watch = ExitWatch(console, rule) if rule.active else None
     server = ControlServer(console, lock_fd=lock_fd)
     server.start()  # first: refuses to start a second console for the same project
     # Until console.start() returns, requests get a `starting` reply (journal recovery, say).
     console.add_status_section("control", server.stats)
+    detached = getattr(args, "detached_child", False)
+    if detached:  # `up -d`'s console: its pid beside the lock, for scripts and humans
+        write_pid_file(home)
     notices: list[str] = []
     http = _start_http(console, server, notices)
     headless = args.headless or not (sys.stdin.isatty() and sys.stdout.isatty())
@@ -109,6 +126,8 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
             run_tui(console, notices)
     finally:
         console.shutdown()
+        if detached:
+            remove_pid_file(home)
         if http is not None:
             http.close()
         if watch is not None:
@@ -174,26 +193,13 @@ def _on_signals(
 ) -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            _let_go_of_the_terminal()
+            let_go_of_the_terminal()
         if not console.shutdown_requested.is_set():
             signalled.set()
         console.request_shutdown()
 
     for sig in signals:
         signal.signal(sig, handler)
-
-
-def _let_go_of_the_terminal() -> None:
-    """The terminal hung up (SSH dropped, its window closed): point every standard stream that
-    was on it at /dev/null, so that what is still written on the way out (the TUI restoring the
-    screen, the headless report) goes nowhere instead of failing or blocking."""
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            with contextlib.suppress(OSError):
-                if os.isatty(fd):
-                    os.dup2(null, fd)
-        os.close(null)
 
 
 def _exit_if_stuck(console: Console, server: ControlServer, finished: threading.Event) -> None:

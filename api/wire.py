@@ -25,6 +25,19 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
                                                 (waits server-side; see protocol._wait)
     why  name                                 → {"name", "state", "summary": [line, ...],
                                                  "stderr": [text, ...], ...}
+    subscribe                                 → the state, then a reply per change (below)
+    log_window  name?, stream?, grep?, ignore_case?, tail? | end_id, total, start, stop
+                | end_id, total, position_of  → {"total", "end_id", "first", "lines"}
+                                                or {"total", "end_id", "position"}
+
+``subscribe`` (what an attached TUI reads, on one connection): a first reply ``{"version": [P,
+L], "processes": [...], "warnings": [...], "sequencer": {status + "history", "warnings",
+"restart_history"} or null, "newest_ids": {process: id}}``, then at most 20 replies a second,
+each with ``version`` and the parts that changed (``processes``, ``warnings`` and ``sequencer``
+together at least once a second; ``newest_ids`` when lines arrived), until ``{"end": ...}`` when
+the console stops. ``log_window``: lines by position, counted back from the newest matching line
+when first asked (``tail`` gives ``end_id`` and ``total``; later requests send them back), so
+positions stay put as lines arrive and are evicted; at most 1000 lines a reply, always ``raw``.
 
 A line is ``{"id", "time", "process", "stream", "text", "continued"?}``; its ``text`` is the line's
 bytes decoded as UTF-8 with invalid bytes replaced (U+FFFD), as JSON cannot carry other bytes.
@@ -82,6 +95,8 @@ OPS = (
     "key_revoke",
     "wait",
     "why",
+    "subscribe",
+    "log_window",
 )
 
 

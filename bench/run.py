@@ -42,6 +42,7 @@ MODULES = (
     "tui_bytes",
     "ingest_readers",
     "small_writes",
+    "tui_attach",
     "http_api",
     "resources",
 )

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,33 @@ SIZE = (120, 40)
 TARGET = 0.016
 NAMES = ["api", "worker", "db"]
 BUDGET = 4 << 30
+
+
+def watch_repaints(pane: Any, repainted: Callable[[Any, int, float, float], None]) -> None:
+    """Have ``repainted(crop, rows_rendered, seconds, ui_thread_cpu_seconds)`` called after each
+    time the compositor asks ``pane`` for its lines (``render_lines``; the rows its
+    ``render_line`` drew for it: 0 when Textual served them all from its own cache). The
+    methods are wrapped on the instance: nothing in tui/ is changed."""
+    render_lines, render_line = pane.render_lines, pane.render_line
+    rows = 0
+
+    def counted_render_line(y: int) -> Any:
+        nonlocal rows
+        rows += 1
+        return render_line(y)
+
+    def timed_render_lines(crop: Any) -> Any:
+        nonlocal rows
+        rows = 0
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        strips = render_lines(crop)
+        elapsed = time.perf_counter() - t0
+        repainted(crop, rows, elapsed, time.thread_time() - c0)
+        return strips
+
+    pane.render_line = counted_render_line
+    pane.render_lines = timed_render_lines
 
 
 class Writer(threading.Thread):
@@ -124,26 +152,11 @@ async def measure(stored: int, seconds: float) -> dict[str, Any]:
         partial = 0
         async with app.run_test(size=SIZE) as pilot:
             pane = app.log_pane
-            render_lines = pane.render_lines
 
-            render_line = pane.render_line
-            rows_rendered = 0
-
-            def counted_render_line(y: int) -> Any:
-                nonlocal rows_rendered
-                rows_rendered += 1
-                return render_line(y)
-
-            def timed_render_lines(crop: Any) -> Any:
-                nonlocal partial, cached, rows_rendered
-                rows_rendered = 0
-                c0 = time.thread_time()
-                t0 = time.perf_counter()
-                strips = render_lines(crop)
-                elapsed = time.perf_counter() - t0
-                cpu = time.thread_time() - c0
+            def repainted(crop: Any, rows_rendered: int, elapsed: float, cpu: float) -> None:
+                nonlocal partial, cached
                 if not recording:
-                    return strips
+                    return
                 if rows_rendered == 0:
                     cached += 1  # Textual served every row from its own line cache
                 elif crop.height >= pane.size.height and rows_rendered >= crop.height:
@@ -151,12 +164,10 @@ async def measure(stored: int, seconds: float) -> dict[str, Any]:
                     frames_cpu.append(cpu)
                 else:
                     partial += 1
-                return strips
 
             recording = False
             cached = 0
-            pane.render_line = counted_render_line  # type: ignore[method-assign]
-            pane.render_lines = timed_render_lines  # type: ignore[method-assign]
+            watch_repaints(pane, repainted)
             deadline = time.monotonic() + 120
             while pane.line_count < stored:  # the first build scans everything stored
                 if time.monotonic() > deadline:

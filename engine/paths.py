@@ -24,6 +24,8 @@ CONFIG_NAMES = ("lacrimosa.toml", "Procfile")
 HOME_DIR_NAME = ".lacrimosa"
 SOCKET_NAME = "control.sock"
 LOCK_NAME = "console.lock"  # flock-ed by the running console, from before it binds its socket
+PID_NAME = "console.pid"  # the pid of a console started by `up -d`, while it runs
+LOG_NAME = "console.log"  # the output of a console started by `up -d`
 GITIGNORE = b"# lacrimosa's state: not for version control\n*\n"
 # sun_path holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -181,6 +183,20 @@ def console_starting(home: str | os.PathLike[str]) -> bool:
     finally:
         os.close(fd)  # releases the probe's lock, if it took one
     return False
+
+
+def write_pid_file(home: Path) -> None:
+    """Write this process's pid to ``console.pid`` beside the lock (held by this process: one
+    left by a console that was killed is replaced), never through a symlink."""
+    remove_pid_file(home)
+    _write_new(home / PID_NAME, f"{os.getpid()}\n".encode())
+
+
+def remove_pid_file(home: Path) -> None:
+    import contextlib  # the console's way out only (contextlib loads functools, collections)
+
+    with contextlib.suppress(OSError):  # gone already, or the folder with it
+        os.unlink(home / PID_NAME)
 
 
 def _write_new(path: Path, data: bytes) -> None:

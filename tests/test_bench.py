@@ -31,6 +31,7 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "ingest process SIGKILLed",
         "capture vs supervisord",
         "small writes",
+        "tui attach",
         "http api: GET /api/processes",
         "http api: stream delivery lag",
         "http api: capture with 10 stream subscribers",

@@ -28,6 +28,7 @@ from lacrimosa.engine.processes.probes import (
     MAX_PROBE_WORKERS,
     LogMatcher,
 )
+from lacrimosa.engine.processes.supervisor import ProcessInfo
 
 PY = sys.executable
 MakeConsole = Callable[..., Console]
@@ -476,3 +477,25 @@ def test_depending_on_a_type_waits_for_every_instance(console: MakeConsole) -> N
     assert c.process("api").state == "waiting"  # one instance ready is not enough
     wait_until(lambda: c.process("api").state == "running", timeout=15)
     assert c.process("db.1").ready and c.process("db.2").ready
+
+
+def test_a_remote_copy_of_process_info_keeps_readiness_and_probes(console: MakeConsole) -> None:
+    c = console("""
+        [processes.db]
+        cmd = "echo accepting; exec sleep 60"
+        ready = { log = "accepting" }
+        health = { exec = "true", interval = "50ms" }
+        [processes.api]
+        cmd = "exec sleep 60"
+        depends_on = { db = "completed" }
+    """)
+    wait_until(lambda: c.process("db").health == "ok")
+    for info in c.processes():
+        copy = ProcessInfo.from_dict(info.to_dict())
+        assert (copy.ready, copy.reason, copy.probes, copy.health) == (
+            info.ready,
+            info.reason,
+            info.probes,
+            info.health,
+        )
+    assert c.process("api").reason == "db: completed"

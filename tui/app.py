@@ -1,7 +1,10 @@
 """The lacrimosa TUI: process table, live log view, live filter, one-key process control, the
 sequencer's Overview and Events views, and the Audit view.
 
-It runs in the console's own process and reads the engine only from its own timer and workers:
+It reads a ``ConsoleFacade`` (engine/facade.py): the console itself, in its own process
+(``lacrimosa up``), or a client of one over its socket (``lacrimosa tui``, ``attached``: then ``d``
+detaches, ``q`` asks before stopping everything, and a hang-up detaches). It reads it only from
+its own timer and workers:
 a ~20 Hz timer polls ``console.version`` (a cheap tuple) and refreshes what changed, so however
 fast processes write, the UI does a bounded amount of work per second and engine threads never
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
@@ -20,6 +23,9 @@ is below every view.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import signal
 import time
 from collections.abc import Sequence
 
@@ -36,6 +42,8 @@ from textual.worker import Worker, WorkerState
 from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
+from ..engine.facade import ConsoleFacade
+from ..engine.hangup import let_go_of_the_terminal
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .audit_view import AuditView
@@ -61,6 +69,9 @@ TUI_USER = Actor.local("tui")  # who the TUI's actions are recorded as, in the a
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
 VIEWS = ("logs", "overview", "events", "audit")
+# Why an attached app ended (its return value): the console and its processes go on, except
+# after CONSOLE_ENDED (stopped from elsewhere, or the connection to it was lost).
+DETACHED, HUNG_UP, CONSOLE_ENDED = "detached", "hung up", "console ended"
 VIEW_KEYS = Binding.Group("views", compact=True)
 # The app's actions that act on the log view: only enabled while it is shown.
 LOG_VIEW_ACTIONS = frozenset(
@@ -92,7 +103,7 @@ class FilterInput(Input):
     BINDINGS = [Binding("escape", "app.clear_filter", "clear", show=False)]
 
 
-class LacrimosaApp(App[None]):
+class LacrimosaApp(App[str]):
     """The TUI of one running console."""
 
     TITLE = "lacrimosa"
@@ -152,6 +163,7 @@ class LacrimosaApp(App[None]):
         Binding("e", "cycle_stream", "stream"),
         Binding("t", "toggle_timestamps", "time", show=False),  # the footer is full at 80 columns
         Binding("a", "show_all", "all"),
+        Binding("d", "detach", "detach"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),
         # Tab moves between processes wherever the focus is (also while typing a filter).
@@ -168,10 +180,25 @@ class LacrimosaApp(App[None]):
         Binding("4", "show_view('audit')", "audit", group=VIEW_KEYS),
     ]
 
-    def __init__(self, console: Console, notices: Sequence[str] = ()) -> None:
+    def __init__(
+        self, console: ConsoleFacade, notices: Sequence[str] = (), attached: bool = False
+    ) -> None:
+        """``notices``: said once, when the app is up (where a key was written). ``attached``:
+        ``console`` runs elsewhere (``lacrimosa tui``): ``d`` detaches, ``q`` asks first, and a
+        hang-up detaches; the app ends with a reason (``DETACHED``, ``HUNG_UP``,
+        ``CONSOLE_ENDED``) as its return value."""
         super().__init__()
         self.engine = console  # the engine facade (App.console is rich's Console)
-        self._notices = tuple(notices)  # said once, when the app is up (where a key was written)
+        self._notices = tuple(notices)
+        self.attached = attached
+        if attached:
+            # The footer has room for one way out at 80 columns: attached, `d` (detach) is the
+            # one shown; `q` still works (and asks first).
+            self._bindings.key_to_bindings["q"] = [
+                dataclasses.replace(binding, show=False)
+                for binding in self._bindings.key_to_bindings["q"]
+            ]
+        self._asking_to_quit = False  # attached, after a first q: "detach or stop everything?"
         names = [info.name for info in console.processes()]
         self._name_colours = {
             name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
@@ -253,6 +280,9 @@ class LacrimosaApp(App[None]):
         return self._view
 
     def on_mount(self) -> None:
+        if self.attached:
+            # Losing the terminal detaches: the console and its processes go on.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hung_up)
         self.process_table.show_processes(self.engine.processes())
         self.process_table.focus()
         self._apply_query()
@@ -268,6 +298,9 @@ class LacrimosaApp(App[None]):
         except NoMatches:
             return  # the timer can fire once more while the screen is torn down at exit
         if self.engine.shutdown_requested.is_set() and not self._quitting:
+            if self.attached:  # stopped from elsewhere, or the connection was lost
+                self.exit(CONSOLE_ENDED)
+                return
             self._begin_quit()  # `lacrimosa shutdown` from another terminal
         version = self.engine.version
         seen = self._seen_version
@@ -348,6 +381,8 @@ class LacrimosaApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # False: neither run nor shown in the footer.
+        if action == "detach":
+            return self.attached
         return not (action in LOG_VIEW_ACTIONS and self._view != "logs")
 
     @property
@@ -378,6 +413,11 @@ class LacrimosaApp(App[None]):
         selected = self.selected_process
         status = Text(no_wrap=True, overflow="ellipsis")
         status.append(f" {selected or 'all processes'} ", style="bold reverse")
+        if self._asking_to_quit and not self._quitting:
+            status.append("  detach or stop everything? ", style=f"bold {WARNING}")
+            status.append("d: detach · q: stop all · esc: stay", style="bold")
+            self._show_status(status)
+            return
         if self._quitting:
             status.append("  stopping processes…", style=f"bold {WARNING}")
             self._show_status(status)
@@ -499,7 +539,10 @@ class LacrimosaApp(App[None]):
         self.log_pane.action_step_line(step)
 
     def action_escape(self) -> None:
-        if self.line_detail_shown:
+        if self._asking_to_quit:
+            self._asking_to_quit = False
+            self._update_status()
+        elif self.line_detail_shown:
             self.action_toggle_line_detail()
         elif self._filter_text:
             self.action_clear_filter()
@@ -581,8 +624,23 @@ class LacrimosaApp(App[None]):
     # -- quitting --------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        """Overrides App.action_quit, so that every way out (q, ctrl+c, ctrl+q) stops processes."""
+        """Overrides App.action_quit, so that every way out (q, ctrl+c, ctrl+q) stops processes.
+        Attached, the first asks "detach or stop everything?" and the second stops everything."""
+        if self.attached and not self._asking_to_quit:
+            self._asking_to_quit = True
+            self._update_status()
+            return
         self._begin_quit()
+
+    def action_detach(self) -> None:
+        """Leave the console running, with its processes (attached only)."""
+        if self.attached and not self._quitting:
+            self.exit(DETACHED)
+
+    def _hung_up(self) -> None:
+        let_go_of_the_terminal()
+        if not self._quitting:
+            self.exit(HUNG_UP)
 
     def _begin_quit(self) -> None:
         """Show that processes are stopping, stop them all off the UI thread, then exit."""

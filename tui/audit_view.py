@@ -33,7 +33,6 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import Static
 
-from ..engine.audit import AuditLog
 from ..engine.audit_text import (
     AUDIT_COLUMNS,
     actor_text,
@@ -42,8 +41,8 @@ from ..engine.audit_text import (
     record_time,
     succeeded,
 )
-from ..engine.console import Console
 from ..engine.errors import LacrimosaError
+from ..engine.facade import AuditReader, ConsoleFacade
 from ..engine.terminal_text import field_safe
 from .palette import ERROR, GOOD, WARNING
 from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
@@ -88,7 +87,7 @@ def _row(record: dict[str, Any]) -> AuditRow:
     )
 
 
-def build_rows(audit: AuditLog, previous: AuditRows, limit: int = MAX_SHOWN) -> AuditRows:
+def build_rows(audit: AuditReader, previous: AuditRows, limit: int = MAX_SHOWN) -> AuditRows:
     """The newest ``limit`` records; only those after ``previous`` are read when they follow on
     from it (else, after a gap or a hand-edited file, the newest ``limit`` again). Any thread."""
     count, head = audit.count, audit.head
@@ -290,7 +289,7 @@ class AuditView(Vertical):
             self.rows = rows
             self.error = error
 
-    def __init__(self, console: Console, *, id: str | None = None) -> None:
+    def __init__(self, console: ConsoleFacade, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._engine = console
         self._seen: tuple[int, int] | None = None  # (count, write errors) last read

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.events.frames import matching
-from ..engine.events.journal import Journal
+from ..engine.facade import JournalReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,9 @@ class EventRows:
         return row < len(self) and self.seq_at(row) == seq
 
 
-def build_rows(journal: Journal, wanted: EventFilter, previous: EventRows | None) -> EventRows:
+def build_rows(
+    journal: JournalReader, wanted: EventFilter, previous: EventRows | None
+) -> EventRows:
     """The rows for ``wanted`` now; reuses ``previous`` (same filter, not lapped) when it can.
 
     Safe in any thread: the journal's readers copy what they read and drop what was overwritten

@@ -31,9 +31,8 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-from ..engine.console import Console
 from ..engine.events.frames import Event
-from ..engine.events.journal import Journal
+from ..engine.facade import ConsoleFacade, JournalReader
 from .event_render import (
     RowFormat,
     describe_event,
@@ -110,7 +109,7 @@ class EventList(FollowingScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.journal: Journal | None = None
+        self.journal: JournalReader | None = None
         self.rows = EventRows(0, 0)
         self.event_filter = EventFilter()
         self.cursor = 0  # a row of ``rows``
@@ -423,7 +422,7 @@ class EventsView(Vertical):
         "stream": "show stream (empty: every stream)",
     }
 
-    def __init__(self, console: Console, *, id: str | None = None) -> None:
+    def __init__(self, console: ConsoleFacade, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._engine = console
         self._seen_bounds: tuple[int, int] | None = None

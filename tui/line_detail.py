@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ..engine.logs.store import STDERR, SYSTEM, LogLine
+from ..engine.facade import ShownLine
+from ..engine.logs.store import STDERR, SYSTEM
 from .event_render import local_datetime
 from .line_render import CONTINUED_MARKER, decode_for_terminal
 from .palette import ERROR
@@ -28,7 +29,7 @@ def _field(out: Text, label: str, *parts: str | Text) -> None:
     out.append("\n")
 
 
-def describe_line(line: LogLine, name_style: str = "") -> Text:
+def describe_line(line: ShownLine, name_style: str = "") -> Text:
     """The panel's text for ``line``: its process, stream, time, id and size, then the line."""
     raw = bytes(line.content)
     out = Text(end="", overflow="fold")

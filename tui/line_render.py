@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from ..engine.logs.store import STDERR, SYSTEM, LogLine
+from ..engine.facade import ShownLine
+from ..engine.logs.store import STDERR, SYSTEM
 from ..engine.terminal_text import VISIBLE_CONTROLS, terminal_safe
 from .palette import ERROR, WARNING
 
@@ -109,7 +110,7 @@ def byte_budget(width: int) -> int:
 
 
 def format_log_line(
-    line: LogLine, fmt: LineFormat, name_style: str | Style = "", base_style: Style | None = None
+    line: ShownLine, fmt: LineFormat, name_style: str | Style = "", base_style: Style | None = None
 ) -> Text:
     """One screen row for ``line``: stream gutter, optional process name, content, markers.
 

@@ -1,4 +1,4 @@
-"""The live log view: a virtual scroll view over one engine LogView.
+"""The live log view: a virtual scroll view over one LineWindow (an engine LogView in process).
 
 The pane never holds lines. Its virtual height is the number of matching lines of the current
 LogView, and ``render_line(y)`` fetches only the lines around the visible window, so a frame costs
@@ -15,7 +15,7 @@ changes, so a row rendered once is reused while it stays on screen or is scrolle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.style import Style
 from textual import events, on
@@ -26,10 +26,9 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..engine.console import Console
 from ..engine.errors import LacrimosaError
-from ..engine.logs.query import LogQuery, LogView
-from ..engine.logs.store import LogLine
+from ..engine.facade import ConsoleFacade, LineWindow, ShownLine
+from ..engine.logs.query import LogQuery
 from .line_render import LineFormat, format_log_line
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 
@@ -76,7 +75,7 @@ class LogPane(FollowingScrollView, can_focus=True):
     class _ViewBuilt(Message):
         """From the build worker: the new view for ``query``, or why there is none."""
 
-        def __init__(self, query: LogQuery, view: LogView | None, error: str | None) -> None:
+        def __init__(self, query: LogQuery, view: LineWindow | None, error: str | None) -> None:
             super().__init__()
             self.query = query
             self.view = view
@@ -84,7 +83,7 @@ class LogPane(FollowingScrollView, can_focus=True):
 
     def __init__(
         self,
-        console: Console,
+        console: ConsoleFacade,
         name_colours: Mapping[str, str] | None = None,
         name_width: int = 12,
         *,
@@ -95,7 +94,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._name_colours = dict(name_colours or {})
         self._name_width = name_width  # of the process-name column in the merged view
         self._query = LogQuery()
-        self._view: LogView | None = None
+        self._view: LineWindow | None = None
         self._view_query: LogQuery | None = None
         self._view_builds = OneBuildAtATime(
             self, self._prepare_build, group=_BUILD_GROUP, description="build log view"
@@ -103,7 +102,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._last_error: str | None = None  # reported once, not on every failed rebuild
         # The lines around the visible window, fetched once per new view or scroll position.
         self._window_start = 0
-        self._window: list[LogLine] = []
+        self._window: Sequence[ShownLine] = []
         self._strips: LRUCache[tuple[int, LineFormat], Strip] = LRUCache(_STRIP_CACHE_SIZE)
         # The line cursor (for the detail panel): the id of the marked line, None when unmarked.
         self._cursor_id: int | None = None
@@ -153,7 +152,7 @@ class LogPane(FollowingScrollView, can_focus=True):
     # -- the line cursor -------------------------------------------------------------------------
 
     @property
-    def cursor_line(self) -> LogLine | None:
+    def cursor_line(self) -> ShownLine | None:
         """The marked line, if any (and still in the view)."""
         position = self.cursor_position
         return None if position is None else self._line_at(position)
@@ -167,7 +166,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         line = self._line_at(position)
         return position if line is not None and line.id == self._cursor_id else None
 
-    def mark_line(self, position: int | None = None) -> LogLine | None:
+    def mark_line(self, position: int | None = None) -> ShownLine | None:
         """Mark the line at ``position`` (default: the last line on screen) and stop following,
         so that it stays put; returns it (None when the view is empty)."""
         if position is None:
@@ -240,7 +239,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         if build_again:
             self.reload()
 
-    def _install(self, query: LogQuery, view: LogView) -> None:
+    def _install(self, query: LogQuery, view: LineWindow) -> None:
         # The line at the top of the screen, to keep in place when not following: as old
         # blocks are evicted, the same line moves to a smaller position in the new view.
         anchor = self._line_at(round(self.scroll_y)) if not self.follow else None
@@ -333,7 +332,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         super().notify_style_update()
         self._strips.clear()  # the base style (focus tint, theme) is baked into cached strips
 
-    def _line_at(self, index: int) -> LogLine | None:
+    def _line_at(self, index: int) -> ShownLine | None:
         view = self._view
         if view is None or not 0 <= index < len(view):
             return None
@@ -375,7 +374,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             return self._render_row(line, width, base_style).apply_style(_CURSOR_STYLE)
         return self._render_row(line, width, base_style)
 
-    def _render_row(self, line: LogLine, width: int, base_style: Style) -> Strip:
+    def _render_row(self, line: ShownLine, width: int, base_style: Style) -> Strip:
         fmt = self.line_format()
         key = (line.id, fmt)
         strip = self._strips.get(key)
@@ -386,7 +385,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             self._strips[key] = strip
         return strip
 
-    def visible_lines(self) -> list[LogLine]:
+    def visible_lines(self) -> list[ShownLine]:
         """The lines on screen now, top to bottom."""
         top = int(self.scroll_offset.y)
         lines = (self._line_at(top + y) for y in range(self.size.height))

@@ -16,10 +16,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from ..engine.console import Console
-from ..engine.events.ingest import IngestProcess
 from ..engine.events.ingest_stats import RATE_HISTORY
 from ..engine.events.sequencer import DROP_CAUSES, SequencerStats
+from ..engine.facade import ConsoleFacade, SequencerView
 from ..engine.processes.supervisor import State
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
@@ -104,7 +103,7 @@ class OverviewView(VerticalScroll):
     }
     """
 
-    def __init__(self, console: Console, *, id: str | None = None) -> None:
+    def __init__(self, console: ConsoleFacade, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._engine = console
         self._shown_key: object = None
@@ -155,7 +154,7 @@ class OverviewView(VerticalScroll):
         for part in ("#overview-ingest", "#overview-rate", "#overview-journal"):
             self.query_one(part).display = shown
 
-    def _show_sequencer(self, sequencer: IngestProcess, stats: SequencerStats) -> None:
+    def _show_sequencer(self, sequencer: SequencerView, stats: SequencerStats) -> None:
         status = sequencer.status()
         journal = status["journal"]
 

@@ -92,6 +92,11 @@ class Restart:
             "kernel_drops": self.kernel_drops,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Restart:
+        """The inverse of ``to_dict`` (a client's copy of what the console sent)."""
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
     def describe(self) -> str:
         parts = [f"{self.exit} after {self.lived:.1f}s"]
         if self.error:

@@ -796,6 +796,19 @@ class LogStore:
     def counts(self, name: str) -> StreamCounts:
         return self._logs[name].counts()
 
+    def newest_ids(self) -> dict[str, int]:
+        """Per process, the id of its newest stored line (none yet: left out). Reads what each
+        process published last, without a lock or a snapshot: cheap enough to poll (the
+        ``subscribe`` op sends it to attached TUIs)."""
+        out: dict[str, int] = {}
+        for name, logs in list(self._logs.items()):
+            sealed, active, n = logs.published
+            if active is not None and n:
+                out[name] = active.id_at(n - 1)
+            elif sealed:
+                out[name] = sealed[-1].id_at(sealed[-1].n - 1)
+        return out
+
     def stats(self) -> dict[str, int]:
         return {
             "bytes": self._bytes,

@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,23 @@ class ProcessInfo:
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessInfo:
+        """The inverse of ``to_dict`` (a client's copy of what the console sent): what it
+        leaves out (``exits``, counted for /metrics) keeps its default."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            key = _SENT_AS.get(field.name, field.name)
+            if key in data:
+                values[field.name] = data[key]
+        if "probes" in values:  # sent as dicts
+            values["probes"] = tuple(ProbeStatus(**probe) for probe in values["probes"])
+        return cls(**values)
+
+
+# ProcessInfo's fields that to_dict sends under another name.
+_SENT_AS = {"restart_policy": "restart", "process_type": "type"}
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
