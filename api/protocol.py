@@ -125,11 +125,16 @@ def dispatch(console: Console, request: Any, actor: Actor | None = None) -> dict
     """Carry out one request; every failure becomes an error reply, never an exception.
 
     ``actor`` is who asks, as the transport knows it (never taken from the request): actions are
-    recorded in the audit log under it. None: the console's own user, from this process."""
+    recorded in the audit log under it. None: the console's own user, from this process. The
+    one thing a request may add is ``"via": "tui"`` on the socket, an attached TUI naming
+    itself as the source; the user stays the one the kernel vouched for."""
     try:
         op = _op(request)
         _check_started(console, op)
-        return ok(_HANDLERS[op](console, request, actor or Actor.local("console")))
+        actor = actor or Actor.local("console")
+        if actor.source == "cli" and request.get("via") == "tui":
+            actor = dataclasses.replace(actor, source="tui")
+        return ok(_HANDLERS[op](console, request, actor))
     except Exception as exc:
         return error_reply(exc)
 
