@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ..engine.terminal_text import TextMode
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE = 0, 1, 2, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CONSOLE, EXIT_TIMED_OUT = 0, 1, 2, 4, 5
 QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs, and the first reply of a follow
 # start/stop/restart wait for the console's own bound on the action (``action_timeout`` in ps:
 # the process's stop_timeout plus a margin) and this much more; shutdown waits for the longest.
@@ -73,6 +73,7 @@ _FAST_VERBS = {
     "start": True,
     "stop": True,
     "restart": True,
+    "why": True,
 }
 _FAST_OPTIONS = {"--home": "home", "-f": "file", "--file": "file"}  # each takes a value
 
@@ -272,11 +273,71 @@ def _one_shot(args: argparse.Namespace) -> int:
             _events(args, client)
         elif args.command == "query":
             _query(args, client)
+        elif args.command == "wait":
+            return _wait(args, client)
+        elif args.command == "why":
+            result = client.call("why", name=args.name)
+            _print(args, result, _why_text(result))
         elif args.command == "keys":
             _keys(args, client)
         elif args.command == "audit":
             return _audit(args, client)
     return EXIT_OK
+
+
+# ``wait``'s outcome → exit status: there; never can be (failed, blocked, stopped); timed out.
+_WAIT_EXIT = {"reached": EXIT_OK, "never": EXIT_FAILED, "timeout": EXIT_TIMED_OUT}
+
+
+def _wait(args: argparse.Namespace, client: Any) -> int:
+    """The console waits (woken by state changes, not polled); this waits for its reply."""
+    until = "state" if args.state else (args.until or "ready")
+    request: dict[str, Any] = {"until": until, "within": args.timeout}
+    if args.names:
+        request["names"] = args.names
+    if args.state:
+        request["state"] = args.state
+    result = client.call("wait", timeout=args.timeout + REPLY_MARGIN, **request)
+    code = _WAIT_EXIT.get(result["outcome"], EXIT_FAILED)
+    rows = [f"{p['name']}: {_waited_text(p)}" for p in result["processes"]]
+    _print(args, result, "\n".join(rows) if rows else "(no processes)")
+    blocking = result.get("blocking")
+    if code != EXIT_OK and not args.json and blocking is not None:
+        wanted = result["until"]
+        if result["outcome"] == "timeout":
+            what = f"timed out after {format_duration(args.timeout)}"
+        else:
+            what = "cannot get there"
+        print(
+            f"lacrimosa: {what}: {blocking['name']} is {_waited_text(blocking)}, "
+            f"not {wanted} (see `lacrimosa why {blocking['name']}`)",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _waited_text(process: dict[str, Any]) -> str:
+    """``running, ready``, ``waiting (db: ready)``, ``failed (exit 1)``."""
+    state = process["state"]
+    if process.get("reason"):
+        return f"{state} ({process['reason']})"
+    if state == "running":
+        return "running, ready" if process.get("ready") else "running, not ready"
+    if process.get("exit_code") is not None:
+        return f"{state} (exit {describe_exit(process['exit_code'])})"
+    return str(state)
+
+
+def _why_text(result: dict[str, Any]) -> str:
+    """``why``: its summary, then its last stderr lines (the child's text, made safe)."""
+    from ..engine.terminal_text import terminal_safe
+
+    # A probe's last error may quote what an exec probe wrote: made safe as the stderr lines.
+    lines = [terminal_safe(line, "plain") for line in result["summary"]]
+    if result["stderr"]:
+        lines.append("last stderr lines:")
+        lines += [f"  {terminal_safe(text, 'plain')}" for text in result["stderr"]]
+    return "\n".join(lines)
 
 
 def _action_text(result: dict[str, Any]) -> str:
@@ -759,9 +820,10 @@ def _audit_text(records: list[dict[str, Any]]) -> str:
     return _table([AUDIT_COLUMNS, *(record_cells(record) for record in records)])
 
 
+# CPU%, RSS, READY and HEALTH last: the columns before them kept their places as they came.
 _PS_COLUMNS = (
     *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "EXIT", "OUT", "ERR", "LINES/S"),
-    *("CPU%", "RSS"),
+    *("CPU%", "RSS", "READY", "HEALTH"),
 )
 
 
@@ -771,6 +833,9 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
         state = p["state"]
         if p.get("restart_in") is not None:
             state += f" ({p['restart_in']:.1f}s)"
+        if p.get("reason"):  # waiting (db: ready), blocked (migrate failed ...)
+            state += f" ({p['reason']})"
+        ready = ("yes" if p.get("ready") else "no") if p["state"] == "running" else ""
         rows.append(
             (
                 p["name"],
@@ -784,6 +849,8 @@ def _ps_text(processes: list[dict[str, Any]]) -> str:
                 f"{p['lines_per_second']:.1f}",
                 format_cpu(p.get("cpu_percent")),
                 format_memory(p.get("rss_bytes")),
+                ready,
+                p.get("health") or "",
             )
         )
     return _table(rows, right={2, 4, 6, 7, 8, 9, 10})

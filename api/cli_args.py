@@ -282,6 +282,48 @@ def build_parser() -> argparse.ArgumentParser:
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")
     commands.add_parser("status", parents=[common, as_json], help="the console's status")
+    wait = commands.add_parser(
+        "wait",
+        parents=[common, as_json],
+        help="wait until processes are ready (or exited, or in a state); exit 0 when they all "
+        "are, 1 when one never can be (failed, blocked, stopped), 5 at the timeout",
+    )
+    wait.add_argument(
+        "names",
+        nargs="*",
+        type=_text,
+        metavar="NAME",
+        help="processes, types or globs (default: every process that starts with the console)",
+    )
+    until = wait.add_mutually_exclusive_group()
+    until.add_argument(
+        "--ready",
+        dest="until",
+        action="store_const",
+        const="ready",
+        help="running, with its ready probe passed (the default)",
+    )
+    until.add_argument(
+        "--exited",
+        dest="until",
+        action="store_const",
+        const="exited",
+        help="exited (any status), failed or stopped",
+    )
+    until.add_argument("--state", type=_text, metavar="STATE", help="in this state (see ps)")
+    wait.add_argument(
+        "--timeout",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="give up after this long (default 60s): exit 5",
+    )
+    why = commands.add_parser(
+        "why",
+        parents=[common, as_json],
+        help="why a process is in its state: last exit, restarts, dependency, probe, stderr",
+    )
+    why.add_argument("name", type=_text, metavar="NAME")
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script (bash: `source <(lacrimosa completion bash)`)",

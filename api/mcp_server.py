@@ -37,8 +37,10 @@ events. Start with `ps` (each process's state, pid, restarts, last exit code). `
 process's recent output (or every process's, merged) with filters; `query` asks questions of
 the logs and events in a small SQL (JSON and logfmt keys are fields: `SELECT count(*) FROM api
 WHERE status >= 500 SINCE 1h GROUP BY 1m`); `start`, `stop` and `restart` act on one process
-and wait until it is done. Every action is recorded in the console's audit log as coming from
-this tool."""
+and wait until it is done. `wait` returns once processes are ready (readiness probes,
+dependencies), or says which one never will be; `why` explains a process's state (last exit,
+restarts, the dependency or probe it waits on, its last stderr lines). Every action is recorded
+in the console's audit log as coming from this tool."""
 
 
 def build_server(home: str) -> MCPServer:
@@ -143,6 +145,42 @@ def build_server(home: str) -> MCPServer:
     def restart(name: str) -> dict[str, Any]:
         """Stop a process and start it again; returns once it has started."""
         return action("restart", name)
+
+    @server.tool()
+    def wait(
+        names: Annotated[
+            list[str] | None,
+            Field(description="processes, types or globs; omit for every autostart process"),
+        ] = None,
+        until: Annotated[
+            str, Field(description="ready (the default), exited, or state (with `state`)")
+        ] = "ready",
+        state: Annotated[
+            str | None, Field(description="with until=state: e.g. running, stopped")
+        ] = None,
+        timeout: Annotated[str, Field(description="give up after, e.g. 30s, 2m")] = "60s",
+    ) -> dict[str, Any]:
+        """Wait until every named process is ready (or exited, or in a state). `outcome` is
+        `reached`, `never` (one failed, is blocked or stopped: see `blocking`, then `why`) or
+        `timeout`. The console waits on its own state changes; this returns as soon as it
+        knows."""
+        try:
+            seconds = parse_duration(timeout)
+        except ValueError as exc:
+            raise ToolError(f"invalid_request: timeout: {exc}") from None
+        request: dict[str, Any] = {"until": until, "within": seconds}
+        if names:
+            request["names"] = names
+        if state is not None:
+            request["state"] = state
+        return call("wait", timeout=seconds + REPLY_MARGIN, **request)
+
+    @server.tool()
+    def why(name: str) -> dict[str, Any]:
+        """Why a process is in its state: `summary` (a few lines: last exit with its code or
+        signal, how long it ran, restarts and the next, the dependency it waits on, the failing
+        probe and its last error), `stderr` (its last lines) and the same as fields."""
+        return call("why", name=name)
 
     return server
 

@@ -146,11 +146,16 @@ def dispatch(console: Console, request: Any, actor: Actor | None = None) -> dict
     """Carry out one request; every failure becomes an error reply, never an exception.
 
     ``actor`` is who asks, as the transport knows it (never taken from the request): actions are
-    recorded in the audit log under it. None: the console's own user, from this process."""
+    recorded in the audit log under it. None: the console's own user, from this process. The
+    one thing a request may add is ``"via": "tui"`` on the socket, an attached TUI naming
+    itself as the source; the user stays the one the kernel vouched for."""
     try:
         op = _op(request)
         _check_started(console, op)
-        return ok(_HANDLERS[op](console, request, actor or Actor.local("console")))
+        actor = actor or Actor.local("console")
+        if actor.source == "cli" and request.get("via") == "tui":
+            actor = dataclasses.replace(actor, source="tui")
+        return ok(_HANDLERS[op](console, request, actor))
     except Exception as exc:
         return error_reply(exc)
 
@@ -1074,6 +1079,26 @@ def _key_revoke(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     return record.to_dict()
 
 
+def _wait(console: Console, request: dict[str, Any]) -> Any:
+    """Waits here, on the connection's thread, woken by the supervisor's changes (see
+    Console.wait_for); the client waits ``timeout`` and a margin for the reply."""
+    names = request.get("names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise InvalidRequest("names must be a list of process names")
+    until = request.get("until", "ready")
+    state = request.get("state")
+    if state is not None and not isinstance(state, str):
+        raise InvalidRequest("state must be a string")
+    if not isinstance(until, str):
+        raise InvalidRequest("until must be a string")
+    within = request.get("within", 60.0)  # not "timeout": clients' call() takes that for theirs
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or math.isnan(within):
+        raise InvalidRequest("within must be a number of seconds")
+    return console.wait_for(names, until, state, float(within))
+
+
 def _shutdown(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     console.request_shutdown(actor)
     return {"stopping": True}
@@ -1113,6 +1138,8 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
         "keys": [k.to_dict() for k in console.keys.list()]
     },
     "key_revoke": _key_revoke,
+    "wait": lambda console, request, actor: _wait(console, request),
+    "why": lambda console, request, actor: console.why(_name(request)),
     "log_window": lambda console, request, actor: _log_window(console, request),
     "subscribe": lambda console, request, actor: _subscription_state(console, full=True),
 }

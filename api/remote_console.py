@@ -377,7 +377,7 @@ class RemoteConsole:
     # -- actions -----------------------------------------------------------------------------------
 
     # ``actor`` is not sent: the console records who asks as its socket knows them (the peer's
-    # uid), never as a client says.
+    # uid), never as a client says; ``via`` only names the source (tui) in the audit log.
 
     def start_process(self, name: str, actor: Actor | None = None) -> str:
         return self._act("start", name)
@@ -391,7 +391,7 @@ class RemoteConsole:
     def _act(self, verb: str, name: str) -> str:
         with ControlClient(self.home, timeout=self.timeout) as client:
             timeout = self._action_timeouts(client).get(name, DEFAULT_ACTION_TIMEOUT)
-            result = client.call(verb, timeout=timeout + ACTION_MARGIN, name=name)
+            result = client.call(verb, timeout=timeout + ACTION_MARGIN, name=name, via="tui")
         return str(result["outcome"])
 
     @staticmethod
@@ -413,7 +413,7 @@ class RemoteConsole:
             self._shutdown_wait = max(
                 max(self._action_timeouts(client).values(), default=0.0), DEFAULT_ACTION_TIMEOUT
             )
-            client.call("shutdown")
+            client.call("shutdown", via="tui")
         except NoConsole:
             client.close()  # it went as we asked (ConsoleLost is a NoConsole)
             return

@@ -170,9 +170,17 @@ def _start_http(console: Console, server: ControlServer, notices: list[str]) -> 
 
 
 def start_only(config: Config, targets: list[str]) -> Config:
-    """``up NAME...``: the processes those names mean start (``autostart = false`` or not);
-    the others are known but stopped (``lacrimosa start`` starts them later)."""
+    """``up NAME...``: the processes those names mean start (``autostart = false`` or not),
+    and what they depend on (``depends_on``, all the way down); the others are known but
+    stopped (``lacrimosa start`` starts them later)."""
     chosen = {name for target in targets for name in select(config.processes, target)}
+    needed = list(chosen)
+    while needed:
+        for type_name in config.processes[needed.pop()].depends_on:
+            for name in select(config.processes, type_name):
+                if name not in chosen:
+                    chosen.add(name)
+                    needed.append(name)
     processes = {
         name: dataclasses.replace(spec, autostart=name in chosen)
         for name, spec in config.processes.items()

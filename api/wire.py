@@ -25,6 +25,11 @@ Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
                                                  "next_seq": N, "lapped"?: N}
     start | stop | restart  name              → {"name": ..., "outcome": ..., "process": {...}}
     shutdown                                  → {"stopping": true}
+    wait  names?, until?, state?, within?     → {"outcome": "reached" | "never" | "timeout",
+                                                 "processes": [...], "blocking"?: {...}}
+                                                (waits server-side; see protocol._wait)
+    why  name                                 → {"name", "state", "summary": [line, ...],
+                                                 "stderr": [text, ...], ...}
     subscribe                                 → the state, then a reply per change (below)
     log_window  name?, stream?, grep?, ignore_case?, tail? | end_id, total, start, stop
                 | end_id, total, position_of  → {"total", "end_id", "first", "lines"}
@@ -69,10 +74,13 @@ import: see engine/fastjson.py).
 from __future__ import annotations
 
 from ..engine.fastjson import dumps
+from ..engine.humanize import parse_duration
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
     from typing import Any
+
+__all__ = ["OPS", "encode", "error", "ok", "parse_duration"]
 
 MAX_REQUEST_BYTES = 1 << 20  # bytes of JSON in one request, its newline not counted
 OPS = (
@@ -91,12 +99,11 @@ OPS = (
     "key_create",
     "key_list",
     "key_revoke",
+    "wait",
+    "why",
     "subscribe",
     "log_window",
 )
-
-_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"  # compiled on first use (re caches it)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -109,13 +116,3 @@ def ok(result: Any) -> dict[str, Any]:
 
 def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
-
-
-def parse_duration(text: str) -> float:
-    """``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or plain seconds → seconds."""
-    import re  # only `logs --since` needs it
-
-    match = re.match(_DURATION, text)
-    if not match:
-        raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]

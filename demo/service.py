@@ -12,6 +12,24 @@ import zlib
 GREEN, YELLOW, RED, DIM, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
 
 
+def db() -> None:
+    """A database: says when it accepts connections (the demo's ready probe waits for that)."""
+    print("db: starting, replaying the write-ahead log", flush=True)
+    time.sleep(1.5)
+    print("db: ready to accept connections", flush=True)
+    while True:
+        time.sleep(30)
+        print("db: checkpoint complete", flush=True)
+
+
+def migrate() -> None:
+    """A one-shot migration: runs once the database is ready, then exits 0."""
+    for step in ("0001_users", "0002_orders", "0003_index_orders"):
+        print(f"migrate: applying {step}", flush=True)
+        time.sleep(0.3)
+    print("migrate: done", flush=True)
+
+
 def api() -> None:
     """A web API: one access-log line every few hundred ms (logfmt fields after a method
     coloured by status), and a JSON error line on stderr for each 500."""
@@ -88,5 +106,13 @@ def deployer() -> None:
 
 
 if __name__ == "__main__":
-    services = {"api": api, "worker": worker, "flaky": flaky, "clock": clock, "deployer": deployer}
+    services = {
+        "db": db,
+        "migrate": migrate,
+        "api": api,
+        "worker": worker,
+        "flaky": flaky,
+        "clock": clock,
+        "deployer": deployer,
+    }
     services[sys.argv[1]]()

@@ -23,8 +23,22 @@ from typing import Any
 
 from .errors import ConfigError
 from .formation import ALL, DEFAULT_BASE_PORT, MAX_INSTANCES, ProjectOptions, expand
+from .humanize import parse_duration
+from .processes.probes import (
+    DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_INTERVAL,
+    DEFAULT_TIMEOUT,
+    HEALTH_KINDS,
+    READY_KINDS,
+    ProbeSpec,
+)
 
 RESTART_POLICIES = ("never", "on-failure", "always")
+# What a process waits for of each process it depends on: that it has started, that its ready
+# probe passed (started, with no probe), that it exited with status 0.
+DEPENDENCY_CONDITIONS = ("started", "ready", "completed")
+MAX_PROBE_SECONDS = 3600.0  # a probe's interval and timeout
+MAX_HEALTH_FAILURES = 1000
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SIZE_PATTERN = re.compile(r"^\s*([0-9]+)(?:\.([0-9]+))?\s*([KMG]i?B?|B)?\s*$", re.I)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -65,6 +79,11 @@ class ProcessSpec:
     # The environment below ``env``: env files, PORT and PS (formation.expand fills it in).
     base_env: dict[str, str] = field(default_factory=dict)
     env_sources: dict[str, str] = field(default_factory=dict)  # variable → where it was set
+    # ``depends_on``: declared type → condition (DEPENDENCY_CONDITIONS); a type means every
+    # instance of it. Checked at load: every name declared, no cycle.
+    depends_on: dict[str, str] = field(default_factory=dict)
+    ready: ProbeSpec | None = None  # None: ready as soon as it has started
+    health: ProbeSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.process_type:
@@ -203,6 +222,9 @@ _PROCESS_KEYS = {
     "port",
     "instances",
     "env_file",
+    "depends_on",
+    "ready",
+    "health",
 }
 
 
@@ -331,6 +353,7 @@ def _load_toml(path: Path, text: str) -> Config:
     processes = {}
     for name, table in processes_table.items():
         processes[name] = _process_spec(path, locate, name, table)
+    _check_dependencies(path, locate, processes)
 
     logs = _table(path, locate, data, "logs", {"budget", "max_line"})
     budget = _size(path, locate, logs, "logs", "budget", DEFAULT_LOG_BUDGET)
@@ -516,6 +539,18 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
             raise fail("env_file", f"no such file: {_show(str(env_path), 200)}")
         env_file_paths.append(env_path)
     env_line = locate(where, "env") or line
+    depends_on = table.get("depends_on", {})
+    if isinstance(depends_on, list) and all(isinstance(d, str) for d in depends_on):
+        depends_on = dict.fromkeys(depends_on, "started")  # a list: each only started
+    if not isinstance(depends_on, dict) or not all(
+        condition in DEPENDENCY_CONDITIONS for condition in depends_on.values()
+    ):
+        raise fail(
+            "depends_on",
+            'expected a table of NAME = "started" | "ready" | "completed", e.g. { db = "ready" }',
+        )
+    if name in depends_on:
+        raise fail("depends_on", f"{name!r} cannot depend on itself")
     return ProcessSpec(
         name=name,
         cmd=cmd,
@@ -533,7 +568,125 @@ def _process_spec(path: Path, locate: Any, name: str, table: Any) -> ProcessSpec
         instances=instances,
         env_file=tuple(env_file_paths),
         env_sources={key: f"{path}:{env_line}" for key in env_values},
+        depends_on=dict(depends_on),
+        ready=_probe(table, "ready", READY_KINDS, DEFAULT_INTERVAL, fail),
+        health=_probe(table, "health", HEALTH_KINDS, DEFAULT_HEALTH_INTERVAL, fail),
     )
+
+
+def _probe(
+    table: dict[str, Any],
+    role: str,
+    kinds: tuple[str, ...],
+    default_interval: float,
+    fail: Any,
+) -> ProbeSpec | None:
+    """A ``ready`` or ``health`` inline table: exactly one of ``kinds`` and its target, and
+    ``interval``/``timeout`` (seconds, or a duration such as "500ms"), ``failures`` (health)."""
+    value = table.get(role)
+    if value is None:
+        return None
+    options = {"interval", "timeout"} | ({"failures"} if role == "health" else set())
+    example = 'e.g. { tcp = "127.0.0.1:5432", interval = "1s" }'
+    if not isinstance(value, dict):
+        raise fail(role, f"expected a table, {example}")
+    unknown = set(value) - set(kinds) - options
+    given = [kind for kind in kinds if kind in value]
+    if unknown:
+        raise fail(
+            role,
+            f"unknown key {sorted(unknown)[0]!r} (expected one of: "
+            f"{', '.join([*kinds, *sorted(options)])})",
+        )
+    if len(given) != 1:
+        raise fail(role, f"expected exactly one of {', '.join(kinds)}, {example}")
+    kind = given[0]
+    target = value[kind]
+    if not isinstance(target, str) or not target.strip() or "\0" in target:
+        raise fail(role, f"{kind}: expected a non-empty string")
+    if kind == "tcp":
+        try:
+            parse_address(target)
+        except ValueError as exc:
+            raise fail(role, f"tcp: {exc}") from None
+    elif kind == "http" and not re.match(r"^https?://[^/\s]+", target):
+        raise fail(
+            role, f"http: expected a URL such as http://127.0.0.1:8000/health, not {_show(target)}"
+        )
+    elif kind == "log":
+        try:
+            re.compile(target.encode())
+        except re.error as exc:
+            raise fail(role, f"log: not a regular expression: {exc}") from None
+    seconds = {}
+    for key, default in (("interval", default_interval), ("timeout", DEFAULT_TIMEOUT)):
+        seconds[key] = _seconds(value.get(key, default))
+        if seconds[key] is None:
+            raise fail(role, f'{key}: expected a duration above 0 and at most 1h, e.g. "2s"')
+    failures = value.get("failures", 3)
+    if (
+        isinstance(failures, bool)
+        or not isinstance(failures, int)
+        or not 1 <= failures <= MAX_HEALTH_FAILURES
+    ):
+        raise fail(role, f"failures: expected a number from 1 to {MAX_HEALTH_FAILURES}")
+    return ProbeSpec(kind, target, seconds["interval"] or 0.0, seconds["timeout"] or 0.0, failures)
+
+
+def _seconds(value: object) -> float | None:
+    """A number of seconds or a duration string, above 0 and at most MAX_PROBE_SECONDS."""
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value <= MAX_PROBE_SECONDS else None
+
+
+def _check_dependencies(path: Path, locate: Any, processes: dict[str, ProcessSpec]) -> None:
+    """Every name in a ``depends_on`` is a declared process, and no process depends on itself
+    through others (the cycle is named in full, at the line of the first ``depends_on`` in it)."""
+    for name, spec in processes.items():
+        for other in spec.depends_on:
+            if other not in processes:
+                raise ConfigError(
+                    path,
+                    locate(f"processes.{name}", "depends_on") or locate(f"processes.{name}"),
+                    f"processes.{name}.depends_on: no process {_show(other)} "
+                    f"(declared: {', '.join(processes)})",
+                )
+    done: set[str] = set()
+    for start in processes:
+        trail: list[str] = []
+        on_trail: set[str] = set()
+        stack: list[tuple[str, list[str]]] = [(start, list(processes[start].depends_on))]
+        if start in done:
+            continue
+        trail.append(start)
+        on_trail.add(start)
+        while stack:
+            current, left = stack[-1]
+            if not left:
+                stack.pop()
+                trail.pop()
+                on_trail.discard(current)
+                done.add(current)
+                continue
+            following = left.pop(0)
+            if following in on_trail:
+                cycle = [*trail[trail.index(following) :], following]
+                raise ConfigError(
+                    path,
+                    locate(f"processes.{cycle[0]}", "depends_on"),
+                    f"a dependency cycle: {' -> '.join(cycle)}",
+                )
+            if following in done:
+                continue
+            trail.append(following)
+            on_trail.add(following)
+            stack.append((following, list(processes[following].depends_on)))
 
 
 def _env_value(value: object) -> str:

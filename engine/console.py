@@ -9,11 +9,12 @@ way (copies of slots, checked against the writer's counters).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from .audit import AUDIT_NAME, CONSOLE, Actor, AuditLog
 from .config import Config
 from .dsl import execute, parse
 from .dsl.where_view import WhereView, WhereViews
-from .errors import ConsoleError, LacrimosaError, NoSuchProcess
+from .errors import ConsoleError, InvalidRequest, LacrimosaError, NoSuchProcess
 from .events.ingest import IngestProcess
 from .formation import select
 from .keys import KEYS_NAME, KeyStore
 from .logs.query import LogQuery, LogView
-from .logs.store import LogStore, StoreSnapshot
+from .logs.store import STDERR, LogStore, StoreSnapshot
+from .processes.conditions import NEVER, PENDING, REACHED, STATES, UNTIL, explain, verdict
 from .processes.resources import ResourceMonitor
 from .processes.supervisor import ACTION_MARGIN, ProcessInfo, State, Supervisor
 
@@ -34,6 +36,8 @@ EVENTS_ADDRESS_VARIABLE = "LACRIMOSA_EVENTS"  # "HOST:PORT" of the sequencer, fo
 # Threads waiting on the actions of one `stop web` (the supervisor's loop does the work; each
 # thread only waits for its process's stop): past this, the rest wait their turn.
 MAX_PARALLEL_ACTIONS = 32
+WHY_STDERR_LINES = 5  # the last lines of stderr ``why`` shows
+MAX_WAIT = 24 * 3600.0  # seconds a ``wait`` may be asked to wait
 JOURNAL_NAME = "events.journal"  # in the state folder, unless [sequencer] journal says otherwise
 
 
@@ -187,6 +191,79 @@ class Console:
         )
         return result.to_dict()
 
+    def wait_for(
+        self,
+        targets: list[str] | None,
+        until: str = "ready",
+        state: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Block until every process ``targets`` mean (None: every autostart process) is there
+        (see conditions.verdict), one never can be, or ``timeout`` seconds have passed. Woken
+        by the supervisor's state changes (subscribe), not by polling.
+
+        Returns ``outcome`` (``reached``, ``never`` or ``timeout``), each process with its
+        verdict, and ``blocking``: the first that can never get there or is still pending."""
+        if until not in UNTIL:
+            raise InvalidRequest(f"until must be one of {', '.join(UNTIL)}")
+        if until == "state" and state not in STATES:
+            raise InvalidRequest(f"state must be one of {', '.join(STATES)}")
+        if not 0 <= timeout <= MAX_WAIT:
+            raise InvalidRequest(f"timeout must be from 0 to {MAX_WAIT:.0f} seconds")
+        if targets:
+            names = list(dict.fromkeys(n for target in targets for n in self.select(target)))
+        else:
+            names = [name for name, spec in self.config.processes.items() if spec.autostart]
+        changed = threading.Event()
+        _, unsubscribe = self.supervisor.subscribe(changed.set)
+        began = time.monotonic()
+        deadline = began + timeout
+        try:
+            while True:
+                changed.clear()
+                infos = {info.name: info for info in self.processes()}
+                verdicts = {name: verdict(infos[name], until, state) for name in names}
+                if NEVER in verdicts.values():
+                    outcome = NEVER
+                elif all(v == REACHED for v in verdicts.values()):
+                    outcome = REACHED
+                elif time.monotonic() >= deadline or self.stopped.is_set():
+                    outcome = "timeout"
+                else:
+                    changed.wait(min(deadline - time.monotonic(), 1.0))
+                    continue
+                break
+        finally:
+            unsubscribe()
+        blocking = next((n for n in names if verdicts[n] == NEVER), None) or next(
+            (n for n in names if verdicts[n] == PENDING), None
+        )
+        processes = [{**_waited(infos[name]), "verdict": verdicts[name]} for name in names]
+        result: dict[str, Any] = {
+            "outcome": outcome,
+            "until": state if until == "state" else until,
+            "waited": round(time.monotonic() - began, 3),
+            "processes": processes,
+        }
+        if blocking is not None and outcome != REACHED:
+            result["blocking"] = next(p for p in processes if p["name"] == blocking)
+        return result
+
+    def why(self, name: str) -> dict[str, Any]:
+        """Why ``name`` is in its state, in a few lines and in fields (see conditions.explain)."""
+        infos = {info.name: info for info in self.processes()}
+        if name not in infos:
+            raise NoSuchProcess(name, list(infos))
+        view = self.query(LogQuery(processes=(name,), stream=STDERR))
+        total = len(view)
+        stderr = [line.text for line in view.lines(max(total - WHY_STDERR_LINES, 0), total)]
+        dependencies = [
+            infos[other]
+            for type_name in self.config.processes[name].depends_on
+            for other in self.select(type_name)
+        ]
+        return explain(infos[name], stderr, dependencies)
+
     @property
     def version(self) -> tuple[int, int]:
         """Changes whenever a process changes state or a line arrives (cheap to poll)."""
@@ -257,9 +334,15 @@ class Console:
     def _audited(
         self, actor: Actor | None, action: str, name: str, begin: Callable[[str], Any]
     ) -> str:
+        return self._finish(actor, action, name, lambda: begin(name))
+
+    def _finish(
+        self, actor: Actor | None, action: str, name: str, begun: Callable[[], Future[Any]]
+    ) -> str:
+        """Wait for an action ``begun()`` started (or raised starting) and record its outcome."""
         actor = actor or Actor.local("console")
         try:
-            outcome = self._wait(name, begin(name))
+            outcome = self._wait(name, begun())
         except LacrimosaError as exc:
             self.audit.record(actor, action, name, outcome=exc.code, detail=exc.message)
             raise
@@ -272,10 +355,10 @@ class Console:
         at once (a stop of ten takes one stop_timeout, not ten); each one's outcome, each
         recorded in the audit log. The first failure is raised once every action has finished;
         a target that means no process is recorded as refused."""
-        action: Callable[[str, Actor | None], str] = {
-            "start": self.start_process,
-            "stop": self.stop_process,
-            "restart": self.restart_process,
+        begin: Callable[[str], Future[Any]] = {
+            "start": self.supervisor.start_process,
+            "stop": self.supervisor.stop_process,
+            "restart": self.supervisor.restart_process,
         }[verb]
         try:
             names = self.select(target)
@@ -285,10 +368,23 @@ class Console:
             )
             raise
         if len(names) == 1:
-            return [(names[0], action(names[0], actor))]
+            return [(names[0], self._finish(actor, verb, names[0], lambda: begin(names[0])))]
+        # Asked of the supervisor here, in dependency order (dependents first for a stop, so
+        # that theirs hold their dependencies'), then waited for together.
+        order = self.supervisor.stop_order(names)
+        if verb != "stop":
+            order.reverse()
+        begun: dict[str, Callable[[], Future[Any]]] = {}
+        for name in order:
+            try:
+                future = begin(name)
+            except LacrimosaError as exc:
+                begun[name] = functools.partial(_raise, exc)
+            else:
+                begun[name] = functools.partial(lambda f: f, future)
         workers = min(len(names), MAX_PARALLEL_ACTIONS)
         with ThreadPoolExecutor(workers, thread_name_prefix=f"lacrimosa-{verb}") as pool:
-            futures = [pool.submit(action, name, actor) for name in names]
+            futures = [pool.submit(self._finish, actor, verb, name, begun[name]) for name in names]
             wait(futures)
         return [(name, future.result()) for name, future in zip(names, futures, strict=True)]
 
@@ -299,3 +395,20 @@ class Console:
             return future.result(timeout)
         except TimeoutError:
             raise ConsoleError(f"{name}: the action did not complete in {timeout:.0f}s") from None
+
+
+def _waited(info: ProcessInfo) -> dict[str, Any]:
+    """What a ``wait`` reply says of each process."""
+    return {
+        "name": info.name,
+        "state": info.state,
+        "ready": info.ready,
+        "health": info.health,
+        "reason": info.reason,
+        "exit_code": info.exit_code,
+        "pid": info.pid,
+    }
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$"  # compiled on first use (re caches it)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
 
 def describe_exit(code: int | None) -> str:
     """An exit status as people read it: ``"0"``, ``"3"``, ``"SIGKILL"``; empty when none."""
@@ -18,6 +21,15 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return str(code)
+
+
+def exit_words(code: int | None) -> str:
+    """An exit as a sentence's end: ``exited with code 3``, ``killed by SIGKILL``."""
+    if code is None:
+        return "no exit yet"
+    if code < 0:
+        return f"killed by {describe_exit(code)}"
+    return f"exited with code {code}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -44,6 +56,16 @@ def local_clock(seconds: float) -> str:
     if millis == 1000:
         whole, millis = whole + 1, 0
     return time.strftime("%H:%M:%S", time.localtime(whole)) + f".{millis:03d}"
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or plain seconds → seconds."""
+    import re  # only the verbs that take a duration need it
+
+    match = re.match(_DURATION, text)
+    if not match:
+        raise ValueError(f"bad duration {text!r} (use e.g. 30s, 5m, 2h, 1d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
 
 
 def local_time(seconds: float) -> str:

@@ -241,6 +241,9 @@ async def test_attach_detach_reattach_and_two_at_once(served: Callable[..., Cons
             ),
             "the stop in the Audit view",
         )
+        stop = made.audit.records(limit=1)[0]
+        assert (stop["action"], stop["actor"]["source"]) == ("stop", "tui")
+        assert stop["actor"]["uid"] == os.getuid()  # the kernel's word, not the client's
         await pilot_one.press("1")
         # The filter works attached as in process: only the line with "2".
         await pilot_two.press("down", "down", "slash", "2", "enter")

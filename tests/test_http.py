@@ -234,6 +234,16 @@ def test_metrics_parse_with_prometheus_clients_parser(served: MakeServed) -> Non
     ):
         assert name in families, name
     assert families["lacrimosa_process_restarts"].type == "counter"
+    ticker_bytes = {
+        sample.labels["stream"]: sample.value
+        for sample in families["lacrimosa_process_log_bytes"].samples
+        if sample.labels["process"] == "ticker" and sample.name.endswith("_total")
+    }
+    counts = s.console.store.counts("ticker")
+    assert set(ticker_bytes) == {"stdout", "stderr"} and ticker_bytes["stdout"] > 0
+    assert ticker_bytes["stdout"] <= counts.stdout_bytes and counts.bytes >= sum(
+        ticker_bytes.values()
+    )
     states = {
         sample.labels["state"]: sample.value
         for sample in families["lacrimosa_process_state"].samples

@@ -21,7 +21,11 @@ FAST_STOPPING = """
 def test_fuzzing_from_the_openapi_document_finds_no_server_error(served: MakeServed) -> None:
     s = served(FAST_STOPPING)
     admin = s.client(s.admin_key)
-    schema = schemathesis.openapi.from_dict(admin.get("/openapi.json").json())
+    # /api/wait blocks by design until its timeout (up to a day) when what it waits for does not
+    # come: its argument checks are tested in test_agents.py.
+    schema = schemathesis.openapi.from_dict(admin.get("/openapi.json").json()).exclude(
+        path="/api/wait"
+    )
     cases = schema.as_strategy(GenerationMode.POSITIVE) | schema.as_strategy(
         GenerationMode.NEGATIVE
     )

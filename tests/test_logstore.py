@@ -77,6 +77,8 @@ def test_stdout_and_stderr_partials_are_kept_apart() -> None:
     assert contents(store, "p", SYSTEM) == [b"exited with code 0"]
     counts = store.counts("p")
     assert (counts.stdout_lines, counts.stderr_lines) == (2, 1)
+    assert (counts.stdout_bytes, counts.stderr_bytes) == (16, 8)  # newlines included
+    assert counts.bytes == 16 + 8 + len(b"exited with code 0\n")
 
 
 def test_a_reused_read_buffer_may_be_overwritten_after_append() -> None:

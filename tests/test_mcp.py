@@ -71,3 +71,53 @@ async def test_with_no_console_running_a_tool_says_so(tmp_path: Path) -> None:
     async with Client(server(tmp_path)) as client:
         result = await client.call_tool("ps", {})
         assert result.is_error and "no_console" in result.content[0].text
+
+
+PROBED = """
+[processes.db]
+cmd = "sleep 0.3; echo 'ready to accept'; sleep 300"
+ready = { log = "ready to accept" }
+stop_timeout = 2
+
+[processes.api]
+cmd = "sleep 300"
+depends_on = { db = "ready" }
+stop_timeout = 2
+
+[processes.broken]
+cmd = "echo 'no config' >&2; exit 2"
+restart = "never"
+"""
+
+
+async def test_an_agent_waits_for_readiness_and_asks_why(tmp_path: Path) -> None:
+    start_console(tmp_path, PROBED)
+    async with Client(server(tmp_path)) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"wait", "why"} <= tools
+
+        waited = structured(await client.call_tool("wait", {"names": ["api"], "timeout": "20s"}))
+        assert waited["outcome"] == "reached"
+        assert waited["processes"][0]["ready"] is True
+
+        never = structured(await client.call_tool("wait", {"timeout": "5s"}))
+        assert never["outcome"] == "never" and never["blocking"]["name"] == "broken"
+
+        late = structured(
+            await client.call_tool(
+                "wait", {"names": ["api"], "until": "state", "state": "stopped", "timeout": "200ms"}
+            )
+        )
+        assert late["outcome"] == "timeout"
+
+        why = structured(await client.call_tool("why", {"name": "broken"}))
+        assert why["last_exit"] == 2 and why["stderr"] == ["no config"]
+        assert why["summary"][0] == "broken failed and is not restarted (restart = never)"
+
+        healthy = structured(await client.call_tool("why", {"name": "db"}))
+        assert healthy["healthy"] is True
+
+        missing = await client.call_tool("why", {"name": "nope"})
+        assert missing.is_error and "no_such_process" in missing.content[0].text
+        bad = await client.call_tool("wait", {"timeout": "soon"})
+        assert bad.is_error and "invalid_request" in bad.content[0].text

@@ -21,19 +21,22 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from ..engine.humanize import describe_exit, format_cpu, format_duration, format_memory
 from ..engine.processes.supervisor import ProcessInfo, State
 from .palette import ERROR, GOOD, WARNING
 
 ALL_ROW = "*"  # row key of the merged view; process names cannot contain "*"
+STATE_WIDTH = 10  # the state column's width; widened (up to MAX_STATE_WIDTH) for a reason
+MAX_STATE_WIDTH = 24  # "waiting (db: completed)" fits
 
 # (key, label, width, right-aligned); with cell padding they fit 80 columns with a 5-wide name,
 # and with a 12-wide name once NARROW_HIDDEN are left out. Counts and sizes take 4 cells at most
 # (format_count, format_cpu, format_memory).
 _COLUMNS = (
     ("name", "name", None, False),  # as wide as the longest name (see ProcessTable)
-    ("state", "state", 10, False),
+    ("state", "state", STATE_WIDTH, False),
     ("pid", "pid", 7, True),
     ("uptime", "up", 6, True),
     ("restarts", "rst", 3, True),
@@ -53,7 +56,26 @@ _STATE_STYLES = {
     State.FAILED: f"bold {ERROR}",
     State.BACKOFF: WARNING,
     State.CRASH_LOOP: f"bold {ERROR}",
+    State.WAITING_FOR_DEPENDENCIES: WARNING,
+    State.BLOCKED: f"bold {ERROR}",
 }
+
+
+def state_cell(info: ProcessInfo) -> Text:
+    """``running``; with a ready probe ``running`` until it passes, then ``ready``;
+    ``unhealthy`` while its health probe fails; ``waiting (db: ready)``, ``blocked (migrate)``."""
+    if info.state in State.HELD and info.reason:
+        # A blocked reason starts with the dependency's name: enough to know where to look.
+        shown = (
+            info.reason if info.state == State.WAITING_FOR_DEPENDENCIES else info.reason.split()[0]
+        )
+        return Text(f"{info.state} ({shown})", style=_STATE_STYLES[info.state])
+    if info.state == State.RUNNING:
+        if info.health == "failing":
+            return Text("unhealthy", style=f"bold {ERROR}")
+        if any(probe.role == "ready" for probe in info.probes):
+            return Text("ready", style=GOOD) if info.ready else Text("running", style=WARNING)
+    return Text(info.state, style=_STATE_STYLES.get(info.state, ""))
 
 
 def fit(text: str, width: int) -> str:
@@ -84,7 +106,7 @@ def process_row(info: ProcessInfo) -> dict[str, str | Text]:
     """The cells of one process row, by column key."""
     return {
         "name": info.name,
-        "state": Text(info.state, style=_STATE_STYLES.get(info.state, "")),
+        "state": state_cell(info),
         "pid": "" if info.pid is None else str(info.pid),
         "uptime": _uptime_cell(info),
         "restarts": str(info.restarts),
@@ -205,9 +227,11 @@ class ProcessTable(DataTable[str | Text]):
         """Bring the rows up to date, touching only the cells whose text changed."""
         rows = [(ALL_ROW, summary_row(infos))]
         rows += [(info.name, process_row(info)) for info in infos]
+        self._fit_state_column(max(len(str(cells["state"])) for _, cells in rows))
         for key, cells in rows:
             cells = {column: _aligned(column, value) for column, value in cells.items()}
             cells["name"] = fit(str(cells["name"]), self._name_width)
+            cells["state"] = _fit_text(cells["state"], self._state_width())
             before = self._cells.get(key)
             if before is None:
                 self.add_row(*(cells[column] for column in self._shown), key=key)
@@ -216,6 +240,23 @@ class ProcessTable(DataTable[str | Text]):
                 if changed:
                     self._update_cells(key, {column: cells[column] for column in changed})
             self._cells[key] = cells
+
+    def _state_width(self) -> int:
+        column = self.columns.get(ColumnKey("state"))
+        return STATE_WIDTH if column is None else column.width
+
+    def _fit_state_column(self, wanted: int) -> None:
+        """Widen the state column for a waiting reason, as far as the table's width allows
+        (never narrowed again: no jitter; what does not fit is cut)."""
+        column = self.columns.get(ColumnKey("state"))
+        if column is None or wanted <= column.width or not self.size.width:
+            return
+        spare = self.size.width - sum(c.get_render_width(self) for c in self.columns.values())
+        width = min(wanted, MAX_STATE_WIDTH, column.width + max(spare, 0))
+        if width > column.width:
+            column.width = width
+            self._require_update_dimensions = True
+            self.refresh(layout=True)
 
     def _update_cells(self, row: str, cells: dict[str, str | Text]) -> None:
         """``update_cell`` for each of ``cells``, repainting only that cell, or that row when
@@ -244,6 +285,13 @@ class ProcessTable(DataTable[str | Text]):
 
 
 _RIGHT_ALIGNED = {key for key, _, _, right in _COLUMNS if right}
+
+
+def _fit_text(value: str | Text, width: int) -> str | Text:
+    """``fit`` for a cell that may be styled text (the style is kept)."""
+    if isinstance(value, Text) and len(value.plain) > width:
+        return Text(fit(value.plain, width), style=value.style)
+    return value if isinstance(value, Text) else fit(value, width)
 
 
 def _looks(value: str | Text) -> tuple[str, str, str]:

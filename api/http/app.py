@@ -214,6 +214,31 @@ class Api:
         for verb in ("start", "stop", "restart"):
             self._action_route(app, verb)
 
+        @app.get("/api/processes/{name}/why")
+        def why(request: Request, name: str) -> JSONResponse:
+            """Why a process is in its state (as ``lacrimosa why NAME --json``)."""
+            return self.call(request, "why", name=name)
+
+        @app.get("/api/wait")
+        def wait(
+            request: Request,
+            name: Annotated[
+                list[str] | None,
+                Query(description="processes, types or globs (repeat); none: every autostart one"),
+            ] = None,
+            until: Literal["ready", "exited", "state"] = "ready",
+            state: Annotated[str | None, Query(max_length=32)] = None,
+            timeout: Annotated[str, Query(description="e.g. 30s, 2m", max_length=32)] = "60s",
+        ) -> JSONResponse:
+            """Answers once every process is there (``outcome``: ``reached``), one never can be
+            (``never``) or at the timeout (``timeout``), as ``lacrimosa wait --json``."""
+            try:
+                within = parse_duration(timeout)
+            except ValueError as exc:
+                return _answer(error_reply(InvalidRequest(f"timeout: {exc}")))
+            arguments = {"names": name, "until": until, "state": state, "within": within}
+            return self.call(request, "wait", **_present(arguments))
+
         @app.get("/api/audit")
         def audit(
             request: Request,

@@ -50,6 +50,8 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/processes"): "read",
     ("GET", "/api/processes/{name}"): "read",
     ("GET", "/api/processes/{name}/logs"): "read",
+    ("GET", "/api/processes/{name}/why"): "read",
+    ("GET", "/api/wait"): "read",
     ("GET", "/api/logs"): "read",
     ("GET", "/api/events"): "read",
     ("GET", "/api/audit"): "read",

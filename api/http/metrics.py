@@ -6,8 +6,7 @@ own request counters live beside it in the same registry (auth.HttpMetrics).
 
 Families (``lacrimosa_`` prefix, ``_total`` counters, seconds and bytes):
 processes: ``process_state`` (1 for the current state), ``process_restarts_total``,
-``process_last_exit_code``, ``process_exits_total`` (by code), ``process_uptime_seconds``, ``process_log_lines_total`` (by stream), ``process_log_bytes_total`` (all streams: the store
-counts bytes per process), ``process_log_lines_per_second``, ``process_cpu_percent`` and
+``process_last_exit_code``, ``process_exits_total`` (by code), ``process_uptime_seconds``, ``process_log_lines_total`` (by stream), ``process_log_bytes_total`` (by stream), ``process_log_lines_per_second``, ``process_cpu_percent`` and
 ``process_resident_bytes`` (of the whole process group, the latest sample, while it runs);
 log store: ``log_store_bytes``, ``log_store_budget_bytes``, ``log_store_evicted_blocks_total``;
 sequencer: ``sequencer_received_total``, ``sequencer_accepted_total``,
@@ -88,7 +87,9 @@ class ConsoleCollector(Collector):
             labels=["process", "code"],
         )
         log_bytes = CounterMetricFamily(
-            "lacrimosa_process_log_bytes", "Bytes of output captured (all streams)", labels=label
+            "lacrimosa_process_log_bytes",
+            "Bytes of output captured, by stream",
+            labels=["process", "stream"],
         )
         lines = CounterMetricFamily(
             "lacrimosa_process_log_lines",
@@ -122,7 +123,9 @@ class ConsoleCollector(Collector):
                 exit_code.add_metric([info.name], info.exit_code)
             for code, count in info.exits:
                 exits.add_metric([info.name, str(code)], count)
-            log_bytes.add_metric([info.name], self.console.store.counts(info.name).bytes)
+            counts = self.console.store.counts(info.name)
+            log_bytes.add_metric([info.name, "stdout"], counts.stdout_bytes)
+            log_bytes.add_metric([info.name, "stderr"], counts.stderr_bytes)
             if info.uptime is not None:
                 uptime.add_metric([info.name], info.uptime)
             lines.add_metric([info.name, "stdout"], info.stdout_lines)

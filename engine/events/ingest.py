@@ -48,7 +48,7 @@ from typing import Any
 
 from ..config import SequencerSettings, parse_address
 from ..errors import ConsoleError, JournalError
-from ..humanize import describe_exit
+from ..humanize import exit_words
 from ..processes.guardian import CONSOLE_TAG, PROCESS_TAG
 from . import ingest_stats as shared
 from .frames import Event
@@ -383,7 +383,7 @@ class IngestProcess:
         self._died(code, error, lived)
 
     def _died(self, code: int | None, error: str | None, lived: float = 0.0) -> None:
-        words = describe_exit_words(code) if code is not None else "could not start"
+        words = exit_words(code) if code is not None else "could not start"
         self.history.append(Restart(words, lived, error, None, None, None))
         del self.history[:-5]
         verb = "was " if words.startswith("killed") else ""
@@ -678,12 +678,6 @@ class _Child:
         for pipe in (self.popen.stdout, self.popen.stderr):
             if pipe is not None:
                 pipe.close()
-
-
-def describe_exit_words(code: int) -> str:
-    if code < 0:
-        return f"killed by {describe_exit(code)}"
-    return f"exited with code {code}"
 
 
 def _report(message: str) -> None:

@@ -317,8 +317,10 @@ class StoreSnapshot:
 class StreamCounts:
     stdout_lines: int
     stderr_lines: int
-    bytes: int
+    bytes: int  # every stream's, lacrimosa's own system lines included
     split_lines: int
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
 
 
 class ProcessLogs:
@@ -337,7 +339,7 @@ class ProcessLogs:
         self._sealed_refs: tuple[tuple[Block, ...], tuple[BlockRef, ...]] = ((), ())
         self._partial: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
         self.line_counts = [0, 0, 0]
-        self.bytes_in = 0
+        self.byte_counts = [0, 0, 0]  # bytes taken in, by stream (newlines included)
         self.split_lines = 0
         self.evicted_lines = 0
 
@@ -384,7 +386,7 @@ class ProcessLogs:
             # Every piece without a newline was cut for length, except a flushed remainder.
             self.split_lines += int(nonl.sum()) - (1 if flush and tail % max_line else 0)
         self._write_lines(arr, ends, nonl, stream)
-        self.bytes_in += complete
+        self.byte_counts[stream] += complete
         return len(ends)
 
     def _append_small(self, buf: bytes, stream: int, flush: bool, max_line: int) -> int | None:
@@ -455,7 +457,7 @@ class ProcessLogs:
         block.n = n + count  # published last: readers never see a half-written line
         store._bytes += complete + count * META_BYTES_PER_LINE + new_runs * META_BYTES_PER_RUN
         self.line_counts[stream] += count
-        self.bytes_in += complete
+        self.byte_counts[stream] += complete
         if block.used == BLOCK_BYTES or block.n == BLOCK_LINES:
             self._seal_active()
         self._publish()
@@ -585,8 +587,9 @@ class ProcessLogs:
         return LogSnapshot(self.name, refs)
 
     def counts(self) -> StreamCounts:
+        lines, taken = self.line_counts, self.byte_counts
         return StreamCounts(
-            self.line_counts[STDOUT], self.line_counts[STDERR], self.bytes_in, self.split_lines
+            lines[STDOUT], lines[STDERR], sum(taken), self.split_lines, taken[STDOUT], taken[STDERR]
         )
 
 

@@ -27,6 +27,21 @@ through the stable period.
 Restart policy: ``never``, ``on-failure`` (non-zero exit or killed by a signal) or ``always``; the
 delay doubles from ``backoff_initial`` up to ``backoff_max`` on each quick failure, and resets once a
 run has lasted ``stable_after`` seconds. Three or more quick failures in a row show as ``crash-loop``.
+
+Dependencies (``depends_on``): a process to start waits (``waiting``, with the reason, e.g.
+``db: ready``) until every process it depends on is there: started, ready (its ``ready`` probe
+passed; with no probe, as soon as it started) or completed (exited with status 0); on a type, every
+instance of it. One that failed for good (or is blocked itself) leaves it ``blocked``, with the
+reason; it starts if that one later gets there (started again by hand). Pending processes are
+looked at again after every change (``_advance``). A stop waits until the processes depending on
+the one stopped that are being stopped too have exited, so shutdown (and ``stop all``, whose
+commands arrive dependents first) goes in reverse dependency order.
+
+Probes (see probes.py): a process is ``running`` with ``ready`` false until its ready probe passes;
+then its health probe runs every interval, and after ``failures`` failed attempts in a row the
+process is stopped (the reason in its log) and counts as failed: its restart policy decides. tcp,
+http and exec attempts run in a small pool, at most one per process at a time, never in the loop;
+``log`` probes are matched by the loop on the chunks it reads, only until the process is ready.
 """
 
 from __future__ import annotations
@@ -57,9 +72,10 @@ from typing import Any
 
 from ..config import ProcessSpec
 from ..errors import ConsoleError, NoSuchProcess
-from ..humanize import describe_exit
+from ..humanize import describe_exit, exit_words
 from ..logs.store import STDERR, STDOUT, LogStore
 from .guardian import CONSOLE_TAG, PROCESS_TAG, RUN_TAG, signal_pids, tagged_pids
+from .probes import LogMatcher, ProbePool, ProbeSpec, ProbeStatus
 
 READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
@@ -99,9 +115,12 @@ class State:
     FAILED = "failed"  # exited non-zero / killed, or could not start, and not restarting
     BACKOFF = "backoff"  # waiting to restart after an exit
     CRASH_LOOP = "crash-loop"  # waiting to restart after several quick failures in a row
+    WAITING_FOR_DEPENDENCIES = "waiting"  # to start once its dependencies are there
+    BLOCKED = "blocked"  # to start, but a dependency failed: it cannot until that one is back
 
     ALIVE = (RUNNING, STOPPING)
     WAITING = (BACKOFF, CRASH_LOOP)
+    HELD = (WAITING_FOR_DEPENDENCIES, BLOCKED)  # not started because of its dependencies
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,11 @@ class ProcessInfo:
     restart_policy: str
     process_type: str = ""  # web, for web.2 (and for a lone web)
     instance: str = ""  # web.2; web.1 for a lone web (its PS)
+    ready: bool = False  # running, and its ready probe passed (or it has none)
+    reason: str | None = None  # why it is waiting or blocked: "db: ready", "migrate failed ..."
+    probes: tuple[ProbeStatus, ...] = ()  # its ready and health probes, as last checked
+    last_run: float | None = None  # seconds the last run lasted (None: none ended yet)
+    last_exit: int | None = None  # how the last run ended, kept while the next one runs
     # How many runs ended with each exit status (negative: killed by that signal), since the
     # console started: (status, count) pairs, for /metrics.
     exits: tuple[tuple[int, int], ...] = ()
@@ -134,6 +158,14 @@ class ProcessInfo:
     def uptime(self) -> float | None:
         if self.state in State.ALIVE and self.started_at is not None:
             return max(time.time() - self.started_at, 0.0)
+        return None
+
+    @property
+    def health(self) -> str | None:
+        """``ok``, ``failing`` or ``unknown`` (not checked yet); None without a health probe."""
+        for probe in self.probes:
+            if probe.role == "health":
+                return {True: "ok", False: "failing", None: "unknown"}[probe.passing]
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +184,12 @@ class ProcessInfo:
             "restart": self.restart_policy,
             "type": self.process_type,
             "instance": self.instance,
+            "ready": self.ready,
+            "health": self.health,
+            "reason": self.reason,
+            "probes": [probe.to_dict() for probe in self.probes],
+            "last_run": None if self.last_run is None else round(self.last_run, 3),
+            "last_exit": self.last_exit,
             "cmd": self.cmd,
             "cpu_percent": self.cpu_percent,
             "rss_bytes": self.rss_bytes,
@@ -166,6 +204,8 @@ class ProcessInfo:
             key = _SENT_AS.get(field.name, field.name)
             if key in data:
                 values[field.name] = data[key]
+        if "probes" in values:  # sent as dicts
+            values["probes"] = tuple(ProbeStatus(**probe) for probe in values["probes"])
         return cls(**values)
 
 
@@ -321,6 +361,11 @@ class _Published:
     exit_code: int | None
     restart_at: float | None  # monotonic
     rate: float
+    ready: bool
+    reason: str | None
+    probes: tuple[ProbeStatus, ...]
+    last_run: float | None
+    last_exit: int | None
     exits: tuple[tuple[int, int], ...] = ()
 
 
@@ -335,6 +380,29 @@ class _Run:
     started: float  # monotonic
     tag: int  # this run's RUN_TAG value, in the environment of all its descendants
     last_output: float = 0.0
+
+
+@dataclass(slots=True)
+class _ProbeState:
+    """One probe of one process, in the current run (loop thread only)."""
+
+    role: str  # "ready" or "health"
+    spec: ProbeSpec
+    passing: bool | None = None
+    failures: int = 0  # in a row
+    last_error: str | None = None
+    checked_at: float | None = None  # unix time
+    in_flight: bool = False  # an attempt is in the pool: never two at once
+
+    def status(self) -> ProbeStatus:
+        return ProbeStatus(
+            self.role,
+            self.spec.describe(),
+            self.passing,
+            self.failures,
+            self.last_error,
+            self.checked_at,
+        )
 
 
 class _Managed:
@@ -357,6 +425,18 @@ class _Managed:
         self.restart_waiters: list[Future[Any]] = []  # resolved when the new run has started
         self.rate = 0.0
         self.rate_sample: tuple[float, int] = (time.monotonic(), 0)
+        self.pending = False  # to start once its dependencies are there (see _advance)
+        self.reason: str | None = None  # why it is held (waiting or blocked)
+        self.stop_deferred = False  # stop asked; not signalled until dependents have stopped
+        self.ready = False
+        self.probes: dict[str, _ProbeState] = {}  # by role, reset on every start
+        self.log_matcher: LogMatcher | None = None  # a log ready probe, until ready
+        self.unhealthy = False  # stopped by its health probe: this run counts as failed
+        self.last_run: float | None = None
+        self.last_exit: int | None = None
+        # The processes this one depends on: (process, condition, the type named in depends_on).
+        self.requires: list[tuple[_Managed, str, str]] = []
+        self.dependents: list[_Managed] = []
 
 
 class Supervisor:
@@ -378,6 +458,15 @@ class Supervisor:
         self._managed = {name: _Managed(spec) for name, spec in specs.items()}
         for name in specs:
             store.add_process(name)
+        for managed in self._managed.values():
+            for type_name, condition in managed.spec.depends_on.items():
+                for other in self._managed.values():
+                    if other.spec.process_type == type_name:
+                        managed.requires.append((other, condition, type_name))
+                        other.dependents.append(managed)
+        # exec probes' process groups go to the guardian like the processes' own
+        self._probes = ProbePool(groups=(self.add_group, self.remove_group))
+        self._dirty = False  # something changed: pending starts and held stops to look at again
         self._selector = selectors.DefaultSelector()
         # Every pipe is read into this one buffer (loop thread only), instead of a new bytes of up
         # to 1 MiB per read; the store copies what it keeps before the next read overwrites it.
@@ -520,6 +609,11 @@ class Supervisor:
                     restart_policy=spec.restart,
                     process_type=spec.process_type,
                     instance=spec.instance_name,
+                    ready=p.ready,
+                    reason=p.reason,
+                    probes=p.probes,
+                    last_run=p.last_run,
+                    last_exit=p.last_exit,
                     exits=p.exits,
                 )
             )
@@ -562,6 +656,7 @@ class Supervisor:
             if self._thread.is_alive():
                 return  # timed out; a later call may finish the job
             self._thread = None
+            self._probes.close()
             if before_guardian is not None:
                 before_guardian()
             if self._guardian is not None:
@@ -605,6 +700,8 @@ class Supervisor:
                 while self._timers and self._timers[0][0] <= now:
                     _, _, callback = heapq.heappop(self._timers)
                     callback()
+                if self._dirty:
+                    self._advance()
                 small = 0 < read < COALESCE_BELOW
                 if small and small_before:
                     self._gather()
@@ -694,7 +791,7 @@ class Supervisor:
         self._guardian = None
         quick = time.monotonic() - guardian.started < GUARDIAN_STABLE_AFTER
         self._guardian_failures = self._guardian_failures + 1 if quick else 1
-        self._replace_guardian(f"the guardian (pid {guardian.pid}) {_exit_words(code)}")
+        self._replace_guardian(f"the guardian (pid {guardian.pid}) {exit_words(code)}")
 
     def _replace_guardian(self, what: str) -> None:
         """Start a guardian now after a first quick death, else after a doubling delay. One
@@ -779,17 +876,97 @@ class Supervisor:
     def _start_all(self) -> None:
         for managed in self._managed.values():
             if managed.spec.autostart:
-                self._spawn(managed)
+                managed.pending = True
+        self._advance()
+
+    # -- dependencies ----------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Start every pending process whose dependencies are there, mark the others waiting
+        or blocked (with the reason), and signal every stop no longer held by dependents; again
+        until nothing changes (a start can let another start: ``started``)."""
+        self._dirty = False
+        changed = True
+        while changed:
+            changed = False
+            for managed in self._managed.values():
+                if not managed.pending:
+                    continue
+                if not self._running:  # shutting down: nothing more starts
+                    managed.pending = False
+                    continue
+                verdict, reason = self._dependencies_of(managed)
+                if verdict == "ok":
+                    managed.pending = False
+                    managed.reason = None
+                    self._spawn(managed)
+                    changed = True
+                    continue
+                state = State.BLOCKED if verdict == "blocked" else State.WAITING_FOR_DEPENDENCIES
+                if managed.state != state or managed.reason != reason:
+                    if state == State.BLOCKED:
+                        self._store.append_system(managed.spec.name, f"blocked: {reason}")
+                    managed.state, managed.reason = state, reason
+                    self._publish_one(managed)
+                    changed = True
+        for managed in self._managed.values():
+            if managed.stop_deferred and not any(
+                d.run is not None and d.stop_requested for d in managed.dependents
+            ):
+                managed.stop_deferred = False
+                self._signal_group(managed, managed.spec.stop_signal)
+                self._schedule_for(
+                    managed, managed.spec.stop_timeout, functools.partial(self._kill_late, managed)
+                )
+        self._dirty = False
+
+    @staticmethod
+    def _dependencies_of(managed: _Managed) -> tuple[str, str | None]:
+        """``("ok", None)``, ``("wait", "db: ready")`` or ``("blocked", "db failed (...)")``."""
+        waiting_for: str | None = None
+        for other, condition, type_name in managed.requires:
+            name = other.spec.name
+            if other.state == State.FAILED:
+                return "blocked", f"{name} failed ({exit_words(other.exit_code)})"
+            if other.state == State.BLOCKED:
+                return "blocked", f"{name} is blocked ({other.reason})"
+            if condition == "completed":
+                there = other.state == State.EXITED
+            elif condition == "ready":
+                there = other.run is not None and other.ready
+            else:
+                there = other.run is not None or other.state == State.EXITED
+            if not there and waiting_for is None:
+                waiting_for = f"{type_name}: {condition}"
+        return ("ok", None) if waiting_for is None else ("wait", waiting_for)
+
+    def stop_order(self, names: list[str]) -> list[str]:
+        """``names`` with every process before those it depends on (the order to stop them
+        in); reversed, the order to start them in. Any thread: the graph never changes."""
+        placed: list[str] = []
+        seen: set[str] = set()
+
+        def place(managed: _Managed) -> None:
+            if managed.spec.name in seen:
+                return
+            seen.add(managed.spec.name)
+            for other, _, _ in managed.requires:
+                place(other)
+            placed.append(managed.spec.name)
+
+        for name in names:
+            place(self._managed[name])
+        wanted = set(names)
+        return [name for name in reversed(placed) if name in wanted]
 
     def _spawn(self, managed: _Managed) -> None:
         spec = managed.spec
         managed.generation += 1
         managed.restart_at = None
         managed.stop_requested = False
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
-        env.update(self.environment)
-        env.update(spec.environment())  # env files, PORT, PS, the env table
+        managed.pending = False
+        managed.reason = None
+        env = self._environment(managed)
         env[CONSOLE_TAG] = self.token
         env[PROCESS_TAG] = spec.instance_name  # web.1, as PS: unique, also for a lone web
         env[RUN_TAG] = str(managed.generation)  # so a late sweep spares the next run
@@ -854,8 +1031,106 @@ class Supervisor:
         managed.started_at = time.time()
         managed.exit_code = None
         self._schedule_for(managed, spec.stable_after, lambda: self._mark_stable(managed))
+        self._begin_probes(managed)
         self._publish_one(managed)
         self._resolve(managed.restart_waiters, "restarted")
+
+    def _environment(self, managed: _Managed) -> dict[str, str]:
+        """What a process (and its exec probes) runs with, less the supervisor's tags."""
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # Python children would block-buffer a pipe
+        env.update(self.environment)
+        env.update(managed.spec.environment())  # env files, PORT, PS, the env table
+        return env
+
+    # -- probes (loop thread) --------------------------------------------------------------------
+
+    def _begin_probes(self, managed: _Managed) -> None:
+        """A new run: not ready until its ready probe passes (ready at once without one)."""
+        spec = managed.spec
+        managed.unhealthy = False
+        managed.ready = False
+        managed.log_matcher = None
+        managed.probes = {}
+        for role, probe in (("ready", spec.ready), ("health", spec.health)):
+            if probe is not None:
+                managed.probes[role] = _ProbeState(role, probe)
+        if spec.ready is None:
+            self._mark_ready(managed)
+        elif spec.ready.kind == "log":
+            managed.log_matcher = LogMatcher(spec.ready.target)
+        else:
+            self._attempt(managed, "ready")
+
+    def _attempt(self, managed: _Managed, role: str) -> None:
+        """One attempt of a probe in the pool; its result comes back through the commands."""
+        probe = managed.probes.get(role)
+        run = managed.run
+        if probe is None or run is None or probe.in_flight:
+            return
+        probe.in_flight = True
+
+        def done(error: str | None) -> None:  # on a pool thread
+            self.submit(self._probe_done, managed, run, role, error)
+
+        self._probes.run(probe.spec, done, managed.spec.cwd, self._environment(managed))
+
+    def _probe_done(self, managed: _Managed, run: _Run, role: str, error: str | None) -> None:
+        probe = managed.probes.get(role)
+        if managed.run is not run or probe is None:
+            return  # that run is over; a new one has probes of its own
+        probe.in_flight = False
+        probe.checked_at = time.time()
+        probe.passing = error is None
+        probe.failures = 0 if error is None else probe.failures + 1
+        if error is not None:
+            probe.last_error = error
+        again = functools.partial(self._attempt, managed, role)
+        if role == "ready":
+            if error is None:
+                self._mark_ready(managed)
+            else:
+                self._schedule_for(managed, probe.spec.interval, again)
+                self._publish_one(managed)
+            return
+        if error is not None and probe.failures >= probe.spec.failures:
+            self._stop_unhealthy(managed, probe)
+            return
+        self._schedule_for(managed, probe.spec.interval, again)
+        self._publish_one(managed)
+
+    def _mark_ready(self, managed: _Managed) -> None:
+        managed.ready = True
+        managed.log_matcher = None
+        ready = managed.probes.get("ready")
+        if ready is not None:
+            ready.passing, ready.failures = True, 0
+            ready.checked_at = time.time()
+            self._store.append_system(managed.spec.name, f"ready ({ready.spec.describe()})")
+        health = managed.probes.get("health")
+        if health is not None:
+            again = functools.partial(self._attempt, managed, "health")
+            self._schedule_for(managed, health.spec.interval, again)
+        self._publish_one(managed)
+
+    def _stop_unhealthy(self, managed: _Managed, probe: _ProbeState) -> None:
+        """The health probe failed ``failures`` times in a row: stop the process (signal, stop
+        timeout, SIGKILL); its exit counts as a failure, so its restart policy decides."""
+        policy = managed.spec.restart
+        then = "restarting it" if policy in ("on-failure", "always") else "not restarting it"
+        self._store.append_system(
+            managed.spec.name,
+            f"health check failed {probe.failures} times in a row ({probe.spec.describe()}: "
+            f"{probe.last_error}); stopping it, {then} (restart = {policy!r})",
+        )
+        managed.unhealthy = True
+        managed.ready = False
+        managed.generation += 1  # no more probes or stable-period timer for this run
+        self._signal_group(managed, managed.spec.stop_signal)
+        self._schedule_for(
+            managed, managed.spec.stop_timeout, functools.partial(self._kill_late, managed)
+        )
+        self._publish_one(managed)
 
     @staticmethod
     def _resolve(waiters: list[Future[Any]], outcome: object) -> None:
@@ -897,6 +1172,9 @@ class Supervisor:
             return 0
         run.last_output = time.monotonic()
         self._store.append(managed.spec.name, stream, self._read_view[:n])
+        matcher = managed.log_matcher
+        if matcher is not None and matcher.feed(stream, self._read_view[:n]):
+            self._mark_ready(managed)
         return n
 
     def _close_pipe(self, fd: int, managed: _Managed, run: _Run, stream: int) -> None:
@@ -941,12 +1219,16 @@ class Supervisor:
         self._drain(managed, run)
         managed.run = None
         managed.exit_code = code
+        managed.ready = False
+        managed.log_matcher = None
         managed.exits[code] = managed.exits.get(code, 0) + 1
         lasted = time.monotonic() - run.started
+        managed.last_run = lasted
+        managed.last_exit = code
         name = managed.spec.name
         if managed.stop_requested:
             managed.state = State.STOPPED
-            self._store.append_system(name, f"stopped ({_exit_words(code)})")
+            self._store.append_system(name, f"stopped ({exit_words(code)})")
             self._resolve(managed.stop_waiters, "stopped")
             if managed.start_after_stop and self._running:
                 managed.start_after_stop = False
@@ -956,10 +1238,11 @@ class Supervisor:
             self._publish_one(managed)
             return
         policy = managed.spec.restart
-        restart = self._running and (policy == "always" or (policy == "on-failure" and code != 0))
+        failed = code != 0 or managed.unhealthy  # stopped by its health probe: a failure
+        restart = self._running and (policy == "always" or (policy == "on-failure" and failed))
         if not restart:
-            managed.state = State.EXITED if code == 0 else State.FAILED
-            self._store.append_system(name, f"{_exit_words(code)}")
+            managed.state = State.FAILED if failed else State.EXITED
+            self._store.append_system(name, f"{exit_words(code)}")
             self._publish_one(managed)
             return
         quick = lasted < managed.spec.stable_after
@@ -973,7 +1256,7 @@ class Supervisor:
         )
         managed.generation += 1
         managed.restart_at = time.monotonic() + delay
-        self._store.append_system(name, f"{_exit_words(code)}; restarting in {delay:.1f}s")
+        self._store.append_system(name, f"{exit_words(code)}; restarting in {delay:.1f}s")
         self._schedule_for(managed, delay, lambda: self._auto_restart(managed))
         self._publish_one(managed)
 
@@ -997,13 +1280,15 @@ class Supervisor:
                 os.killpg(run.pid, sig)
 
     def _begin_stop(self, managed: _Managed) -> None:
+        """Stopping; signalled by ``_advance`` once no process depending on it that is being
+        stopped too still runs (so dependents stop first)."""
         managed.stop_requested = True
         if managed.state == State.STOPPING:
             return
         managed.state = State.STOPPING
+        managed.ready = False
         managed.generation += 1
-        self._signal_group(managed, managed.spec.stop_signal)
-        self._schedule_for(managed, managed.spec.stop_timeout, lambda: self._kill_late(managed))
+        managed.stop_deferred = True
         self._publish_one(managed)
 
     def _kill_late(self, managed: _Managed) -> None:
@@ -1035,18 +1320,29 @@ class Supervisor:
             managed.start_after_stop = True
             return "starting after stop"
         managed.failures = 0
-        self._spawn(managed)
-        if managed.run is None:
-            raise ConsoleError(f"could not start {name}: see its log")
-        return "started"
+        return self._start_when_possible(managed)
+
+    def _start_when_possible(self, managed: _Managed) -> str:
+        """Start now if its dependencies are there, else leave it waiting: the outcome. Raises
+        if it is blocked (it still starts if the dependency gets there) or could not start."""
+        managed.pending = True
+        self._advance()
+        name = managed.spec.name
+        if managed.run is not None:
+            return "started"
+        if managed.state == State.WAITING_FOR_DEPENDENCIES:
+            return f"waiting ({managed.reason})"
+        if managed.state == State.BLOCKED:
+            raise ConsoleError(f"{name} is blocked: {managed.reason}")
+        raise ConsoleError(f"could not start {name}: see its log")
 
     def _cmd_stop(self, name: str, future: Future[Any]) -> None:
         managed = self._managed[name]
         managed.start_after_stop = False
         self._resolve(managed.restart_waiters, ConsoleError("restart cancelled by a stop"))
         if managed.run is None:
-            # Nothing to signal: either a restart was pending (now cancelled) or nothing runs.
-            waiting = managed.state in State.WAITING
+            # Nothing to signal: a restart or a start was pending (now cancelled), or nothing runs.
+            waiting = managed.state in State.WAITING or managed.pending
             self._cancel_waiting_restart(managed)
             future.set_result("stopped" if waiting else "not running")
             return
@@ -1060,7 +1356,12 @@ class Supervisor:
         if managed.run is None:
             managed.failures = 0
             managed.restarts += 1
-            self._spawn(managed)
+            try:
+                outcome = self._start_when_possible(managed)
+            except ConsoleError as exc:
+                self._resolve(managed.restart_waiters, exc)
+                return
+            self._resolve(managed.restart_waiters, outcome)
             return
         managed.start_after_stop = True
         self._begin_stop(managed)
@@ -1078,7 +1379,14 @@ class Supervisor:
         future.set_result(None)
 
     def _cancel_waiting_restart(self, managed: _Managed) -> None:
-        """A process waiting out its backoff is stopped where it is (the timer goes stale)."""
+        """A process waiting out its backoff (or for its dependencies) is stopped where it is
+        (the timer goes stale)."""
+        managed.pending = False
+        managed.reason = None
+        if managed.state in State.HELD:
+            managed.state = State.STOPPED
+            self._store.append_system(managed.spec.name, "stopped (start cancelled)")
+            self._publish_one(managed)
         if managed.state in State.WAITING:
             managed.generation += 1
             managed.restart_at = None
@@ -1103,10 +1411,16 @@ class Supervisor:
             managed.exit_code,
             managed.restart_at,
             managed.rate,
+            managed.ready and run is not None,
+            managed.reason,
+            tuple(probe.status() for probe in managed.probes.values()),
+            managed.last_run,
+            managed.last_exit,
             tuple(sorted(managed.exits.items())),
         )
         self.version += 1
         if notify:
+            self._dirty = True
             with self._listeners_lock:
                 listeners = list(self._listeners)
             for listener in listeners:
@@ -1121,9 +1435,3 @@ def _report(message: str) -> None:
 
 def _signal_name(managed: _Managed) -> str:
     return describe_exit(-managed.spec.stop_signal)
-
-
-def _exit_words(code: int) -> str:
-    if code < 0:
-        return f"killed by {describe_exit(code)}"
-    return f"exited with code {code}"
