@@ -462,3 +462,14 @@ def test_a_where_view_holds_the_newest_matches_and_reads_only_new_lines(
         views.build(store.snapshot(), query, "level =")
     with pytest.raises(ValueError, match="WHERE"):
         LogView(store.snapshot(), query)
+
+
+def test_a_reply_stops_at_its_byte_bound_and_says_truncated(
+    store: LogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execute_module, "MAX_REPLY_BYTES", 8 << 10)
+    plain = run(store, "SELECT line FROM api")
+    assert plain["truncated"] is True and 0 < len(plain["rows"]) < 300
+    assert sum(len(row[0]) for row in plain["rows"]) <= 8 << 10
+    ordered = run(store, "SELECT line FROM api ORDER BY status DESC")
+    assert ordered["truncated"] is True and len(ordered["rows"]) == len(plain["rows"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from helpers import wait_for, wait_until
 from test_attach import served
@@ -14,7 +15,7 @@ from test_tui_events import notifications, static_text
 from lacrimosa.api.remote_console import RemoteConsole
 from lacrimosa.engine.console import Console
 from lacrimosa.tui import LacrimosaApp
-from lacrimosa.tui.query_view import HISTORY_NAME, QueryView
+from lacrimosa.tui.query_view import HISTORY_MAX, HISTORY_NAME, QueryHistory, QueryView
 
 __all__ = ["served"]  # the fixture (a console on its control socket), for the attached test
 
@@ -167,3 +168,15 @@ async def test_attached_the_query_view_and_the_where_filter_go_through_the_socke
             assert app.view == "logs"
     finally:
         remote.close()
+
+
+def test_the_history_keeps_its_newest_entries_within_its_bound(tmp_path: Path) -> None:
+    history = QueryHistory(tmp_path / HISTORY_NAME)
+    for i in range(HISTORY_MAX + 5):
+        history.add(f"SELECT {i}\nFROM api")  # one line each, however typed
+    history.add(f"SELECT {HISTORY_MAX + 4} FROM api")  # the same as the last: not kept twice
+    kept = (tmp_path / HISTORY_NAME).read_text().splitlines()
+    assert len(kept) == HISTORY_MAX and kept[0] == "SELECT 5 FROM api"
+    assert kept[-1] == f"SELECT {HISTORY_MAX + 4} FROM api"
+    assert QueryHistory(tmp_path / HISTORY_NAME).step(-1) == kept[-1]
+    assert oct((tmp_path / HISTORY_NAME).stat().st_mode & 0o777) == "0o600"
