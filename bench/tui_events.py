@@ -378,7 +378,7 @@ async def measure(seconds: float) -> dict[str, Any]:
                 probe.wrap_compositor(app.screen)
                 probe.wrap_render(event_list)
                 probe.wrap_render(app.overview)
-                probe.wrap_action(event_list, "action_cursor_up")
+                probe.wrap_action(event_list, "action_move")
                 probe.wrap_action(event_list, "action_last")
                 probe.wrap_action(app, "action_show_view")
                 await wait_until(lambda: len(event_list.rows) > 0, "the events listed")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.cache import LRUCache
@@ -44,7 +44,7 @@ from .event_render import (
 from .event_rows import EventFilter, EventRows, build_rows
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
-from .virtual_list import FollowingScrollView, OneBuildAtATime
+from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
 
 _EVENT_CACHE_SIZE = 2048
 _STRIP_CACHE_SIZE = 1024
@@ -65,41 +65,16 @@ def parse_number(text: str) -> int | None:
             return None
 
 
-class EventList(FollowingScrollView, can_focus=True):
+class EventList(CursorList):
     """The listed events, oldest at the top; a cursor row; follows the newest by default."""
-
-    COMPONENT_CLASSES = {"event-list--cursor"}
 
     DEFAULT_CSS = """
     EventList {
         height: 1fr;
         background: $surface;
         color: $text;
-        overflow-x: hidden;
-        overflow-y: auto;
-        scrollbar-size-vertical: 1;
-        & > .event-list--cursor {
-            background: $block-cursor-blurred-background;
-        }
-        &:focus > .event-list--cursor {
-            background: $block-cursor-background;
-            color: $block-cursor-foreground;
-            text-style: $block-cursor-text-style;
-        }
     }
     """
-
-    BINDINGS = [
-        Binding("up,k", "cursor_up", show=False),
-        Binding("down,j", "cursor_down", show=False),
-        Binding("pageup", "page_up", show=False),
-        Binding("pagedown", "page_down", show=False),
-        Binding("home", "first", show=False),
-        Binding("end", "last", show=False),
-    ]
-
-    class Changed(Message):
-        """The rows, the cursor or the follow state changed (for the status line and detail)."""
 
     class _RowsBuilt(Message):
         def __init__(self, rows: EventRows | None, error: str | None) -> None:
@@ -224,16 +199,12 @@ class EventList(FollowingScrollView, can_focus=True):
 
     # -- the cursor ------------------------------------------------------------------------------
 
-    def move_cursor(self, row: int, *, stop_following: bool = True) -> None:
-        if stop_following:
-            self.follow = False
-        row = min(max(row, 0), max(len(self.rows) - 1, 0))
-        if row != self.cursor:
-            self.cursor = row
-            self.lapped = 0
-            self.refresh()
-        self._show_cursor()
-        self.post_message(self.Changed())
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def cursor_moved(self) -> None:
+        self.lapped = 0
 
     def go_to(self, seq: int) -> bool:
         """Put the cursor on ``seq`` (or the first listed event after it); False if none."""
@@ -248,50 +219,10 @@ class EventList(FollowingScrollView, can_focus=True):
         self.scroll_to(y=max(row - 2, 0), animate=False, immediate=True, force=True)
         return True
 
-    def _show_cursor(self) -> None:
-        height = max(self.size.height, 1)
-        top = round(self.scroll_y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
-        elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
-
-    def action_cursor_up(self) -> None:
-        self.move_cursor(self.cursor - 1)
-
-    def action_cursor_down(self) -> None:
-        self.move_cursor(self.cursor + 1)
-
-    def action_page_up(self) -> None:
-        self.move_cursor(self.cursor - max(self.size.height - 1, 1))
-
-    def action_page_down(self) -> None:
-        self.move_cursor(self.cursor + max(self.size.height - 1, 1))
-
-    def action_first(self) -> None:
-        self.move_cursor(0)
-
-    def action_last(self) -> None:
-        self.follow = True
-
     def watch_follow(self, follow: bool) -> None:
         if follow:
             self.lapped = 0
-            self.move_cursor(len(self.rows) - 1, stop_following=False)
-            self._scroll_to_end()
-        self.post_message(self.Changed())
-
-    def on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is not None and round(self.scroll_y) + offset.y < len(self.rows):
-            self.move_cursor(round(self.scroll_y) + offset.y)
-
-    def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, len(self.rows))
-        if self.follow:
-            self._scroll_to_end()
-        else:
-            self._show_cursor()
+        super().watch_follow(follow)
 
     # -- rendering -------------------------------------------------------------------------------
 
@@ -341,7 +272,7 @@ class EventList(FollowingScrollView, can_focus=True):
             text.stylize_before(base_style)
             if is_cursor:
                 text.pad_right(width - text.cell_len)
-                text.stylize(self.get_component_rich_style("event-list--cursor"))
+                text.stylize(self.get_component_rich_style(CURSOR_COMPONENT))
             strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
                 0, width, base_style
             )

@@ -169,14 +169,19 @@ class CursorList(FollowingScrollView, can_focus=True):
     def row_count(self) -> int:
         raise NotImplementedError
 
-    def move_cursor(self, row: int) -> None:
-        self.follow = False
+    def move_cursor(self, row: int, *, stop_following: bool = True) -> None:
+        if stop_following:
+            self.follow = False
         row = min(max(row, 0), max(self.row_count - 1, 0))
         if row != self.cursor:
             self.cursor = row
+            self.cursor_moved()
             self.refresh()
         self._show_cursor()
         self.post_message(self.Changed())
+
+    def cursor_moved(self) -> None:
+        """Called when the cursor lands on another row (for a subclass to forget a notice)."""
 
     def _show_cursor(self) -> None:
         height = max(self.size.height, 1)

@@ -74,6 +74,10 @@ class QueryRequest(BaseModel):
 
 Lines = Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT, description="how many, newest")]
 Since = Annotated[str | None, Query(description="how far back: 30s, 5m, 2h, 1d", max_length=32)]
+# The filters of the two logs routes (one process, every process merged).
+LogStream = Literal["stdout", "stderr", "system"] | None
+Grep = Annotated[str | None, Query(max_length=4096, description="lines containing this")]
+AfterId = Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT, description="lines after this id")]
 
 
 class Api:
@@ -177,10 +181,10 @@ class Api:
             request: Request,
             name: str,
             lines: Lines = None,
-            stream: Literal["stdout", "stderr", "system"] | None = None,
-            grep: Annotated[str | None, Query(max_length=4096)] = None,
+            stream: LogStream = None,
+            grep: Grep = None,
             since: Since = None,
-            after_id: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+            after_id: AfterId = None,
         ) -> Response:
             """The newest ``lines`` lines of one process (as ``lacrimosa logs NAME``)."""
             return self._logs(request, name, lines, stream, grep, since, after_id)
@@ -189,10 +193,10 @@ class Api:
         def logs(
             request: Request,
             lines: Lines = None,
-            stream: Literal["stdout", "stderr", "system"] | None = None,
-            grep: Annotated[str | None, Query(max_length=4096)] = None,
+            stream: LogStream = None,
+            grep: Grep = None,
             since: Since = None,
-            after_id: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+            after_id: AfterId = None,
         ) -> Response:
             """The newest lines of every process, merged in the order they arrived."""
             return self._logs(request, None, lines, stream, grep, since, after_id)
