@@ -57,9 +57,12 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/audit"): "read",
     ("GET", "/api/audit/verify"): "read",
     ("GET", "/api/stream"): "read",  # the WebSocket's opening request
+    ("GET", "/api/log_window"): "read",
+    ("GET", "/api/subscribe"): "read",  # a WebSocket too
     ("POST", "/api/processes/{name}/start"): "write",
     ("POST", "/api/processes/{name}/stop"): "write",
     ("POST", "/api/processes/{name}/restart"): "write",
+    ("POST", "/api/shutdown"): "admin",  # stops every process and the console
     ("GET", "/api/keys"): "admin",
     ("POST", "/api/keys"): "admin",
     ("DELETE", "/api/keys/{key_id}"): "admin",
