@@ -411,7 +411,11 @@ class RemoteConsole:
         self._shutdown_asked = False
         self._shutdown_wait = DEFAULT_ACTION_TIMEOUT
         self.tail_lines = TAIL_PREFETCH  # see TAIL_PREFETCH
-        self._subscription = transport.subscribe()
+        try:
+            self._subscription = transport.subscribe()
+        except BaseException:
+            transport.close()
+            raise
         try:
             first = next(self._subscription)
             self._version: tuple[int, int] = (0, 0)
@@ -423,6 +427,7 @@ class RemoteConsole:
             self._apply(first)
         except BaseException:
             self._subscription.interrupt()
+            transport.close()
             raise
         self._reader = threading.Thread(
             target=self._read_updates, name="lacrimosa-subscription", daemon=True
