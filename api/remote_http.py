@@ -182,7 +182,7 @@ class HttpTransport:
             since = args.pop("since", None)
             args = {
                 "limit": args.pop("lines", None),
-                "since": None if since is None else f"{since}s",
+                "since": None if since is None else f"{since:.3f}s",
             }
         return self._call("GET", path, **args)
 

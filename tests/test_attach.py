@@ -29,6 +29,7 @@ import pytest
 from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
 from test_cli import CLI, cli, cli_env
 from test_imports import loaded_after_import
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
@@ -298,24 +299,31 @@ async def test_overview_and_events_attached(
     remote = RemoteConsole(made.home)
     app = LacrimosaApp(remote, attached=True)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        await wait_for(
-            pilot,
-            lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
-            "both events in the Events view",
-        )
-        send_events(made, udp_sender, b"one more\n")
-        await wait_for(
-            pilot,
-            lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
-            "a new event, followed",
-        )
+        await events_shown_and_followed(pilot, app, made, udp_sender)
         await pilot.press("2")
         await wait_for(
             pilot, lambda: "3 accepted of 3 received" in overview_text(app), "the Overview"
         )
         await pilot.press("d")
     remote.close()
+
+
+async def events_shown_and_followed(
+    pilot: Pilot[Any], app: LacrimosaApp, made: Console, udp_sender: socket.socket
+) -> None:
+    """In the Events view: the two "deploy" events sent before, then one sent now (followed)."""
+    await pilot.press("3")
+    await wait_for(
+        pilot,
+        lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
+        "both events in the Events view",
+    )
+    send_events(made, udp_sender, b"one more\n")
+    await wait_for(
+        pilot,
+        lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
+        "a new event, followed",
+    )
 
 
 def overview_text(app: LacrimosaApp) -> str:

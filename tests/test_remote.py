@@ -14,7 +14,7 @@ import httpx
 import pytest
 from helpers import send_events, wait_for, wait_until
 from http_helpers import Served, close_all, serve
-from test_attach import IDLE, SIZE, rows_of, state_of, status_of
+from test_attach import IDLE, SIZE, events_shown_and_followed, rows_of, state_of, status_of
 from test_cli import cli
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -27,7 +27,6 @@ from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.app import DETACHED
-from lacrimosa.tui.events_view import EventList
 
 
 @pytest.fixture
@@ -147,6 +146,16 @@ async def test_attach_over_http_act_with_a_write_key_and_detach(
         await wait_for(pilot, lambda: state_of(app, "worker") == State.STOPPED, "the stop shown")
         record = s.console.audit.records(limit=1)[0]
         assert (record["action"], record["actor"]["source"]) == ("stop", "http")
+        await pilot.press("4")  # the Audit view, over /api/audit
+        await wait_for(
+            pilot,
+            lambda: any(
+                "stop" in row.cells and "worker" in row.cells
+                for row in app.audit_view.audit_list.rows.rows
+            ),
+            "the stop in the Audit view",
+        )
+        await pilot.press("1")
         await pilot.press("d")
         await wait_for(pilot, lambda: app.return_value is not None, "detach")
     remote.close()
@@ -204,18 +213,13 @@ async def test_events_view_over_http(
     remote = attach(s, "read")
     app = LacrimosaApp(remote, attached=True)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
+        await events_shown_and_followed(pilot, app, s.console, udp_sender)
+        # By node: every matching seq of the journal would be needed; refused with a note.
+        await pilot.press("n", "7", "enter")
         await wait_for(
-            pilot,
-            lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
-            "both events in the Events view",
+            pilot, lambda: any("not listed over HTTP" in n for n in notices(app)), "the note"
         )
-        send_events(s.console, udp_sender, b"one more\n")
-        await wait_for(
-            pilot,
-            lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
-            "a new event, followed",
-        )
+        assert app.is_running
         await pilot.press("d")
     remote.close()
 
