@@ -14,13 +14,14 @@ from .background import start_in_background
 from .remote_console import RemoteConsole
 
 
-def run_attached(args: argparse.Namespace, home: str, up_argv: list[str]) -> int:
+def run_attached(args: argparse.Namespace, home: str | None, up_argv: list[str]) -> int:
     """Attach to the console whose state folder is ``home`` (or at ``args.url``); see the
     module docstring. If none runs here, the console of ``up_argv`` (the arguments of an
     ``up``) is started first; none is started for ``--url``."""
     if args.url is not None:
         console = _attach_over_http(args)
     else:
+        assert home is not None  # the CLI finds it unless --url is given
         _need_a_terminal()
         try:
             console = RemoteConsole(home)
@@ -40,15 +41,18 @@ def run_attached(args: argparse.Namespace, home: str, up_argv: list[str]) -> int
     finally:
         console.close()
     if app.stop_refused is not None:
-        print(f"lacrimosa: the console goes on: {app.stop_refused}", file=sys.stderr)
-        return 1
-    if reason == DETACHED:
-        again = f"lacrimosa tui --url {args.url}" if args.url else "lacrimosa tui"
         print(
-            f"lacrimosa: detached; the console goes on (`{again}` attaches again, "
-            "`lacrimosa shutdown` stops it)",
+            f"lacrimosa: the console was not stopped ({app.stop_refused}); detached, it goes on",
             file=sys.stderr,
         )
+        return 1
+    if reason == DETACHED:
+        how = (
+            f"`lacrimosa tui --url {args.url}` attaches again"
+            if args.url
+            else "`lacrimosa tui` attaches again, `lacrimosa shutdown` stops it"
+        )
+        print(f"lacrimosa: detached; the console goes on ({how})", file=sys.stderr)
     elif reason == CONSOLE_ENDED:
         print(f"lacrimosa: {console.ended or 'the console stopped'}", file=sys.stderr)
         return 0 if console.ended == "the console stopped" else 4

@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -227,8 +226,11 @@ async def test_events_view_over_http(
 # -- lacrimosa tui --url, as a user runs it ------------------------------------------------------
 
 
-def test_tui_url_errors(http_console: Callable[..., Served], tmp_path: Any) -> None:
+def test_tui_url_errors(
+    http_console: Callable[..., Served], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     s = http_console()
+    tmp_path = tmp_path_factory.mktemp("elsewhere")  # no project here: none is needed
     bad = cli("tui", "--url", "ftp://127.0.0.1:1", cwd=tmp_path)
     assert bad.returncode == 2 and "http://HOST:PORT" in bad.stderr
     no_key = cli("tui", "--url", s.url, cwd=tmp_path)
