@@ -25,7 +25,7 @@ from lacrimosa.engine.console import Console
 from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp
-from lacrimosa.tui.app import DETACHED
+from lacrimosa.tui.app import CONSOLE_ENDED, DETACHED
 
 
 @pytest.fixture
@@ -202,6 +202,20 @@ async def test_q_q_with_an_admin_key_stops_everything(http_console: Callable[...
     remote.close()
     assert app.stop_refused is None
     assert s.console.stopped.wait(20)
+
+
+async def test_the_console_stopping_elsewhere_ends_the_app_attached_over_http(
+    http_console: Callable[..., Served],
+) -> None:
+    s = http_console()
+    remote = attach(s, "read")
+    app = LacrimosaApp(remote, attached=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: state_of(app, "api").startswith(State.RUNNING), "table")
+        s.console.request_shutdown()  # `lacrimosa shutdown` on the console's machine
+        await wait_for(pilot, lambda: app.return_value is not None, "the app to end")
+    remote.close()
+    assert app.return_value == CONSOLE_ENDED and remote.ended == "the console stopped"
 
 
 async def test_events_view_over_http(
