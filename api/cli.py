@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args) if args.command == "check" else run_command(args)
         return _one_shot(args)
     except LacrimosaError as exc:
+        details = getattr(exc, "details", {})
+        if exc.code == "query_syntax" and isinstance(details.get("position"), int):
+            return _syntax_failure(args, exc.message, details)
         return _fail(args, exc.code, exc.message, exc.exit_code)
     except KeyboardInterrupt:
         return 130
@@ -210,6 +213,28 @@ def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> 
     return exit_code
 
 
+def _syntax_failure(args: argparse.Namespace, message: str, details: dict[str, Any]) -> int:
+    """A query (or ``--where``) the console could not parse: the text with a caret under the
+    column that was wrong (with ``--json``: the error object, position and all). Exit 2."""
+    text = args.query if args.command == "query" else args.where
+    position = details["position"]
+    if args.json:
+        error = {key: details.get(key) for key in ("code", "message", "position", "expected")}
+        print(json_text({"error": error}), file=sys.stderr)
+        return EXIT_USAGE
+    from ..engine.terminal_text import field_safe
+
+    # The line of the query holding the position, each character shown as one (a control
+    # character as its symbol), so the caret lands under it.
+    begin = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    line = text[begin : end if end >= 0 else len(text)]
+    shown = "".join(field_safe(c)[:1] or "?" for c in line)
+    caret = " " * (position - begin) + "^"
+    print(f"lacrimosa: {message}\n  {shown}\n  {caret}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _one_shot(args: argparse.Namespace) -> int:
     from .client import ConsoleLost, ControlClient
 
@@ -247,6 +272,8 @@ def _one_shot(args: argparse.Namespace) -> int:
             _logs(args, client)
         elif args.command == "events":
             _events(args, client)
+        elif args.command == "query":
+            _query(args, client)
         elif args.command == "wait":
             return _wait(args, client)
         elif args.command == "why":
@@ -424,10 +451,12 @@ def _logs(args: argparse.Namespace, client: Any) -> None:
         request["grep"] = args.grep
     if args.since is not None:
         request["since"] = args.since
+    if args.where is not None:
+        request["where"] = args.where  # parsed by the console (the query language is there)
     raw = _RawLines(args.name) if args.raw else None
     if raw is not None:
         request["raw"] = True  # each line's bytes, not text with invalid UTF-8 replaced
-    if not args.follow and raw is None:
+    if not args.follow and raw is None and args.where is None:
         # With timestamps, each line's time is needed: it comes with the JSON lines.
         as_jsonl = args.json or args.timestamps
         _write_frames(
@@ -471,6 +500,87 @@ def _events(args: argparse.Namespace, client: Any) -> None:
             if batch["events"]:
                 sys.stdout.write(_events_text(batch["events"], mode) + "\n")
         sys.stdout.flush()
+
+
+QUERY_TIMEOUT = 10.0  # the console's default deadline for a query (api/protocol.py)
+
+
+def _query(args: argparse.Namespace, client: Any) -> None:
+    """``query``: the console parses and runs it; a table that fits the terminal, or the reply
+    as one JSON document (columns, rows, scanned, elapsed_ms, truncated)."""
+    request: dict[str, Any] = {"query": args.query}
+    if args.timeout is not None:
+        request["deadline"] = args.timeout
+    deadline = (args.timeout or QUERY_TIMEOUT) + REPLY_MARGIN
+    result = client.call("query", timeout=deadline, **request)
+    if args.json:
+        _print(args, result, "")
+        return
+    sys.stdout.write(_query_text(result, _terminal_width()) + "\n")
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when stdout is one (or $COLUMNS says), else None: a table piped
+    elsewhere is not cut."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+def _cell_text(value: Any) -> str:
+    from ..engine.terminal_text import field_safe
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1e15 else repr(value)
+    if isinstance(value, (dict, list)):
+        return field_safe(json_text(value))
+    return field_safe(str(value))
+
+
+def _query_text(result: dict[str, Any], width: int | None) -> str:
+    """The rows as an aligned table (numbers right-aligned) within ``width`` columns: the
+    widest columns are narrowed first, their cells cut with "…"; then a summary line."""
+    columns: list[str] = result["columns"]
+    rows = [[_cell_text(v) for v in row] for row in result["rows"]]
+    numeric = {
+        i
+        for i in range(len(columns))
+        if rows
+        and all(
+            isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+            for row in result["rows"]
+            if row[i] is not None
+        )
+    }
+    table = [[_cell_text(c) for c in columns], *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    if width is not None:
+        room = width - 2 * (len(columns) - 1)
+        while sum(widths) > room and max(widths) > 4:
+            widest = widths.index(max(widths))
+            widths[widest] -= max(1, min(sum(widths) - room, widths[widest] - 4))
+    lines = []
+    for row in table:
+        cells = []
+        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
+            if len(cell) > w:
+                cell = cell[: w - 1] + "…"
+            cells.append(cell.rjust(w) if i in numeric and row is not table[0] else cell.ljust(w))
+        lines.append("  ".join(cells).rstrip())
+    count = len(rows)
+    summary = f"({count} row{'s' if count != 1 else ''}; {result['scanned']:,} scanned in "
+    summary += f"{result['elapsed_ms']:.1f} ms"
+    if result.get("truncated"):
+        summary += "; truncated: more rows matched than a reply holds, add a LIMIT"
+    return "\n".join([*lines, summary + ")"])
 
 
 def _lapped_text(lapped: int) -> str:

@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="only lines from the last DURATION (30s, 5m, 2h, 1d)",
     )
+    logs.add_argument(
+        "--where",
+        type=_text,
+        metavar="EXPR",
+        help='only lines matching EXPR, the WHERE part of a query: level = "error" OR '
+        "status >= 500 (see `lacrimosa query`)",
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument(
         "-t",
@@ -270,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--stream", type=_non_negative_int, metavar="ID", help="only this stream")
     events.add_argument("--node", type=_non_negative_int, metavar="ID", help="only this node")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    query = commands.add_parser(
+        "query",
+        parents=[common, as_json],
+        help="run a query over the logs or events: SELECT … FROM … WHERE … SINCE 5m LIMIT n",
+    )
+    query.add_argument("query", type=_text, metavar="QUERY")
+    query.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="how long the console may run it (default 10s, at most 60s)",
+    )
     for verb in ("start", "stop", "restart"):
         action = commands.add_parser(verb, parents=[common, as_json], help=f"{verb} a process")
         action.add_argument("name", type=_text, metavar="NAME")

@@ -77,10 +77,11 @@ def _timeval(seconds: int, micros: int) -> bytes:
 class RemoteError(LacrimosaError):
     """An error reply from the console, carrying the protocol's error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.exit_code = exit_code_for(code)
+        self.details = details or {}  # the error object as sent (a query's ``position``)
 
 
 class ConsoleLost(NoConsole):
@@ -305,7 +306,7 @@ class ControlClient:
             return reply.get("result")
         err = reply.get("error") or {}
         code, message = err.get("code", "failed"), err.get("message", "request failed")
-        raise RemoteError(code, message)
+        raise RemoteError(code, message, err if isinstance(err, dict) else None)
 
     def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         """Send one request and return its reply's result, waiting at most ``timeout`` (else

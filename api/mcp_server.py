@@ -18,6 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from ..engine.dsl.syntax import MAX_QUERY_CHARS
 from ..engine.errors import LacrimosaError
 from .client import ControlClient
 from .version import __version__
@@ -26,16 +27,20 @@ from .wire import parse_duration
 MAX_LINES = 5000  # log lines in one tool reply: an agent's context is the limit, not the console's
 MAX_EVENTS = 5000
 CALL_TIMEOUT = 30.0  # seconds for a reading tool's reply
+QUERY_TIMEOUT = 10.0  # the console's deadline for a query (api/protocol.py's default)
 DEFAULT_ACTION_TIMEOUT = 30.0  # how long the console lets an action take, when ps does not say
 REPLY_MARGIN = 5.0  # waited past that for the reply
 
 INSTRUCTIONS = """\
 Tools for the lacrimosa console of one project: the processes it supervises, their logs, their
 events. Start with `ps` (each process's state, pid, restarts, last exit code). `logs` reads a
-process's recent output (or every process's, merged) with filters; `start`, `stop` and `restart` act on one process and wait until it is done. `wait` returns once
-processes are ready (readiness probes, dependencies), or says which one never will be; `why`
-explains a process's state (last exit, restarts, the dependency or probe it waits on, its last
-stderr lines). Every action is recorded in the console's audit log as coming from this tool."""
+process's recent output (or every process's, merged) with filters; `query` asks questions of
+the logs and events in a small SQL (JSON and logfmt keys are fields: `SELECT count(*) FROM api
+WHERE status >= 500 SINCE 1h GROUP BY 1m`); `start`, `stop` and `restart` act on one process
+and wait until it is done. `wait` returns once processes are ready (readiness probes,
+dependencies), or says which one never will be; `why` explains a process's state (last exit,
+restarts, the dependency or probe it waits on, its last stderr lines). Every action is recorded
+in the console's audit log as coming from this tool."""
 
 
 def build_server(home: str) -> MCPServer:
@@ -77,6 +82,10 @@ def build_server(home: str) -> MCPServer:
         ] = None,
         grep: Annotated[str | None, Field(description="only lines containing this")] = None,
         since: Annotated[str | None, Field(description="only this recent, e.g. 30s, 5m")] = None,
+        where: Annotated[
+            str | None,
+            Field(description='only lines matching this WHERE expression: level = "error"'),
+        ] = None,
     ) -> dict[str, Any]:
         """The newest log lines, oldest first: each with id, process, stream, time and text."""
         request: dict[str, Any] = {"name": name, "lines": lines}
@@ -84,6 +93,8 @@ def build_server(home: str) -> MCPServer:
             request["stream"] = stream
         if grep:
             request["grep"] = grep
+        if where:
+            request["where"] = where
         if since:
             try:
                 request["since"] = parse_duration(since)
@@ -100,6 +111,24 @@ def build_server(home: str) -> MCPServer:
         """The newest events of the console's sequencer, in lamport order."""
         request = {"lines": lines, "stream": stream, "node": node}
         return call("events", **{k: v for k, v in request.items() if v is not None})
+
+    @server.tool()
+    def query(
+        query: Annotated[
+            str,
+            Field(
+                max_length=MAX_QUERY_CHARS,
+                description="SELECT columns FROM sources [WHERE ...] [SINCE 5m] [UNTIL ...] "
+                "[GROUP BY 1m|field] [ORDER BY field [DESC]] [LIMIT n] [OFFSET n]; sources: "
+                "process names, api.stderr, * or events; fields: line ts stream process id and "
+                "the keys of JSON or logfmt lines (a.b nested); operators: = != > >= < <= "
+                "CONTAINS STARTSWITH MATCHES IN EXISTS AND OR NOT; count(*) min max avg sum",
+            ),
+        ],
+    ) -> dict[str, Any]:
+        """Run a query over the logs or the events: {columns, rows, scanned, elapsed_ms,
+        truncated}. A query that does not parse says where (column) and what was expected."""
+        return call("query", timeout=QUERY_TIMEOUT + REPLY_MARGIN, query=query)
 
     @server.tool()
     def start(name: str) -> dict[str, Any]:

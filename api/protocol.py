@@ -37,7 +37,16 @@ import numpy as np
 
 from ..engine.audit import MAX_RECORDS, Actor
 from ..engine.console import Console
-from ..engine.errors import ConsoleError, InvalidRequest, LacrimosaError, Starting
+from ..engine.dsl import parse_where, select_rows
+from ..engine.dsl.executor import EventRow
+from ..engine.dsl.syntax import And, Compare, Expr, Query, Source, Text
+from ..engine.errors import (
+    ConsoleError,
+    InvalidRequest,
+    LacrimosaError,
+    QuerySyntaxError,
+    Starting,
+)
 from ..engine.events.frames import Event, matching
 from ..engine.events.journal import Journal
 from ..engine.logs.query import LogQuery, LogView
@@ -85,6 +94,12 @@ MAX_WINDOW_LINES = 1000  # lines one log_window reply carries at most
 SUBSCRIBE_INTERVAL = 0.05  # a subscriber gets at most 20 updates a second...
 SUBSCRIBE_FULL_INTERVAL = 1.0  # ...and every process, warning and counter at least this often
 _STREAM_BY_NAME = {"stdout": STDOUT, "stderr": STDERR, "system": SYSTEM}
+QUERY_TIMEOUT = 10.0  # seconds a ``query`` may run unless it asks for another deadline
+MAX_QUERY_TIMEOUT = 60.0
+# ``logs`` with ``where``: the newest ``lines`` matching lines, at most this many and about this
+# many bytes of text (the oldest are left out past that); the query language's bounds.
+MAX_WHERE_LINES = 10_000
+MAX_WHERE_BYTES = 8 << 20
 
 
 def line_to_dict(line: LogLine, raw: bool = False) -> dict[str, Any]:
@@ -115,7 +130,13 @@ def internal_error(exc: Exception) -> dict[str, Any]:
 
 
 def error_reply(exc: Exception) -> dict[str, Any]:
-    """The reply for a failure: a LacrimosaError's own code and message, else ``internal``."""
+    """The reply for a failure: a LacrimosaError's own code and message, else ``internal``. A
+    query that does not parse also says where (``position``: 0-based offset) and what was
+    ``expected`` there, so that a client can point at it."""
+    if isinstance(exc, QuerySyntaxError):
+        reply = error(exc.code, exc.message)
+        reply["error"].update(position=exc.position, expected=exc.expected)
+        return reply
     if isinstance(exc, LacrimosaError):
         return error(exc.code, exc.message)
     return internal_error(exc)
@@ -271,17 +292,24 @@ def _follow_logs(
     query = selection.query
     after = selection.next_id
     raw = selection.raw  # not the selection: its view would hold its snapshot for the follow
+    where = selection.where if isinstance(selection, _WhereSelection) else None
     seen = console.store.version
+
+    def new_lines() -> Iterator[LogLine]:
+        if where is not None:
+            rows = select_rows(where, console.snapshot(), resolve=console.select, after_id=after)
+            return (LogLine(row.process, row.block, row.index) for row in rows)  # type: ignore[union-attr]
+        view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
+        return _iterate(view, 0, len(view))
 
     def step() -> dict[str, Any] | None:
         nonlocal after, seen
         version = console.store.version
         if version == seen:
             return None
-        view = LogView(console.snapshot(), dataclasses.replace(query, after_id=after))
         lines: list[dict[str, Any]] = []
         size = 0
-        for line in _iterate(view, 0, len(view)):
+        for line in new_lines():
             lines.append(line_to_dict(line, raw))
             size += len(line.content)
             if len(lines) >= FOLLOW_BATCH_LINES or size >= FOLLOW_BATCH_BYTES:
@@ -604,13 +632,104 @@ def _iterate(view: LogView, start: int, stop: int) -> Iterator[LogLine]:
         yield from view.lines(chunk, min(chunk + LOGS_CHUNK_LINES, stop))
 
 
+@dataclasses.dataclass(frozen=True)
+class _WhereSelection:
+    """The lines a ``logs`` request with ``where`` asked for: the newest ``lines`` matching
+    lines, found with the query language (bounded by MAX_WHERE_LINES and MAX_WHERE_BYTES)."""
+
+    lines: list[LogLine]
+    next_id: int
+    query: LogQuery  # the request's plain filters (a follow's fallback shape)
+    where: Query  # the request as a query (what a follow runs on new lines)
+    raw: bool = False
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "lines": [line_to_dict(line, self.raw) for line in self.lines],
+            "next_id": self.next_id,
+        }
+
+    def pieces(self, state: ReplyState | None = None) -> Iterator[bytes]:
+        yield encode(ok(self.result()))
+
+
+def _where_query(request: dict[str, Any], expr: Expr, query: LogQuery) -> Query:
+    """A ``logs`` request with ``where`` as a query: its name, stream, grep and since too."""
+    conditions = [expr]
+    stream_name = request.get("stream")
+    if stream_name:
+        conditions.append(Compare("stream", "=", stream_name))
+    if query.contains:
+        conditions.append(Text("line", "contains", query.contains.decode()))
+    name = request.get("name")
+    return Query(
+        columns=(),
+        sources=(Source(name if name else "*"),),
+        where=conditions[0] if len(conditions) == 1 else And(tuple(conditions)),
+        since=query.since,
+    )
+
+
+def _select_where(
+    console: Console, request: dict[str, Any], query: LogQuery, lines: int
+) -> _WhereSelection:
+    text = request.get("where")
+    if not isinstance(text, str):
+        raise InvalidRequest("where must be a string (the WHERE part of a query)")
+    if lines > MAX_WHERE_LINES:
+        raise InvalidRequest(f"with where, lines is at most {MAX_WHERE_LINES}")
+    raw = request.get("raw", False)
+    if request.get("format") is not None:
+        raise InvalidRequest("format cannot be combined with where")
+    where = _where_query(request, parse_where(text), query)
+    snapshot = console.snapshot()
+    found: list[LogLine] = []
+    size = 0
+    newest = None
+    if lines:
+        for row in select_rows(
+            where, snapshot, resolve=console.select, descending=True, timeout=QUERY_TIMEOUT
+        ):
+            assert not isinstance(row, EventRow)
+            newest = newest or row.id
+            size += len(row.raw)
+            if size > MAX_WHERE_BYTES and found:
+                break
+            found.append(LogLine(row.process, row.block, row.index))
+            if len(found) >= lines:
+                break
+    found.reverse()
+    # A follow goes on after the newest line of this snapshot, matching or not.
+    every = LogView(snapshot, LogQuery(processes=query.processes))
+    next_id = every.line(len(every) - 1).id if len(every) else 0
+    return _WhereSelection(found, next_id, query, where, bool(raw))
+
+
+def _query(console: Console, request: dict[str, Any]) -> dict[str, Any]:
+    """``query``: a statement of the query language (engine/dsl), run within ``deadline``
+    seconds (TimedOut past it)."""
+    text = request.get("query")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("this request needs a query (SELECT … FROM …)")
+    deadline = request.get("deadline", QUERY_TIMEOUT)
+    if (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, (int, float))
+        or not 0 < deadline <= MAX_QUERY_TIMEOUT
+    ):
+        raise InvalidRequest(
+            f"deadline must be a number of seconds above 0, at most {MAX_QUERY_TIMEOUT:g}"
+        )
+    return console.run_query(text, float(deadline))
+
+
 def _logs(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     return _select_logs(console, request).result()
 
 
 def _log_query(console: Console, request: dict[str, Any]) -> LogQuery:
     """The LogQuery of a ``logs`` or ``log_window`` request (its name, stream, grep, since,
-    after_id and ignore_case), every argument checked."""
+    after_id, ignore_case and where), every argument checked."""
     name = request.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidRequest("name must be a string")
@@ -635,6 +754,9 @@ def _log_query(console: Console, request: dict[str, Any]) -> LogQuery:
     ignore_case = request.get("ignore_case", False)
     if not isinstance(ignore_case, bool):
         raise InvalidRequest("ignore_case must be true or false")
+    where = request.get("where")
+    if where is not None and not isinstance(where, str):
+        raise InvalidRequest("where must be a string (the WHERE part of a query)")
     query = LogQuery(
         # A process, an instance, a type (its instances merged), all, or a glob.
         processes=tuple(console.select(name)) if name else None,
@@ -643,13 +765,14 @@ def _log_query(console: Console, request: dict[str, Any]) -> LogQuery:
         since=time.time() - since if since is not None else None,
         after_id=after_id,
         ignore_case=ignore_case and needle is not None,
+        where=where,
     )
     if query.processes is not None:
         console.check_names(query.processes)
     return query
 
 
-def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
+def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection | _WhereSelection:
     lines = request.get("lines", DEFAULT_LINES)
     if isinstance(lines, bool) or not isinstance(lines, int) or not 0 <= lines <= MAX_LINES:
         raise InvalidRequest(f"lines must be an integer from 0 to {MAX_LINES}")
@@ -662,6 +785,8 @@ def _select_logs(console: Console, request: dict[str, Any]) -> _LogSelection:
     if form is not None and (raw or request.get("follow")):
         raise InvalidRequest("format cannot be combined with raw or follow")
     query = _log_query(console, request)
+    if request.get("where") is not None:
+        return _select_where(console, request, query, lines)
     snapshot = console.snapshot()
     view = LogView(snapshot, query)
     total = len(view)
@@ -826,7 +951,7 @@ def _log_window(console: Console, request: dict[str, Any]) -> dict[str, Any]:
     ones give ``end_id``, ``total`` and ``start``/``stop``, or ``position_of`` (a line id: how
     many matching lines come before it, in the same positions)."""
     query = _log_query(console, request)
-    view = LogView(console.snapshot(), query)
+    view = console.query(query)  # with ``where``: the newest matches (dsl/where_view.py)
     end_id = request.get("end_id")
     if end_id is None:
         total = end = len(view)
@@ -986,7 +1111,9 @@ _FOLLOWERS: dict[str, Callable[[Console, dict[str, Any], ReplyState | None], Fol
 FOLLOWABLE = frozenset(_FOLLOWERS)  # the ops that take ``follow``
 
 # The ops whose reply can be long: every transport sends it in pieces (see ``replies``).
-_STREAMED: dict[str, Callable[[Console, dict[str, Any]], _LogSelection | _EventSelection]] = {
+_STREAMED: dict[
+    str, Callable[[Console, dict[str, Any]], _LogSelection | _WhereSelection | _EventSelection]
+] = {
     "logs": _select_logs,
     "events": _select_events,
 }
@@ -998,6 +1125,7 @@ _HANDLERS: dict[str, Callable[[Console, dict[str, Any], Actor], Any]] = {
     "status": lambda console, request, actor: console.status(),
     "logs": lambda console, request, actor: _logs(console, request),
     "events": lambda console, request, actor: _events(console, request),
+    "query": lambda console, request, actor: _query(console, request),
     "start": _action("start"),
     "stop": _action("stop"),
     "restart": _action("restart"),

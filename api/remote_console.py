@@ -45,7 +45,7 @@ from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STREAM_NAMES, SYSTEM
 from ..engine.processes.supervisor import ProcessInfo
 from .client import DEFAULT_TIMEOUT, ConsoleLost, ControlClient
-from .protocol import MAX_WINDOW_LINES
+from .protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, QUERY_TIMEOUT
 
 # The newest lines sent with a new view, at first; then as many as the pane last drew of a
 # view's end (a screenful and a page above: what a followed pane shows), at least MIN_TAIL.
@@ -267,6 +267,11 @@ class Transport(Protocol):
     """How a :class:`RemoteConsole` reaches the console. Errors: ``LacrimosaError`` (a refused
     request is a ``RemoteError`` with the protocol's code; an unreachable console ``NoConsole``)."""
 
+    @property
+    def home(self) -> str | None:
+        """The console's state folder when it is on this machine (the socket's), else None."""
+        ...
+
     def subscribe(self) -> Subscription: ...
 
     def request(self, op: str, **args: Any) -> Any:
@@ -275,6 +280,11 @@ class Transport(Protocol):
 
     def act(self, verb: str, name: str) -> Any:
         """start/stop/restart ``name`` (``via`` tui), waiting as long as the console lets it."""
+        ...
+
+    def query(self, text: str, seconds: float) -> Any:
+        """The ``query`` op, which the console stops after ``seconds``, on a connection of its
+        own (the log windows' one stays free while it runs)."""
         ...
 
     def request_shutdown(self) -> None:
@@ -356,6 +366,10 @@ class SocketTransport:
             timeout = action_timeouts(client.call("ps")).get(name, DEFAULT_ACTION_TIMEOUT)
             return client.call(verb, timeout=timeout + ACTION_MARGIN, name=name, via="tui")
 
+    def query(self, text: str, seconds: float) -> Any:
+        with ControlClient(self.home, timeout=seconds + ACTION_MARGIN) as client:
+            return client.call("query", query=text, deadline=seconds)
+
     def request_shutdown(self) -> None:
         client = ControlClient(self.home, timeout=self.timeout)
         try:
@@ -404,6 +418,7 @@ class RemoteConsole:
                 raise ValueError("RemoteConsole needs a home or a transport")
             transport = SocketTransport(home, timeout)
         self.transport = transport
+        self.home = transport.home  # the Query view keeps its history there (None: in memory)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._closed = False
@@ -504,8 +519,19 @@ class RemoteConsole:
         if query.contains:
             args["grep"] = query.contains.decode("utf-8", "replace")
             args["ignore_case"] = query.ignore_case
+        if query.where is not None:
+            args["where"] = query.where  # the TUI's `?` filter: the console parses it
         reply: dict[str, Any] = self.request("log_window", **args)
         return reply
+
+    def run_query(
+        self, text: str, deadline: float | None = None, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """A ``query`` on a connection of its own (the log windows' one stays free while it
+        runs). ``cancel`` is not sent: the console stops the query at its deadline."""
+        seconds = min(deadline or QUERY_TIMEOUT, MAX_QUERY_TIMEOUT)
+        result: dict[str, Any] = self.transport.query(text, seconds)
+        return result
 
     def request(self, op: str, **args: Any) -> Any:
         """One read (log windows, audit records), through the transport."""

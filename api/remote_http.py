@@ -7,6 +7,7 @@ Every request sends ``Authorization: Bearer KEY``. The same ops as on the socket
 - ``subscribe`` on the WebSocket ``/api/subscribe`` (read): one reply a message, as the socket
   sends them;
 - reads with httpx: ``GET /api/log_window``, ``/api/audit``, ``/api/processes``, ``/api/events``;
+- ``POST /api/query`` (read) for the Query view;
 - actions: ``POST /api/processes/NAME/VERB`` (write scope), ``POST /api/shutdown`` (admin), then
   the console is waited for until its HTTP server stops answering.
 
@@ -79,13 +80,14 @@ def _refusal(status: int, body: Any) -> RemoteError:
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code", "failed") if isinstance(error, dict) else "failed"
     message = error.get("message", "") if isinstance(error, dict) else ""
+    details = error if isinstance(error, dict) else None  # a query's ``position``, say
     if status == 401:
         return RemoteError(
             code, f"the console refused the key ({message}); pass --key KEY or set {KEY_ENV}"
         )
     if status == 403:
         return RemoteError(code, f"refused: {message}")
-    return RemoteError(code, message or f"HTTP {status}")
+    return RemoteError(code, message or f"HTTP {status}", details)
 
 
 class _HttpSubscription:
@@ -120,6 +122,8 @@ class _HttpSubscription:
 class HttpTransport:
     """A console's HTTP API at ``url`` (see the module docstring)."""
 
+    home = None  # the console's state folder is on its own machine
+
     def __init__(self, url: str, key: str | None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = base_url(url)
         self.timeout = timeout
@@ -127,11 +131,18 @@ class HttpTransport:
         self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
         self._closed = threading.Event()
 
-    def _call(self, method: str, path: str, timeout: float | None = None, **params: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        timeout: float | None = None,
+        body: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> Any:
         present = {k: v for k, v in params.items() if v is not None}
         try:
             response = self._client.request(
-                method, path, params=present, timeout=timeout or self.timeout
+                method, path, params=present, json=body, timeout=timeout or self.timeout
             )
         except httpx.TimeoutException:
             raise TimedOut(f"the console at {self.url} did not answer {path} in time") from None
@@ -190,6 +201,10 @@ class HttpTransport:
         timeout = action_timeouts(self.request("ps")).get(name, DEFAULT_ACTION_TIMEOUT)
         path = f"/api/processes/{quote(name, safe='')}/{verb}"
         return self._call("POST", path, timeout=timeout + ACTION_MARGIN)
+
+    def query(self, text: str, seconds: float) -> Any:
+        body = {"query": text, "deadline": seconds}
+        return self._call("POST", "/api/query", timeout=seconds + ACTION_MARGIN, body=body)
 
     def request_shutdown(self) -> None:
         self._call("POST", "/api/shutdown")

@@ -5,16 +5,21 @@ arguments; every reply is one object, ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": {"code": ..., "message": ...}}``. A ``logs`` request with ``follow`` gets a
 first reply and then one more ``{"ok": true, "result": {"lines": [...]}}`` per batch of new lines,
 until the client hangs up. Error codes: ``invalid_request`` (malformed JSON, unknown op, bad
-argument), ``no_such_process``, ``failed`` (an action failed), ``internal`` (a bug: the message
-names the exception; the connection goes on).
+argument), ``query_syntax`` (a query or ``where`` that does not parse: the error also has
+``position``, the 0-based offset of what was wrong, and ``expected``), ``no_such_process``,
+``failed`` (an action failed), ``timeout`` (a query ran past its deadline), ``internal`` (a bug:
+the message names the exception; the connection goes on).
 
 Operations (one vocabulary for every client: CLI, TUI-over-socket, HTTP):
     ping                                      → {"pid": N}
     ps                                        → {"processes": [ProcessInfo.to_dict(), ...]}
     status                                    → console status (see Console.status)
-    logs  name?, lines?, stream?, grep?, since?, after_id?, follow?, raw?, format?
+    logs  name?, lines?, stream?, grep?, where?, since?, after_id?, follow?, raw?, format?
                                               → {"lines": [line, ...], "next_id": N}
-                                                (with format: frames, see below)
+                                                (with format: frames, see below; ``where``:
+                                                a WHERE expression, at most 10,000 lines)
+    query  query, deadline?                   → {"columns": [...], "rows": [[...], ...],
+                                                 "scanned": N, "elapsed_ms": F, "truncated": B}
     events  lines?, node?, stream?, after?, follow?
                                               → {"events": [event, ...], "first_seq": N,
                                                  "next_seq": N, "lapped"?: N}
@@ -84,6 +89,7 @@ OPS = (
     "status",
     "logs",
     "events",
+    "query",
     "start",
     "stop",
     "restart",

@@ -45,6 +45,7 @@ MODULES = (
     "tui_attach",
     "http_api",
     "resources",
+    "query",
 )
 TIMEOUT = {True: 120, False: 1200}
 

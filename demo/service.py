@@ -1,5 +1,6 @@
 """Demo services for lacrimosa's demo config: each logs in its own way (standard library only)."""
 
+import json
 import os
 import random
 import socket
@@ -30,27 +31,31 @@ def migrate() -> None:
 
 
 def api() -> None:
-    """A web API: one access-log line every few hundred ms, coloured status codes."""
+    """A web API: one access-log line every few hundred ms (logfmt fields after a method
+    coloured by status), and a JSON error line on stderr for each 500."""
     paths = ["/users", "/orders", "/health", "/login", "/search?q=lamp"]
     while True:
         status = random.choices([200, 201, 304, 404, 500], weights=[70, 10, 10, 7, 3])[0]
         colour = GREEN if status < 400 else YELLOW if status < 500 else RED
         ms = random.randint(2, 180)
-        print(f"GET {random.choice(paths)} {colour}{status}{RESET} {ms}ms", flush=True)
+        path = random.choice(paths)
+        print(f"{colour}GET{RESET} path={path} status={status} ms={ms}", flush=True)
         if status == 500:
-            print(f"error: upstream timeout after {ms}ms", file=sys.stderr, flush=True)
+            error = {"level": "error", "msg": f"upstream timeout after {ms}ms", "status": status}
+            print(json.dumps({**error, "path": path}), file=sys.stderr, flush=True)
         time.sleep(random.uniform(0.1, 0.5))
 
 
 def worker() -> None:
-    """A queue worker: bursts of job lines, warnings on stderr."""
+    """A queue worker: bursts of job lines (logfmt), warnings on stderr."""
     job = 0
     while True:
         for _ in range(random.randint(5, 40)):
             job += 1
-            print(f"job {job} done in {random.uniform(0.1, 9.9):.1f}ms", flush=True)
+            took = random.uniform(0.1, 9.9)
+            print(f'level=info job={job} took_ms={took:.1f} msg="job done"', flush=True)
             if job % 37 == 0:
-                print(f"warning: job {job} retried", file=sys.stderr, flush=True)
+                print(f'level=warn job={job} msg="job retried"', file=sys.stderr, flush=True)
             time.sleep(0.01)
         time.sleep(random.uniform(0.2, 1.0))
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from .audit import AUDIT_NAME, CONSOLE, Actor, AuditLog
 from .config import Config
+from .dsl import execute, parse
+from .dsl.where_view import WhereView, WhereViews
 from .errors import ConsoleError, InvalidRequest, LacrimosaError, NoSuchProcess
 from .events.ingest import IngestProcess
 from .formation import select
@@ -60,6 +62,7 @@ class Console:
         # Every action from every client is recorded here (see audit.py); keys for the HTTP API.
         self.audit = AuditLog(home / AUDIT_NAME)
         self.keys = KeyStore(home / KEYS_NAME)
+        self._where_views = WhereViews()  # the TUI log view's `?` filter, extended as lines come
         # CPU and memory of each running process's group, sampled once a second from start().
         self.resources = ResourceMonitor(
             lambda: [info.pid for info in self.supervisor.info() if info.pid is not None]
@@ -160,11 +163,33 @@ class Console:
     def snapshot(self, names: list[str] | None = None) -> StoreSnapshot:
         return self.store.snapshot(names)
 
-    def query(self, query: LogQuery) -> LogView:
-        """The lines matching ``query`` in a fresh snapshot."""
+    def query(self, query: LogQuery) -> LogView | WhereView:
+        """The lines matching ``query`` in a fresh snapshot (with ``where``: the newest
+        matching lines, see dsl/where_view.py; QuerySyntaxError if it does not parse)."""
         if query.processes is not None:
             self.check_names(query.processes)
+        if query.where is not None:
+            return self._where_views.build(self.store.snapshot(), query, query.where, self.select)
         return LogView(self.store.snapshot(), query)
+
+    def run_query(
+        self, text: str, deadline: float | None = None, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """A statement of the query language over the logs or the journal, as the document
+        ``{"columns", "rows", "scanned", "elapsed_ms", "truncated"}`` (see engine/dsl): the
+        ``query`` op and the TUI's Query view. Raises QuerySyntaxError, TimedOut (past
+        ``deadline`` seconds), Cancelled (``cancel`` set), NoSuchProcess."""
+        query = parse(text)
+        journal = self.sequencer.journal if self.sequencer is not None else None
+        result = execute(
+            query,
+            self.store.snapshot(),
+            journal,
+            resolve=self.select,
+            timeout=deadline,
+            cancel=cancel,
+        )
+        return result.to_dict()
 
     def wait_for(
         self,

@@ -4,12 +4,14 @@
     ├── ConfigError                a config file is malformed or invalid (file, line, reason)
     ├── NoSuchProcess              a request named a process that is not configured
     ├── InvalidRequest             a control request is malformed (bad JSON, unknown op, bad argument)
+    │   └── QuerySyntaxError       a query that does not parse (position, what was expected)
     ├── NoConsole                  no console is running for this project (CLI side)
     ├── TimedOut                   the console did not answer within the deadline (stopped, overloaded)
     ├── Unavailable                the console runs but cannot answer now: try again
     │   ├── Busy                   every connection slot is taken, or the socket's queue is full
     │   └── Starting               the console is still starting (journal recovery, processes)
     ├── ConsoleError               the console could not carry out an action
+    ├── Cancelled                  a query was cancelled by its reader (the TUI's Escape)
     ├── NoSuchKey                  an API key id that is not (or no longer) there
     ├── KeyStoreError              the API key file cannot be trusted or read
     └── JournalError               an event journal file cannot be used (not ours, truncated, …)
@@ -69,6 +71,21 @@ class InvalidRequest(LacrimosaError):
     exit_code = 2
 
 
+class QuerySyntaxError(InvalidRequest):
+    """A query (or a WHERE expression) that does not parse: ``position`` is the 0-based offset
+    into ``query`` of what was wrong, ``expected`` what would have been right there."""
+
+    code = "query_syntax"
+    exit_code = 2
+
+    def __init__(self, reason: str, query: str, position: int, expected: str = "") -> None:
+        self.reason = reason
+        self.query = query
+        self.position = max(0, min(position, len(query)))
+        self.expected = expected
+        super().__init__(f"{reason} (at column {self.position + 1})")
+
+
 class NoConsole(LacrimosaError):
     code = "no_console"
     exit_code = 4
@@ -102,6 +119,11 @@ class ConsoleError(LacrimosaError):
     exit_code = 1
 
 
+class Cancelled(LacrimosaError):
+    code = "cancelled"
+    exit_code = 1
+
+
 class NoSuchKey(LacrimosaError):
     code = "no_such_key"
     exit_code = 1
@@ -127,6 +149,7 @@ _EXIT_CODES = {
         ConfigError,
         NoSuchProcess,
         InvalidRequest,
+        QuerySyntaxError,
         NoConsole,
         TimedOut,
         Unavailable,

@@ -36,6 +36,9 @@ def test_quick_benchmark_run_completes_and_prints_every_row() -> None:
         "http api: stream delivery lag",
         "http api: capture with 10 stream subscribers",
         "resources: CPU% and RSS",
+        "query: substring LIMIT 50",
+        "query: JSON field status >= 500",
+        "query: count(*) GROUP BY 1m",
     )
     for row in rows:
         assert row in result.stdout, f"no {row!r} row in:\n{result.stdout}"

@@ -13,8 +13,19 @@ import httpx
 import pytest
 from helpers import send_events, wait_for, wait_until
 from http_helpers import Served, close_all, serve
-from test_attach import IDLE, SIZE, events_shown_and_followed, rows_of, state_of, status_of
+from test_attach import (
+    IDLE,
+    SIZE,
+    events_shown_and_followed,
+    rows_of,
+    state_of,
+    status_of,
+    the_console_stopping_ends_the_app,
+    the_stop_in_the_audit_view,
+)
 from test_cli import cli
+from test_tui_events import notifications
+from test_tui_query import query_view_and_where_filter_attached
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -25,7 +36,7 @@ from lacrimosa.engine.console import Console
 from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.engine.processes.supervisor import State
 from lacrimosa.tui import LacrimosaApp
-from lacrimosa.tui.app import CONSOLE_ENDED, DETACHED
+from lacrimosa.tui.app import DETACHED
 
 
 @pytest.fixture
@@ -51,10 +62,6 @@ def http_console(console: Callable[..., Console]) -> Iterator[Callable[..., Serv
 
 def attach(served: Served, scope: str) -> RemoteConsole:
     return RemoteConsole(transport=HttpTransport(served.url, served.key(scope)))
-
-
-def notices(app: LacrimosaApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 # -- the routes ----------------------------------------------------------------------------------
@@ -145,15 +152,7 @@ async def test_attach_over_http_act_with_a_write_key_and_detach(
         await wait_for(pilot, lambda: state_of(app, "worker") == State.STOPPED, "the stop shown")
         record = s.console.audit.records(limit=1)[0]
         assert (record["action"], record["actor"]["source"]) == ("stop", "http")
-        await pilot.press("4")  # the Audit view, over /api/audit
-        await wait_for(
-            pilot,
-            lambda: any(
-                "stop" in row.cells and "worker" in row.cells
-                for row in app.audit_view.audit_list.rows.rows
-            ),
-            "the stop in the Audit view",
-        )
+        await the_stop_in_the_audit_view(pilot, app)  # over /api/audit
         await pilot.press("1")
         await pilot.press("d")
         await wait_for(pilot, lambda: app.return_value is not None, "detach")
@@ -176,7 +175,9 @@ async def test_a_read_key_is_told_its_actions_are_refused(
         await pilot.press("r")
         await wait_for(
             pilot,
-            lambda: any("this key's scope is read; this needs write" in n for n in notices(app)),
+            lambda: any(
+                "this key's scope is read; this needs write" in n for n in notifications(app)
+            ),
             "the refusal said",
         )
         assert app.is_running and s.console.process("api").restarts == 0
@@ -189,6 +190,14 @@ async def test_a_read_key_is_told_its_actions_are_refused(
     assert app.return_value == DETACHED
     assert app.stop_refused is not None and "needs admin" in app.stop_refused
     assert s.console.process("api").state == State.RUNNING
+
+
+async def test_the_query_view_and_the_where_filter_over_http(
+    http_console: Callable[..., Served],
+) -> None:
+    s = http_console()
+    wait_until(lambda: s.console.process("worker").stdout_lines == 3)
+    await query_view_and_where_filter_attached(attach(s, "read"))
 
 
 async def test_q_q_with_an_admin_key_stops_everything(http_console: Callable[..., Served]) -> None:
@@ -208,14 +217,7 @@ async def test_the_console_stopping_elsewhere_ends_the_app_attached_over_http(
     http_console: Callable[..., Served],
 ) -> None:
     s = http_console()
-    remote = attach(s, "read")
-    app = LacrimosaApp(remote, attached=True)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: state_of(app, "api").startswith(State.RUNNING), "table")
-        s.console.request_shutdown()  # `lacrimosa shutdown` on the console's machine
-        await wait_for(pilot, lambda: app.return_value is not None, "the app to end")
-    remote.close()
-    assert app.return_value == CONSOLE_ENDED and remote.ended == "the console stopped"
+    await the_console_stopping_ends_the_app(attach(s, "read"), s.console)
 
 
 async def test_events_view_over_http(
@@ -230,7 +232,7 @@ async def test_events_view_over_http(
         # By node: every matching seq of the journal would be needed; refused with a note.
         await pilot.press("n", "7", "enter")
         await wait_for(
-            pilot, lambda: any("not listed over HTTP" in n for n in notices(app)), "the note"
+            pilot, lambda: any("not listed over HTTP" in n for n in notifications(app)), "the note"
         )
         assert app.is_running
         await pilot.press("d")

@@ -10,8 +10,9 @@ fast processes write, the UI does a bounded amount of work per second and engine
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
 workers and report back with notifications.
 
-Four views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
-tui/overview.py), ``3`` (Events, tui/events_view.py) and ``4`` (Audit, tui/audit_view.py); a
+Five views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
+tui/overview.py), ``3`` (Events, tui/events_view.py), ``4`` (Audit, tui/audit_view.py) and ``5``
+(Query, tui/query_view.py); a
 hidden view keeps its state. The log view's keys are the app's bindings, disabled (and left out
 of the footer) while another view is shown; the other views carry their own. The poll refreshes
 the log view's data whichever view is shown, and the other views only while shown.
@@ -53,6 +54,7 @@ from .log_pane import LogPane
 from .overview import OverviewView
 from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
 from .process_table import ALL_ROW, ProcessTable
+from .query_view import QueryView
 
 POLL_INTERVAL = 1 / 20  # how often console.version is checked
 # Uptimes and rates move even when nothing else changes; the engine samples rates once a
@@ -68,7 +70,7 @@ LOG_RELOAD_INTERVAL_HIDDEN = 1.0
 TUI_USER = Actor.local("tui")  # who the TUI's actions are recorded as, in the audit log
 STREAM_CYCLE = (None, STDOUT, STDERR)  # the `e` key: all streams, stdout only, stderr only
 MAX_NAME_WIDTH = 12  # longer names are cut, so that the table fits in 80 columns
-VIEWS = ("logs", "overview", "events", "audit")
+VIEWS = ("logs", "overview", "events", "audit", "query")
 # Why an attached app ended (its return value): the console and its processes go on, except
 # after CONSOLE_ENDED (stopped from elsewhere, or the connection to it was lost).
 DETACHED, HUNG_UP, CONSOLE_ENDED = "detached", "hung up", "console ended"
@@ -173,11 +175,12 @@ class LacrimosaApp(App[str]):
         Binding("enter", "toggle_line_detail", show=False),
         Binding("shift+up", "step_line(-1)", show=False),
         Binding("shift+down", "step_line(1)", show=False),
-        # One compact footer entry ("1234 views"): the log view's footer is nearly full at 80 columns.
+        # One compact footer entry ("12345 views"): the log view's footer is nearly full at 80 columns.
         Binding("1", "show_view('logs')", "logs", group=VIEW_KEYS),
         Binding("2", "show_view('overview')", "overview", group=VIEW_KEYS),
         Binding("3", "show_view('events')", "events", group=VIEW_KEYS),
         Binding("4", "show_view('audit')", "audit", group=VIEW_KEYS),
+        Binding("5", "show_view('query')", "query", group=VIEW_KEYS),
     ]
 
     def __init__(
@@ -235,12 +238,13 @@ class LacrimosaApp(App[str]):
                 with VerticalScroll(id="line-detail", can_focus=False):
                     yield Static(id="line-detail-text")
                 yield FilterInput(
-                    placeholder="filter: type to narrow · smart case · enter: done · esc: clear",
+                    placeholder='filter: text (smart case), or ?WHERE (?level = "error") · enter: done · esc: clear',
                     id="filter",
                 )
             yield OverviewView(self.engine, id="overview")
             yield EventsView(self.engine, id="events")
             yield AuditView(self.engine, id="audit")
+            yield QueryView(self.engine, id="query")
         yield Footer(compact=True)
 
     @property
@@ -276,8 +280,12 @@ class LacrimosaApp(App[str]):
         return self.query_one("#audit", AuditView)
 
     @property
+    def query_view(self) -> QueryView:
+        return self.query_one("#query", QueryView)
+
+    @property
     def view(self) -> str:
-        """The view shown: "logs", "overview", "events" or "audit"."""
+        """The view shown: "logs", "overview", "events", "audit" or "query"."""
         return self._view
 
     def on_mount(self) -> None:
@@ -375,6 +383,8 @@ class LacrimosaApp(App[str]):
             self.overview.focus()
         elif view == "audit":
             self.audit_view.focus_default()
+        elif view == "query":
+            self.query_view.focus_default()
         else:
             self.events_view.focus_default()
         self.refresh_bindings()
@@ -398,13 +408,17 @@ class LacrimosaApp(App[str]):
     def _apply_query(self) -> None:
         text = self._filter_text
         selected = self.selected_process
+        # "?" and a WHERE expression of the query language (`?level = "error"`); else a substring.
+        where = (text[1:].strip() or None) if text.startswith("?") else None
+        contains = "" if text.startswith("?") else text
         self.log_pane.set_query(
             LogQuery(
                 processes=None if selected is None else (selected,),
                 stream=self.stream,
-                contains=text.encode("utf-8") if text else None,
+                contains=contains.encode("utf-8") if contains else None,
                 # Smart case: an uppercase letter in the filter asks for an exact-case match.
-                ignore_case=bool(text) and text == text.lower(),
+                ignore_case=bool(contains) and contains == contains.lower(),
+                where=where,
             )
         )
         self._update_status()
@@ -438,7 +452,10 @@ class LacrimosaApp(App[str]):
         if self._filter_text:
             status.append("  filter: ")
             status.append(self._filter_text, style=f"bold black on {WARNING}")
-            status.append(f" {count} matches")
+            if pane.query_error is not None:  # a `?` expression that does not parse (yet)
+                status.append(f" {pane.query_error}", style=f"bold {ERROR}")
+            else:
+                status.append(f" {count} matches")
         else:
             status.append(f"  {count} lines")
         if not self.line_detail_shown:

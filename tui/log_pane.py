@@ -100,6 +100,7 @@ class LogPane(FollowingScrollView, can_focus=True):
             self, self._prepare_build, group=_BUILD_GROUP, description="build log view"
         )
         self._last_error: str | None = None  # reported once, not on every failed rebuild
+        self.query_error: str | None = None  # why the current `?` filter's view was not built
         # The lines around the visible window, fetched once per new view or scroll position.
         self._window_start = 0
         self._window: Sequence[ShownLine] = []
@@ -233,7 +234,16 @@ class LogPane(FollowingScrollView, can_focus=True):
         build_again = self._view_builds.finished()
         if event.view is not None and event.query == self._query:
             self._install(event.query, event.view)
-        if event.error is not None and event.error != self._last_error:
+        if event.query == self._query and event.error != self.query_error:
+            # A `?` filter's expression that does not parse (yet: it is being typed) is shown
+            # by the app's status line, not notified at every key.
+            self.query_error = event.error if event.query.where is not None else None
+            self.post_message(self.Changed())
+        if (
+            event.error is not None
+            and event.error != self._last_error
+            and event.query.where is None
+        ):
             self.notify(f"log view: {event.error}", severity="error", markup=False)
         self._last_error = event.error
         if build_again:

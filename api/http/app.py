@@ -25,9 +25,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from ...engine.console import Console
+from ...engine.dsl.syntax import MAX_QUERY_CHARS
 from ...engine.errors import InvalidRequest, NoSuchProcess
 from ...engine.keys import MAX_NAME
-from ..protocol import MAX_WINDOW_LINES, dispatch, error_reply, replies
+from ..protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, dispatch, error_reply, replies
 from ..version import __version__
 from ..wire import encode, error, parse_duration
 from .auth import AuthMiddleware, HttpMetrics, RefusalLog, actor_of, check_route_table
@@ -38,6 +39,7 @@ from .subscription import Subscriptions
 # The status code of each protocol error code (any other: 500).
 STATUS_BY_CODE = {
     "invalid_request": 400,
+    "query_syntax": 400,  # the error also carries position and expected
     "no_such_process": 404,
     "no_such_key": 404,
     "failed": 409,  # the action could not be carried out in the console's present state
@@ -45,6 +47,7 @@ STATUS_BY_CODE = {
     "busy": 503,
     "starting": 503,
     "internal": 500,
+    "timeout": 504,  # a query ran past its deadline
 }
 WHOLE_REPLY_BYTES = 256 << 10  # a logs/events reply up to this is sent whole, past it streamed
 MAX_QUERY_INT = 2**53  # integers in queries: larger ones are refused (400), not overflowed
@@ -61,6 +64,13 @@ def _answer(reply: dict[str, Any], status: int | None = None) -> JSONResponse:
 class KeyRequest(BaseModel):
     scope: Literal["read", "write", "admin"] = "read"
     name: str | None = Field(default=None, max_length=MAX_NAME)
+
+
+class QueryRequest(BaseModel):
+    query: str = Field(max_length=MAX_QUERY_CHARS, description="SELECT … FROM … WHERE …")
+    deadline: float | None = Field(
+        default=None, gt=0, le=MAX_QUERY_TIMEOUT, description="seconds it may run (default 10)"
+    )
 
 
 Lines = Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT, description="how many, newest")]
@@ -273,6 +283,15 @@ class Api:
         def key_revoke(request: Request, key_id: str) -> JSONResponse:
             return self.call(request, "key_revoke", id=key_id)
 
+        @app.post("/api/query")
+        def query(request: Request, body: QueryRequest) -> JSONResponse:
+            """A statement of the query language over the logs or the events; the result is
+            ``{"columns", "rows", "scanned", "elapsed_ms", "truncated"}``, as `lacrimosa query
+            --json` prints it. A query that does not parse: 400, ``query_syntax``, with its
+            ``position`` and what was ``expected``."""
+            arguments = _present({"query": body.query, "deadline": body.deadline})
+            return self.call(request, "query", **arguments)
+
         @app.websocket("/api/stream")
         async def stream(websocket: WebSocket) -> None:
             """Lines, events and state changes as they happen (see stream.py)."""
@@ -285,6 +304,10 @@ class Api:
             stream: LogStream = None,
             grep: Grep = None,
             ignore_case: bool = False,
+            where: Annotated[
+                str | None,
+                Query(max_length=MAX_QUERY_CHARS, description="the WHERE part of a query"),
+            ] = None,
             tail: Annotated[int | None, Query(ge=0, le=MAX_WINDOW_LINES)] = None,
             end_id: Annotated[int | None, Query(ge=-1, le=MAX_QUERY_INT)] = None,
             total: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
@@ -300,6 +323,7 @@ class Api:
                 "stream": stream,
                 "grep": grep,
                 "ignore_case": ignore_case,
+                "where": where,
                 "tail": tail,
                 "end_id": end_id,
                 "total": total,

@@ -39,7 +39,7 @@ REFUSALS_PER_SECOND = 10  # refused requests written to the audit log one by one
 MAX_AUDITED_PATH = 200  # characters of a refused request's path kept in its audit record
 UNMATCHED = "(unmatched)"  # the route label of a request that matched no route
 KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
-MAX_BODY = 64 << 10  # bytes of a request body (only POST /api/keys takes one: a small JSON object)
+MAX_BODY = 64 << 10  # bytes of a request body (POST /api/keys and /api/query: small JSON objects)
 
 # The scope each route needs: None is public. One table for the whole API (see the docstring).
 ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
@@ -59,6 +59,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/stream"): "read",  # the WebSocket's opening request
     ("GET", "/api/log_window"): "read",
     ("GET", "/api/subscribe"): "read",  # a WebSocket too
+    ("POST", "/api/query"): "read",  # reads only, though it is a POST (the query is a body)
     ("POST", "/api/processes/{name}/start"): "write",
     ("POST", "/api/processes/{name}/stop"): "write",
     ("POST", "/api/processes/{name}/restart"): "write",

@@ -39,6 +39,9 @@ class LogQuery:
     since: float | None = None  # unix time; only lines received at or after it
     contains: bytes | None = None  # substring; may not contain a newline
     ignore_case: bool = False  # ASCII case folding for `contains`
+    # A WHERE expression of the query language (engine/dsl), as typed: Console.query answers a
+    # query with one by a WhereView (dsl/where_view.py); a LogView cannot, and refuses it.
+    where: str | None = None
 
     def __post_init__(self) -> None:
         if self.contains is not None and b"\n" in self.contains:
@@ -201,7 +204,16 @@ def _matching(block: Block, n: int, key: tuple[int | None, bytes | None, bool]) 
     return found
 
 
-def _first_ms_at_or_after(t: float) -> int:
+def block_matches(block: Block, n: int, stream: int | None, contains: bytes | None) -> np.ndarray:
+    """The indices (uint32, ascending) among the first ``n`` lines of ``block`` on ``stream``
+    and containing ``contains`` (either may be None: any), from the block's cached scan (for
+    readers that walk blocks themselves, such as the query language's executor)."""
+    if stream is None and not contains:
+        return np.arange(n, dtype=np.uint32)
+    return _matching(block, n, (stream, contains or None, False))
+
+
+def first_ms_at_or_after(t: float) -> int:
     """The first whole millisecond whose line time (``ms / 1000``, as LogLine.time) is >= t."""
     ms = math.ceil(t * 1000)
     while (ms - 1) / 1000 >= t:  # t * 1000 rounded up past it
@@ -213,7 +225,7 @@ def _first_ms_at_or_after(t: float) -> int:
 
 def _select(process: str, refs: tuple[BlockRef, ...], query: LogQuery) -> _ProcessSelection:
     key = query.predicate_key
-    since_ms = None if query.since is None else _first_ms_at_or_after(query.since)
+    since_ms = None if query.since is None else first_ms_at_or_after(query.since)
     segments: list[_Segment] = []
     for ref in refs:
         block, hi = ref.block, ref.n
@@ -242,6 +254,8 @@ class LogView:
 
     def __init__(self, snapshot: StoreSnapshot, query: LogQuery | None = None) -> None:
         self.query = query = query or LogQuery()
+        if query.where is not None:
+            raise ValueError("a LogView cannot filter by a WHERE expression (see Console.query)")
         names = list(snapshot.processes) if query.processes is None else query.processes
         parts = [
             _select(n, snapshot.processes[n].blocks, query)
