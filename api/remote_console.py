@@ -341,13 +341,20 @@ class SocketTransport:
         self._closed = False
 
     def subscribe(self) -> Subscription:
-        self._subscription = _SocketSubscription(ControlClient(self.home, timeout=self.timeout))
-        return self._subscription
+        subscription = _SocketSubscription(ControlClient(self.home, timeout=self.timeout))
+        try:
+            with self._requests_lock:  # the one for reads, made at once as well
+                self._requests = ControlClient(self.home, timeout=self.timeout)
+        except BaseException:
+            subscription.interrupt()
+            raise
+        self._subscription = subscription
+        return subscription
 
     def request(self, op: str, **args: Any) -> Any:
         """On the one connection for reads (made at the first)."""
         with self._requests_lock:
-            if self._requests is None:
+            if self._requests is None:  # subscribe() makes it: only if a read comes first
                 self._requests = ControlClient(self.home, timeout=self.timeout)
             try:
                 return self._requests.call(op, **args)
