@@ -26,7 +26,7 @@ from test_attach import (
 from test_cli import cli
 from test_tui_events import notifications
 from test_tui_query import query_view_and_where_filter_attached
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from lacrimosa.api.client import RemoteError
@@ -104,8 +104,9 @@ def test_subscriptions_are_bounded_and_need_a_key(http_console: Callable[..., Se
     s.server.api.subscriptions.limit = 2
     address = "ws" + s.url[len("http") :] + "/api/subscribe"
     headers = {"Authorization": f"Bearer {s.key('read')}"}
-    with pytest.raises(Exception, match="401"):
+    with pytest.raises(InvalidStatus) as refused:
         connect(address).close()
+    assert refused.value.response.status_code == 401
     with (
         connect(address, additional_headers=headers) as one,
         connect(address, additional_headers=headers) as two,
