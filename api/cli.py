@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
             given = sys.argv[1:] if argv is None else argv
             up = [("up" if token == "tui" else token) for token in given]  # if none runs
-            return run_attached(args, _console_home(args)[0], up)
+            # Over HTTP (--url) the console is elsewhere: no project folder is needed here.
+            return run_attached(args, None if args.url else _console_home(args)[0], up)
         if args.command == "up":
             lock_fd = _lock_early(args)
             from .runner import run_up  # heavy: the engine, and the TUI unless headless

@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="attach a TUI to the console here (start one in the background if none runs, "
         "with these options)",
     )
+    tui.add_argument(
+        "--url",
+        metavar="URL",
+        help="attach to the console serving its HTTP API at URL (http://HOST:PORT) instead of "
+        "the one here (starts none)",
+    )
+    tui.add_argument(
+        "--key",
+        metavar="KEY",
+        help="with --url: the API key (default: $LACRIMOSA_KEY; a read key can look, not act)",
+    )
     tui.set_defaults(udp=None, http=None, json=False, names=[])
 
     commands.add_parser("ps", parents=[common, as_json], help="list processes")

@@ -1,7 +1,11 @@
-"""A running console reached over its control socket, as the TUI reads it (``ConsoleFacade``).
+"""A running console reached over its control socket or its HTTP API, as the TUI reads it
+(``ConsoleFacade``).
 
 ``lacrimosa tui`` hands a :class:`RemoteConsole` to the same app ``lacrimosa up`` runs on an
-in-process ``Console``. Three kinds of connection, so that none waits on another:
+in-process ``Console``. What it reads and does is written once here; how it gets there is a
+``Transport``: :class:`SocketTransport` (the Unix socket, below) or ``HttpTransport``
+(api/remote_http.py: ``lacrimosa tui --url``, the same ops as HTTP routes and a WebSocket).
+Three kinds of connection, so that none waits on another:
 
 - one ``subscribe`` connection, read by a thread: the state (processes, versions, warnings, the
   sequencer's counters) and then what changed, pushed by the console at most 20 times a second;
@@ -11,8 +15,9 @@ in-process ``Console``. Three kinds of connection, so that none waits on another
   a followed pane last drew), so its memory does not grow with the console's store;
 - a connection per action (start/stop/restart/shutdown), which may block for a stop timeout.
 
-The journal of events is mapped read-only from its file, as the console itself reads it (the
-socket is a Unix socket: the attached TUI is on the same machine, and reads it zero-copy too).
+Over the socket, the journal of events is mapped read-only from its file, as the console itself
+reads it (a Unix socket: the attached TUI is on the same machine, and reads it zero-copy too);
+over HTTP it is read through ``/api/events`` (see api/remote_http.py).
 
 Errors: a failed request raises the client's errors (``RemoteError``, ``ConsoleLost``: all
 ``LacrimosaError``), which the TUI shows as notifications. When the subscription ends (the console
@@ -25,16 +30,17 @@ import base64
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..engine.audit import Actor
 from ..engine.errors import LacrimosaError, NoConsole
 from ..engine.events.ingest import Restart
 from ..engine.events.journal import Journal, RecoveryReport
 from ..engine.events.sequencer import SequencerStats
+from ..engine.facade import JournalReader
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STREAM_NAMES, SYSTEM
 from ..engine.processes.supervisor import ProcessInfo
@@ -136,11 +142,16 @@ class RemoteLogWindow:
 
 class RemoteSequencer:
     """The event sequencer as the console reports it (counters pushed with the subscription),
-    and its journal mapped read-only here."""
+    and its journal as the transport reads it (``open_journal``, given the pushed section)."""
 
-    def __init__(self, section: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        section: dict[str, Any],
+        open_journal: Callable[[RemoteSequencer], JournalReader],
+    ) -> None:
         self._section = section
-        self._journal: Journal | None = None
+        self._open_journal = open_journal
+        self._journal: JournalReader | None = None
         self._journal_lock = threading.Lock()
 
     def update(self, section: dict[str, Any]) -> None:
@@ -151,18 +162,10 @@ class RemoteSequencer:
         return str(self._section["udp"])
 
     @property
-    def journal(self) -> Journal:
+    def journal(self) -> JournalReader:
         with self._journal_lock:
             if self._journal is None:
-                info = self._section["journal"]
-                # What the console's own reader found on opening is in its status; this reader
-                # does no recovery (the ingest process did it), so it reports none of its own.
-                report = RecoveryReport(
-                    created=False, clean=True, events=0, kept=0, torn=0, corrupt=0, seconds=0.0
-                )
-                self._journal = Journal.open_reader(
-                    Path(info["path"]), info["capacity"], info["blob_bytes"], report
-                )
+                self._journal = self._open_journal(self)
             return self._journal
 
     @property
@@ -206,9 +209,9 @@ class RemoteSequencer:
 
     def close(self) -> None:
         with self._journal_lock:
-            if self._journal is not None:
+            if isinstance(self._journal, Journal):
                 self._journal.close()
-                self._journal = None
+            self._journal = None
 
 
 class RemoteAudit:
@@ -241,23 +244,202 @@ class RemoteAudit:
         return list(reply["records"])
 
 
-class RemoteConsole:
-    """A console reached over its socket; see the module docstring. ``close()`` detaches."""
+def action_timeouts(ps: dict[str, Any]) -> dict[str, float]:
+    """How long the console lets an action on each process take, from a ``ps`` reply."""
+    return {
+        p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in ps["processes"]
+    }
+
+
+class Subscription(Protocol):
+    """The ``subscribe`` op's results as they come (ending at ``{"end": ...}``)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __next__(self) -> Any: ...
+
+    def interrupt(self) -> None:
+        """Wake the thread reading it (it sees the end) and close it."""
+        ...
+
+
+class Transport(Protocol):
+    """How a :class:`RemoteConsole` reaches the console. Errors: ``LacrimosaError`` (a refused
+    request is a ``RemoteError`` with the protocol's code; an unreachable console ``NoConsole``)."""
+
+    @property
+    def home(self) -> str | None:
+        """The console's state folder when it is on this machine (the socket's), else None."""
+        ...
+
+    def subscribe(self) -> Subscription: ...
+
+    def request(self, op: str, **args: Any) -> Any:
+        """One read (``log_window``, ``audit``, ``ps``, ``events``): its reply's result."""
+        ...
+
+    def act(self, verb: str, name: str) -> Any:
+        """start/stop/restart ``name`` (``via`` tui), waiting as long as the console lets it."""
+        ...
+
+    def query(self, text: str, seconds: float) -> Any:
+        """The ``query`` op, which the console stops after ``seconds``, on a connection of its
+        own (the log windows' one stays free while it runs)."""
+        ...
+
+    def request_shutdown(self) -> None:
+        """Ask the console to stop (``NoConsole``: it is gone already)."""
+        ...
+
+    def wait_shutdown(self, timeout: float) -> None:
+        """After ``request_shutdown``: until the console has gone, for at most ``timeout``."""
+        ...
+
+    def open_journal(self, sequencer: RemoteSequencer) -> JournalReader: ...
+
+    def close(self) -> None: ...
+
+
+class _SocketSubscription:
+    def __init__(self, client: ControlClient) -> None:
+        self._client = client
+        self.ended = False  # the stream ended (the console stopped) or failed
+        try:
+            self._updates = client.stream("subscribe")
+            self._first = next(self._updates)
+        except BaseException:
+            client.close()
+            raise
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return next(self._updates)
+        except BaseException:
+            self.ended = True
+            raise
+
+    def interrupt(self) -> None:
+        self._client.interrupt()
+
+
+class SocketTransport:
+    """The console's Unix socket (``home``: its state folder)."""
 
     def __init__(self, home: str | Path, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.home = str(home)
         self.timeout = timeout
+        self._requests: ControlClient | None = None
+        self._requests_lock = threading.Lock()
+        self._shutdown: ControlClient | None = None  # the connection that asked for a shutdown
+        self._subscription: _SocketSubscription | None = None
+        self._closed = False
+
+    def subscribe(self) -> Subscription:
+        subscription = _SocketSubscription(ControlClient(self.home, timeout=self.timeout))
+        try:
+            with self._requests_lock:  # the one for reads, made at once as well
+                self._requests = ControlClient(self.home, timeout=self.timeout)
+        except BaseException:
+            subscription.interrupt()
+            raise
+        self._subscription = subscription
+        return subscription
+
+    def request(self, op: str, **args: Any) -> Any:
+        """On the one connection for reads (made at the first)."""
+        with self._requests_lock:
+            if self._requests is None:  # subscribe() makes it: only if a read comes first
+                self._requests = ControlClient(self.home, timeout=self.timeout)
+            try:
+                return self._requests.call(op, **args)
+            except ConsoleLost:
+                if self._closed or (self._subscription is not None and self._subscription.ended):
+                    raise
+                # The console closes a connection idle for a minute (a view that stood still):
+                # while the subscription says it is there, a new connection is all it takes.
+                self._requests.close()
+                self._requests = ControlClient(self.home, timeout=self.timeout)
+                return self._requests.call(op, **args)
+
+    def act(self, verb: str, name: str) -> Any:
+        # A connection of its own: a stop may take its process's whole stop timeout.
+        with ControlClient(self.home, timeout=self.timeout) as client:
+            timeout = action_timeouts(client.call("ps")).get(name, DEFAULT_ACTION_TIMEOUT)
+            return client.call(verb, timeout=timeout + ACTION_MARGIN, name=name, via="tui")
+
+    def query(self, text: str, seconds: float) -> Any:
+        with ControlClient(self.home, timeout=seconds + ACTION_MARGIN) as client:
+            return client.call("query", query=text, deadline=seconds)
+
+    def request_shutdown(self) -> None:
+        client = ControlClient(self.home, timeout=self.timeout)
+        try:
+            client.call("shutdown", via="tui")
+        except BaseException:
+            client.close()
+            raise
+        self._shutdown = client  # the console hangs up on it last, once everything stopped
+
+    def wait_shutdown(self, timeout: float) -> None:
+        if self._shutdown is None:
+            return
+        try:
+            with contextlib.suppress(NoConsole):
+                self._shutdown.wait_closed(timeout=timeout)
+        finally:
+            self._shutdown.close()
+
+    def open_journal(self, sequencer: RemoteSequencer) -> JournalReader:
+        info = sequencer.status()["journal"]
+        # What the console's own reader found on opening is in its status; this reader does no
+        # recovery (the ingest process did it), so it reports none of its own.
+        report = RecoveryReport(
+            created=False, clean=True, events=0, kept=0, torn=0, corrupt=0, seconds=0.0
+        )
+        return Journal.open_reader(Path(info["path"]), info["capacity"], info["blob_bytes"], report)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._requests is not None:
+            self._requests.interrupt()
+
+
+class RemoteConsole:
+    """A running console reached through a ``Transport`` (the socket of the state folder
+    ``home`` unless one is given); see the module docstring. ``close()`` detaches."""
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: Transport | None = None,
+    ) -> None:
+        if transport is None:
+            if home is None:
+                raise ValueError("RemoteConsole needs a home or a transport")
+            transport = SocketTransport(home, timeout)
+        self.transport = transport
+        self.home = transport.home  # the Query view keeps its history there (None: in memory)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._closed = False
         self.ended: str | None = None  # why the subscription ended, once it has
-        self._shutdown: ControlClient | None = None  # the connection that asked for a shutdown
+        self._shutdown_asked = False
         self._shutdown_wait = DEFAULT_ACTION_TIMEOUT
         self.tail_lines = TAIL_PREFETCH  # see TAIL_PREFETCH
-        self._subscription = ControlClient(self.home, timeout=timeout)
         try:
-            self._updates: Iterator[Any] = self._subscription.stream("subscribe")
-            first = next(self._updates)
+            self._subscription = transport.subscribe()
+        except BaseException:
+            transport.close()
+            raise
+        try:
+            first = next(self._subscription)
             self._version: tuple[int, int] = (0, 0)
             self._processes: list[ProcessInfo] = []
             self._warnings: list[str] = []
@@ -265,11 +447,10 @@ class RemoteConsole:
             self._audit = RemoteAudit(self)
             self.newest_ids: dict[str, int] = {}
             self._apply(first)
-            self._requests = ControlClient(self.home, timeout=timeout)
         except BaseException:
-            self._subscription.close()
+            self._subscription.interrupt()
+            transport.close()
             raise
-        self._requests_lock = threading.Lock()
         self._reader = threading.Thread(
             target=self._read_updates, name="lacrimosa-subscription", daemon=True
         )
@@ -293,13 +474,13 @@ class RemoteConsole:
                 if section is None:
                     self._sequencer = None
                 elif self._sequencer is None:
-                    self._sequencer = RemoteSequencer(section)
+                    self._sequencer = RemoteSequencer(section, self.transport.open_journal)
                 else:
                     self._sequencer.update(section)
 
     def _read_updates(self) -> None:
         try:
-            for update in self._updates:
+            for update in self._subscription:
                 self._apply(update)
             self.ended = "the console stopped"
         except (LacrimosaError, OSError, ValueError, KeyError) as exc:
@@ -356,23 +537,12 @@ class RemoteConsole:
         """A ``query`` on a connection of its own (the log windows' one stays free while it
         runs). ``cancel`` is not sent: the console stops the query at its deadline."""
         seconds = min(deadline or QUERY_TIMEOUT, MAX_QUERY_TIMEOUT)
-        with ControlClient(self.home, timeout=seconds + ACTION_MARGIN) as client:
-            result: dict[str, Any] = client.call("query", query=text, deadline=seconds)
-            return result
+        result: dict[str, Any] = self.transport.query(text, seconds)
+        return result
 
     def request(self, op: str, **args: Any) -> Any:
-        """One request on the connection for reads (log windows, audit records)."""
-        with self._requests_lock:
-            try:
-                return self._requests.call(op, **args)
-            except ConsoleLost:
-                if self._closed or self._stopping.is_set():
-                    raise
-                # The console closes a connection idle for a minute (a view that stood still):
-                # while the subscription says it is there, a new connection is all it takes.
-                self._requests.close()
-                self._requests = ControlClient(self.home, timeout=self.timeout)
-                return self._requests.call(op, **args)
+        """One read (log windows, audit records), through the transport."""
+        return self.transport.request(op, **args)
 
     # -- actions -----------------------------------------------------------------------------------
 
@@ -389,50 +559,28 @@ class RemoteConsole:
         return self._act("restart", name)
 
     def _act(self, verb: str, name: str) -> str:
-        with ControlClient(self.home, timeout=self.timeout) as client:
-            timeout = self._action_timeouts(client).get(name, DEFAULT_ACTION_TIMEOUT)
-            result = client.call(verb, timeout=timeout + ACTION_MARGIN, name=name, via="tui")
-        return str(result["outcome"])
-
-    @staticmethod
-    def _action_timeouts(client: ControlClient) -> dict[str, float]:
-        processes = client.call("ps")["processes"]
-        return {
-            p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes
-        }
+        return str(self.transport.act(verb, name)["outcome"])
 
     def request_shutdown(self, actor: Actor | None = None, reason: str | None = None) -> None:
         """Ask the console to stop every process and itself (``shutdown`` waits for it)."""
-        if self._shutdown is not None:
+        if self._shutdown_asked:
             return
         try:
-            client = ControlClient(self.home, timeout=self.timeout)
+            timeouts = action_timeouts(self.request("ps"))
+            self._shutdown_wait = max(max(timeouts.values(), default=0.0), DEFAULT_ACTION_TIMEOUT)
+            self.transport.request_shutdown()
         except NoConsole:
-            return  # gone already
-        try:
-            self._shutdown_wait = max(
-                max(self._action_timeouts(client).values(), default=0.0), DEFAULT_ACTION_TIMEOUT
-            )
-            client.call("shutdown", via="tui")
-        except NoConsole:
-            client.close()  # it went as we asked (ConsoleLost is a NoConsole)
-            return
-        except BaseException:
-            client.close()
-            raise
-        self._shutdown = client
+            return  # gone already (ConsoleLost is a NoConsole: it went as we asked)
+        self._shutdown_asked = True
 
     def shutdown(self) -> None:
         """Stop every process and the console; returns once the console has gone (at once if it
         is gone already)."""
         try:
             self.request_shutdown()
-            if self._shutdown is not None:
-                with contextlib.suppress(NoConsole):
-                    self._shutdown.wait_closed(timeout=self._shutdown_wait + ACTION_MARGIN)
+            if self._shutdown_asked:
+                self.transport.wait_shutdown(self._shutdown_wait + ACTION_MARGIN)
         finally:
-            if self._shutdown is not None:
-                self._shutdown.close()
             self.close()
 
     def close(self) -> None:
@@ -440,7 +588,7 @@ class RemoteConsole:
         if self._closed:
             return
         self._closed = True
-        for client in (self._subscription, self._requests):
-            client.interrupt()
+        self._subscription.interrupt()
+        self.transport.close()
         if self._sequencer is not None:
             self._sequencer.close()

@@ -29,6 +29,7 @@ import pytest
 from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
 from test_cli import CLI, cli, cli_env
 from test_imports import loaded_after_import
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
@@ -232,15 +233,7 @@ async def test_attach_detach_reattach_and_two_at_once(served: Callable[..., Cons
         await wait_for(pilot_one, lambda: state_of(app_one, "worker") == State.STOPPED, "one")
         await wait_for(pilot_two, lambda: state_of(app_two, "worker") == State.STOPPED, "two")
         # The Audit view, attached: the stop, recorded by the console.
-        await pilot_one.press("4")
-        await wait_for(
-            pilot_one,
-            lambda: any(
-                "stop" in row.cells and "worker" in row.cells
-                for row in app_one.audit_view.audit_list.rows.rows
-            ),
-            "the stop in the Audit view",
-        )
+        await the_stop_in_the_audit_view(pilot_one, app_one)
         stop = made.audit.records(limit=1)[0]
         assert (stop["action"], stop["actor"]["source"]) == ("stop", "tui")
         assert stop["actor"]["uid"] == os.getuid()  # the kernel's word, not the client's
@@ -280,10 +273,14 @@ async def test_the_console_stopping_elsewhere_ends_the_attached_app(
     served: Callable[..., Console],
 ) -> None:
     made = served()
-    remote = RemoteConsole(made.home)
+    await the_console_stopping_ends_the_app(RemoteConsole(made.home), made)
+
+
+async def the_console_stopping_ends_the_app(remote: RemoteConsole, made: Console) -> None:
+    """The app attached through ``remote`` ends, saying so, when ``made`` stops elsewhere."""
     app = LacrimosaApp(remote, attached=True)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: state_of(app, "api").startswith(State.RUNNING), "table")
         made.request_shutdown()  # `lacrimosa shutdown` from another terminal
         await wait_for(pilot, lambda: app.return_value is not None, "the app to end")
     remote.close()
@@ -298,24 +295,44 @@ async def test_overview_and_events_attached(
     remote = RemoteConsole(made.home)
     app = LacrimosaApp(remote, attached=True)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("3")
-        await wait_for(
-            pilot,
-            lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
-            "both events in the Events view",
-        )
-        send_events(made, udp_sender, b"one more\n")
-        await wait_for(
-            pilot,
-            lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
-            "a new event, followed",
-        )
+        await events_shown_and_followed(pilot, app, made, udp_sender)
         await pilot.press("2")
         await wait_for(
             pilot, lambda: "3 accepted of 3 received" in overview_text(app), "the Overview"
         )
         await pilot.press("d")
     remote.close()
+
+
+async def the_stop_in_the_audit_view(pilot: Pilot[Any], app: LacrimosaApp) -> None:
+    """The Audit view (key 4) shows the stop of worker."""
+    await pilot.press("4")
+    await wait_for(
+        pilot,
+        lambda: any(
+            "stop" in row.cells and "worker" in row.cells
+            for row in app.audit_view.audit_list.rows.rows
+        ),
+        "the stop in the Audit view",
+    )
+
+
+async def events_shown_and_followed(
+    pilot: Pilot[Any], app: LacrimosaApp, made: Console, udp_sender: socket.socket
+) -> None:
+    """In the Events view: the two "deploy" events sent before, then one sent now (followed)."""
+    await pilot.press("3")
+    await wait_for(
+        pilot,
+        lambda: sum("deploy" in row for row in app.query_one(EventList).visible_rows()) == 2,
+        "both events in the Events view",
+    )
+    send_events(made, udp_sender, b"one more\n")
+    await wait_for(
+        pilot,
+        lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
+        "a new event, followed",
+    )
 
 
 def overview_text(app: LacrimosaApp) -> str:

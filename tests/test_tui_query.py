@@ -146,7 +146,12 @@ async def test_attached_the_query_view_and_the_where_filter_go_through_the_socke
 ) -> None:
     made = served()
     wait_until(lambda: made.process("worker").stdout_lines == 3)
-    remote = RemoteConsole(made.home)
+    await query_view_and_where_filter_attached(RemoteConsole(made.home))
+
+
+async def query_view_and_where_filter_attached(remote: RemoteConsole) -> None:
+    """The Query view and a ``?`` filter, attached through ``remote`` (the socket, or HTTP: see
+    test_remote.py) to a console of test_attach's IDLE, worker's 3 lines written; closes it."""
     app = LacrimosaApp(remote, attached=True)
     try:
         async with app.run_test(size=SIZE) as pilot:

@@ -202,6 +202,7 @@ class LacrimosaApp(App[str]):
                 for binding in self._bindings.key_to_bindings["q"]
             ]
         self._asking_to_quit = False  # attached, after a first q: "detach or stop everything?"
+        self.stop_refused: str | None = None  # attached: why the console refused to stop
         names = [info.name for info in console.processes()]
         self._name_colours = {
             name: NAME_COLOURS[i % len(NAME_COLOURS)] for i, name in enumerate(names)
@@ -674,11 +675,19 @@ class LacrimosaApp(App[str]):
         thread=True, exclusive=True, exit_on_error=False, group="shutdown", description="shutdown"
     )
     def _shutdown_console(self) -> None:
+        ending: str | None = None
         try:
             self.engine.request_shutdown(TUI_USER)  # recorded in the audit log
             self.engine.shutdown()  # blocks until every process has stopped
+        except LacrimosaError as exc:
+            if not self.attached:
+                raise
+            # Attached with a key that may not stop the console (over HTTP, a read or write
+            # key): the console goes on, and the app ends as a detach that says why.
+            self.stop_refused = exc.message
+            ending = DETACHED
         finally:
-            self.call_from_thread(self.exit)
+            self.call_from_thread(self.exit, ending)
 
 
 def run_tui(console: Console, notices: Sequence[str] = ()) -> None:

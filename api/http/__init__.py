@@ -3,7 +3,8 @@ Prometheus metrics and a live WebSocket stream, served by uvicorn from the conso
 
 Modules: ``server`` (the uvicorn thread, binding, the first key), ``app`` (routes: each a
 translation of one protocol op), ``auth`` (the scope table and the middleware that checks keys
-for every route), ``metrics`` (/metrics, read at scrape time), ``stream`` (/api/stream).
+for every route), ``metrics`` (/metrics, read at scrape time), ``stream`` (/api/stream),
+``subscription`` (/api/subscribe, for ``lacrimosa tui --url``).
 
 Never imported by the one-shot CLI path (only by ``lacrimosa up`` with HTTP on).
 """

@@ -28,12 +28,13 @@ from ...engine.console import Console
 from ...engine.dsl.syntax import MAX_QUERY_CHARS
 from ...engine.errors import InvalidRequest, NoSuchProcess
 from ...engine.keys import MAX_NAME
-from ..protocol import MAX_QUERY_TIMEOUT, dispatch, error_reply, replies
+from ..protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, dispatch, error_reply, replies
 from ..version import __version__
 from ..wire import encode, error, parse_duration
 from .auth import AuthMiddleware, HttpMetrics, RefusalLog, actor_of, check_route_table
 from .metrics import ConsoleCollector
 from .stream import StreamHub, serve_stream
+from .subscription import Subscriptions
 
 # The status code of each protocol error code (any other: 500).
 STATUS_BY_CODE = {
@@ -90,6 +91,7 @@ class Api:
         self.refusals = RefusalLog(console)
         self.registry.register(ConsoleCollector(console, lambda: self.refusals.refused))
         self.hub = StreamHub(console)
+        self.subscriptions = Subscriptions(console)
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
@@ -294,6 +296,52 @@ class Api:
         async def stream(websocket: WebSocket) -> None:
             """Lines, events and state changes as they happen (see stream.py)."""
             await serve_stream(self.hub, websocket)
+
+        @app.get("/api/log_window")
+        def log_window(
+            request: Request,
+            name: Annotated[str | None, Query(max_length=MAX_NAME)] = None,
+            stream: LogStream = None,
+            grep: Grep = None,
+            ignore_case: bool = False,
+            where: Annotated[
+                str | None,
+                Query(max_length=MAX_QUERY_CHARS, description="the WHERE part of a query"),
+            ] = None,
+            tail: Annotated[int | None, Query(ge=0, le=MAX_WINDOW_LINES)] = None,
+            end_id: Annotated[int | None, Query(ge=-1, le=MAX_QUERY_INT)] = None,
+            total: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+            start: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+            stop: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+            position_of: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT)] = None,
+        ) -> JSONResponse:
+            """Lines of one query by position, for an attached TUI (the ``log_window`` op): the
+            first request gives ``tail``, later ones send back ``end_id`` and ``total`` with
+            ``start``/``stop`` or ``position_of``; at most 1000 lines a reply, always raw."""
+            arguments = {
+                "name": name,
+                "stream": stream,
+                "grep": grep,
+                "ignore_case": ignore_case,
+                "where": where,
+                "tail": tail,
+                "end_id": end_id,
+                "total": total,
+                "start": start,
+                "stop": stop,
+                "position_of": position_of,
+            }
+            return self.call(request, "log_window", **_present(arguments))
+
+        @app.websocket("/api/subscribe")
+        async def subscribe(websocket: WebSocket) -> None:
+            """The ``subscribe`` op's replies, for an attached TUI (see subscription.py)."""
+            await self.subscriptions.serve(websocket)
+
+        @app.post("/api/shutdown")
+        def shutdown(request: Request) -> JSONResponse:
+            """Stop every process and the console (answers at once; the console then goes)."""
+            return self.call(request, "shutdown")
 
         @app.get("/metrics", response_class=Response)
         def metrics() -> Response:

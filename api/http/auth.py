@@ -57,10 +57,13 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/api/audit"): "read",
     ("GET", "/api/audit/verify"): "read",
     ("GET", "/api/stream"): "read",  # the WebSocket's opening request
+    ("GET", "/api/log_window"): "read",
+    ("GET", "/api/subscribe"): "read",  # a WebSocket too
     ("POST", "/api/query"): "read",  # reads only, though it is a POST (the query is a body)
     ("POST", "/api/processes/{name}/start"): "write",
     ("POST", "/api/processes/{name}/stop"): "write",
     ("POST", "/api/processes/{name}/restart"): "write",
+    ("POST", "/api/shutdown"): "admin",  # stops every process and the console
     ("GET", "/api/keys"): "admin",
     ("POST", "/api/keys"): "admin",
     ("DELETE", "/api/keys/{key_id}"): "admin",

@@ -31,6 +31,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -222,6 +223,26 @@ class Event:
         except UnicodeDecodeError:
             return None
         return None if _BINARY.search(text) else text
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        """The event ``to_json`` made this from (its payload losslessly: text or hex)."""
+        flags = int(data["flags"]) & SENDER_FLAGS
+        if data.get("kind") == "text":
+            flags |= TEXT
+        if data.get("clock_ignored"):
+            flags |= CLOCK_IGNORED
+        payload = data["text"].encode() if "text" in data else bytes.fromhex(data["hex"])
+        return cls(
+            seq=int(data["seq"]),
+            lamport=int(data["lamport"]),
+            node=int(data["node"]),
+            stream=int(data["stream"]),
+            flags=flags,
+            payload=payload,
+            sender_clock=data.get("sender_clock"),
+            valid=bool(data["valid"]),
+        )
 
     def to_json(self) -> dict[str, object]:
         text = self.payload_text()
