@@ -164,14 +164,6 @@ def header_text(width: int) -> Text:
 class AuditList(CursorList):
     """The held records, oldest at the top; a cursor row; follows the newest by default."""
 
-    DEFAULT_CSS = """
-    AuditList {
-        height: 1fr;
-        background: $surface;
-        color: $text;
-    }
-    """
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows = AuditRows()

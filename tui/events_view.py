@@ -68,14 +68,6 @@ def parse_number(text: str) -> int | None:
 class EventList(CursorList):
     """The listed events, oldest at the top; a cursor row; follows the newest by default."""
 
-    DEFAULT_CSS = """
-    EventList {
-        height: 1fr;
-        background: $surface;
-        color: $text;
-    }
-    """
-
     class _RowsBuilt(Message):
         def __init__(self, rows: EventRows | None, error: str | None) -> None:
             super().__init__()

@@ -137,6 +137,9 @@ class CursorList(FollowingScrollView, can_focus=True):
 
     DEFAULT_CSS = """
     CursorList {
+        height: 1fr;
+        background: $surface;
+        color: $text;
         overflow-x: hidden;
         overflow-y: auto;
         scrollbar-size-vertical: 1;
