@@ -173,6 +173,14 @@ class KeyStore:
             self._write()
         return record
 
+    def is_live(self, key_id: str) -> bool:
+        """Whether the key ``key_id`` still stands (not revoked; the file still trusted)."""
+        with self._lock:
+            try:
+                return key_id in self._loaded()
+            except KeyStoreError:
+                return False
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._loaded())

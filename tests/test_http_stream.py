@@ -196,6 +196,22 @@ def test_the_stream_needs_a_read_key(served: MakeServed) -> None:
     assert refused.value.response.status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/api/stream", "/api/subscribe"])
+def test_revoking_a_key_closes_its_open_websockets(served: MakeServed, path: str) -> None:
+    s = served(QUIET)
+    record, key = s.console.keys.create("read", "soon revoked")
+    url = s.url.replace("http://", "ws://") + path
+    headers = {"Authorization": f"Bearer {key}"}
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        receive(ws)  # connected (or the subscription's first state)
+        s.console.keys.revoke(record.id)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "revoked" in closed.value.rcvd.reason
+
+
 def test_subscribers_and_connections_past_their_bounds_are_turned_away(
     served: MakeServed,
 ) -> None:

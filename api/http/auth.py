@@ -19,6 +19,7 @@ the whole application and checks the bearer key before any route runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -39,6 +40,7 @@ REFUSALS_PER_SECOND = 10  # refused requests written to the audit log one by one
 MAX_AUDITED_PATH = 200  # characters of a refused request's path kept in its audit record
 UNMATCHED = "(unmatched)"  # the route label of a request that matched no route
 KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+REVOKE_CHECK = 0.5  # seconds between checks that a WebSocket's key still stands
 MAX_BODY = 64 << 10  # bytes of a request body (POST /api/keys and /api/query: small JSON objects)
 
 # The scope each route needs: None is public. One table for the whole API (see the docstring).
@@ -273,6 +275,17 @@ def _check_body(scope: Scope) -> tuple[int, str, str] | None:
     if not length.isdigit() or int(length) > MAX_BODY:
         return 413, "invalid_request", f"a request body is at most {MAX_BODY} bytes"
     return None
+
+
+async def until_revoked(console: Console, scope: Scope) -> None:
+    """Return once the key a connection was accepted with is revoked: a long-lived connection
+    (a WebSocket) is closed then, as a new request with that key would be refused."""
+    record = scope.get(KEY_SCOPE)
+    while record is None or console.keys.is_live(record.id):
+        await asyncio.sleep(REVOKE_CHECK)
+
+
+REVOKED_CLOSE = (1008, "the API key was revoked")  # WebSocket close code (policy) and reason
 
 
 def _actor(record: ApiKey) -> Actor:

@@ -44,6 +44,7 @@ from ...engine.logs.store import STREAM_MASK, STREAM_NAMES
 from ..bulk import jsonl_bytes
 from ..protocol import line_to_dict
 from ..wire import parse_duration
+from .auth import REVOKED_CLOSE, until_revoked
 
 _log = logging.getLogger("uvicorn.error")  # counted in the server's status (server._Problems)
 
@@ -351,8 +352,9 @@ async def serve_stream(hub: StreamHub, websocket: WebSocket) -> None:
         sender = asyncio.create_task(_send(websocket, subscriber))
         receiver = asyncio.create_task(_receive(hub, websocket, subscriber))
         stopping = asyncio.create_task(_until_shutdown(hub.console))
+        revoked = asyncio.create_task(until_revoked(hub.console, websocket.scope))
         done, pending = await asyncio.wait(
-            {sender, receiver, stopping}, return_when=asyncio.FIRST_COMPLETED
+            {sender, receiver, stopping, revoked}, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:
             task.cancel()
@@ -367,6 +369,8 @@ async def serve_stream(hub: StreamHub, websocket: WebSocket) -> None:
             await websocket.close(code=1011, reason="internal error")
         elif stopping in done:
             await websocket.close(code=1001, reason="the console is stopping")
+        elif revoked in done:
+            await websocket.close(*REVOKED_CLOSE)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away (RuntimeError: sent to a socket already closed)
     finally:

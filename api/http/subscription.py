@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ...engine.console import Console
 from ..protocol import replies
 from ..wire import encode
+from .auth import REVOKED_CLOSE, until_revoked
 
 _log = logging.getLogger("uvicorn.error")  # counted in the server's status (server._Problems)
 
@@ -94,17 +95,22 @@ class Subscriptions:
         producer.start()
         sender = asyncio.create_task(_send(websocket, made))
         receiver = asyncio.create_task(_drain(websocket))
+        revoked = asyncio.create_task(until_revoked(self.console, websocket.scope))
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {sender, receiver, revoked}, return_when=asyncio.FIRST_COMPLETED
+            )
             if sender in done and sender.exception() is None:
                 await websocket.close(code=1001, reason="the console is stopping")
+            elif revoked in done:
+                await websocket.close(*REVOKED_CLOSE)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client went away (RuntimeError: sent to a socket already closed)
         finally:
             gone.set()
-            for task in (sender, receiver):
+            for task in (sender, receiver, revoked):
                 task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(sender, receiver, revoked, return_exceptions=True)
             failure = sender.exception() if sender.done() and not sender.cancelled() else None
             if failure is not None and not isinstance(failure, WebSocketDisconnect | RuntimeError):
                 _log.error("subscription failed: %r", failure)
