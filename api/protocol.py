@@ -1057,11 +1057,8 @@ def _key_create(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     if name is not None and not isinstance(name, str):
         raise InvalidRequest("name must be a string")
     args = {"scope": scope, "name": name}
-    try:
+    with console.audit.failure_recorded(actor, "key_create", None, args):
         record, key = console.keys.create(scope, name)
-    except LacrimosaError as exc:
-        console.audit.record(actor, "key_create", None, args, exc.code, exc.message)
-        raise
     console.audit.record(actor, "key_create", record.id, args)
     return {**record.to_dict(), "key": key}
 
@@ -1070,11 +1067,8 @@ def _key_revoke(console: Console, request: dict[str, Any], actor: Actor) -> Any:
     key_id = request.get("id")
     if not isinstance(key_id, str) or not key_id:
         raise InvalidRequest("this request needs a key id")
-    try:
+    with console.audit.failure_recorded(actor, "key_revoke", key_id):
         record = console.keys.revoke(key_id)
-    except LacrimosaError as exc:
-        console.audit.record(actor, "key_revoke", key_id, outcome=exc.code, detail=exc.message)
-        raise
     console.audit.record(actor, "key_revoke", key_id)
     return record.to_dict()
 

@@ -19,6 +19,7 @@ from the last whole record; earlier records are never rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ConsoleError
+from .errors import ConsoleError, LacrimosaError
 
 AUDIT_NAME = "audit.log"  # in the state folder
 GENESIS = "0" * 64  # the ``prev`` of the first record
@@ -136,6 +137,22 @@ class AuditLog:
             self._seq += 1
             self._head = record["hash"]
             return record
+
+    @contextlib.contextmanager
+    def failure_recorded(
+        self,
+        actor: Actor,
+        action: str,
+        target: str | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> Iterator[None]:
+        """Record a LacrimosaError raised inside as the action's outcome (its code and message),
+        then let it go on; the caller records a success itself, with what it has to say."""
+        try:
+            yield
+        except LacrimosaError as exc:
+            self.record(actor, action, target, args, exc.code, exc.message)
+            raise
 
     def _failed(self, exc: OSError, record: dict[str, Any]) -> dict[str, Any]:
         self.write_errors += 1

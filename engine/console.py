@@ -341,11 +341,8 @@ class Console:
     ) -> str:
         """Wait for an action ``begun()`` started (or raised starting) and record its outcome."""
         actor = actor or Actor.local("console")
-        try:
+        with self.audit.failure_recorded(actor, action, name):
             outcome = self._wait(name, begun())
-        except LacrimosaError as exc:
-            self.audit.record(actor, action, name, outcome=exc.code, detail=exc.message)
-            raise
         outcome = outcome if isinstance(outcome, str) else "stopped"
         self.audit.record(actor, action, name, detail=outcome)
         return outcome
@@ -360,13 +357,8 @@ class Console:
             "stop": self.supervisor.stop_process,
             "restart": self.supervisor.restart_process,
         }[verb]
-        try:
+        with self.audit.failure_recorded(actor or Actor.local("console"), verb, target):
             names = self.select(target)
-        except LacrimosaError as exc:
-            self.audit.record(
-                actor or Actor.local("console"), verb, target, outcome=exc.code, detail=exc.message
-            )
-            raise
         if len(names) == 1:
             return [(names[0], self._finish(actor, verb, names[0], lambda: begin(names[0])))]
         # Asked of the supervisor here, in dependency order (dependents first for a stop, so
