@@ -48,7 +48,6 @@ QUICK_TIMEOUT = 30.0  # seconds: ps, status, logs, and the first reply of a foll
 # start/stop/restart wait for the console's own bound on the action (``action_timeout`` in ps:
 # the process's stop_timeout plus a margin) and this much more; shutdown waits for the longest.
 REPLY_MARGIN = 5.0
-DEFAULT_ACTION_TIMEOUT = 35.0  # when ps does not say (an older console)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +235,7 @@ def _syntax_failure(args: argparse.Namespace, message: str, details: dict[str, A
 
 
 def _one_shot(args: argparse.Namespace) -> int:
-    from .client import ConsoleLost, ControlClient
+    from .client import DEFAULT_ACTION_TIMEOUT, ConsoleLost, ControlClient
 
     home, origin = _console_home(args)
     try:
@@ -355,8 +354,9 @@ def _action_text(result: dict[str, Any]) -> str:
 
 def _action_timeouts(client: Any) -> dict[str, float]:
     """Per process, how long the console lets an action on it take (from ``ps``)."""
-    processes = client.call("ps")["processes"]
-    return {p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in processes}
+    from .client import action_timeouts
+
+    return action_timeouts(client.call("ps"))
 
 
 def _console_home(args: argparse.Namespace) -> tuple[str, str]:

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 30.0  # seconds for a reply
 CONNECT_TIMEOUT = 5.0  # seconds to wait for room in the console's accept queue
 RETRY_FOR = 10.0  # seconds to keep asking a console that is busy or starting
+# How long the console lets an action (start/stop/restart) take, when ``ps`` does not say (an
+# older console); ``ps`` gives each process's ``action_timeout``: its stop_timeout and a margin.
+DEFAULT_ACTION_TIMEOUT = 35.0
 # Seconds a socket that refuses connections (left by a console that was killed) is looked at
 # again before "no console": a console started at the same moment takes the lock soon.
 STALE_GRACE = 0.5
@@ -376,3 +379,10 @@ class ControlClient:
             if isinstance(result, dict) and "end" in result:
                 return
             yield result
+
+
+def action_timeouts(ps: dict[str, Any]) -> dict[str, float]:
+    """How long the console lets an action on each process take, from a ``ps`` reply."""
+    return {
+        p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in ps["processes"]
+    }

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from ..engine.dsl.syntax import MAX_QUERY_CHARS
 from ..engine.errors import LacrimosaError
-from .client import ControlClient
+from .client import DEFAULT_ACTION_TIMEOUT, ControlClient, action_timeouts
 from .version import __version__
 from .wire import parse_duration
 
@@ -28,7 +28,6 @@ MAX_LINES = 5000  # log lines in one tool reply: an agent's context is the limit
 MAX_EVENTS = 5000
 CALL_TIMEOUT = 30.0  # seconds for a reading tool's reply
 QUERY_TIMEOUT = 10.0  # the console's deadline for a query (api/protocol.py's default)
-DEFAULT_ACTION_TIMEOUT = 30.0  # how long the console lets an action take, when ps does not say
 REPLY_MARGIN = 5.0  # waited past that for the reply
 
 INSTRUCTIONS = """\
@@ -58,8 +57,7 @@ def build_server(home: str) -> MCPServer:
     def action(verb: str, name: str) -> dict[str, Any]:
         # The console bounds an action (ps says how: the stop timeout and a margin): wait that
         # long, and a little more.
-        timeouts = {p["name"]: p.get("action_timeout") for p in call("ps")["processes"]}
-        timeout = float(timeouts.get(name) or DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
+        timeout = action_timeouts(call("ps")).get(name, DEFAULT_ACTION_TIMEOUT) + REPLY_MARGIN
         return call(verb, timeout=timeout, name=name)
 
     @server.tool()

@@ -44,7 +44,13 @@ from ..engine.facade import JournalReader
 from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STREAM_NAMES, SYSTEM
 from ..engine.processes.supervisor import ProcessInfo
-from .client import DEFAULT_TIMEOUT, ConsoleLost, ControlClient
+from .client import (
+    DEFAULT_ACTION_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    ConsoleLost,
+    ControlClient,
+    action_timeouts,
+)
 from .protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, QUERY_TIMEOUT
 
 # The newest lines sent with a new view, at first; then as many as the pane last drew of a
@@ -52,7 +58,6 @@ from .protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, QUERY_TIMEOUT
 TAIL_PREFETCH = 200
 MIN_TAIL = 32
 ACTION_MARGIN = 5.0  # seconds past the console's own bound on an action before giving up
-DEFAULT_ACTION_TIMEOUT = 35.0  # when the console does not say (see ``ps``'s action_timeout)
 _STREAM_BY_NAME = {name: stream for stream, name in enumerate(STREAM_NAMES)}
 _EVICTED = b"(evicted from the log store before it was shown)"
 
@@ -242,13 +247,6 @@ class RemoteAudit:
             args["since"] = max(time.time() - since, 0.0)
         reply = self._console.request("audit", **args)
         return list(reply["records"])
-
-
-def action_timeouts(ps: dict[str, Any]) -> dict[str, float]:
-    """How long the console lets an action on each process take, from a ``ps`` reply."""
-    return {
-        p["name"]: float(p.get("action_timeout", DEFAULT_ACTION_TIMEOUT)) for p in ps["processes"]
-    }
 
 
 class Subscription(Protocol):

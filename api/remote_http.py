@@ -39,14 +39,8 @@ from websockets.sync.client import ClientConnection, connect
 from ..engine.errors import InvalidRequest, LacrimosaError, NoConsole, TimedOut
 from ..engine.events.frames import Event
 from ..engine.events.journal import SlotBatch
-from .client import DEFAULT_TIMEOUT, RemoteError
-from .remote_console import (
-    ACTION_MARGIN,
-    DEFAULT_ACTION_TIMEOUT,
-    RemoteSequencer,
-    Subscription,
-    action_timeouts,
-)
+from .client import DEFAULT_ACTION_TIMEOUT, DEFAULT_TIMEOUT, RemoteError, action_timeouts
+from .remote_console import ACTION_MARGIN, RemoteSequencer, Subscription
 
 KEY_ENV = "LACRIMOSA_KEY"  # where `lacrimosa tui --url` finds the key when --key is not given
 MAX_MESSAGE = 16 << 20  # bytes of one subscription message (the whole state, many processes)
