@@ -8,6 +8,7 @@ so the time column) vary from run to run, so these are assertions on text, not S
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import zlib
@@ -35,6 +36,7 @@ from lacrimosa.tui.event_render import (
 from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import EventList, EventsView, parse_number
 from lacrimosa.tui.overview import OverviewView
+from lacrimosa.tui.virtual_list import NEW_ROWS_INTERVAL
 
 SIZE = (80, 24)
 
@@ -446,6 +448,38 @@ async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, udp_sende
         assert any("76 events were overwritten" in m for m in notifications(app))
         await pilot.press("down")
         assert "lapped" not in events_status(app)
+
+
+async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, udp_sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        the_list = event_list(app)
+        installed: list[float] = []
+        install = the_list._install
+
+        def timed_install(new_rows):  # type: ignore[no-untyped-def]
+            installed.append(time.monotonic())
+            install(new_rows)
+
+        the_list._install = timed_install  # type: ignore[method-assign]
+        # Events arrive at every 20 Hz poll for about a second.
+        deadline = time.monotonic() + 1.0
+        sent = 0
+        while time.monotonic() < deadline:
+            send_texts(instance, udp_sender, [f"flood {sent}"])
+            sent += 1
+            await pilot.pause(0.02)
+        await wait_for(pilot, lambda: len(the_list.rows) == sent, "every event listed")
+        await pilot.pause()
+        assert payloads(app)[-1] == f"flood {sent - 1}"
+        gaps = [b - a for a, b in itertools.pairwise(installed)]
+        assert len(installed) >= 3, installed  # it did refresh during the flood...
+        assert min(gaps) >= NEW_ROWS_INTERVAL * 0.9, gaps  # ...but not at every poll
+        # A key is not held back: `up` moves the cursor in the frame that follows.
+        await pilot.press("up")
+        assert the_list.cursor == sent - 2 and "follow: off" in events_status(app)
 
 
 async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:

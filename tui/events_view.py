@@ -8,7 +8,8 @@ rows in another.
 
 Which events are listed is an :class:`~tui.event_rows.EventRows`: the held range, or the seqs of
 one node and/or stream. The app's 20 Hz poll calls :meth:`EventsView.poll`, which compares the
-journal's bounds with the last ones seen and does nothing more when they did not move; a filtered
+journal's bounds with the last ones seen and does nothing more when they did not move (or moved
+less than NEW_ROWS_INTERVAL after the last refresh: under a flood, 10 refreshes a second); a filtered
 list is rebuilt in a thread worker (one at a time; requests meanwhile collapse into one more).
 
 Following (the default) keeps the cursor on the newest event. When the journal overwrites the
@@ -18,6 +19,7 @@ rather than showing what is no longer there.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from rich.style import Style
@@ -45,7 +47,7 @@ from .event_render import (
 from .event_rows import EventFilter, EventRows, build_rows
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
-from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
+from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
 
 _EVENT_CACHE_SIZE = 2048
 _STRIP_CACHE_SIZE = 1024
@@ -368,6 +370,7 @@ class EventsView(Vertical):
         self._prompt_mode: str | None = None
         self._detail_seq: int | None = None
         self._header_format: RowFormat | None = None  # what the column titles were drawn for
+        self._reloaded_at = float("-inf")  # when poll last took new events (time.monotonic)
         self._released = False
 
     def compose(self) -> ComposeResult:
@@ -417,16 +420,25 @@ class EventsView(Vertical):
 
     # -- reading the journal -------------------------------------------------------------------
 
-    def poll(self) -> None:
-        """From the app's timer: refresh when the journal's bounds moved (else do nothing)."""
+    def poll(self, force: bool = False) -> None:
+        """From the app's timer: refresh when the journal's bounds moved (else do nothing), at
+        most every NEW_ROWS_INTERVAL unless ``force`` (the view was just shown).
+
+        Under a flood the bounds move at every poll, and each refresh draws a screenful of new
+        rows: at the poll's 20 Hz that was most of the UI thread's work, and made keys wait."""
         events_list = self.event_list
         journal = events_list.journal
         if journal is None:
             return
         bounds = journal.bounds()
-        if bounds != self._seen_bounds:
-            self._seen_bounds = bounds
-            events_list.reload()
+        if bounds == self._seen_bounds:
+            return
+        now = time.monotonic()
+        if not force and now - self._reloaded_at < NEW_ROWS_INTERVAL:
+            return  # a later poll shows them
+        self._seen_bounds = bounds
+        self._reloaded_at = now
+        events_list.reload()
 
     def release(self) -> None:
         """The console is shutting down: read the journal no more (it is about to be closed)."""
