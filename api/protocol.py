@@ -340,13 +340,19 @@ def _follow_events(
     node, stream = selection.node, selection.stream
     shared = _shared_batches(journal)
 
-    def step() -> bytes | None:
+    def step() -> dict[str, Any] | bytes | None:
         nonlocal position
         if journal.closed:
             return None  # the console is stopping
         head = sequencer.published_head()
         if head <= position:
             return None
+        tail = journal.tail
+        if position < tail:
+            # Overwritten before this follower got to them: said in one reply, not in one per
+            # batch's worth (a follower lapped by a flood was sent thousands of empty batches).
+            lapped, position = tail - position, tail
+            return {"events": [], "next_seq": position, "lapped": lapped}
         # Cut at multiples of FOLLOW_BATCH_EVENTS, not FOLLOW_BATCH_EVENTS after each one's own
         # position: followers that started apart (or fell behind apart) then ask for the same
         # batches and share them. Cut at `position + N`, 20 followers in a flood each asked

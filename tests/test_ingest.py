@@ -171,6 +171,28 @@ def test_follow_batches_are_cut_at_multiples_of_the_batch_size_and_shared_behind
         stream.close()  # type: ignore[attr-defined]
 
 
+def test_a_lapped_follower_is_told_once_and_goes_on_from_the_oldest_held_event(
+    console: Callable[..., Console], udp_sender: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "FOLLOW_BATCH_EVENTS", 4)
+    instance = console(SEQUENCED.replace("capacity = 4096", "capacity = 64"))
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    deadline = time.monotonic() + 10
+    stream = follow(
+        instance, {"op": "events", "follow": True, "lines": 0}, lambda: time.monotonic() < deadline
+    )
+    next(stream)  # the first reply: the follow starts at seq 0
+    for start in range(0, 100, 20):  # bursts a small receive buffer takes whole
+        send_events(instance, udp_sender, *(b"e %d" % i for i in range(start, start + 20)))
+    wait_until(lambda: sequencer.journal.bounds() == (36, 100))
+    replies = [next(stream) for _ in range(2)]
+    lapped, first = (r if isinstance(r, dict) else json.loads(r) for r in replies)
+    assert lapped["result"] == {"events": [], "next_seq": 36, "lapped": 36}
+    assert [e["seq"] for e in first["result"]["events"]] == [36, 37, 38, 39]
+    stream.close()
+
+
 def test_nothing_survives_kill_9_of_a_console_with_an_ingest_process(tmp_path: Path) -> None:
     running = start_console(tmp_path, SEQUENCED)
     wait_until(lambda: all(p["pid"] for p in running.ps().values()))
