@@ -620,11 +620,11 @@ class Journal:
         tail = self.tail
         checksums = slots["checksum"].tolist()
         digests = fields_digest(slots).tolist()
-        seqs = wanted.tolist()
+        numbers: list[int] = wanted.tolist()
         # Overwritten while being copied (below the tail read after the copy): left out.
-        held = [i for i, seq in enumerate(seqs) if tail <= seq < head]
-        if len(held) < len(seqs):
-            seqs = [seqs[i] for i in held]
+        held = [i for i, seq in enumerate(numbers) if tail <= seq < head]
+        if len(held) < len(numbers):
+            numbers = [numbers[i] for i in held]
             slots = slots[held]
             records = [records[i] for i in held]
             checksums = [checksums[i] for i in held]
@@ -633,7 +633,7 @@ class Journal:
             (zlib.crc32(record) ^ digest) == checksum
             for record, digest, checksum in zip(records, digests, checksums, strict=True)
         ]
-        return decode_records(seqs, slots, records, valid)
+        return decode_records(numbers, slots, records, valid)
 
     def select(self, node: int | None = None, stream: int | None = None) -> np.ndarray:
         """The seqs of held events from ``node`` and/or on ``stream`` (all held seqs if neither)."""
