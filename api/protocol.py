@@ -49,6 +49,7 @@ from ..engine.errors import (
 )
 from ..engine.events.frames import Event, matching
 from ..engine.events.journal import Journal
+from ..engine.fastjson import escape_controls
 from ..engine.logs.query import LogQuery, LogView
 from ..engine.logs.store import (
     STDERR,
@@ -623,7 +624,8 @@ def _frame(process: str | None, pieces: list[bytes]) -> bytes:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """``value`` as ``encode`` writes it (without the newline): a piece of a reply line."""
+    return escape_controls(json.dumps(value, separators=(",", ":"), ensure_ascii=False)).encode()
 
 
 def _iterate(view: LogView, start: int, stop: int) -> Iterator[LogLine]:

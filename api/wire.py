@@ -73,7 +73,7 @@ import: see engine/fastjson.py).
 
 from __future__ import annotations
 
-from ..engine.fastjson import dumps
+from ..engine.fastjson import dumps, escape_controls
 from ..engine.humanize import parse_duration
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -107,7 +107,9 @@ OPS = (
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return dumps(message, compact=True).encode() + b"\n"
+    """``message`` as its line: compact JSON with every control character escaped (a reply
+    may be printed as it is, ``curl`` to a terminal, say), and a newline."""
+    return escape_controls(dumps(message, compact=True)).encode() + b"\n"
 
 
 def ok(result: Any) -> dict[str, Any]:

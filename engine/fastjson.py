@@ -177,6 +177,13 @@ def json_text(value: Any, indent: int | None = None) -> str:
         import json
 
         text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return escape_controls(text)
+
+
+def escape_controls(text: str) -> str:
+    """JSON text ``text`` (as ``json.dumps(..., ensure_ascii=False)`` writes it) with every
+    control character in it escaped as ``json_text`` escapes them: for JSON built another way
+    (in pieces, or compact) that may reach a terminal."""
     if text.isascii() and "\x7f" not in text:
         return text  # nothing to escape: the common case, and no need of re
     import re

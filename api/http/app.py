@@ -13,6 +13,7 @@ default), so a ``stop`` waiting for its process never holds the event loop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp
 from ...engine.console import Console
 from ...engine.dsl.syntax import MAX_QUERY_CHARS
 from ...engine.errors import InvalidRequest, NoSuchProcess
+from ...engine.fastjson import escape_controls
 from ...engine.keys import MAX_NAME
 from ..protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, dispatch, error_reply, replies
 from ..version import __version__
@@ -57,8 +59,17 @@ def status_for(reply: dict[str, Any]) -> int:
     return 200 if reply["ok"] else STATUS_BY_CODE.get(reply["error"]["code"], 500)
 
 
+class EscapedJSONResponse(JSONResponse):
+    """JSON with every control character escaped, as the socket protocol writes it: a reply
+    read with ``curl`` on a terminal carries no child's C1 control (CSI, OSC) raw."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return escape_controls(text).encode()
+
+
 def _answer(reply: dict[str, Any], status: int | None = None) -> JSONResponse:
-    return JSONResponse(reply, status_code=status or status_for(reply))
+    return EscapedJSONResponse(reply, status_code=status or status_for(reply))
 
 
 class KeyRequest(BaseModel):
@@ -95,6 +106,7 @@ class Api:
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
+            default_response_class=EscapedJSONResponse,
             docs_url=None,  # no pages pulling scripts from elsewhere; the document is enough
             redoc_url=None,
             description="The console's control protocol over HTTP. Every route but /health "
@@ -400,9 +412,9 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
         for problem in exc.errors()[:5]
     )
-    return JSONResponse(error("invalid_request", problems), status_code=422)
+    return EscapedJSONResponse(error("invalid_request", problems), status_code=422)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-    return JSONResponse(error(code, str(exc.detail)), status_code=exc.status_code)
+    return EscapedJSONResponse(error(code, str(exc.detail)), status_code=exc.status_code)

@@ -1,0 +1,145 @@
+"""No reply carries a child's or a datagram's control characters raw (issue 6, part 3).
+
+The CLI's ``--json`` escaped every control character, but the replies it reads did not: the
+control socket and the HTTP API wrote C1 controls (U+009B is CSI, U+009D is OSC), DEL and the
+Unicode line separators as they came, so ``curl -H … /api/logs`` on a terminal, or a script
+printing a reply line, handed a child's escape sequences to the terminal. Now every JSON reply,
+in one piece or many, on either transport, escapes them as ``\\uXXXX`` and decodes to the same
+text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from helpers import send_events
+from test_server import connect
+
+from lacrimosa.api.server import ControlServer
+from lacrimosa.engine.console import Console
+
+CONFIG = """
+[processes.idle]
+cmd = "sleep 300"
+
+[sequencer]
+udp = "127.0.0.1:0"
+capacity = 4096
+blob = "4MiB"
+"""
+
+HOSTILE = "c1 \x9b2J osc \x9d0;title\x07 del \x7f sep \u2028 para \u2029 esc \x1b[31mred\x1b[0m é"
+# An event payload with DEL would be shown as hex (it is binary data): the rest is text.
+EVENT_TEXT = HOSTILE.replace("\x7f", "")
+# What must never be on the wire raw: C0 (JSON escapes those anyway), DEL, C1 as UTF-8, U+2028/9.
+RAW_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def assert_escaped(data: bytes) -> None:
+    """``data``, reply lines, holds no raw control character (bar the lines' newlines)."""
+    for line in data.split(b"\n"):
+        found = RAW_CONTROL.search(line)
+        assert found is None, f"raw {found.group()!r} in {line[:200]!r}"
+
+
+def carries_the_text(value: Any) -> bool:
+    """Whether a decoded reply holds HOSTILE (or EVENT_TEXT) whole, in some string of it."""
+    if isinstance(value, str):
+        return HOSTILE in value or EVENT_TEXT in value
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(carries_the_text(item) for item in value)
+
+
+@pytest.fixture
+def hostile_console(
+    console: Callable[..., Console], udp_sender: socket.socket
+) -> Iterator[Console]:
+    """A console holding HOSTILE as a stdout line, a stderr line and an event."""
+    made = console(CONFIG)
+    made.store.append("idle", 0, HOSTILE.encode() + b"\n")
+    made.store.append("idle", 1, HOSTILE.encode() + b"\n")
+    send_events(made, udp_sender, EVENT_TEXT.encode())
+    yield made
+
+
+def read_line(sock: socket.socket, pending: bytearray) -> bytes:
+    while b"\n" not in pending:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        pending += chunk
+    end = pending.index(b"\n") + 1
+    line = bytes(pending[:end])
+    del pending[:end]
+    return line
+
+
+def test_socket_replies_escape_every_control_character(hostile_console: Console) -> None:
+    server = ControlServer(hostile_console)
+    server.start()
+    try:
+        requests: list[dict[str, Any]] = [
+            {"op": "logs", "lines": 10},  # streamed in pieces
+            {"op": "logs", "name": "idle", "lines": 10, "raw": True},
+            {"op": "logs", "name": "idle", "where": 'line CONTAINS "osc"'},
+            {"op": "events", "lines": 10},  # streamed in pieces
+            {"op": "query", "query": "SELECT line FROM idle"},
+            {"op": "query", "query": "SELECT payload FROM events"},
+            {"op": "why", "name": "idle"},
+        ]
+        with connect(server) as sock:
+            pending = bytearray()
+            for request in requests:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                line = read_line(sock, pending)
+                assert_escaped(line)
+                reply = json.loads(line)
+                assert reply["ok"], reply
+                assert carries_the_text(reply["result"]), request
+        # A follow's later batches too.
+        with connect(server) as sock:
+            pending = bytearray()
+            sock.sendall(b'{"op": "logs", "follow": true, "lines": 0}\n')
+            assert_escaped(read_line(sock, pending))
+            hostile_console.store.append("idle", 0, HOSTILE.encode() + b"\n")
+            batch = read_line(sock, pending)
+            assert_escaped(batch)
+            assert [line["text"] for line in json.loads(batch)["result"]["lines"]] == [HOSTILE]
+        with connect(server) as sock:  # an error reply that names what was asked
+            sock.sendall(b'{"op": "\\u009b2J"}\n')
+            refused = read_line(sock, bytearray())
+            assert_escaped(refused)
+            assert json.loads(refused)["error"]["code"] == "invalid_request"
+    finally:
+        server.close()
+
+
+def test_http_replies_escape_every_control_character(hostile_console: Console) -> None:
+    from http_helpers import Served, close_all, serve
+
+    made: list[Served] = []
+    served = serve(hostile_console, made)
+    try:
+        client = served.client(served.admin_key)
+        responses = [
+            client.get("/api/logs", params={"lines": 10}),
+            client.get("/api/processes/idle/logs", params={"lines": 10}),
+            client.get("/api/events", params={"lines": 10}),
+            client.get("/api/processes/idle/why"),
+            client.post("/api/query", json={"query": "SELECT line FROM idle"}),
+            client.post("/api/query", json={"query": "SELECT payload FROM events"}),
+        ]
+        for response in responses:
+            assert response.status_code == 200, response.text
+            assert_escaped(response.content)
+            assert carries_the_text(response.json()), response.url
+        refused = client.get("/api/processes/\u009b2J/why")  # an error naming what was asked
+        assert refused.status_code == 404
+        assert_escaped(refused.content)
+    finally:
+        close_all(made)
