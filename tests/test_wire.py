@@ -1,11 +1,13 @@
-"""No reply carries a child's or a datagram's control characters raw (issue 6, part 3).
+"""What goes over the wire, on the control socket and over HTTP (issue 6, parts 2 and 3).
 
-The CLI's ``--json`` escaped every control character, but the replies it reads did not: the
-control socket and the HTTP API wrote C1 controls (U+009B is CSI, U+009D is OSC), DEL and the
-Unicode line separators as they came, so ``curl -H … /api/logs`` on a terminal, or a script
-printing a reply line, handed a child's escape sequences to the terminal. Now every JSON reply,
-in one piece or many, on either transport, escapes them as ``\\uXXXX`` and decodes to the same
-text.
+No reply carries a child's or a datagram's control characters raw. The CLI's ``--json`` escaped
+every control character, but the replies it reads did not: the control socket and the HTTP API
+wrote C1 controls (U+009B is CSI, U+009D is OSC), DEL and the Unicode line separators as they
+came, so ``curl -H … /api/logs`` on a terminal, or a script printing a reply line, handed a
+child's escape sequences to the terminal. Now every JSON reply, in one piece or many, on either
+transport, escapes them as ``\\uXXXX`` and decodes to the same text.
+
+Any JSON value as a request, or in any argument of any op, gets a reply that is not a bug.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any
 
 import pytest
 from helpers import send_events
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_server import connect
 
 from lacrimosa.api.server import ControlServer
+from lacrimosa.api.wire import OPS
 from lacrimosa.engine.console import Console
 
 CONFIG = """
@@ -143,3 +148,68 @@ def test_http_replies_escape_every_control_character(hostile_console: Console) -
         assert_escaped(refused.content)
     finally:
         close_all(made)
+
+
+# -- any JSON value, in any argument of any op, gets a reply (issue 6, part 2) -----------------
+
+ARGUMENTS = (
+    "name names stream grep where raw format query deadline lines follow after_id ignore_case "
+    "node after since end_id total start stop tail position_of scope id until state within via"
+).split()
+# Every code a reply may carry but "internal", which is a bug.
+EXPECTED_CODES = {
+    "invalid_request",
+    "query_syntax",
+    "no_such_process",
+    "no_such_key",
+    "failed",
+    "timeout",
+    "unavailable",
+    "cancelled",
+}
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(["idle", "*", "all", "stdout", "stderr", "text", "jsonl", "ready", "0"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+_requests = st.one_of(
+    _values,  # not even an object
+    st.fixed_dictionaries(
+        {"op": st.one_of(st.sampled_from([op for op in OPS if op != "shutdown"]), _values)},
+        optional={name: _values for name in ARGUMENTS},
+    ),
+)
+
+
+def test_any_json_request_gets_a_reply_that_is_not_a_bug(hostile_console: Console) -> None:
+    server = ControlServer(hostile_console)
+    server.start()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_requests)
+    def ask(request: Any) -> None:
+        if isinstance(request, dict) and isinstance(request.get("within"), int | float):
+            request["within"] = min(abs(request["within"]), 0.1)  # wait answers at `within`
+        with connect(server) as sock:
+            sock.settimeout(15)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            line = read_line(sock, bytearray())  # a follow's first reply is enough
+        reply = json.loads(line)
+        if not reply["ok"]:
+            assert reply["error"]["code"] in EXPECTED_CODES, (request, reply)
+
+    try:
+        ask()
+        assert server.stats()["internal_errors"] == 0
+    finally:
+        server.close()
