@@ -52,7 +52,12 @@ base64 (RFC 4648, padded). A client decodes ``b64decode(line["b64"])`` if presen
 ``line["text"].encode()``. ``continued`` says the child wrote no newline after this piece (or the
 store split a long line): the bytes go on in the next piece of the same process and stream.
 
-An event's payload is always lossless: ``"text"`` when it is UTF-8 without C0 controls, else
+Every reply line escapes every control character as ``\\uXXXX`` (C0, DEL, C1, U+2028/U+2029;
+see ``encode``), so a reply printed as it is cannot drive a terminal; it decodes to the same
+text. (The payload of a ``text`` frame, below, is the child's bytes as written: not JSON.)
+
+An event's payload is always lossless: ``"text"`` when it is UTF-8 without the C0 controls text
+does not carry (engine/events/frames.py: tab, newline, BEL and ESC are text), else
 ``"hex"``. Long ``logs`` and ``events`` replies are streamed in pieces (the bytes are the same);
 an ``events`` reply whose events were overwritten while it was being sent leaves them out and
 says how many in ``"lapped"`` (as follow batches do).
