@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import send_events
+from helpers import send_events, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_server import connect
@@ -152,10 +152,36 @@ def test_http_replies_escape_every_control_character(hostile_console: Console) -
 
 # -- any JSON value, in any argument of any op, gets a reply (issue 6, part 2) -----------------
 
-ARGUMENTS = (
-    "name names stream grep where raw format query deadline lines follow after_id ignore_case "
-    "node after since end_id total start stop tail position_of scope id until state within via"
-).split()
+ARGUMENTS = [
+    "name",
+    "names",
+    "stream",
+    "grep",
+    "where",
+    "raw",
+    "format",
+    "query",
+    "deadline",
+    "lines",
+    "follow",
+    "after_id",
+    "ignore_case",
+    "node",
+    "after",
+    "since",
+    "end_id",
+    "total",
+    "start",
+    "stop",
+    "tail",
+    "position_of",
+    "scope",
+    "id",
+    "until",
+    "state",
+    "within",
+    "via",
+]
 # Every code a reply may carry but "internal", which is a bug.
 EXPECTED_CODES = {
     "invalid_request",
@@ -213,3 +239,67 @@ def test_any_json_request_gets_a_reply_that_is_not_a_bug(hostile_console: Consol
         assert server.stats()["internal_errors"] == 0
     finally:
         server.close()
+
+
+# -- a streamed HTTP reply is bounded as the socket's (issue 6, part 2) --------------------------
+
+BUDGET = """
+[logs]
+budget = "8MiB"
+
+[processes.idle]
+cmd = "sleep 300"
+"""
+
+
+def fill(console: Console, megabytes: int) -> None:
+    line = b"x" * 99 + b"\n"
+    for _ in range(megabytes * 16):
+        console.store.append("idle", 0, line * 655)  # 64 KiB
+
+
+def test_http_clients_that_stop_reading_let_go_of_evicted_blocks_and_are_dropped(
+    console: Callable[..., Console],
+) -> None:
+    from http_helpers import Served, close_all, serve
+
+    made = console(BUDGET)
+    fill(made, 8)
+    served: list[Served] = []
+    http = serve(made, served)
+    http.server.api.send_timeout = 1.0
+    host, port = http.server.address.rsplit(":", 1)
+    stalled = []
+    try:
+        for _ in range(4):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            stalled.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.settimeout(5)
+            sock.sendall(
+                b"GET /api/logs?lines=1000000 HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + http.admin_key.encode() + b"\r\n\r\n"
+            )
+            assert sock.recv(12) == b"HTTP/1.1 200"  # the reply has begun: its snapshot is taken
+        store = made.store
+        fill(made, 16)  # the log turns over twice under the stalled replies
+        # Each stalled reply held its whole snapshot; now they let go of evicted blocks past
+        # the bound while they wait.
+        wait_until(lambda: store.retired_bytes <= store.retired_bound() + (8 << 20), timeout=5)
+        # Dropped after a second of taking nothing: their snapshots go, though the clients
+        # still hold their connections open.
+        wait_until(lambda: store.retired_bytes == 0, timeout=10)
+        for sock in stalled:
+            # What was sent can be read, then the connection ends, the reply cut short (before,
+            # it went on for as long as the client kept reading).
+            received = bytearray()
+            while chunk := sock.recv(1 << 16):
+                received += chunk[-16:]
+                del received[:-16]
+            assert not received.endswith(b"0\r\n\r\n")  # not the last chunk of a whole reply
+        assert http.server.stats()["problems"] == 0  # dropped on purpose: not an error
+    finally:
+        for sock in stalled:
+            sock.close()
+        close_all(served)
