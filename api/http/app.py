@@ -12,10 +12,12 @@ default), so a ``stop`` waiting for its process never holds the event loop.
 
 A streamed reply is bounded as on the socket (api/server.py): while a piece waits for the client
 to take it, the reply lets go of log blocks the store evicted (every SEND_SLICE seconds), and a
-client that takes nothing for SEND_TIMEOUT seconds has its reply ended: its snapshot is let go
-at once, and uvicorn closes the connection once what it had buffered is read (or the client
-goes). Before, a client that stopped reading held its reply's snapshot (up to the whole log
-budget) for as long as it kept the connection open.
+client that does not take a piece within SEND_TIMEOUT seconds has its reply ended (uvicorn says
+no more than that a piece went: a reader slower than a piece in that time goes too, where the
+socket keeps any reader that takes some bytes): its snapshot is let go at once, and uvicorn
+closes the connection once what it had buffered is read (or the client goes). Before, a client
+that stopped reading held its reply's snapshot (up to the whole log budget) for as long as it
+kept the connection open.
 """
 
 from __future__ import annotations
@@ -86,13 +88,13 @@ class EscapedJSONResponse(JSONResponse):
 
 
 class SlowReaderDropped(Exception):
-    """A client took no bytes of a streamed reply for its send timeout: raised mid-response, so
-    uvicorn closes the connection (after what it buffered; not counted as an HTTP problem)."""
+    """A client took no piece of a streamed reply within its send timeout: raised mid-response,
+    so uvicorn closes the connection (after what it buffered; not an HTTP problem)."""
 
 
 class BoundedStreamingResponse(StreamingResponse):
     """A streamed ``logs``/``events`` reply that lets go of evicted log blocks while a piece
-    waits to be sent, and ends a connection whose client took nothing for ``send_timeout``."""
+    waits to be sent, and ends one whose client takes no piece within ``send_timeout``."""
 
     def __init__(self, content: Iterator[bytes], state: ReplyState, send_timeout: float) -> None:
         super().__init__(content, media_type="application/json")
@@ -161,7 +163,7 @@ class Api:
 
     def __init__(self, console: Console, metrics_public: bool = False) -> None:
         self.console = console
-        self.send_timeout = SEND_TIMEOUT  # seconds a client may take no bytes of a reply
+        self.send_timeout = SEND_TIMEOUT  # seconds a client may take to take a piece of a reply
         self.registry = CollectorRegistry()
         self.http_metrics = HttpMetrics(self.registry)
         self.refusals = RefusalLog(console)
