@@ -36,7 +36,7 @@ from lacrimosa.tui.event_render import (
 from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import EventList, EventsView, parse_number
 from lacrimosa.tui.overview import OverviewView
-from lacrimosa.tui.virtual_list import NEW_ROWS_INTERVAL
+from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
 
 SIZE = (80, 24)
 
@@ -521,6 +521,25 @@ async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, ud
         # A key is not held back: `up` moves the cursor in the frame that follows.
         await pilot.press("up")
         assert the_list.cursor == 62 and "follow: off" in events_status(app)
+
+
+async def test_the_cursor_rows_style_follows_the_focus(console, udp_sender) -> None:
+    # The list computes its row styles once and keeps them until its styles change.
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        send_events(instance, udp_sender, b"one\n", b"two\n")
+        the_list = event_list(app)
+        await wait_for(pilot, lambda: len(the_list.rows) == 2, "two events listed")
+        await pilot.pause()
+        focused = the_list._styles()[1]
+        assert focused == the_list.get_component_rich_style(CURSOR_COMPONENT)
+        await pilot.press("g")  # the prompt takes the focus
+        await pilot.pause()
+        assert app.focused is not the_list
+        assert the_list._styles()[1] == the_list.get_component_rich_style(CURSOR_COMPONENT)
+        assert the_list._styles()[1] != focused
 
 
 async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:
