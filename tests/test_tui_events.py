@@ -117,6 +117,20 @@ def notifications(app: LacrimosaApp) -> list[str]:
     return [n.message for n in app._notifications]
 
 
+def record_layouts(app: LacrimosaApp) -> list[float]:
+    """A list the times of the screen's layouts from now on are appended to."""
+    layouts: list[float] = []
+    screen = app.screen
+    refresh_layout = screen._refresh_layout
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        layouts.append(time.monotonic())
+        return refresh_layout(*args, **kwargs)
+
+    screen._refresh_layout = recorded  # type: ignore[method-assign]
+    return layouts
+
+
 async def show_events(pilot: Pilot, app: LacrimosaApp, count: int) -> None:
     """Switch to the Events view and wait until it lists ``count`` events."""
     await pilot.press("3")
@@ -226,15 +240,7 @@ async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await pilot.pause(0.2)
-        screen = app.screen
-        layouts: list[float] = []
-        refresh_layout = screen._refresh_layout
-
-        def counted_layout(*args, **kwargs):  # type: ignore[no-untyped-def]
-            layouts.append(time.monotonic())
-            return refresh_layout(*args, **kwargs)
-
-        screen._refresh_layout = counted_layout  # type: ignore[method-assign]
+        layouts = record_layouts(app)
         for i in range(1, 9):  # a new count at each of several polls
             send_events(instance, udp_sender, b"tick")
             await wait_for(
@@ -495,14 +501,7 @@ async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, ud
             install(new_rows)
 
         the_list._install = timed_install  # type: ignore[method-assign]
-        layouts: list[float] = []
-        refresh_layout = app.screen._refresh_layout
-
-        def counted_layout(*args, **kwargs):  # type: ignore[no-untyped-def]
-            layouts.append(time.monotonic())
-            return refresh_layout(*args, **kwargs)
-
-        app.screen._refresh_layout = counted_layout  # type: ignore[method-assign]
+        layouts = record_layouts(app)
         # Events arrive at every 20 Hz poll for about a second.
         deadline = time.monotonic() + 1.0
         sent = 0
