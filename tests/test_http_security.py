@@ -4,11 +4,24 @@ checks the console holds. The README's "Limits, deadlines and trust" says what t
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import httpx
 from helpers import wait_until
-from http_helpers import MakeServed
+from http_helpers import MakeServed, Served
+from websockets.sync.client import connect
 
+from lacrimosa.api.http import HttpServer
+
+QUIET = """
+    [processes.quiet]
+    cmd = "sleep 300"
+"""
 # A line a backtracking regular expression engine takes 2^24 steps on with (a+)+$.
 BACKTRACKER = """
     [processes.bait]
@@ -36,3 +49,89 @@ def test_a_backtracking_regular_expression_cannot_freeze_the_console(served: Mak
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "query_syntax"
     assert "RE2" in refused.json()["error"]["message"]
+
+
+@contextmanager
+def deadlined_server(s: Served, **bounds: Any) -> Iterator[HttpServer]:
+    """A second server on the same console, with small bounds to drive past in a test."""
+    server = HttpServer(s.console, "127.0.0.1:0", **bounds)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _connect(server: HttpServer) -> socket.socket:
+    host, port = server.address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    return sock
+
+
+def _idle(seconds: float) -> None:
+    """Let ``seconds`` go by (a deadline is what is tested), bounded like every wait here."""
+    until = time.monotonic() + seconds
+    wait_until(lambda: time.monotonic() >= until, timeout=seconds + 1)
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes ``sock`` (sending ``trickle`` every 0.1 s meanwhile, as a
+    slowloris does); fails if it is still open after ``seconds``."""
+    started = time.monotonic()
+    sock.settimeout(0.1)
+    while time.monotonic() - started < seconds:
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            pass
+        try:
+            if trickle:
+                sock.sendall(trickle)
+        except OSError:  # reset: closed
+            return time.monotonic() - started
+    raise AssertionError(f"the connection was still open after {seconds}s")
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off_and_others_are_served(
+    served: MakeServed,
+) -> None:
+    """Slowloris: with uvicorn alone, a client sending a header line now and then (or a body a
+    byte at a time) kept its connection forever, and max_connections of them shut everyone out."""
+    s = served(QUIET)
+    with deadlined_server(s, max_connections=3, request_timeout=0.5) as server:
+        url = f"http://{server.address}"
+        slow = [_connect(server) for _ in range(3)]
+        for sock in slow[:2]:
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow[2].sendall(
+            b"POST /api/query HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + s.admin_key.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        with httpx.Client(base_url=url) as shut_out:
+            assert shut_out.get("/health").status_code == 503  # every connection is held
+        for sock, trickle in zip(slow, (b"X-A: b\r\n", b"X", b" "), strict=True):
+            assert _closed_within(sock, 3.0, trickle) < 2.0
+            sock.close()
+        assert server.stats()["slow_requests"] == 3
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {s.admin_key}"}) as c:
+            assert c.get("/health").status_code == 200
+            # The deadline is the request's, not the reply's: a route answering after it is served.
+            reply = c.get("/api/wait", params={"name": "quiet", "until": "exited", "timeout": "1s"})
+            assert reply.status_code == 200 and reply.json()["result"]["outcome"] == "timeout"
+        # Nor the idle connection's: one kept alive past it serves the next request.
+        kept = _connect(server)
+        for _ in range(2):
+            kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+            _idle(0.8)
+        kept.close()
+        # A WebSocket outlives the deadline (it is no longer an HTTP request).
+        ws_url = f"ws://{server.address}/api/stream"
+        with connect(ws_url, additional_headers={"Authorization": f"Bearer {s.admin_key}"}) as ws:
+            ws.recv(timeout=5)
+            _idle(0.8)
+            ws.send(json.dumps({"type": "ping"}))
+            while json.loads(ws.recv(timeout=5))["type"] != "pong":
+                pass
