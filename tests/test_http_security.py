@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from helpers import wait_until
 from http_helpers import MakeServed, Served
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from lacrimosa.api.http import HttpServer
@@ -135,3 +137,44 @@ def test_slow_headers_and_slow_bodies_are_cut_off_and_others_are_served(
             ws.send(json.dumps({"type": "ping"}))
             while json.loads(ws.recv(timeout=5))["type"] != "pong":
                 pass
+
+
+def test_dns_rebinding_and_pages_of_other_origins_are_refused(served: MakeServed) -> None:
+    """A page at http://rebound.example:PORT whose name now points at 127.0.0.1 sends its own
+    name as Host; a page anywhere sends its Origin, and may open a WebSocket with no preflight."""
+    s = served(QUIET)
+    port = s.url.rsplit(":", 1)[1]
+    admin = {"Authorization": f"Bearer {s.admin_key}"}
+    with httpx.Client(base_url=s.url) as c:
+        for host in ("rebound.example", f"rebound.example:{port}", "127.0.0.1.rebound.example"):
+            for path in ("/health", "/api/status"):
+                reply = c.get(path, headers={"Host": host, **admin})
+                assert reply.status_code == 421, (host, path, reply.text)
+                assert reply.json()["error"]["code"] == "misdirected"
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "127.0.0.2"):
+            assert c.get("/api/status", headers={"Host": host, **admin}).status_code == 200, host
+        evil = {"Origin": "http://evil.example", **admin}
+        reply = c.post("/api/processes/quiet/stop", headers=evil)
+        assert reply.status_code == 403 and "Origin" in reply.json()["error"]["message"]
+        assert s.console.process("quiet").state == "running"
+        # The API's own origin is no other origin.
+        assert c.get("/api/status", headers={"Origin": s.url, **admin}).status_code == 200
+    ws_url = s.url.replace("http://", "ws://") + "/api/stream"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url, additional_headers=admin, origin="http://evil.example", open_timeout=5)
+    assert refused.value.response.status_code == 403
+    with connect(ws_url, additional_headers=admin, open_timeout=5) as ws:  # no Origin: a tool
+        assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+    refusals = [r for r in s.console.audit.records(limit=50) if r["action"] == "http_refused"]
+    assert {r["args"]["status"] for r in refusals} == {421, 403}
+
+
+def test_a_forwarded_for_header_cannot_put_another_address_in_the_audit_log(
+    served: MakeServed,
+) -> None:
+    s = served(QUIET)
+    with httpx.Client(base_url=s.url) as c:
+        headers = {"X-Forwarded-For": "203.0.113.7", "Authorization": "Bearer lcm_x"}
+        assert c.get("/api/status", headers=headers).status_code == 401
+    (refused,) = [r for r in s.console.audit.records(limit=10) if r["action"] == "http_refused"]
+    assert refused["args"]["client"].startswith("127.0.0.1:")

@@ -84,7 +84,9 @@ AfterId = Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT, description="lines
 class Api:
     """The routes, bound to one console."""
 
-    def __init__(self, console: Console, metrics_public: bool = False) -> None:
+    def __init__(
+        self, console: Console, metrics_public: bool = False, loopback: bool = False
+    ) -> None:
         self.console = console
         self.registry = CollectorRegistry()
         self.http_metrics = HttpMetrics(self.registry)
@@ -111,6 +113,7 @@ class Api:
             self.http_metrics,
             self.refusals,
             metrics_public=metrics_public,
+            loopback=loopback,
         )
 
     def call(self, request: Request, op: str, **arguments: Any) -> JSONResponse:

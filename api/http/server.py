@@ -86,7 +86,11 @@ class HttpServer:
         self.bind = bind or DEFAULT_BIND
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self.api = Api(console, metrics_public=metrics_public)
+        try:
+            loopback = is_loopback(parse_address(self.bind)[0])
+        except ValueError:
+            loopback = False  # start() says what is wrong with the address
+        self.api = Api(console, metrics_public=metrics_public, loopback=loopback)
         self.first_key: Path | None = None  # where a first admin key was written, if it was
         self.address = ""  # "host:port" once bound (the port the kernel gave, for port 0)
         self._socket: socket.socket | None = None
@@ -131,6 +135,9 @@ class HttpServer:
             timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=STOP_TIMEOUT,
             server_header=False,
+            # X-Forwarded-For from a loopback client would otherwise be believed: any local
+            # process could write any client address into the audit log's refusals.
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="lacrimosa-http", daemon=True)
