@@ -178,3 +178,17 @@ def test_a_forwarded_for_header_cannot_put_another_address_in_the_audit_log(
         assert c.get("/api/status", headers=headers).status_code == 401
     (refused,) = [r for r in s.console.audit.records(limit=10) if r["action"] == "http_refused"]
     assert refused["args"]["client"].startswith("127.0.0.1:")
+
+
+def test_a_deeply_nested_stream_message_is_a_bad_message_not_a_failure(served: MakeServed) -> None:
+    s = served(QUIET)
+    url = s.url.replace("http://", "ws://") + "/api/stream"
+    with connect(url, additional_headers={"Authorization": f"Bearer {s.admin_key}"}) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+        ws.send("[" * 30000 + "]" * 30000)  # within the 64 KiB a message may have
+        reply = json.loads(ws.recv(timeout=5))
+        assert reply["type"] == "error" and "nest" in reply["message"]
+        ws.send(json.dumps({"type": "ping"}))  # and the stream goes on
+        assert json.loads(ws.recv(timeout=5))["type"] == "pong"
+    assert s.server.stats()["stream_bad_messages"] == 1
+    assert s.server.stats()["problems"] == 0

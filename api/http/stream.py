@@ -406,7 +406,10 @@ async def _receive(hub: StreamHub, websocket: WebSocket, subscriber: Subscriber)
     while True:
         text = await websocket.receive_text()
         try:
-            message = json.loads(text)
+            try:
+                message = json.loads(text)
+            except RecursionError:  # 64 KiB of "[": a 1011 and a logged failure, before
+                raise ValueError("a message may nest at most as deep as Python's stack") from None
             if not isinstance(message, dict):
                 raise ValueError("a message must be a JSON object")
             reply = await _answer(hub, subscriber, message)
