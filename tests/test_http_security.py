@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from lacrimosa.api.http import HttpServer
+from lacrimosa.engine.console import QUERIES_AT_ONCE
 
 QUIET = """
     [processes.quiet]
@@ -192,3 +194,40 @@ def test_a_deeply_nested_stream_message_is_a_bad_message_not_a_failure(served: M
         assert json.loads(ws.recv(timeout=5))["type"] == "pong"
     assert s.server.stats()["stream_bad_messages"] == 1
     assert s.server.stats()["problems"] == 0
+
+
+MANY_LINES = 200_000
+MANY = f"""
+    [processes.many]
+    cmd = "python3 -c 'import sys, time\\nsys.stdout.write((\\"a\\" * 30 + \\"\\\\n\\") * {MANY_LINES})\\ntime.sleep(300)'"
+"""
+
+
+def test_queries_past_the_bound_are_refused_busy_not_queued(served: MakeServed) -> None:
+    s = served(MANY)
+    wait_until(lambda: s.console.process("many").stdout_lines == MANY_LINES, timeout=30)
+    slow = "SELECT count(*) FROM many WHERE a.b = 1 OR line MATCHES 'b' OR line CONTAINS 'c'"
+    key = s.key("read")
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            answers.append(
+                c.post(
+                    "/api/query",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"query": slow, "deadline": 5},
+                )
+            )
+
+    askers = [threading.Thread(target=ask) for _ in range(QUERIES_AT_ONCE * 3)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(60)
+    codes = sorted(reply.status_code for reply in answers)
+    busy = [reply for reply in answers if reply.status_code == 503]
+    assert len(codes) == len(askers)
+    assert QUERIES_AT_ONCE <= len(busy) <= len(askers) - 1, codes
+    assert busy[0].json()["error"]["code"] == "busy"
+    assert s.client(key).post("/api/query", json={"query": slow}).status_code == 200  # freed
