@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from lacrimosa.api.http import HttpServer
+from lacrimosa.api.http.app import WAITS_AT_ONCE
 from lacrimosa.engine.console import QUERIES_AT_ONCE
 
 QUIET = """
@@ -231,3 +232,36 @@ def test_queries_past_the_bound_are_refused_busy_not_queued(served: MakeServed) 
     assert QUERIES_AT_ONCE <= len(busy) <= len(askers) - 1, codes
     assert busy[0].json()["error"]["code"] == "busy"
     assert s.client(key).post("/api/query", json={"query": slow}).status_code == 200  # freed
+
+
+def test_waits_past_the_bound_are_refused_and_other_routes_still_answer(
+    served: MakeServed,
+) -> None:
+    """Before: 40 waits of a read key (each may wait 24 h) held every thread routes run in, and
+    an admin's restart waited behind them."""
+    s = served(QUIET)
+    key = s.key("read")
+    answers: list[httpx.Response] = []
+
+    def wait() -> None:
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            params = {"name": "quiet", "until": "exited", "timeout": "3s"}
+            answers.append(
+                c.get("/api/wait", params=params, headers={"Authorization": f"Bearer {key}"})
+            )
+
+    waiters = [threading.Thread(target=wait) for _ in range(40)]
+    for waiter in waiters:
+        waiter.start()
+    admin = s.client(s.admin_key)
+    busy = lambda: [r for r in answers if r.status_code == 503]  # noqa: E731
+    wait_until(lambda: len(busy()) == 40 - WAITS_AT_ONCE, message="the waits past the bound")
+    assert busy()[0].json()["error"]["code"] == "busy"
+    started = time.monotonic()
+    assert admin.post("/api/processes/quiet/restart").status_code == 200
+    assert time.monotonic() - started < 2.5  # not behind the waits (they end at 3 s)
+    for waiter in waiters:
+        waiter.join(30)
+    assert sorted(r.status_code for r in answers) == [200] * WAITS_AT_ONCE + [503] * (
+        40 - WAITS_AT_ONCE
+    )

@@ -13,6 +13,7 @@ default), so a ``stop`` waiting for its process never holds the event loop.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp
 
 from ...engine.console import Console
 from ...engine.dsl.syntax import MAX_QUERY_CHARS
-from ...engine.errors import InvalidRequest, NoSuchProcess
+from ...engine.errors import Busy, InvalidRequest, NoSuchProcess
 from ...engine.keys import MAX_NAME
 from ..protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, dispatch, error_reply, replies
 from ..version import __version__
@@ -49,6 +50,10 @@ STATUS_BY_CODE = {
     "internal": 500,
     "timeout": 504,  # a query ran past its deadline
 }
+# /api/wait calls waiting at once; one more is refused busy (503). Routes share one thread pool
+# of 40 and a wait holds a thread for up to 24 h: 40 waits from a read key had every other
+# route (an admin's restart too) wait with them.
+WAITS_AT_ONCE = 16
 WHOLE_REPLY_BYTES = 256 << 10  # a logs/events reply up to this is sent whole, past it streamed
 MAX_QUERY_INT = 2**53  # integers in queries: larger ones are refused (400), not overflowed
 
@@ -94,6 +99,7 @@ class Api:
         self.registry.register(ConsoleCollector(console, lambda: self.refusals.refused))
         self.hub = StreamHub(console)
         self.subscriptions = Subscriptions(console)
+        self.waits = threading.BoundedSemaphore(WAITS_AT_ONCE)
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
@@ -246,7 +252,13 @@ class Api:
             except ValueError as exc:
                 return _answer(error_reply(InvalidRequest(f"timeout: {exc}")))
             arguments = {"names": name, "until": until, "state": state, "within": within}
-            return self.call(request, "wait", **_present(arguments))
+            if not self.waits.acquire(blocking=False):
+                busy = Busy(f"at most {WAITS_AT_ONCE} waits at once over HTTP: try again later")
+                return _answer(error_reply(busy))
+            try:
+                return self.call(request, "wait", **_present(arguments))
+            finally:
+                self.waits.release()
 
         @app.get("/api/audit")
         def audit(
