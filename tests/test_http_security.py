@@ -265,3 +265,14 @@ def test_waits_past_the_bound_are_refused_and_other_routes_still_answer(
     assert sorted(r.status_code for r in answers) == [200] * WAITS_AT_ONCE + [503] * (
         40 - WAITS_AT_ONCE
     )
+
+
+def test_two_authorization_headers_are_refused_whichever_comes_first(served: MakeServed) -> None:
+    """Before: the first counted, so a good key beside a bad one passed here, while a proxy in
+    front that checks the last would have seen the bad one."""
+    s = served(QUIET)
+    good, bad = ("Authorization", f"Bearer {s.admin_key}"), ("Authorization", "Bearer lcm_x")
+    with httpx.Client(base_url=s.url) as c:
+        assert c.get("/api/status", headers=[good]).status_code == 200
+        for headers in ([good, bad], [bad, good], [good, good]):
+            assert c.get("/api/status", headers=headers).status_code == 401

@@ -345,11 +345,13 @@ def actor_of(scope: Scope) -> Actor:
 
 
 def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            kind, _, key = value.decode("latin-1").strip().partition(" ")
-            return key.strip() if kind.lower() == "bearer" and key.strip() else None
-    return None
+    """The bearer key of a request; None without one, and with more than one Authorization
+    header: which one counts is ambiguous (a proxy in front may check the other)."""
+    found = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+    if len(found) != 1:
+        return None
+    kind, _, key = found[0].decode("latin-1").strip().partition(" ")
+    return key.strip() if kind.lower() == "bearer" and key.strip() else None
 
 
 async def _refuse(
