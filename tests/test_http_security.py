@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from lacrimosa.api.http import HttpServer
-from lacrimosa.api.http.app import WAITS_AT_ONCE
+from lacrimosa.api.http.app import WAITS_AT_ONCE, WHERE_WINDOWS_AT_ONCE
 from lacrimosa.engine.console import QUERIES_AT_ONCE
 
 QUIET = """
@@ -276,3 +276,30 @@ def test_two_authorization_headers_are_refused_whichever_comes_first(served: Mak
         assert c.get("/api/status", headers=[good]).status_code == 200
         for headers in ([good, bad], [bad, good], [good, good]):
             assert c.get("/api/status", headers=headers).status_code == 401
+
+
+def test_log_windows_with_a_where_past_the_bound_are_refused_busy(served: MakeServed) -> None:
+    """A where's first window scans the whole store with no deadline (seconds for a full one):
+    many at once held the routes' thread pool, as waits did."""
+    s = served(MANY)
+    wait_until(lambda: s.console.process("many").stdout_lines == MANY_LINES, timeout=30)
+    key = s.key("read")
+    answers: list[httpx.Response] = []
+
+    def window(i: int) -> None:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            params = {"where": f"a.b = {i} OR line CONTAINS 'c'", "tail": 10}
+            answers.append(
+                c.get("/api/log_window", params=params, headers={"Authorization": f"Bearer {key}"})
+            )
+
+    askers = [threading.Thread(target=window, args=(i,)) for i in range(WHERE_WINDOWS_AT_ONCE * 3)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(60)
+    busy = [reply for reply in answers if reply.status_code == 503]
+    assert len(answers) == len(askers)
+    assert WHERE_WINDOWS_AT_ONCE <= len(busy) < len(askers)
+    assert busy[0].json()["error"]["code"] == "busy"
+    assert s.server.stats()["busy"] == len(busy)

@@ -176,6 +176,7 @@ class HttpServer:
             "connections": len(server.server_state.connections) if server else 0,
             "refused": self.api.refusals.refused,
             "slow_requests": self.slow_requests.value,
+            "busy": self.api.waits.refused + self.api.where_windows.refused,
             "stream_subscribers": len(self.api.hub.subscribers),
             "stream_bad_messages": self.api.hub.bad_messages,
             "problems": self._problems.count,
