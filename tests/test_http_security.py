@@ -8,8 +8,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,8 @@ from websockets.sync.client import connect
 
 from lacrimosa.api.http import HttpServer
 from lacrimosa.api.http.app import WAITS_AT_ONCE, WHERE_WINDOWS_AT_ONCE
-from lacrimosa.engine.console import QUERIES_AT_ONCE
+from lacrimosa.engine.console import QUERIES_AT_ONCE, Console
+from lacrimosa.engine.errors import LacrimosaError
 
 QUIET = """
     [processes.quiet]
@@ -303,3 +305,31 @@ def test_log_windows_with_a_where_past_the_bound_are_refused_busy(served: MakeSe
     assert WHERE_WINDOWS_AT_ONCE <= len(busy) < len(askers)
     assert busy[0].json()["error"]["code"] == "busy"
     assert s.server.stats()["busy"] == len(busy)
+
+
+@pytest.mark.parametrize("planted", ["keys.json", "http-admin.key", "audit.log"])
+def test_a_symlink_planted_in_the_state_folder_is_never_followed(
+    console: Callable[..., Console], tmp_path: Path, planted: str
+) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    target.chmod(0o600)
+    home = tmp_path / ".lacrimosa"
+    home.mkdir(mode=0o700)
+    (home / planted).symlink_to(target)
+    instance = console(QUIET)
+    server = HttpServer(instance, "127.0.0.1:0")
+    try:
+        server.start()
+    except LacrimosaError as exc:
+        assert planted == "keys.json" and "cannot open" in exc.message
+    else:
+        with httpx.Client(base_url=f"http://{server.address}") as c:
+            assert (
+                c.get("/api/status", headers={"Authorization": "Bearer lcm_x"}).status_code == 401
+            )
+    finally:
+        server.close()
+    assert target.read_text() == "precious\n"
+    if planted == "http-admin.key":  # replaced by the key, the link itself (not its target)
+        assert not (home / planted).is_symlink()
