@@ -261,6 +261,8 @@ class AuthMiddleware:
             return 503, "unavailable", f"API keys cannot be checked: {exc.message}"
         if record is None:
             why = "an unknown or revoked API key" if key else "no API key"
+            if _header_count(scope, b"authorization") > 1:
+                why = "more than one Authorization header"
             self._refused(Actor("http"), 401, method, scope)
             return (
                 401,
@@ -352,6 +354,10 @@ def _bearer(scope: Scope) -> str | None:
         return None
     kind, _, key = found[0].decode("latin-1").strip().partition(" ")
     return key.strip() if kind.lower() == "bearer" and key.strip() else None
+
+
+def _header_count(scope: Scope, wanted: bytes) -> int:
+    return sum(1 for name, _ in scope.get("headers", ()) if name == wanted)
 
 
 async def _refuse(
