@@ -31,6 +31,7 @@ wrong and what was expected there; nothing else is raised, whatever the text (a 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -82,7 +83,8 @@ class Text:
     field: str
     op: str
     value: str
-    pattern: Callable[[str], object] | None = field(default=None, compare=False)
+    # compare=False: two parses of one query are equal, though each compiles its own matcher.
+    pattern: Callable[[str], object] | None = dataclasses.field(default=None, compare=False)
     position: int = 0
 
 
