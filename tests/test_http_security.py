@@ -204,7 +204,7 @@ def test_a_deeply_nested_stream_message_is_a_bad_message_not_a_failure(served: M
     assert s.server.stats()["problems"] == 0
 
 
-MANY_LINES = 200_000
+MANY_LINES = 100_000
 MANY = f"""
     [processes.many]
     cmd = "python3 -c 'import sys, time\\nsys.stdout.write((\\"a\\" * 30 + \\"\\\\n\\") * {MANY_LINES})\\ntime.sleep(300)'"
