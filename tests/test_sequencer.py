@@ -453,10 +453,22 @@ def test_an_ingest_that_keeps_failing_is_an_error_in_status_ps_and_on_stderr(
     assert any("sequencer stopped" in w for w in ps["warnings"])
     text = cli_module._status_text(status)
     assert "sequencer FAILED: " in text
-    err = capfd.readouterr().err
-    assert "lacrimosa: sequencer ingest failed: OverflowError" in err
-    assert err.count("a batch of datagrams was lost") == 1  # the same error is said once
-    assert "events are no longer received" in err
+    # Said on stderr by the ingest process and the console, each in its own time: read until
+    # both lines are there (under load the last one came after the status above).
+    said = [""]
+
+    def stderr_says_all() -> bool:
+        said[0] += capfd.readouterr().err
+        return all(
+            line in said[0]
+            for line in (
+                "lacrimosa: sequencer ingest failed: OverflowError",
+                "events are no longer received",
+            )
+        )
+
+    wait_until(stderr_says_all, message="the failure said on stderr")
+    assert said[0].count("a batch of datagrams was lost") == 1  # the same error is said once
 
 
 def test_a_filtered_events_reply_finds_the_newest_matches_a_chunk_at_a_time(
