@@ -6,7 +6,11 @@ Two threads, a pipeline over a few staging buffers (one receiver each, on the sa
   datagrams, one ``recvmmsg`` call) into a free buffer, then hands the buffer on;
 * the **ingest** thread, the journal's only writer, handles each batch with whole-array numpy
   operations: classify (framed, text, malformed), parse the frame headers, verify checksums,
-  stamp lamport timestamps, append to the journal; then gives the buffer back.
+  stamp lamport timestamps, append to the journal; then gives the buffer back. A batch whose
+  datagrams are all frames of one size with good checksums (what a busy sender sends) takes a
+  shorter path to the same slots: a few whole-batch checks, node/stream/flags copied as one
+  64-bit word per event, the records written with one copy (about a third of the per-batch
+  array operations; see ``_ingest_fixed_size_frames``).
 
 The kernel's share of receiving (about half the time per datagram) runs without the GIL, so on
 two cores it overlaps with the ingest thread's Python work: measured here, this drains about 1.5x
