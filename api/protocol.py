@@ -49,6 +49,7 @@ from ..engine.errors import (
 )
 from ..engine.events.frames import Event, matching
 from ..engine.events.journal import Journal
+from ..engine.fastjson import escape_controls_utf8
 from ..engine.logs.query import LogQuery, LogView
 from ..engine.logs.store import (
     STDERR,
@@ -623,7 +624,9 @@ def _frame(process: str | None, pieces: list[bytes]) -> bytes:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """``value`` as ``encode`` writes it (without the newline): a piece of a reply line."""
+    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return escape_controls_utf8(data)
 
 
 def _iterate(view: LogView, start: int, stop: int) -> Iterator[LogLine]:

@@ -52,7 +52,12 @@ base64 (RFC 4648, padded). A client decodes ``b64decode(line["b64"])`` if presen
 ``line["text"].encode()``. ``continued`` says the child wrote no newline after this piece (or the
 store split a long line): the bytes go on in the next piece of the same process and stream.
 
-An event's payload is always lossless: ``"text"`` when it is UTF-8 without C0 controls, else
+Every reply line escapes every control character as ``\\uXXXX`` (C0, DEL, C1, U+2028/U+2029;
+see ``encode``), so a reply printed as it is cannot drive a terminal; it decodes to the same
+text. (The payload of a ``text`` frame, below, is the child's bytes as written: not JSON.)
+
+An event's payload is always lossless: ``"text"`` when it is UTF-8 without the C0 controls text
+does not carry (engine/events/frames.py: tab, newline, BEL and ESC are text), else
 ``"hex"``. Long ``logs`` and ``events`` replies are streamed in pieces (the bytes are the same);
 an ``events`` reply whose events were overwritten while it was being sent leaves them out and
 says how many in ``"lapped"`` (as follow batches do).
@@ -73,7 +78,7 @@ import: see engine/fastjson.py).
 
 from __future__ import annotations
 
-from ..engine.fastjson import dumps
+from ..engine.fastjson import dumps, escape_controls
 from ..engine.humanize import parse_duration
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -107,7 +112,9 @@ OPS = (
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return dumps(message, compact=True).encode() + b"\n"
+    """``message`` as its line: compact JSON with every control character escaped (a reply
+    may be printed as it is, ``curl`` to a terminal, say), and a newline."""
+    return escape_controls(dumps(message, compact=True)).encode() + b"\n"
 
 
 def ok(result: Any) -> dict[str, Any]:

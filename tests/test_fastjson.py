@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lacrimosa.engine import fastjson
@@ -59,6 +59,19 @@ def test_dumps_is_json_dumps(value: Any) -> None:
 def test_json_text_is_what_it_was(value: Any) -> None:
     assert json_text(value) == _old_json_text(value)
     assert json_text(value, indent=2) == _old_json_text(value, indent=2)
+
+
+@given(_json_data)
+@example("line\u2028separator")  # each of the three lead bytes the quick check looks for
+@example("paragraph\u2029")
+@example("c1 \x9b")
+@example("del \x7f")
+def test_escaping_utf8_bytes_is_escaping_the_text(value: Any) -> None:
+    text = _old_json_text(value)  # its lone surrogates escaped: the rest is valid UTF-8
+    raw = json.dumps(value, ensure_ascii=False)
+    unescaped = re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", raw)
+    assert fastjson.escape_controls_utf8(unescaped.encode()) == text.encode()
+    assert fastjson.escape_controls(raw) == text
 
 
 @given(_json_data, st.sampled_from(["", " ", "\n", " \t\r\n"]))

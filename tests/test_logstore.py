@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from logmodel import GEOMETRY, MAX_LINE, Harness, line_key, op_lists, snapshot_lines
@@ -444,3 +445,32 @@ def test_geometry_patch_is_undone() -> None:
     # The harness shrinks blocks for the property tests; nothing of that may leak.
     assert logstore.BLOCK_BYTES == BLOCK_BYTES == 1 << 20
     assert logstore.time.time() > 0 and logstore.time.__name__ == "time"
+
+
+# -- spare blocks --------------------------------------------------------------------------------
+
+
+def test_a_writer_that_fills_blocks_gets_spares_made_ahead_and_a_quiet_one_none() -> None:
+    store = LogStore(budget_bytes=64 << 20)
+    store.append("quiet", STDOUT, b"one line\n")
+    assert store._spare is None and not store._spare_coming  # a first block: no spare asked for
+
+    line = b"x" * 99 + b"\n"
+    chunk = line * ((1 << 20) // len(line))  # just under a block's bytes
+    store.append("fast", STDOUT, chunk)
+    store.append("fast", STDOUT, chunk)  # does not fit: the first block is full, a spare asked for
+    spare = wait_until(lambda: store._spare, message="a spare block mapping")
+    store.append("fast", STDOUT, chunk)  # fills the second block: the third is the spare
+    active = store._logs["fast"]._active
+    assert active is not None and active._map is spare
+    assert contents(store, "fast") == [line[:-1]] * (3 * len(chunk) // len(line))
+    assert contents(store, "quiet") == [b"one line"]
+    wait_until(lambda: store._spare is not None and store._spare is not spare)  # and the next
+
+
+def test_a_spare_made_for_another_geometry_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LogStore(budget_bytes=64 << 20)
+    store._spare = logstore._SPARES.make(lines=1000)
+    monkeypatch.setattr(logstore, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(logstore, "BLOCK_LINES", 1 << 10)
+    assert store._take_spare() is None

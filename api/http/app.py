@@ -9,10 +9,21 @@ is generated from them, and schemathesis fuzzes the API from it in the tests.
 
 Routes are plain functions: FastAPI runs them in its thread pool (at most 40 at once, anyio's
 default), so a ``stop`` waiting for its process never holds the event loop.
+
+A streamed reply is bounded as on the socket (api/server.py): while a piece waits for the client
+to take it, the reply lets go of log blocks the store evicted (every SEND_SLICE seconds), and a
+client that does not take a piece within SEND_TIMEOUT seconds has its reply ended (uvicorn says
+no more than that a piece went: a reader slower than a piece in that time goes too, where the
+socket keeps any reader that takes some bytes): its snapshot is let go at once, and uvicorn
+closes the connection once what it had buffered is read (or the client goes). Before, a client
+that stopped reading held its reply's snapshot (up to the whole log budget) for as long as it
+kept the connection open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -21,14 +32,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Send
 
 from ...engine.console import Console
 from ...engine.dsl.syntax import MAX_QUERY_CHARS
 from ...engine.errors import InvalidRequest, NoSuchProcess
+from ...engine.fastjson import escape_controls
 from ...engine.keys import MAX_NAME
-from ..protocol import MAX_QUERY_TIMEOUT, MAX_WINDOW_LINES, dispatch, error_reply, replies
+from ..protocol import (
+    MAX_QUERY_TIMEOUT,
+    MAX_WINDOW_LINES,
+    ReplyState,
+    dispatch,
+    error_reply,
+    replies,
+)
+from ..server import SEND_SLICE, SEND_TIMEOUT
 from ..version import __version__
 from ..wire import encode, error, parse_duration
 from .auth import AuthMiddleware, HttpMetrics, RefusalLog, actor_of, check_route_table
@@ -57,8 +78,64 @@ def status_for(reply: dict[str, Any]) -> int:
     return 200 if reply["ok"] else STATUS_BY_CODE.get(reply["error"]["code"], 500)
 
 
+class EscapedJSONResponse(JSONResponse):
+    """JSON with every control character escaped, as the socket protocol writes it: a reply
+    read with ``curl`` on a terminal carries no child's C1 control (CSI, OSC) raw."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return escape_controls(text).encode()
+
+
+class SlowReaderDropped(Exception):
+    """A client took no piece of a streamed reply within its send timeout: raised mid-response,
+    so uvicorn closes the connection (after what it buffered; not an HTTP problem)."""
+
+
+class BoundedStreamingResponse(StreamingResponse):
+    """A streamed ``logs``/``events`` reply that lets go of evicted log blocks while a piece
+    waits to be sent, and ends one whose client takes no piece within ``send_timeout``."""
+
+    def __init__(self, content: Iterator[bytes], state: ReplyState, send_timeout: float) -> None:
+        super().__init__(content, media_type="application/json")
+        self.content = content
+        self.state = state
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await self._send_piece(send, chunk)
+        except SlowReaderDropped:
+            # Its snapshot goes now, not when the collector finds the exception's frames.
+            close = getattr(self.content, "close", None)
+            if close is not None:
+                await run_in_threadpool(close)
+            self.state.readers.clear()
+            raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_piece(self, send: Send, chunk: str | bytes | memoryview[int]) -> None:
+        piece = {"type": "http.response.body", "body": chunk, "more_body": True}
+        sending = asyncio.ensure_future(send(piece))
+        stalled = 0.0
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=SEND_SLICE)
+            if done:
+                sending.result()
+                return
+            stalled += SEND_SLICE
+            if stalled >= self.send_timeout:
+                sending.cancel()
+                raise SlowReaderDropped(f"took no bytes for {self.send_timeout:g}s")
+            # The body's generator is suspended between pieces: its readers may be changed.
+            await run_in_threadpool(self.state.let_go)
+
+
 def _answer(reply: dict[str, Any], status: int | None = None) -> JSONResponse:
-    return JSONResponse(reply, status_code=status or status_for(reply))
+    return EscapedJSONResponse(reply, status_code=status or status_for(reply))
 
 
 class KeyRequest(BaseModel):
@@ -86,6 +163,7 @@ class Api:
 
     def __init__(self, console: Console, metrics_public: bool = False) -> None:
         self.console = console
+        self.send_timeout = SEND_TIMEOUT  # seconds a client may take to take a piece of a reply
         self.registry = CollectorRegistry()
         self.http_metrics = HttpMetrics(self.registry)
         self.refusals = RefusalLog(console)
@@ -95,6 +173,7 @@ class Api:
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
+            default_response_class=EscapedJSONResponse,
             docs_url=None,  # no pages pulling scripts from elsewhere; the document is enough
             redoc_url=None,
             description="The console's control protocol over HTTP. Every route but /health "
@@ -121,7 +200,8 @@ class Api:
         million-line reply never sits whole in memory); an error found before the first piece
         gets its status code."""
         wanted = {"op": op, **{k: v for k, v in arguments.items() if v is not None}}
-        pieces = replies(self.console, wanted, lambda: True, actor=actor_of(request.scope))
+        state = ReplyState()
+        pieces = replies(self.console, wanted, lambda: True, state, actor_of(request.scope))
         first = next(pieces)
         if isinstance(first, dict):
             pieces.close()
@@ -146,7 +226,7 @@ class Api:
             finally:
                 pieces.close()
 
-        return StreamingResponse(body(), media_type="application/json")
+        return BoundedStreamingResponse(body(), state, self.send_timeout)
 
     def _routes(self, app: FastAPI) -> None:
         console = self.console
@@ -400,9 +480,9 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
         for problem in exc.errors()[:5]
     )
-    return JSONResponse(error("invalid_request", problems), status_code=422)
+    return EscapedJSONResponse(error("invalid_request", problems), status_code=422)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-    return JSONResponse(error(code, str(exc.detail)), status_code=exc.status_code)
+    return EscapedJSONResponse(error(code, str(exc.detail)), status_code=exc.status_code)

@@ -33,7 +33,7 @@ from ...engine.audit import Actor
 from ...engine.config import parse_address
 from ...engine.console import Console
 from ...engine.errors import ConsoleError
-from .app import Api
+from .app import Api, SlowReaderDropped
 
 DEFAULT_BIND = "127.0.0.1:3000"
 FIRST_KEY_NAME = "http-admin.key"  # in the state folder, written once
@@ -64,6 +64,8 @@ class _Problems(logging.Handler):
         self.last: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and isinstance(record.exc_info[1], SlowReaderDropped):
+            return  # a client that stopped reading, dropped on purpose: not a problem
         self.count += 1
         self.last = record.getMessage()[:500]
 
