@@ -107,6 +107,8 @@ class Phase:
     keys: dict[str, list[float]] = field(default_factory=dict)
     to_handler: list[float] = field(default_factory=list)  # key posted -> its action began
     renders: list[float] = field(default_factory=list)  # time to compose each frame
+    render_cpu: list[float] = field(default_factory=list)  # the UI thread's CPU for each
+    poll_cpu: list[float] = field(default_factory=list)  # the UI thread's CPU in each poll
     missed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     accepted: int = 0
@@ -135,13 +137,14 @@ class Probe:
         poll = app._poll
 
         def timed_poll() -> None:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 poll()
             finally:
                 if self.phase is not None:
                     self.phase.poll_starts.append(t0)
                     self.phase.poll_seconds.append(time.perf_counter() - t0)
+                    self.phase.poll_cpu.append(time.thread_time() - cpu0)
 
         app._poll = timed_poll
 
@@ -175,12 +178,13 @@ class Probe:
         refresh = screen._compositor_refresh
 
         def timed_refresh() -> None:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 refresh()
             finally:
                 if self.phase is not None:
                     self.phase.renders.append(time.perf_counter() - t0)
+                    self.phase.render_cpu.append(time.thread_time() - cpu0)
 
         screen._compositor_refresh = timed_refresh
 
@@ -456,6 +460,10 @@ def run(quick: bool) -> list[Row]:
             f"({len(phase.list_frames) / phase.seconds:.1f}/s repainting the event list), "
             f"composing one took median {fmt_ms(median(phase.renders))}, "
             f"p95 {fmt_ms(percentile(phase.renders, 95))}, max {fmt_ms(max(phase.renders))}"
+            f"; the UI thread's CPU (not waiting for a core) per poll median "
+            f"{fmt_ms(median(phase.poll_cpu))}, total {fmt_ms(sum(phase.poll_cpu))}; per frame "
+            f"median {fmt_ms(median(phase.render_cpu))}, p95 "
+            f"{fmt_ms(percentile(phase.render_cpu, 95))}, total {fmt_ms(sum(phase.render_cpu))}"
         )
 
     def cpu(phase: Phase) -> str:
@@ -492,6 +500,9 @@ def run(quick: bool) -> list[Row]:
                 "poll_seconds": busy.poll_seconds,
                 "renders": busy.renders,
                 "reference_renders": idle.renders,
+                "poll_cpu": busy.poll_cpu,
+                "render_cpu": busy.render_cpu,
+                "reference_render_cpu": idle.render_cpu,
             },
         ),
         Row(

@@ -64,7 +64,10 @@ class ApiKey:
 
 
 def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_NO_DIGEST = "-" * 64  # compared with when no key has the id: no hex digest equals it
 
 
 def check_scope(scope: Any) -> str:
@@ -192,11 +195,13 @@ class KeyStore:
         if not key.startswith(KEY_PREFIX):
             return None
         key_id = key[len(KEY_PREFIX) : len(KEY_PREFIX) + 8]
+        digest = _digest(key)  # for unknown ids too: the time taken does not say which exist
         with self._lock:
             keys = self._loaded()
             record = keys.get(key_id)
-            if record is None or not hmac.compare_digest(_digest(key), record.digest):
+            if not hmac.compare_digest(digest, record.digest if record else _NO_DIGEST):
                 return None
+            assert record is not None  # _NO_DIGEST matches no key's digest
             record = dataclasses.replace(record, last_used=round(time.time(), 3))
             keys[key_id] = record
             self._dirty = True

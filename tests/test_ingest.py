@@ -8,13 +8,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from helpers import pid_alive, send_events, wait_until
 from test_cli import start_console
 from test_sequencer import SEQUENCED
 
+from lacrimosa.api import protocol
 from lacrimosa.api.protocol import follow
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.processes.guardian import CONSOLE_TAG
@@ -123,6 +125,72 @@ def test_followers_at_one_position_share_each_batch(
     assert got[0] is got[1] is got[2]  # read and encoded once, for all three
     for stream in streams:
         stream.close()  # type: ignore[attr-defined]
+
+
+def test_follow_batches_are_cut_at_multiples_of_the_batch_size_and_shared_behind_the_head(
+    console: Callable[..., Console], udp_sender: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "FOLLOW_BATCH_EVENTS", 4)
+    instance = console(SEQUENCED)
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    deadline = time.monotonic() + 10
+
+    def follower() -> Iterator[bytes]:
+        stream = follow(
+            instance,
+            {"op": "events", "follow": True, "lines": 0},
+            lambda: time.monotonic() < deadline,
+        )
+        next(stream)  # the first reply: it starts after the newest event
+        return stream  # type: ignore[return-value]
+
+    send_events(instance, udp_sender, *(b"early %d" % i for i in range(3)))
+    wait_until(lambda: sequencer.journal.head == 3)
+    at_3 = follower()
+    send_events(instance, udp_sender, *(b"e %d" % i for i in range(2)))
+    wait_until(lambda: sequencer.journal.head == 5)
+    at_5 = follower()
+    send_events(instance, udp_sender, *(b"late %d" % i for i in range(8)))
+    wait_until(lambda: sequencer.journal.head == 13)
+
+    def batches(stream: Iterator[bytes], count: int) -> list[tuple[list[int], bytes]]:
+        out = []
+        for _ in range(count):
+            line = next(stream)
+            out.append(([e["seq"] for e in json.loads(line)["result"]["events"]], line))
+        return out
+
+    from_3 = batches(at_3, 4)
+    from_5 = batches(at_5, 3)
+    assert [seqs for seqs, _ in from_3] == [[3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
+    assert [seqs for seqs, _ in from_5] == [[5, 6, 7], [8, 9, 10, 11], [12]]
+    # Once on the grid, the two read the same batches, made and encoded once.
+    assert from_3[2][1] is from_5[1][1] and from_3[3][1] is from_5[2][1]
+    for stream in (at_3, at_5):
+        stream.close()  # type: ignore[attr-defined]
+
+
+def test_a_lapped_follower_is_told_once_and_goes_on_from_the_oldest_held_event(
+    console: Callable[..., Console], udp_sender: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "FOLLOW_BATCH_EVENTS", 4)
+    instance = console(SEQUENCED.replace("capacity = 4096", "capacity = 64"))
+    sequencer = instance.sequencer
+    assert sequencer is not None
+    deadline = time.monotonic() + 10
+    stream = follow(
+        instance, {"op": "events", "follow": True, "lines": 0}, lambda: time.monotonic() < deadline
+    )
+    next(stream)  # the first reply: the follow starts at seq 0
+    for start in range(0, 100, 20):  # bursts a small receive buffer takes whole
+        send_events(instance, udp_sender, *(b"e %d" % i for i in range(start, start + 20)))
+    wait_until(lambda: sequencer.journal.bounds() == (36, 100))
+    replies = [next(stream) for _ in range(2)]
+    lapped, first = (r if isinstance(r, dict) else json.loads(r) for r in replies)
+    assert lapped["result"] == {"events": [], "next_seq": 36, "lapped": 36}
+    assert [e["seq"] for e in first["result"]["events"]] == [36, 37, 38, 39]
+    stream.close()
 
 
 def test_nothing_survives_kill_9_of_a_console_with_an_ingest_process(tmp_path: Path) -> None:

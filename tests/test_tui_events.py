@@ -8,6 +8,7 @@ so the time column) vary from run to run, so these are assertions on text, not S
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import zlib
@@ -35,6 +36,7 @@ from lacrimosa.tui.event_render import (
 from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import EventList, EventsView, parse_number
 from lacrimosa.tui.overview import OverviewView
+from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
 
 SIZE = (80, 24)
 
@@ -113,6 +115,20 @@ def footer_keys(app: LacrimosaApp) -> list[str]:
 
 def notifications(app: LacrimosaApp) -> list[str]:
     return [n.message for n in app._notifications]
+
+
+def record_layouts(app: LacrimosaApp) -> list[float]:
+    """A list the times of the screen's layouts from now on are appended to."""
+    layouts: list[float] = []
+    screen = app.screen
+    refresh_layout = screen._refresh_layout
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        layouts.append(time.monotonic())
+        return refresh_layout(*args, **kwargs)
+
+    screen._refresh_layout = recorded  # type: ignore[method-assign]
+    return layouts
 
 
 async def show_events(pilot: Pilot, app: LacrimosaApp, count: int) -> None:
@@ -214,6 +230,25 @@ async def test_overview_shows_counts_rates_utilisation_and_drops(console, udp_se
         sparkline = app.query_one("#overview-sparkline")
         await wait_for(pilot, lambda: sum(sparkline.data) == 3, "the burst in the sparkline")
         assert len(sparkline.data) == 120
+
+
+async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
+    console, udp_sender
+) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        layouts = record_layouts(app)
+        for i in range(1, 9):  # a new count at each of several polls
+            send_events(instance, udp_sender, b"tick")
+            await wait_for(
+                pilot, lambda i=i: f"{i} accepted of {i} received" in overview_text(app), "count"
+            )
+        await pilot.pause()
+        # The counters are redrawn in place: no part of the Overview changed its height.
+        assert len(layouts) <= 1, layouts
 
 
 async def test_overview_and_events_say_how_to_enable_the_sequencer(console) -> None:
@@ -446,6 +481,64 @@ async def test_a_lapped_reader_moves_to_the_oldest_held_event(console, udp_sende
         assert any("76 events were overwritten" in m for m in notifications(app))
         await pilot.press("down")
         assert "lapped" not in events_status(app)
+
+
+async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, udp_sender) -> None:
+    instance = console(SMALL_JOURNAL)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        the_list = event_list(app)
+        # The ring full, as in a long flood: new events replace old ones, the list's length stays.
+        send_texts(instance, udp_sender, [f"before {i}" for i in range(64)])
+        await wait_for(pilot, lambda: payloads(app)[-1:] == ["before 63"], "a full ring listed")
+        await pilot.pause(0.2)
+        installed: list[float] = []
+        install = the_list._install
+
+        def timed_install(new_rows):  # type: ignore[no-untyped-def]
+            installed.append(time.monotonic())
+            install(new_rows)
+
+        the_list._install = timed_install  # type: ignore[method-assign]
+        layouts = record_layouts(app)
+        # Events arrive at every 20 Hz poll for about a second.
+        deadline = time.monotonic() + 1.0
+        sent = 0
+        while time.monotonic() < deadline:
+            send_texts(instance, udp_sender, [f"flood {sent}"])
+            sent += 1
+            await pilot.pause(0.02)
+        newest = f"flood {sent - 1}"
+        await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+        await pilot.pause()
+        gaps = [b - a for a, b in itertools.pairwise(installed)]
+        assert len(installed) >= 3, installed  # it did refresh during the flood...
+        assert min(gaps) >= NEW_ROWS_INTERVAL * 0.9, gaps  # ...but not at every poll
+        # Rows, status line and header are redrawn in place: no layout of the screen.
+        assert len(layouts) <= 1, layouts
+        # A key is not held back: `up` moves the cursor in the frame that follows.
+        await pilot.press("up")
+        assert the_list.cursor == 62 and "follow: off" in events_status(app)
+
+
+async def test_the_cursor_rows_style_follows_the_focus(console, udp_sender) -> None:
+    # The list computes its row styles once and keeps them until its styles change.
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        send_events(instance, udp_sender, b"one\n", b"two\n")
+        the_list = event_list(app)
+        await wait_for(pilot, lambda: len(the_list.rows) == 2, "two events listed")
+        await pilot.pause()
+        focused = the_list._styles()[1]
+        assert focused == the_list.get_component_rich_style(CURSOR_COMPONENT)
+        await pilot.press("g")  # the prompt takes the focus
+        await pilot.pause()
+        assert app.focused is not the_list
+        assert the_list._styles()[1] == the_list.get_component_rich_style(CURSOR_COMPONENT)
+        assert the_list._styles()[1] != focused
 
 
 async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:

@@ -87,15 +87,28 @@ async def test_key_5_runs_a_query_shows_its_table_and_keeps_its_history(console)
         assert again.query_one(QueryView).input.value == "SELECT * FROM api WHERE status >"
 
 
+MANY_LINES = 400_000
+MANY = f"""
+    [processes.many]
+    cmd = "{PY} -u -c 'import sys, time\\nsys.stdout.write((\\"a\\" * 30 + \\"\\\\n\\") * {MANY_LINES})\\ntime.sleep(60)'"
+    stop_timeout = 2
+"""
+
+
 async def test_escape_cancels_a_running_query_and_the_ui_stays_responsive(console) -> None:
-    instance: Console = console(PROCESSES)
+    instance: Console = console(PROCESSES + MANY)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: lines_written(instance), "the lines written")
+        many = lambda: next(p for p in instance.processes() if p.name == "many")  # noqa: E731
+        await wait_for(pilot, lambda: many().stdout_lines == MANY_LINES, "the lines written")
         await pilot.press("5")
         view = app.query_one(QueryView)
-        # A regular expression that backtracks for a while on each of slow's lines: real work.
-        slow = "SELECT count(*) FROM slow WHERE line MATCHES '^(a|aa)+$b'"
+        # Real work: four conditions over many lines, about 3 s (a backtracking MATCHES made it
+        # slow before, but MATCHES runs in linear time since it is RE2's).
+        slow = (
+            "SELECT count(*) FROM many WHERE a.b = 1 OR line MATCHES 'b' OR line CONTAINS 'c' "
+            "OR line STARTSWITH 'd'"
+        )
         view.input.value = slow
         await pilot.press("enter")
         await wait_for(pilot, lambda: view.running, "the query running")

@@ -55,15 +55,13 @@ from .overview import OverviewView
 from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
 from .process_table import ALL_ROW, ProcessTable
 from .query_view import QueryView
+from .virtual_list import NEW_ROWS_INTERVAL
 
 POLL_INTERVAL = 1 / 20  # how often console.version is checked
 # Uptimes and rates move even when nothing else changes; the engine samples rates once a
 # second, and each row rewritten costs a few hundred bytes on the terminal.
 TABLE_REFRESH_INTERVAL = 1.0
-# New lines are shown at most this often: a followed pane scrolls, and every row scrolled is
-# written to the terminal again (4-5 KB a frame at 80x24), so the poll's 20 Hz would double the
-# bytes sent for no line the eye can follow.
-LOG_RELOAD_INTERVAL = 0.1
+LOG_RELOAD_INTERVAL = NEW_ROWS_INTERVAL  # new lines are shown at most this often
 # ...and this often when they cannot be on screen (follow off, the end below the screen): only
 # the line count in the status line and the scroll range change.
 LOG_RELOAD_INTERVAL_HIDDEN = 1.0
@@ -362,7 +360,7 @@ class LacrimosaApp(App[str]):
         if self._view == "overview":
             self.overview.poll(force)
         elif self._view == "events":
-            self.events_view.poll()
+            self.events_view.poll(force)
         elif self._view == "audit":
             self.audit_view.poll()
 

@@ -8,7 +8,8 @@ rows in another.
 
 Which events are listed is an :class:`~tui.event_rows.EventRows`: the held range, or the seqs of
 one node and/or stream. The app's 20 Hz poll calls :meth:`EventsView.poll`, which compares the
-journal's bounds with the last ones seen and does nothing more when they did not move; a filtered
+journal's bounds with the last ones seen and does nothing more when they did not move (or moved
+less than NEW_ROWS_INTERVAL after the last refresh: under a flood, 10 refreshes a second); a filtered
 list is rebuilt in a thread worker (one at a time; requests meanwhile collapse into one more).
 
 Following (the default) keeps the cursor on the newest event. When the journal overwrites the
@@ -18,8 +19,10 @@ rather than showing what is no longer there.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -44,7 +47,7 @@ from .event_render import (
 from .event_rows import EventFilter, EventRows, build_rows
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
-from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
+from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
 
 _EVENT_CACHE_SIZE = 2048
 _STRIP_CACHE_SIZE = 1024
@@ -87,6 +90,7 @@ class EventList(CursorList):
         )
         self._events: LRUCache[int, Event] = LRUCache(_EVENT_CACHE_SIZE)
         self._strips: LRUCache[tuple[int, RowFormat, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+        self._row_styles: tuple[Style, Style] | None = None  # see _styles
 
     # -- what is listed --------------------------------------------------------------------------
 
@@ -221,6 +225,20 @@ class EventList(CursorList):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._strips.clear()  # the base and cursor styles are baked into cached strips
+        self._row_styles = None
+
+    def _styles(self) -> tuple[Style, Style]:
+        """The rows' base style and the cursor row's, computed once until the styles change.
+
+        Each is a walk up the widget's ancestors; under a flood every row on screen is new at
+        every poll, and that walk per row cost as much as formatting the row."""
+        styles = self._row_styles
+        if styles is None:
+            styles = self._row_styles = (
+                self.rich_style,
+                self.get_component_rich_style(CURSOR_COMPONENT),
+            )
+        return styles
 
     def _event(self, seq: int) -> Event | None:
         event = self._events.get(seq)
@@ -240,7 +258,7 @@ class EventList(CursorList):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base_style = self.rich_style
+        base_style, cursor_style = self._styles()
         row = round(self.scroll_y) + y
         rows = self.rows
         if row >= len(rows):
@@ -264,7 +282,7 @@ class EventList(CursorList):
             text.stylize_before(base_style)
             if is_cursor:
                 text.pad_right(width - text.cell_len)
-                text.stylize(self.get_component_rich_style(CURSOR_COMPONENT))
+                text.stylize(cursor_style)
             strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
                 0, width, base_style
             )
@@ -351,6 +369,8 @@ class EventsView(Vertical):
         self._seen_bounds: tuple[int, int] | None = None
         self._prompt_mode: str | None = None
         self._detail_seq: int | None = None
+        self._header_format: RowFormat | None = None  # what the column titles were drawn for
+        self._reloaded_at = float("-inf")  # when poll last took new events (time.monotonic)
         self._released = False
 
     def compose(self) -> ComposeResult:
@@ -400,16 +420,25 @@ class EventsView(Vertical):
 
     # -- reading the journal -------------------------------------------------------------------
 
-    def poll(self) -> None:
-        """From the app's timer: refresh when the journal's bounds moved (else do nothing)."""
+    def poll(self, force: bool = False) -> None:
+        """From the app's timer: refresh when the journal's bounds moved (else do nothing), at
+        most every NEW_ROWS_INTERVAL unless ``force`` (the view was just shown).
+
+        Under a flood the bounds move at every poll, and each refresh draws a screenful of new
+        rows: at the poll's 20 Hz that was most of the UI thread's work, and made keys wait."""
         events_list = self.event_list
         journal = events_list.journal
         if journal is None:
             return
         bounds = journal.bounds()
-        if bounds != self._seen_bounds:
-            self._seen_bounds = bounds
-            events_list.reload()
+        if bounds == self._seen_bounds:
+            return
+        now = time.monotonic()
+        if not force and now - self._reloaded_at < NEW_ROWS_INTERVAL:
+            return  # a later poll shows them
+        self._seen_bounds = bounds
+        self._reloaded_at = now
+        events_list.reload()
 
     def release(self) -> None:
         """The console is shutting down: read the journal no more (it is about to be closed)."""
@@ -427,7 +456,7 @@ class EventsView(Vertical):
         status.append(" events ", style="bold reverse")
         if self._engine.sequencer is None:
             status.append("  no sequencer")
-            self.query_one("#events-status", Static).update(status)
+            self.query_one("#events-status", Static).update(status, layout=False)
             return
         events_list = self.event_list
         rows = events_list.rows
@@ -450,9 +479,14 @@ class EventsView(Vertical):
         status.append(f"  {held:,} held")
         if held:
             status.append(f" (seq {rows.tail:,}-{rows.head - 1:,})", style="dim")
-        self.query_one("#events-status", Static).update(status)
+        # One row each, whatever they say: no layout of the screen (under a flood the status
+        # changes at every poll, and a layout of every widget at 20 Hz cost the UI thread more
+        # than drawing the new rows).
+        self.query_one("#events-status", Static).update(status, layout=False)
         fmt = RowFormat(width=max(events_list.size.width, 1), seq_width=seq_width(rows.head))
-        self.query_one("#events-header", Static).update(header_row(fmt))
+        if fmt != self._header_format:
+            self._header_format = fmt
+            self.query_one("#events-header", Static).update(header_row(fmt), layout=False)
 
     def on_resize(self) -> None:
         self._update_status()

@@ -109,6 +109,7 @@ class OverviewView(VerticalScroll):
         self._shown_key: object = None
         self._processes_at = 0.0
         self._processes_shown: tuple[int, int, int, int, str] | None = None
+        self._part_heights: dict[str, int] = {}  # see _update_part
 
     def compose(self) -> ComposeResult:
         yield Static(how_to_enable(), id="overview-hint")
@@ -148,6 +149,16 @@ class OverviewView(VerticalScroll):
         self._shown_key = key
         self._show_sequencer_parts(True)
         self._show_sequencer(sequencer, stats)
+
+    def _update_part(self, selector: str, text: Text) -> None:
+        """Show ``text`` (one line per line: no wrapping) in the Static ``selector``, laying the
+        screen out again only when its height changes: under a flood the counters change at
+        every poll, and a layout of every widget each time cost the UI thread more than drawing
+        the Overview."""
+        height = text.plain.count("\n") + 1
+        changed = self._part_heights.get(selector) != height
+        self._part_heights[selector] = height
+        self.query_one(selector, Static).update(text, layout=changed)
 
     def _show_sequencer_parts(self, shown: bool) -> None:
         self.query_one("#overview-hint").display = not shown
@@ -195,7 +206,7 @@ class OverviewView(VerticalScroll):
             f"{stats.accepted:,} accepted of {stats.received:,} received "
             f"({stats.text:,} text, {stats.framed:,} framed)",
         )
-        self.query_one("#overview-ingest", Static).update(ingest)
+        self._update_part("#overview-ingest", ingest)
 
         history = list(stats.history)
         padded = [0] * (RATE_HISTORY - len(history)) + history[-RATE_HISTORY:]
@@ -241,7 +252,7 @@ class OverviewView(VerticalScroll):
         )
         _line(out, "journal", journal["path"])
         _line(out, "", Text(journal["opened"], style="dim"))
-        self.query_one("#overview-journal", Static).update(out)
+        self._update_part("#overview-journal", out)
 
     def _show_processes(self) -> None:
         infos = self._engine.processes()
@@ -265,4 +276,4 @@ class OverviewView(VerticalScroll):
             out.append_text(Text(f" · {looping} crash-looping", style=f"bold {ERROR}"))
         if failed:
             out.append_text(Text(f" · {failed} failed", style=f"bold {ERROR}"))
-        self.query_one("#overview-processes", Static).update(out)
+        self._update_part("#overview-processes", out)

@@ -29,6 +29,11 @@ from textual.scrollbar import ScrollBar, ScrollTo, ScrollUp
 from textual.widget import Widget
 
 CURSOR_COMPONENT = "cursor-list--cursor"  # the style of a CursorList's cursor row
+# New rows are shown at most this often (the log pane's lines, the events list's events): a
+# followed list scrolls, every row scrolled in is drawn and written to the terminal again (4-5 KB a
+# frame at 80x24), and the app's 20 Hz poll would double that, and the UI thread's work under a
+# flood, for no row the eye can follow.
+NEW_ROWS_INTERVAL = 0.1
 
 # What a scrollbar draws: its size, hover and grab states, and its cells.
 _Looks = tuple[Size, bool, Offset | None, tuple[Segment, ...]]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -38,7 +39,7 @@ from starlette.types import ASGIApp, Send
 
 from ...engine.console import Console
 from ...engine.dsl.syntax import MAX_QUERY_CHARS
-from ...engine.errors import InvalidRequest, NoSuchProcess
+from ...engine.errors import Busy, InvalidRequest, NoSuchProcess
 from ...engine.fastjson import escape_controls
 from ...engine.keys import MAX_NAME
 from ..protocol import (
@@ -70,6 +71,12 @@ STATUS_BY_CODE = {
     "internal": 500,
     "timeout": 504,  # a query ran past its deadline
 }
+# Routes share one thread pool of 40; those that may hold a thread long are bounded, and one
+# more is refused busy (503) rather than queued. A wait holds one up to 24 h: 40 waits from a
+# read key had every other route (an admin's restart too) wait with them. A log_window with a
+# `where` scans the whole store the first time (1.3-2.5 s for 400k lines; no deadline).
+WAITS_AT_ONCE = 16
+WHERE_WINDOWS_AT_ONCE = 4
 WHOLE_REPLY_BYTES = 256 << 10  # a logs/events reply up to this is sent whole, past it streamed
 MAX_QUERY_INT = 2**53  # integers in queries: larger ones are refused (400), not overflowed
 
@@ -138,6 +145,16 @@ def _answer(reply: dict[str, Any], status: int | None = None) -> JSONResponse:
     return EscapedJSONResponse(reply, status_code=status or status_for(reply))
 
 
+class Slots:
+    """At most ``limit`` calls of one kind at once (see WAITS_AT_ONCE); ``refused``: past it."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.free = threading.BoundedSemaphore(limit)
+        self.refused = 0
+
+
 class KeyRequest(BaseModel):
     scope: Literal["read", "write", "admin"] = "read"
     name: str | None = Field(default=None, max_length=MAX_NAME)
@@ -161,7 +178,9 @@ AfterId = Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT, description="lines
 class Api:
     """The routes, bound to one console."""
 
-    def __init__(self, console: Console, metrics_public: bool = False) -> None:
+    def __init__(
+        self, console: Console, metrics_public: bool = False, loopback: bool = False
+    ) -> None:
         self.console = console
         self.send_timeout = SEND_TIMEOUT  # seconds a client may take to take a piece of a reply
         self.registry = CollectorRegistry()
@@ -170,6 +189,8 @@ class Api:
         self.registry.register(ConsoleCollector(console, lambda: self.refusals.refused))
         self.hub = StreamHub(console)
         self.subscriptions = Subscriptions(console)
+        self.waits = Slots(WAITS_AT_ONCE, "waits")
+        self.where_windows = Slots(WHERE_WINDOWS_AT_ONCE, "log windows with a where")
         self.app = FastAPI(
             title="lacrimosa",
             version=__version__,
@@ -190,10 +211,22 @@ class Api:
             self.http_metrics,
             self.refusals,
             metrics_public=metrics_public,
+            loopback=loopback,
         )
 
     def call(self, request: Request, op: str, **arguments: Any) -> JSONResponse:
         return _answer(dispatch(self.console, {"op": op, **arguments}, actor_of(request.scope)))
+
+    def bounded(self, slots: Slots, request: Request, op: str, **arguments: Any) -> JSONResponse:
+        """``call``, if one of ``slots`` is free; else refused busy (see WAITS_AT_ONCE)."""
+        if not slots.free.acquire(blocking=False):
+            slots.refused += 1
+            busy = Busy(f"at most {slots.limit} {slots.what} at once over HTTP: try again")
+            return _answer(error_reply(busy))
+        try:
+            return self.call(request, op, **arguments)
+        finally:
+            slots.free.release()
 
     def streamed(self, request: Request, op: str, **arguments: Any) -> Response:
         """A ``logs`` or ``events`` reply, sent as the protocol hands it out in pieces (a
@@ -323,7 +356,7 @@ class Api:
             except ValueError as exc:
                 return _answer(error_reply(InvalidRequest(f"timeout: {exc}")))
             arguments = {"names": name, "until": until, "state": state, "within": within}
-            return self.call(request, "wait", **_present(arguments))
+            return self.bounded(self.waits, request, "wait", **_present(arguments))
 
         @app.get("/api/audit")
         def audit(
@@ -411,7 +444,9 @@ class Api:
                 "stop": stop,
                 "position_of": position_of,
             }
-            return self.call(request, "log_window", **_present(arguments))
+            if where is None:
+                return self.call(request, "log_window", **_present(arguments))
+            return self.bounded(self.where_windows, request, "log_window", **_present(arguments))
 
         @app.websocket("/api/subscribe")
         async def subscribe(websocket: WebSocket) -> None:

@@ -11,6 +11,13 @@ the whole application and checks the bearer key before any route runs.
   written as one ``http_refused_summary`` record per second in which any were held back, so a
   caller hammering the API with bad keys grows the log by at most REFUSALS_PER_SECOND + 1
   records a second.
+- Served on loopback, a request must name a loopback host (``Host: 127.0.0.1:PORT``,
+  ``localhost:PORT``, ``[::1]:PORT``), else 421, even for /health: a web page whose name an
+  attacker re-points at 127.0.0.1 (DNS rebinding) sends its own name. A request that carries an
+  ``Origin`` (a browser's, made by a page) is refused (403) unless the page is the API's own
+  host: no page elsewhere may drive the API, nor open its WebSockets, which browsers let any
+  page open without asking the server first. Both are refused before the key is looked at,
+  counted and audited as other refusals.
 - A request body is at most MAX_BODY bytes, its length declared (Content-Length): a longer one
   gets 413, one without a length 411, before it is read, so no body is held whole unbounded.
 - Every request, refused or not, is counted by route template, method and status, and timed
@@ -20,6 +27,7 @@ the whole application and checks the bearer key before any route runs.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import time
@@ -176,8 +184,10 @@ class AuthMiddleware:
         metrics: HttpMetrics,
         refusals: RefusalLog,
         metrics_public: bool = False,
+        loopback: bool = False,
     ) -> None:
         self.app = app
+        self.loopback = loopback  # served on loopback: the Host must say so
         self.console = console
         self.metrics = metrics
         self.refusals = refusals
@@ -232,6 +242,10 @@ class AuthMiddleware:
 
     def _check(self, scope: Scope, needed: str | None, method: str) -> tuple[int, str, str] | None:
         """None if the request may go on, else (status, code, message)."""
+        refusal = _check_origin(scope, self.loopback)
+        if refusal is not None:
+            self._refused(Actor("http"), refusal[0], method, scope)
+            return refusal
         if needed is None:
             return None
         refusal = self._check_key(scope, needed, method)
@@ -247,6 +261,8 @@ class AuthMiddleware:
             return 503, "unavailable", f"API keys cannot be checked: {exc.message}"
         if record is None:
             why = "an unknown or revoked API key" if key else "no API key"
+            if _header_count(scope, b"authorization") > 1:
+                why = "more than one Authorization header"
             self._refused(Actor("http"), 401, method, scope)
             return (
                 401,
@@ -263,6 +279,38 @@ class AuthMiddleware:
         client = scope.get("client")
         where = f"{client[0]}:{client[1]}" if client else "?"
         self.refusals.refuse(actor, status, method, scope["path"], where)
+
+
+def _check_origin(scope: Scope, loopback: bool) -> tuple[int, str, str] | None:
+    """The Host and Origin rules of the module docstring."""
+    host = origin = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+    if loopback and not _names_loopback(host):
+        return (
+            421,
+            "misdirected",
+            "served on loopback, a request's Host must be 127.0.0.1, localhost or [::1]",
+        )
+    own = {f"{scheme}://{host}".lower() for scheme in ("http", "https")}
+    if origin is not None and origin.lower() not in own:
+        return 403, "forbidden", "a request from a web page of another origin (Origin) is refused"
+    return None
+
+
+def _names_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.split(":")[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_body(scope: Scope) -> tuple[int, str, str] | None:
@@ -299,11 +347,17 @@ def actor_of(scope: Scope) -> Actor:
 
 
 def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            kind, _, key = value.decode("latin-1").strip().partition(" ")
-            return key.strip() if kind.lower() == "bearer" and key.strip() else None
-    return None
+    """The bearer key of a request; None without one, and with more than one Authorization
+    header: which one counts is ambiguous (a proxy in front may check the other)."""
+    found = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+    if len(found) != 1:
+        return None
+    kind, _, key = found[0].decode("latin-1").strip().partition(" ")
+    return key.strip() if kind.lower() == "bearer" and key.strip() else None
+
+
+def _header_count(scope: Scope, wanted: bytes) -> int:
+    return sum(1 for name, _ in scope.get("headers", ()) if name == wanted)
 
 
 async def _refuse(

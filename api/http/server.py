@@ -11,8 +11,11 @@ On the first start with HTTP and no key at all, an admin key is made and written
 output and a TUI notice.
 
 Bounds: at most ``MAX_CONNECTIONS`` connections at once (uvicorn answers 503 past it), a
-keep-alive connection idle for ``KEEP_ALIVE`` seconds is closed, a WebSocket message from a
-client is at most ``MAX_WS_MESSAGE`` bytes, and routes run in a thread pool of 40.
+keep-alive connection idle for ``KEEP_ALIVE`` seconds is closed, a request must arrive whole
+(headers and body) within ``REQUEST_TIMEOUT`` seconds of its first byte or its connection is
+closed (uvicorn has no such deadline: 257 clients sending a header line now and then held every
+connection forever), a WebSocket message from a client is at most ``MAX_WS_MESSAGE`` bytes, and
+routes run in a thread pool of 40.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ...engine.audit import Actor
 from ...engine.config import parse_address
@@ -40,6 +44,7 @@ FIRST_KEY_NAME = "http-admin.key"  # in the state folder, written once
 MAX_CONNECTIONS = 256
 KEEP_ALIVE = 5  # seconds
 MAX_WS_MESSAGE = 64 << 10
+REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last (headers and body)
 START_TIMEOUT = 10.0  # seconds for uvicorn to start serving on the bound socket
 STOP_TIMEOUT = 5  # seconds for open connections to finish when the console stops
 BACKLOG = 128
@@ -77,17 +82,24 @@ class HttpServer:
         bind: str | None = None,
         metrics_public: bool = False,
         max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT,
     ):
         self.console = console
         self.bind = bind or DEFAULT_BIND
         self.max_connections = max_connections
-        self.api = Api(console, metrics_public=metrics_public)
+        self.request_timeout = request_timeout
+        try:
+            loopback = is_loopback(parse_address(self.bind)[0])
+        except ValueError:
+            loopback = False  # start() says what is wrong with the address
+        self.api = Api(console, metrics_public=metrics_public, loopback=loopback)
         self.first_key: Path | None = None  # where a first admin key was written, if it was
         self.address = ""  # "host:port" once bound (the port the kernel gave, for port 0)
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._problems = _Problems()
+        self.slow_requests = _Count()  # connections closed as their request took too long
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, while it runs
 
     def start(self) -> None:
@@ -118,12 +130,16 @@ class HttpServer:
             log_config=None,
             access_log=False,
             ws="websockets-sansio",
+            http=_deadlined(self.slow_requests, self.request_timeout),
             ws_max_size=MAX_WS_MESSAGE,
             # uvicorn counts the new connection too: this serves max_connections at once.
             limit_concurrency=self.max_connections + 1,
             timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=STOP_TIMEOUT,
             server_header=False,
+            # X-Forwarded-For from a loopback client would otherwise be believed: any local
+            # process could write any client address into the audit log's refusals.
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="lacrimosa-http", daemon=True)
@@ -161,6 +177,8 @@ class HttpServer:
             "address": self.address,
             "connections": len(server.server_state.connections) if server else 0,
             "refused": self.api.refusals.refused,
+            "slow_requests": self.slow_requests.value,
+            "busy": self.api.waits.refused + self.api.where_windows.refused,
             "stream_subscribers": len(self.api.hub.subscribers),
             "stream_bad_messages": self.api.hub.bad_messages,
             "problems": self._problems.count,
@@ -179,6 +197,53 @@ class HttpServer:
             self._socket.close()
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi"):
             logging.getLogger(name).removeHandler(self._problems)
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def _deadlined(closed: _Count, timeout: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request: from its first byte (the
+    connection's opening, for the first) to its last, headers and body. A connection past it is
+    closed (its route, if one waits on the body, sees a disconnect) and counted in ``closed``."""
+
+    class DeadlinedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _before: object = None  # the request/response cycle before the one the deadline is for
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first byte of the next request on a kept-alive connection
+            super().data_received(data)
+            cycle = self.cycle
+            if self._deadline is not None and cycle is not self._before and not cycle.more_body:
+                self._deadline.cancel()  # this request arrived whole
+                self._deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._before = self.cycle
+            self._deadline = self.loop.call_later(timeout, self._too_slow)
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            # Upgraded to a WebSocket, the transport is that protocol's: leave it be.
+            if self.transport.get_protocol() is self and not self.transport.is_closing():
+                closed.value += 1
+                self.transport.close()
+
+    return DeadlinedH11Protocol
 
 
 def _listen(host: str, port: int, bind: str) -> socket.socket:

@@ -225,11 +225,11 @@ def compile_expr(expr: Expr) -> Predicate:
     if isinstance(expr, Text):
         name, needle, pattern = expr.field, expr.value, expr.pattern
         if pattern is not None:
-            search = pattern.search
+            search = pattern
 
             def matches(get: Getter) -> bool:
                 value = get(name)
-                return value is not MISSING and search(as_text(value)) is not None
+                return value is not MISSING and bool(search(as_text(value)))
 
             return matches
         if expr.op == "contains":

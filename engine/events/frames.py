@@ -30,6 +30,7 @@ import re
 import struct
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,19 +278,28 @@ class Event:
 
 def decode_record(seq: int, slot: np.void, record: bytes, valid: bool) -> Event:
     """An :class:`Event` from a slot and its record bytes."""
-    flags = int(slot["flags"])
-    if flags & TEXT or len(record) < RECORD_HEADER_SIZE:
-        payload, sender_clock = record, None
-    else:
-        sender_clock = RECORD_HEADER.unpack_from(record)[0]
-        payload = record[RECORD_HEADER_SIZE:]
-    return Event(
-        seq=seq,
-        lamport=int(slot["lamport"]),
-        node=int(slot["node"]),
-        stream=int(slot["stream"]),
-        flags=flags,
-        payload=payload,
-        sender_clock=sender_clock,
-        valid=valid,
-    )
+    return decode_records([seq], np.array([slot], dtype=slot.dtype), [record], [valid])[0]
+
+
+def decode_records(
+    seqs: Sequence[int], slots: np.ndarray, records: Sequence[bytes], valid: Sequence[bool]
+) -> list[Event]:
+    """:class:`Event` i from ``slots[i]``, ``records[i]`` and ``valid[i]``: the fields are taken
+    out of the slots a column at a time (reading a numpy record's fields one event at a time
+    cost 6 us an event, most of what a follow batch of 1,000 events took to make)."""
+    lamports = slots["lamport"].tolist()
+    nodes = slots["node"].tolist()
+    streams = slots["stream"].tolist()
+    flag_values = slots["flags"].tolist()
+    unpack = RECORD_HEADER.unpack_from
+    events = []
+    for seq, lamport, node, stream, flags, record, ok in zip(
+        seqs, lamports, nodes, streams, flag_values, records, valid, strict=True
+    ):
+        if flags & TEXT or len(record) < RECORD_HEADER_SIZE:
+            payload, sender_clock = record, None
+        else:
+            sender_clock = unpack(record)[0]
+            payload = record[RECORD_HEADER_SIZE:]
+        events.append(Event(seq, lamport, node, stream, flags, payload, sender_clock, ok))
+    return events

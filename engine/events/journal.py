@@ -94,7 +94,7 @@ from .frames import (
     EVENT_DTYPE,
     Event,
     crc32_slices,
-    decode_record,
+    decode_records,
     fields_digest,
     matching,
     plausible_lamports,
@@ -623,23 +623,31 @@ class Journal:
         if len(wanted) == 0:
             return []
         slots = self.slots[wanted % self.capacity]
-        records = [self._record_bytes(slot) for slot in slots]
+        # A column at a time: per-event access to a numpy record's fields is what cost the most.
+        offsets = slots["payload_offset"] % np.uint64(self.blob_size)
+        lengths = np.minimum(slots["payload_len"].astype(np.uint64), self.blob_size - offsets)
+        view = self._blob_view
+        records = [
+            bytes(view[offset : offset + length])
+            for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True)
+        ]
         tail = self.tail
-        digests = fields_digest(slots)
-        events = []
-        for seq, slot, record, digest in zip(
-            wanted.tolist(), slots, records, digests.tolist(), strict=True
-        ):
-            if not tail <= seq < head:
-                continue
-            valid = (zlib.crc32(record) ^ digest) == int(slot["checksum"])
-            events.append(decode_record(seq, slot, record, valid))
-        return events
-
-    def _record_bytes(self, slot: np.void) -> bytes:
-        offset = int(slot["payload_offset"]) % self.blob_size
-        length = min(int(slot["payload_len"]), self.blob_size - offset)
-        return bytes(self._blob_view[offset : offset + length])
+        checksums = slots["checksum"].tolist()
+        digests = fields_digest(slots).tolist()
+        numbers: list[int] = wanted.tolist()
+        # Overwritten while being copied (below the tail read after the copy): left out.
+        held = [i for i, seq in enumerate(numbers) if tail <= seq < head]
+        if len(held) < len(numbers):
+            numbers = [numbers[i] for i in held]
+            slots = slots[held]
+            records = [records[i] for i in held]
+            checksums = [checksums[i] for i in held]
+            digests = [digests[i] for i in held]
+        valid = [
+            (zlib.crc32(record) ^ digest) == checksum
+            for record, digest, checksum in zip(records, digests, checksums, strict=True)
+        ]
+        return decode_records(numbers, slots, records, valid)
 
     def select(self, node: int | None = None, stream: int | None = None) -> np.ndarray:
         """The seqs of held events from ``node`` and/or on ``stream`` (all held seqs if neither)."""
