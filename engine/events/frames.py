@@ -179,6 +179,13 @@ class HybridClock:
         # Compared unsigned: a sender's clock is any 64-bit value, and one at 2**63 or above would
         # turn negative as int64 and slip past the check. Those followed stay far below 2**63.
         clocks = np.asarray(sender_clocks, dtype=np.uint64)
+        if n and int(clocks.max()) < now:
+            # No sender clock to follow (none at or past our physical time; senders that keep
+            # none send 0): the same stamps as below, counting up from max(previous + 1, now),
+            # in 2 array operations instead of 12 (this runs once per received batch).
+            first = max(self.last + 1, now)
+            self.last = first + n - 1
+            return np.arange(first, first + n, dtype=np.uint64), np.zeros(n, bool)
         ahead = clocks > np.uint64(now + (MAX_CLOCK_AHEAD_MS << COUNTER_BITS))
         wanted = np.where(ahead, 0, clocks).astype(np.int64) + 1
         np.maximum(wanted, now, out=wanted)

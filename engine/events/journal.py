@@ -279,6 +279,7 @@ class Journal:
             offset=HEADER_SIZE + self.capacity * SLOT_SIZE,
         )
         self._blob_view = self.blob.data  # the same bytes, for slicing and CRCs
+        self._slot_words = _slot_words(self.slots)  # the same slots, for copying (_slot_words)
 
     def identity(self) -> tuple[int, int]:
         """(device, inode) of the open file: another writer may have made a new one since."""
@@ -473,21 +474,24 @@ class Journal:
     def append(
         self,
         staging: np.ndarray,
-        starts: np.ndarray,
-        lengths: np.ndarray,
+        starts: np.ndarray | int,
+        lengths: np.ndarray | int,
         fields: np.ndarray,
         record_crcs: np.ndarray,
     ) -> None:
         """Write a batch: event i's record is ``staging[i, starts[i] : starts[i] + lengths[i]]``.
 
-        ``fields`` (EVENT_DTYPE) gives lamport, node, stream and flags; ``record_crcs`` the CRC-32
-        of each record. Offsets, lengths and checksums are filled in here.
+        ``starts`` and ``lengths`` may each be one int for every event (fixed-size records, a
+        busy sender's batch: then the records are gathered with one copy and placed with one
+        ``arange``). ``fields`` (EVENT_DTYPE) gives lamport, node, stream and flags;
+        ``record_crcs`` the CRC-32 of each record. Offsets, lengths and checksums are filled in
+        here.
         """
         n = len(fields)
         if n == 0:
             return
         counters = self._counters
-        total = int(lengths.sum())
+        total = n * lengths if isinstance(lengths, int) else int(lengths.sum())
         if n > 1 and (n >= self.capacity or total > self.blob_size // 2):
             # Too big for one batch (its slots would lap the ring, or its records the blob region,
             # within the batch; recovery could not tell which were written): two batches instead.
@@ -495,7 +499,11 @@ class Journal:
             # which recovery reads to learn where the batch began.
             for part in (slice(0, n // 2), slice(n // 2, n)):
                 self.append(
-                    staging[part], starts[part], lengths[part], fields[part], record_crcs[part]
+                    staging[part],
+                    starts if isinstance(starts, int) else starts[part],
+                    lengths if isinstance(lengths, int) else lengths[part],
+                    fields[part],
+                    record_crcs[part],
                 )
             return
         if total > self.blob_size // 2:
@@ -513,17 +521,23 @@ class Journal:
         counters[RESERVE] = new_head
 
         physical = start % self.blob_size
-        _gather(staging, starts, lengths, self.blob[physical : physical + total])  # (2)
+        _gather(staging, n, starts, lengths, self.blob[physical : physical + total])  # (2)
 
-        slots = fields.copy()
-        ends = np.cumsum(lengths, dtype=np.uint64)
-        slots["payload_offset"] = ends - lengths.astype(np.uint64) + np.uint64(start)
+        slots = _slot_words(np.ascontiguousarray(fields)).copy().view(EVENT_DTYPE).ravel()
+        if isinstance(lengths, int):
+            slots["payload_offset"] = (
+                np.arange(start, end, lengths, dtype=np.uint64) if lengths else start
+            )
+        else:
+            ends = np.cumsum(lengths, dtype=np.uint64)
+            slots["payload_offset"] = ends - lengths.astype(np.uint64) + np.uint64(start)
         slots["payload_len"] = lengths
         slots["checksum"] = record_crcs.astype(np.uint32) ^ fields_digest(slots)
         position = head % self.capacity
         first = min(n, self.capacity - position)
-        self.slots[position : position + first] = slots[:first]  # (3)
-        self.slots[: n - first] = slots[first:]
+        words = _slot_words(slots)
+        self._slot_words[position : position + first] = words[:first]  # (3)
+        self._slot_words[: n - first] = words[first:]
 
         counters[BLOB_HEAD] = end  # (4) publish
         counters[LAST_LAMPORT] = slots["lamport"][-1]
@@ -969,10 +983,29 @@ class Cursor:
         return SlotBatch(batch.seqs, batch.slots, lapped)
 
 
-def _gather(staging: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
-    """Copy each row's record (``staging[i, starts[i]:starts[i]+lengths[i]]``) into ``out``, in
-    order, back to back."""
-    n = len(lengths)
+def _slot_words(slots: np.ndarray) -> np.ndarray:
+    """Slots (EVENT_DTYPE, contiguous) as rows of 4 u64 words, the same bytes: numpy copies a
+    structured array field by field, measured 10x slower than these words (10 us against 1 us
+    for a batch of 512)."""
+    words: np.ndarray = slots.view(np.uint64).reshape(len(slots), SLOT_SIZE // 8)
+    return words
+
+
+def _gather(
+    staging: np.ndarray,
+    n: int,
+    starts: np.ndarray | int,
+    lengths: np.ndarray | int,
+    out: np.ndarray,
+) -> None:
+    """Copy the record of each of the first ``n`` rows (``staging[i, starts[i]:starts[i] +
+    lengths[i]]``) into ``out``, in order, back to back (``starts``, ``lengths``: one int for
+    every row, or an array)."""
+    if isinstance(starts, int) and isinstance(lengths, int):  # fixed-size records: one copy
+        out.reshape(n, lengths)[:] = staging[:n, starts : starts + lengths]
+        return
+    starts = np.broadcast_to(np.asarray(starts, np.int64), (n,))
+    lengths = np.broadcast_to(np.asarray(lengths, np.int64), (n,))
     start, length = int(starts[0]), int(lengths[0])
     if (lengths == length).all() and (starts == start).all():  # fixed-size records: one copy
         out.reshape(n, length)[:] = staging[:n, start : start + length]

@@ -6,7 +6,11 @@ Two threads, a pipeline over a few staging buffers (one receiver each, on the sa
   datagrams, one ``recvmmsg`` call) into a free buffer, then hands the buffer on;
 * the **ingest** thread, the journal's only writer, handles each batch with whole-array numpy
   operations: classify (framed, text, malformed), parse the frame headers, verify checksums,
-  stamp lamport timestamps, append to the journal; then gives the buffer back.
+  stamp lamport timestamps, append to the journal; then gives the buffer back. A batch whose
+  datagrams are all frames of one size with good checksums (what a busy sender sends) takes a
+  shorter path to the same slots: a few whole-batch checks, node/stream/flags copied as one
+  64-bit word per event, the records written with one copy (about a third of the per-batch
+  array operations; see ``_ingest_fixed_size_frames``).
 
 The kernel's share of receiving (about half the time per datagram) runs without the GIL, so on
 two cores it overlaps with the ingest thread's Python work: measured here, this drains about 1.5x
@@ -98,6 +102,20 @@ _FRAME_HEADER = np.dtype(
 assert _FRAME_HEADER.itemsize == FRAME_HEADER.size
 _RESERVED_FLAGS = np.uint16(~SENDER_FLAGS & 0xFFFF)
 _RECORD_START = 8  # a framed event's record is the frame from byte 8: clock..flags, then payload
+# A frame header's last 8 bytes (node, stream, flags) are laid out as a slot's bytes 8..16: a
+# batch of frames fills those slot fields with one copy of one 64-bit word per event.
+_HEADER_IDS_WORD, _SLOT_IDS_WORD = 2, 1
+_IDS = ("node", "stream", "flags")
+
+
+def _offsets_in_word(dtype: np.dtype[Any], word: int) -> list[int]:
+    assert dtype.fields is not None
+    return [int(dtype.fields[name][1]) - 8 * word for name in _IDS]
+
+
+assert _offsets_in_word(_FRAME_HEADER, _HEADER_IDS_WORD) == _offsets_in_word(
+    EVENT_DTYPE, _SLOT_IDS_WORD
+)
 _NEWLINE = ord("\n")
 
 
@@ -346,7 +364,10 @@ class Sequencer:
         """Check, stamp and journal the ``count`` datagrams in ``receiver``'s staging rows."""
         staging = receiver.staging
         lengths = receiver.lengths[:count]
-        header = staging[:count, : FRAME_HEADER.size].copy().view(_FRAME_HEADER).ravel()
+        raw_header = staging[:count, : FRAME_HEADER.size].copy()
+        header = raw_header.view(_FRAME_HEADER).ravel()
+        if self._ingest_fixed_size_frames(receiver, count, raw_header, header):
+            return
         framed = (header["magic"] == _MAGIC_WORD) & (lengths >= FRAME_HEADER.size)
         framed &= (header["flags"] & _RESERVED_FLAGS) == 0
         every_row_framed = bool(framed.all()) and not receiver.truncated[:count].any()
@@ -395,6 +416,38 @@ class Sequencer:
         self._this_second += kept
         self._received += count  # last: a reader that sees it sees the events journaled
         self._publish()
+
+    def _ingest_fixed_size_frames(
+        self, receiver: Receiver, count: int, raw_header: np.ndarray, header: np.ndarray
+    ) -> bool:
+        """A busy sender's batch: every datagram a frame of the same size with a good checksum.
+        Journaled here with a third of the general path's array operations (measured per batch
+        of 512 64-byte frames: the general path's sorting out, stamping and placing cost about
+        as much as the CRCs); False, with nothing done, for any other batch."""
+        lengths = receiver.lengths[:count]
+        length = int(lengths[0])
+        if not FRAME_HEADER.size <= length <= receiver.stride or not (lengths == length).all():
+            return False
+        if not (header["magic"] == _MAGIC_WORD).all() or (header["flags"] & _RESERVED_FLAGS).any():
+            return False
+        record_length = length - _RECORD_START
+        crcs = self._fixed_size_record_crcs(receiver.staging, count, record_length)
+        if (crcs != header["checksum"]).any():
+            return False  # the general path counts the bad ones and keeps the others
+        stamps, ignored = self.clock.stamp(header["clock"])
+        fields = np.empty(count, EVENT_DTYPE)
+        slot_words = fields.view(np.uint64).reshape(count, EVENT_DTYPE.itemsize // 8)
+        slot_words[:, 0] = stamps  # lamport
+        slot_words[:, _SLOT_IDS_WORD] = raw_header.view(np.uint64)[:, _HEADER_IDS_WORD]
+        if ignored.any():
+            fields["flags"][ignored] |= CLOCK_IGNORED
+        self.journal.append(receiver.staging, _RECORD_START, record_length, fields, crcs)
+        self._framed += count
+        self._accepted += count
+        self._this_second += count
+        self._received += count  # last: a reader that sees it sees the events journaled
+        self._publish()
+        return True
 
     def _publish(self) -> None:
         """Write the counters into the shared block (accepted before received, as in stats())."""
@@ -450,22 +503,27 @@ class Sequencer:
         """CRC-32 of each candidate row's record (0 for the others)."""
         length = int(lengths[0])
         if every_row_framed and (lengths == length).all():
-            # Every record the same size (senders of fixed-size events): views made once.
-            cached_length, views = self._record_views.get(id(staging), (-1, []))
-            if cached_length != length:
-                flat = staging.data.cast("B")
-                stride = staging.shape[1]
-                views = [
-                    flat[row * stride + _RECORD_START : row * stride + _RECORD_START + length]
-                    for row in range(staging.shape[0])
-                ]
-                self._record_views[id(staging)] = (length, views)
-            return np.array(list(map(zlib.crc32, views[:count])), np.uint32)
+            return self._fixed_size_record_crcs(staging, count, length)
         crcs = np.zeros(count, np.uint32)
         rows = np.flatnonzero(candidates)
         begins = rows * staging.shape[1] + starts[rows]
         crcs[rows] = crc32_slices(staging.data.cast("B"), begins, begins + lengths[rows])
         return crcs
+
+    def _fixed_size_record_crcs(self, staging: np.ndarray, count: int, length: int) -> np.ndarray:
+        """CRC-32 of the framed records of the first ``count`` rows, all ``length`` bytes long
+        (senders of fixed-size events): over views of the rows made once per staging buffer."""
+        cached_length, views = self._record_views.get(id(staging), (-1, []))
+        if cached_length != length:
+            flat = staging.data.cast("B")
+            stride = staging.shape[1]
+            views = [
+                flat[row * stride + _RECORD_START : row * stride + _RECORD_START + length]
+                for row in range(staging.shape[0])
+            ]
+            self._record_views[id(staging)] = (length, views)
+        # A list first: measured faster than np.fromiter over the same map.
+        return np.array(list(map(zlib.crc32, views[:count])), np.uint32)
 
     # -- reading ---------------------------------------------------------------------------------
 
