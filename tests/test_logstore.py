@@ -453,24 +453,26 @@ def test_geometry_patch_is_undone() -> None:
 def test_a_writer_that_fills_blocks_gets_spares_made_ahead_and_a_quiet_one_none() -> None:
     store = LogStore(budget_bytes=64 << 20)
     store.append("quiet", STDOUT, b"one line\n")
-    assert store._spare is None and not store._spare_coming  # a first block: no spare asked for
+    assert not store._spares and not store._spares_coming  # a first block: no spare asked for
 
     line = b"x" * 99 + b"\n"
     chunk = line * ((1 << 20) // len(line))  # just under a block's bytes
     store.append("fast", STDOUT, chunk)
     store.append("fast", STDOUT, chunk)  # does not fit: the first block is full, a spare asked for
-    spare = wait_until(lambda: store._spare, message="a spare block mapping")
-    store.append("fast", STDOUT, chunk)  # fills the second block: the third is the spare
+    wait_until(lambda: len(store._spares) == logstore.SPARES_AHEAD, message="spare block mappings")
+    spares = list(store._spares)
+    store.append("fast", STDOUT, chunk)  # fills the second block: the third is a spare
     active = store._logs["fast"]._active
-    assert active is not None and active._map is spare
+    assert active is not None and any(active._map is spare for spare in spares)
     assert contents(store, "fast") == [line[:-1]] * (3 * len(chunk) // len(line))
     assert contents(store, "quiet") == [b"one line"]
-    wait_until(lambda: store._spare is not None and store._spare is not spare)  # and the next
+    wait_until(lambda: len(store._spares) == logstore.SPARES_AHEAD)  # made up again, no more
+    assert store._spares_coming == 0
 
 
 def test_a_spare_made_for_another_geometry_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     store = LogStore(budget_bytes=64 << 20)
-    store._spare = logstore._SPARES.make(lines=1000)
+    store._spares = [logstore._SPARES.make(lines=1000)]
     monkeypatch.setattr(logstore, "BLOCK_BYTES", 1 << 16)
     monkeypatch.setattr(logstore, "BLOCK_LINES", 1 << 10)
     assert store._take_spare() is None

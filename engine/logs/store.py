@@ -30,9 +30,11 @@ Model (see DESIGN.md, "The log store"):
   them and report the lines as lapped (api/protocol.py does).
 - A writer that fills blocks gets its next block from a spare whose pages another thread already
   faulted in (``_SpareMaker``): on this class of machine a fresh page costs ~2-4 µs to fault on
-  first write, ~1.4 ms a block of ``seq`` output, which the writer no longer pays itself. One
-  spare at most per store, made only after a block filled up (quiet processes never get one): at
-  most 1 MiB of data pages plus the line ends the last full block needed, outside the budget.
+  first write, ~1.4 ms a block of ``seq`` output, which the writer no longer pays itself. At
+  most ``SPARES_AHEAD`` spares per store, made only after a block filled up (quiet processes never
+  get one), each at most 1 MiB of data pages plus the line ends the last full block needed, outside
+  the budget. Made one at a time, a spare was ready for a quarter of the blocks ``seq`` filled (one
+  every ~2 ms); two ahead, for most.
 - Hostile output: a line longer than ``max_line_bytes`` is split into pieces flagged
   ``FLAG_NO_NEWLINE`` (counted as ``split_lines``); any bytes are kept as written (invalid UTF-8,
   ANSI codes, ``\\r``, NUL); the renderers decide how to show them.
@@ -67,6 +69,7 @@ META_BYTES_PER_RUN = 4 + 8 + 4 + 1  # first line index, first id, time, flags
 _MAX_BLOCK_AGE_MS = (1 << 32) - 1
 CACHE_SHARE = 8  # query caches take at most 1/CACHE_SHARE of the budget
 CACHE_KEYS_PER_BLOCK = 8  # predicates cached per block (the oldest dropped past that)
+SPARES_AHEAD = 2  # block mappings made ahead for a writer that fills blocks (see _SpareMaker)
 RETIRED_MIN = 16 << 20  # evicted blocks that readers still hold: max(this, budget / 8) at most
 
 _NEWLINE = 10
@@ -764,8 +767,8 @@ class LogStore:
         self._mask = np.zeros(BLOCK_BYTES + MAX_LINE_BYTES, dtype=bool)
         self._mask.fill(False)
         # One block mapping made ahead for the next writer that fills a block (see _SpareMaker).
-        self._spare: mmap.mmap | None = None
-        self._spare_coming = False
+        self._spares: list[mmap.mmap] = []
+        self._spares_coming = 0
 
     def _newline_mask(self, size: int) -> np.ndarray:
         """A bool array of ``size`` to compute an append's newlines into (caller holds _lock)."""
@@ -776,23 +779,25 @@ class LogStore:
     def _take_spare(self) -> mmap.mmap | None:
         """The spare block mapping, if one is ready for the current geometry (caller holds
         _lock); a writer with none takes a fresh mapping rather than wait."""
-        spare, self._spare = self._spare, None
-        if spare is not None and len(spare) != _block_layout(BLOCK_BYTES, BLOCK_LINES)[1]:
+        if not self._spares:
+            return None
+        spare = self._spares.pop()
+        if len(spare) != _block_layout(BLOCK_BYTES, BLOCK_LINES)[1]:
             return None  # made before the tests changed the geometry
         return spare
 
     def _want_spare(self, lines: int) -> None:
         """Have a spare made, with room for ``lines`` line ends, unless one is (caller holds
         _lock)."""
-        if self._spare is None and not self._spare_coming:
-            self._spare_coming = True
+        while len(self._spares) + self._spares_coming < SPARES_AHEAD:
+            self._spares_coming += 1
             _SPARES.request(self, lines)
 
     def _spare_made(self, memory: mmap.mmap) -> None:
         with self._lock:
-            self._spare_coming = False
-            if self._spare is None:
-                self._spare = memory
+            self._spares_coming -= 1
+            if len(self._spares) < SPARES_AHEAD:
+                self._spares.append(memory)
 
     def add_process(self, name: str) -> None:
         with self._lock:
