@@ -26,7 +26,14 @@ from lacrimosa.engine.errors import ConsoleError, NoSuchProcess
 from lacrimosa.engine.logs.query import LogQuery, LogView
 from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
 from lacrimosa.engine.processes.guardian import tagged_pids
-from lacrimosa.engine.processes.supervisor import STRAY_SWEEP_INTERVAL, STRAY_SWEEPS, ProcessInfo
+from lacrimosa.engine.processes.supervisor import (
+    COALESCE_BELOW,
+    COALESCE_WAKEUPS,
+    STRAY_SWEEP_INTERVAL,
+    STRAY_SWEEPS,
+    ProcessInfo,
+    ReadHistory,
+)
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +149,39 @@ def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_
     assert len(LogView(snap, LogQuery(stream=STDOUT, contains=b"o" * 99))) == 100_000
     assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"e" * 49))) == 60_000
     assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"o"))) == 0
+
+
+def test_output_gathers_for_small_writers_and_never_for_a_bulk_writer_draining() -> None:
+    history = ReadHistory()
+    # A start, then small writers' wake-ups: they wait once COALESCE_WAKEUPS of them read little.
+    assert [history.quiet_after(200) for _ in range(COALESCE_WAKEUPS)] == [False] * (
+        COALESCE_WAKEUPS - 1
+    ) + [True]
+    assert not history.quiet_after(0)  # a wake-up for a command or a timer says nothing
+    assert history.quiet_after(300)
+    # A bulk writer: a full pipe, then what it wrote while the loop stored that (tens of KiB a
+    # wake-up once the pipe is drained, as `seq` does): never held up.
+    drained = [1 << 20, 466_944, 57_344, 49_152, 45_056, 40_960, 36_864, 1 << 20, 49_152]
+    assert not any(history.quiet_after(read) for read in drained)
+    # It stops: small reads again, and the loop waits once they are all that is remembered.
+    small = [history.quiet_after(COALESCE_BELOW // (2 * COALESCE_WAKEUPS)) for _ in range(4)]
+    assert small == [False] * (COALESCE_WAKEUPS - 1) + [True]
+
+
+def test_many_small_writers_share_wake_ups(console: MakeConsole) -> None:
+    writers = "\n".join(
+        f'''
+        [processes.w{i}]
+        cmd = "{PY} -u -c 'import time\\nfor i in range(40): print(i); time.sleep(0.01)'"
+        restart = "never"
+        '''
+        for i in range(10)
+    )
+    c = console(writers)
+    names = [f"w{i}" for i in range(10)]
+    wait_until(lambda: all(state_of(c, n) == "exited" for n in names), timeout=30)
+    assert all(c.process(n).stdout_lines == 40 for n in names)
+    assert c.supervisor.gathers > 0  # ~1000 lines/s from 10 pipes: output was let gather
 
 
 # -- restart policies and backoff ----------------------------------------------------------------

@@ -81,13 +81,16 @@ READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20
 CRASH_LOOP_FAILURES = 3
 PARTIAL_LINE_WAIT = 0.5  # a line without newline is shown after this long without more output
-# After two wake-ups in a row that each read less than COALESCE_BELOW bytes in all, the loop
-# lets output gather for COALESCE_WAIT seconds before it selects again (commands cut the wait
-# short): lines reach the store at most this much later, and many small writers cost one
-# wake-up per wait, not one per line. A wake-up that read more goes straight back to select, and
-# one small read alone (a bulk writer's first) does not wait: bulk output is not slowed.
+# When the last COALESCE_WAKEUPS wake-ups that read anything read less than COALESCE_BELOW bytes
+# in all, the loop lets output gather for COALESCE_WAIT seconds before it selects again (commands
+# cut the wait short): lines reach the store at most this much later, and many small writers cost
+# one wake-up per wait, not one per line. A bulk writer is never made to wait: once the loop has
+# drained its pipe, each wake-up reads what it wrote meanwhile (tens of KiB), which the sum sees.
+# (Two small reads in a row used to be enough: `seq` was then held up 5 ms after each drain, 4-5
+# times in 2M lines, its 1 MiB pipe full: ~20 ms of a 60 ms capture.)
 COALESCE_WAIT = 0.005
 COALESCE_BELOW = 64 << 10
+COALESCE_WAKEUPS = 4
 _TICK = 1.0
 
 _PR_SET_PDEATHSIG = 1
@@ -105,6 +108,29 @@ GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick
 GUARDIAN_BACKOFF_MAX = 30.0
 GUARDIAN_STABLE_AFTER = 10.0  # a guardian that lived this long resets the count of quick deaths
 GUARDIAN_FAILING_AFTER = 3  # quick deaths in a row from which the guardian shows as failing
+
+
+class ReadHistory:
+    """What the last COALESCE_WAKEUPS wake-ups that read anything read, to tell small writers
+    (let their output gather) from a bulk writer (never held up)."""
+
+    __slots__ = ("_reads", "_next", "_sum")
+
+    def __init__(self) -> None:
+        # As if the loop had just read a lot: the first small reads after a start do not wait.
+        self._reads = [COALESCE_BELOW] * COALESCE_WAKEUPS
+        self._next = 0
+        self._sum = COALESCE_BELOW * COALESCE_WAKEUPS
+
+    def quiet_after(self, read: int) -> bool:
+        """Note a wake-up that read ``read`` bytes; True when the loop should let output gather."""
+        if not read:
+            return False
+        slot = self._next
+        self._sum += read - self._reads[slot]
+        self._reads[slot] = read
+        self._next = (slot + 1) % COALESCE_WAKEUPS
+        return self._sum < COALESCE_BELOW
 
 
 class State:
@@ -498,6 +524,7 @@ class Supervisor:
         self._listeners_lock = threading.Lock()
         self.version = 0  # bumped whenever a process changes state
         self.crashed: BaseException | None = None
+        self.gathers = 0  # times the loop let output gather (COALESCE_WAIT)
         # Processes that had to be SIGKILLed at the end of their stop timeout during shutdown.
         self.kills_in_shutdown = 0
         self._published: dict[str, _Published] = {}
@@ -680,7 +707,7 @@ class Supervisor:
     def _loop(self) -> None:
         try:
             self._schedule(_TICK, self._tick)
-            small_before = False
+            recent = ReadHistory()
             while self._running or self._has_live_children():
                 timeout = _TICK
                 if self._timers:
@@ -702,10 +729,8 @@ class Supervisor:
                     callback()
                 if self._dirty:
                     self._advance()
-                small = 0 < read < COALESCE_BELOW
-                if small and small_before:
+                if recent.quiet_after(read):
                     self._gather()
-                small_before = small
         except BaseException as exc:  # a bug here must not leave children unsupervised
             self.crashed = exc
             self._kill_everything()
@@ -721,6 +746,7 @@ class Supervisor:
         before selecting again, so that one wake-up takes in many processes' lines (50
         processes writing a line every 10 ms: ~25 lines per wake-up, not ~1). A command ends
         the wait at once; an exit waits for it (its pidfd is not watched here)."""
+        self.gathers += 1
         self._wake_poll.poll(COALESCE_WAIT * 1000)
 
     def _has_live_children(self) -> bool:
