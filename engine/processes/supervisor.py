@@ -114,7 +114,7 @@ class ReadHistory:
     """What the last COALESCE_WAKEUPS wake-ups that read anything read, to tell small writers
     (let their output gather) from a bulk writer (never held up)."""
 
-    __slots__ = ("_reads", "_next", "_sum")
+    __slots__ = ("_next", "_reads", "_sum")
 
     def __init__(self) -> None:
         # As if the loop had just read a lot: the first small reads after a start do not wait.
