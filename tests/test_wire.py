@@ -22,21 +22,12 @@ import pytest
 from helpers import send_events, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_sequencer import SEQUENCED as CONFIG
 from test_server import connect
 
 from lacrimosa.api.server import ControlServer
 from lacrimosa.api.wire import OPS
 from lacrimosa.engine.console import Console
-
-CONFIG = """
-[processes.idle]
-cmd = "sleep 300"
-
-[sequencer]
-udp = "127.0.0.1:0"
-capacity = 4096
-blob = "4MiB"
-"""
 
 HOSTILE = "c1 \x9b2J osc \x9d0;title\x07 del \x7f sep \u2028 para \u2029 esc \x1b[31mred\x1b[0m é"
 # An event payload with DEL would be shown as hex (it is binary data): the rest is text.
