@@ -358,7 +358,7 @@ class ProcessLogs:
         self.split_lines = 0
         self.evicted_lines = 0
         # Lines in the last block this process filled up (0: none yet): its next blocks come
-        # from the store's spare, made with room for as many line ends.
+        # from the store's spares, made with room for as many line ends.
         self._filled_lines = 0
 
     # -- writing ---------------------------------------------------------------------------------
@@ -629,7 +629,8 @@ class _SpareMaker:
     ctypes, which lets go of the interpreter lock for the call, so the populating runs on another
     core while the writer goes on (2M lines of ``seq``: ~5,600 faults the capturing thread no
     longer takes). Where the call is refused, spares are plain fresh mappings (nothing gained,
-    nothing lost). The queue is bounded by the stores: each has at most one request in flight.
+    nothing lost). The queue is bounded by the stores: each has at most SPARES_AHEAD requests in
+    flight.
     """
 
     MADV_POPULATE_WRITE = 23
@@ -763,10 +764,10 @@ class LogStore:
         # Scratch for an append's newline mask, reused under _lock: a fresh 1 MiB array per read
         # was a fresh mapping from malloc, 256 page faults each (2M lines of `seq`: 9,500 minor
         # faults and ~46 ms of append, 5,700 and ~26 ms with the mask reused; bench/capture.py).
-        # Touched now, once, so that the first captures do not pay its faults either.
-        self._mask = np.zeros(BLOCK_BYTES + MAX_LINE_BYTES, dtype=bool)
-        self._mask.fill(False)
-        # One block mapping made ahead for the next writer that fills a block (see _SpareMaker).
+        # Filled now, once (every page touched), so that the first captures do not pay its faults.
+        self._mask = np.full(BLOCK_BYTES + MAX_LINE_BYTES, False)
+        # Block mappings made ahead for the next writers that fill a block (see _SpareMaker): the
+        # ready ones, and how many are being made.
         self._spares: list[mmap.mmap] = []
         self._spares_coming = 0
 
@@ -777,7 +778,7 @@ class LogStore:
         return self._mask[:size]
 
     def _take_spare(self) -> mmap.mmap | None:
-        """The spare block mapping, if one is ready for the current geometry (caller holds
+        """A spare block mapping, if one is ready for the current geometry (caller holds
         _lock); a writer with none takes a fresh mapping rather than wait."""
         if not self._spares:
             return None
@@ -787,8 +788,8 @@ class LogStore:
         return spare
 
     def _want_spare(self, lines: int) -> None:
-        """Have a spare made, with room for ``lines`` line ends, unless one is (caller holds
-        _lock)."""
+        """Have spares made, with room for ``lines`` line ends, up to SPARES_AHEAD ready or
+        coming (caller holds _lock)."""
         while len(self._spares) + self._spares_coming < SPARES_AHEAD:
             self._spares_coming += 1
             _SPARES.request(self, lines)

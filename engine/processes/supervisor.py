@@ -46,6 +46,7 @@ http and exec attempts run in a small pool, at most one per process at a time, n
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import fcntl
@@ -114,23 +115,20 @@ class ReadHistory:
     """What the last COALESCE_WAKEUPS wake-ups that read anything read, to tell small writers
     (let their output gather) from a bulk writer (never held up)."""
 
-    __slots__ = ("_next", "_reads", "_sum")
+    __slots__ = ("_reads",)
 
     def __init__(self) -> None:
         # As if the loop had just read a lot: the first small reads after a start do not wait.
-        self._reads = [COALESCE_BELOW] * COALESCE_WAKEUPS
-        self._next = 0
-        self._sum = COALESCE_BELOW * COALESCE_WAKEUPS
+        self._reads = collections.deque(
+            [COALESCE_BELOW] * COALESCE_WAKEUPS, maxlen=COALESCE_WAKEUPS
+        )
 
     def quiet_after(self, read: int) -> bool:
         """Note a wake-up that read ``read`` bytes; True when the loop should let output gather."""
         if not read:
             return False
-        slot = self._next
-        self._sum += read - self._reads[slot]
-        self._reads[slot] = read
-        self._next = (slot + 1) % COALESCE_WAKEUPS
-        return self._sum < COALESCE_BELOW
+        self._reads.append(read)
+        return sum(self._reads) < COALESCE_BELOW
 
 
 class State:
