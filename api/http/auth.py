@@ -261,7 +261,7 @@ class AuthMiddleware:
             return 503, "unavailable", f"API keys cannot be checked: {exc.message}"
         if record is None:
             why = "an unknown or revoked API key" if key else "no API key"
-            if _header_count(scope, b"authorization") > 1:
+            if len(_header_values(scope, b"authorization")) > 1:
                 why = "more than one Authorization header"
             self._refused(Actor("http"), 401, method, scope)
             return (
@@ -349,15 +349,15 @@ def actor_of(scope: Scope) -> Actor:
 def _bearer(scope: Scope) -> str | None:
     """The bearer key of a request; None without one, and with more than one Authorization
     header: which one counts is ambiguous (a proxy in front may check the other)."""
-    found = [value for name, value in scope.get("headers", ()) if name == b"authorization"]
+    found = _header_values(scope, b"authorization")
     if len(found) != 1:
         return None
     kind, _, key = found[0].decode("latin-1").strip().partition(" ")
     return key.strip() if kind.lower() == "bearer" and key.strip() else None
 
 
-def _header_count(scope: Scope, wanted: bytes) -> int:
-    return sum(1 for name, _ in scope.get("headers", ()) if name == wanted)
+def _header_values(scope: Scope, wanted: bytes) -> list[bytes]:
+    return [value for name, value in scope.get("headers", ()) if name == wanted]
 
 
 async def _refuse(

@@ -410,12 +410,7 @@ class Sequencer:
         fields["flags"] = flags
         self.journal.append(staging, starts, record_lengths, fields, crcs)
         framed_count = kept if all_framed else int(framed.sum())
-        self._framed += framed_count
-        self._text += kept - framed_count
-        self._accepted += kept
-        self._this_second += kept
-        self._received += count  # last: a reader that sees it sees the events journaled
-        self._publish()
+        self._count_journaled(count, framed_count, kept - framed_count)
 
     def _ingest_fixed_size_frames(
         self, receiver: Receiver, count: int, raw_header: np.ndarray, header: np.ndarray
@@ -442,12 +437,18 @@ class Sequencer:
         if ignored.any():
             fields["flags"][ignored] |= CLOCK_IGNORED
         self.journal.append(receiver.staging, _RECORD_START, record_length, fields, crcs)
-        self._framed += count
-        self._accepted += count
-        self._this_second += count
-        self._received += count  # last: a reader that sees it sees the events journaled
-        self._publish()
+        self._count_journaled(count, count, 0)
         return True
+
+    def _count_journaled(self, received: int, framed: int, text: int) -> None:
+        """Count a batch of ``received`` datagrams whose ``framed`` and ``text`` events were
+        journaled, and publish the counters."""
+        self._framed += framed
+        self._text += text
+        self._accepted += framed + text
+        self._this_second += framed + text
+        self._received += received  # last: a reader that sees it sees the events journaled
+        self._publish()
 
     def _publish(self) -> None:
         """Write the counters into the shared block (accepted before received, as in stats())."""
