@@ -118,6 +118,25 @@ def rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def unmapped_shared_bytes() -> int:
+    """Shared memory on the machine not mapped into this process's page tables: ``Shmem``
+    (/proc/meminfo) minus this process's ``RssShmem``. The log store's blocks are memfds written
+    with ``pwrite``, whose pages exist without being touched through the mapping, so RSS alone
+    misses them; its growth over a run adds them back (on a machine where nothing else makes
+    shared memory meanwhile)."""
+    return (
+        _kib_field("/proc/meminfo", "Shmem:") - _kib_field("/proc/self/status", "RssShmem:")
+    ) << 10
+
+
+def _kib_field(path: str, name: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(name):
+                return int(line.split()[1])
+    return 0
+
+
 def startup_env(pycache: Path) -> dict[str, str]:
     """The environment for start-up timings: bytecode cached, as on a user's machine.
 

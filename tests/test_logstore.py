@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
+import os
+import resource
 import threading
 
 import numpy as np
 import pytest
-from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from logmodel import GEOMETRY, MAX_LINE, Harness, line_key, op_lists, snapshot_lines
@@ -447,32 +450,80 @@ def test_geometry_patch_is_undone() -> None:
     assert logstore.time.time() > 0 and logstore.time.__name__ == "time"
 
 
-# -- spare blocks --------------------------------------------------------------------------------
+# -- block memory --------------------------------------------------------------------------------
 
 
-def test_a_writer_that_fills_blocks_gets_spares_made_ahead_and_a_quiet_one_none() -> None:
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    stat = os.fstat(fd)
+    return stat.st_dev, stat.st_ino
+
+
+def _open_inodes() -> set[tuple[int, int]]:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            inodes.add(_identity(int(fd)))
+    return inodes
+
+
+def test_a_block_takes_bulk_appends_through_its_memfd_and_closes_it_when_sealed() -> None:
     store = LogStore(budget_bytes=64 << 20)
-    store.append("quiet", STDOUT, b"one line\n")
-    assert not store._spares and not store._spares_coming  # a first block: no spare asked for
-
     line = b"x" * 99 + b"\n"
     chunk = line * ((1 << 20) // len(line))  # just under a block's bytes
     store.append("fast", STDOUT, chunk)
-    store.append("fast", STDOUT, chunk)  # does not fit: the first block is full, a spare asked for
-    wait_until(lambda: len(store._spares) == logstore.SPARES_AHEAD, message="spare block mappings")
-    spares = list(store._spares)
-    store.append("fast", STDOUT, chunk)  # fills the second block: the third is a spare
-    active = store._logs["fast"]._active
-    assert active is not None and any(active._map is spare for spare in spares)
-    assert contents(store, "fast") == [line[:-1]] * (3 * len(chunk) // len(line))
-    assert contents(store, "quiet") == [b"one line"]
-    wait_until(lambda: len(store._spares) == logstore.SPARES_AHEAD)  # made up again, no more
-    assert store._spares_coming == 0
+    block = store._logs["fast"]._active
+    assert block is not None and block._fd is not None
+    assert os.readlink(f"/proc/self/fd/{block._fd}").startswith("/memfd:lacrimosa-block")
+    memfd = _identity(block._fd)
+    store.append("fast", STDOUT, chunk)  # does not fit: the first block seals
+    assert block.sealed and block._fd is None
+    second = store._logs["fast"]._active
+    assert second is not None and second._fd is not None
+    assert memfd not in _open_inodes() and _identity(second._fd) in _open_inodes()
+    assert contents(store, "fast") == [line[:-1]] * (2 * len(chunk) // len(line))
 
 
-def test_a_spare_made_for_another_geometry_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blocks_of_a_dropped_store_leave_no_descriptor_open() -> None:
+    gc.collect()  # earlier tests' stores
+    before = _open_fds()
     store = LogStore(budget_bytes=64 << 20)
-    store._spares = [logstore._SPARES.make(lines=1000)]
-    monkeypatch.setattr(logstore, "BLOCK_BYTES", 1 << 16)
-    monkeypatch.setattr(logstore, "BLOCK_LINES", 1 << 10)
-    assert store._take_spare() is None
+    for i in range(20):
+        store.append(f"p{i}", STDOUT, b"a line\n" * 1000)
+    assert _open_fds() >= before + 20  # one memfd per active block
+    del store
+    gc.collect()
+    assert _open_fds() == before
+
+
+def test_out_of_descriptors_a_block_is_an_anonymous_mapping_and_loses_nothing() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    store = LogStore(budget_bytes=64 << 20)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_open_fds() + 8, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        store.append("p", STDOUT, b"one\ntwo\n" * 500)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    block = store._logs["p"]._active
+    assert block is not None and block._fd is None
+    store.append("p", STDOUT, b"three\n")
+    assert contents(store, "p") == [b"one", b"two"] * 500 + [b"three"]
+
+
+def test_a_write_the_memfd_refuses_goes_through_the_mapping() -> None:
+    store = LogStore(budget_bytes=64 << 20)
+    store.append("p", STDOUT, b"first\n" * 400)
+    block = store._logs["p"]._active
+    assert block is not None and block._fd is not None and block._close_fd is not None
+    block._close_fd()  # the descriptor gone behind the block's back: pwrite fails (EBADF)
+    store.append("p", STDOUT, b"second\n" * 400)
+    assert contents(store, "p") == [b"first"] * 400 + [b"second"] * 400

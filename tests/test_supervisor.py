@@ -25,6 +25,7 @@ from lacrimosa.engine.console import Console
 from lacrimosa.engine.errors import ConsoleError, NoSuchProcess
 from lacrimosa.engine.logs.query import LogQuery, LogView
 from lacrimosa.engine.logs.store import STDERR, STDOUT, SYSTEM
+from lacrimosa.engine.processes import supervisor
 from lacrimosa.engine.processes.guardian import tagged_pids
 from lacrimosa.engine.processes.supervisor import (
     COALESCE_BELOW,
@@ -149,6 +150,34 @@ def test_output_as_fast_as_it_comes_is_captured_whole(console: MakeConsole, tmp_
     assert len(LogView(snap, LogQuery(stream=STDOUT, contains=b"o" * 99))) == 100_000
     assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"e" * 49))) == 60_000
     assert len(LogView(snap, LogQuery(stream=STDERR, contains=b"o"))) == 0
+
+
+def test_a_full_pipe_at_exit_is_read_whole_whatever_the_read_size(
+    console: MakeConsole, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that fills its pipe and exits at once: at its exit the pipe may hold all of it,
+    # and the drain reads it whole, however many reads that takes (it was 4 reads, fine only
+    # while a read was as large as the pipe).
+    monkeypatch.setattr(supervisor, "READ_CHUNK", 16 << 10)
+    line = "x" * 99
+    count = (1 << 20) // 100 - 1  # just under the 1 MiB pipe: the write never blocks
+    c = console(f"""
+        [processes.burst]
+        cmd = "{PY} -c 'import os, time; time.sleep(0.5); os.write(1, b\\"{line}\\\\n\\" * {count})'"
+        restart = "never"
+    """)
+    pid = c.process("burst").pid
+    assert pid is not None
+    with c.store._lock:  # the supervisor's first append waits: the pipe is full when it exits
+        wait_until(lambda: _is_zombie(pid), timeout=30, message="the writer exited")
+    wait_until(lambda: state_of(c, "burst") == "exited", timeout=30)
+    assert c.process("burst").stdout_lines == count
+    assert texts(c, "burst", STDOUT) == [line] * count
+
+
+def _is_zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_output_gathers_for_small_writers_and_never_for_a_bulk_writer_draining() -> None:

@@ -28,13 +28,14 @@ Model (see DESIGN.md, "The log store"):
   counting): such "retired" blocks are counted (``retired_bytes``, via ``weakref.finalize``),
   and a long reader holding some while they exceed ``retired_bound()`` is expected to let go of
   them and report the lines as lapped (api/protocol.py does).
-- A writer that fills blocks gets its next block from a spare whose pages another thread already
-  faulted in (``_SpareMaker``): on this class of machine a fresh page costs ~2-4 µs to fault on
-  first write, ~1.4 ms a block of ``seq`` output, which the writer no longer pays itself. At
-  most ``SPARES_AHEAD`` spares per store, made only after a block filled up (quiet processes never
-  get one), each at most 1 MiB of data pages plus the line ends the last full block needed, outside
-  the budget. Made one at a time, a spare was ready for a quarter of the blocks ``seq`` filled (one
-  every ~2 ms); two ahead, for most.
+- A block's memory is a memfd (shared memory with a file descriptor), mapped for readers. Bulk
+  appends write into it with ``pwrite`` rather than through the mapping: the kernel then allocates
+  each page inside the write call, which on this class of machine costs ~1 µs a page against ~3.5
+  µs for a page faulted in by a first store through a mapping (anonymous or shared, faulted one by
+  one or populated ahead). For 2M lines of ``seq`` that is ~6,000 faults the capture no longer
+  takes (bench/capture.py). Small appends, a page's worth over many calls, write through the
+  mapping. A block keeps its descriptor while it takes appends and closes it when it seals; where
+  no memfd can be made (out of descriptors), a block is a plain anonymous mapping written through.
 - Hostile output: a line longer than ``max_line_bytes`` is split into pieces flagged
   ``FLAG_NO_NEWLINE`` (counted as ``split_lines``); any bytes are kept as written (invalid UTF-8,
   ANSI codes, ``\\r``, NUL); the renderers decide how to show them.
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import functools
 import mmap
-import queue
+import os
 import threading
 import time
 import weakref
@@ -69,7 +70,6 @@ META_BYTES_PER_RUN = 4 + 8 + 4 + 1  # first line index, first id, time, flags
 _MAX_BLOCK_AGE_MS = (1 << 32) - 1
 CACHE_SHARE = 8  # query caches take at most 1/CACHE_SHARE of the budget
 CACHE_KEYS_PER_BLOCK = 8  # predicates cached per block (the oldest dropped past that)
-SPARES_AHEAD = 2  # block mappings made ahead for a writer that fills blocks (see _SpareMaker)
 RETIRED_MIN = 16 << 20  # evicted blocks that readers still hold: max(this, budget / 8) at most
 
 _NEWLINE = 10
@@ -109,7 +109,10 @@ class Block:
 
     __slots__ = (
         "__weakref__",
+        "_close_fd",
+        "_fd",
         "_map",
+        "_offsets",
         "cache_bytes",
         "data",
         "ends",
@@ -128,24 +131,24 @@ class Block:
         "used",
     )
 
-    def __init__(
-        self,
-        process: str,
-        t0_ms: int,
-        store: LogStore | None = None,
-        memory: mmap.mmap | None = None,
-    ) -> None:
+    def __init__(self, process: str, t0_ms: int, store: LogStore | None = None) -> None:
         self.process = process
         self.store = store  # accounts this block's query cache (None: a block on its own)
         self.evicted = False  # dropped by the store; alive while a reader still holds it
-        # One private anonymous mapping holds the line bytes and the metadata at full capacity,
-        # as numpy views. Outside the malloc heap, long-lived blocks never pin the short-lived
-        # read chunks and numpy temporaries freed between them (RSS growth for 1M lines of 100 B,
-        # bench/store_memory.py: 133 MB with heap arrays, 122 MB so); untouched pages cost address
+        # One mapping holds the line bytes and the metadata at full capacity, as numpy views.
+        # Outside the malloc heap, long-lived blocks never pin the short-lived read chunks and
+        # numpy temporaries freed between them (RSS growth for 1M lines of 100 B,
+        # bench/store_memory.py: 133 MB with heap arrays, 122 MB so); unwritten pages cost address
         # space only; the metadata is never copied to grow or to seal. The mapping is unmapped
-        # when the last view of it dies. ``memory``: such a mapping made beforehand (a spare).
+        # when the last view of it dies. ``_fd``: the memfd behind it, for ``write`` (see the
+        # module docstring), until the block seals; None for an anonymous mapping.
         layout, size = _block_layout(BLOCK_BYTES, BLOCK_LINES)
-        self._map = memory if memory is not None else _block_memory(size)
+        self._map, self._fd = _block_memory(size)
+        # Closes the descriptor when the block seals, or dies unsealed (a store dropped whole).
+        self._close_fd = (
+            weakref.finalize(self, os.close, self._fd) if self._fd is not None else None
+        )
+        self._offsets = {name: offset for name, _, _, offset in layout}
         views = {
             name: np.frombuffer(self._map, dtype=dtype, count=count, offset=offset)
             for name, dtype, count, offset in layout
@@ -180,10 +183,38 @@ class Block:
             start = offset + _page_ceil(items * dtype.itemsize)
             stop = offset + _page_ceil(count * dtype.itemsize)
             if stop > start:
-                self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+                _LIBC.drop(self._map, start, stop - start)
             if name != "data":
                 setattr(self, name, getattr(self, name)[:items])
+        if self._close_fd is not None:
+            self._close_fd()
+            self._fd = None
         self.sealed = True
+
+    def write(self, name: str, index: int, values: np.ndarray) -> None:
+        """Store ``values`` (of the array's dtype, contiguous) at ``index`` of array ``name``.
+
+        Through the memfd with ``pwrite`` while the block has one: the kernel allocates the pages
+        inside the call, ~3x cheaper here than a first store through the mapping faults them in.
+        Whatever the kernel refuses (out of memory for shared memory) is written through the
+        mapping instead, as for an anonymous block.
+        """
+        view = getattr(self, name)
+        fd = self._fd
+        if fd is not None:
+            at = self._offsets[name] + index * view.itemsize
+            done = 0
+            raw = memoryview(values).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
+            try:
+                while done < len(raw):
+                    done += os.pwrite(fd, raw[done:], at + done)
+            except OSError:
+                pass
+            if done == len(raw):
+                return
+            skip = done // view.itemsize  # whole items already written; the rest, with the part
+            index, values = index + skip, values[skip:]
+        view[index : index + len(values)] = values
 
     def nbytes(self) -> int:
         """Bytes counted against the memory budget: line bytes plus metadata."""
@@ -357,9 +388,6 @@ class ProcessLogs:
         self.byte_counts = [0, 0, 0]  # bytes taken in, by stream (newlines included)
         self.split_lines = 0
         self.evicted_lines = 0
-        # Lines in the last block this process filled up (0: none yet): its next blocks come
-        # from the store's spares, made with room for as many line ends.
-        self._filled_lines = 0
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -498,15 +526,15 @@ class ProcessLogs:
             fit = int(np.searchsorted(ends[done:], pos + room_bytes, side="right"))
             fit = min(fit, room_lines, total - done)
             if fit == 0:
-                self._filled_lines = block.n
                 self._seal_active()
                 continue
             stop = done + fit
             end = int(ends[stop - 1])
             n = block.n
-            block.data[block.used : block.used + (end - pos)] = arr[pos:end]
-            # Computed straight into the block's array: no temporary.
-            np.add(ends[done:stop], block.used - pos, out=block.ends[n : n + fit], casting="unsafe")
+            block.write("data", block.used, arr[pos:end])
+            line_ends = store._line_ends_scratch(fit)
+            np.add(ends[done:stop], block.used - pos, out=line_ends, casting="unsafe")
+            block.write("ends", n, line_ends)
             # Clamped so times never go backwards inside a block (a "since" query bisects them).
             runs = block.runs
             floor = int(block.run_times[runs - 1]) if runs else 0
@@ -520,7 +548,6 @@ class ProcessLogs:
             done = stop
             pos = end
             if block.used == BLOCK_BYTES or block.n == BLOCK_LINES:
-                self._filled_lines = block.n
                 self._seal_active()
         self._publish()
 
@@ -568,11 +595,7 @@ class ProcessLogs:
     def _open_block(self, now_ms: int) -> Block:
         if self._active is not None:
             self._seal_active()
-        store = self._store
-        memory = store._take_spare() if self._filled_lines else None
-        self._active = Block(self.name, now_ms, store, memory)
-        if self._filled_lines:
-            store._want_spare(self._filled_lines)
+        self._active = Block(self.name, now_ms, self._store)
         return self._active
 
     def _seal_active(self) -> None:
@@ -617,81 +640,68 @@ class ProcessLogs:
         )
 
 
-def _block_memory(size: int) -> mmap.mmap:
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+def _block_memory(size: int) -> tuple[Any, int | None]:
+    """A block's mapping of ``size`` bytes (a ctypes array over it), and its memfd (None: an
+    anonymous mapping, no memfd could be made). The memfd is close-on-exec: children never
+    inherit it. Mapped through libc, not the mmap module: an ``mmap.mmap`` of a descriptor keeps
+    a duplicate of it open for its whole life, a descriptor per block, sealed ones included."""
+    try:
+        fd = os.memfd_create("lacrimosa-block", os.MFD_CLOEXEC)
+    except OSError:
+        return _LIBC.map(size, -1), None
+    try:
+        os.ftruncate(fd, size)  # a sparse size: pages exist only where written
+        return _LIBC.map(size, fd), fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-class _SpareMaker:
-    """One daemon thread for the whole process that makes stores' spare block mappings.
-
-    A spare's data pages and the line ends it will likely need are faulted in with
-    ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14): one call, no trap a page, and made through
-    ctypes, which lets go of the interpreter lock for the call, so the populating runs on another
-    core while the writer goes on (2M lines of ``seq``: ~5,600 faults the capturing thread no
-    longer takes). Where the call is refused, spares are plain fresh mappings (nothing gained,
-    nothing lost). The queue is bounded by the stores: each has at most SPARES_AHEAD requests in
-    flight.
-    """
-
-    MADV_POPULATE_WRITE = 23
+class _Mappings:
+    """mmap, munmap and madvise from libc through ctypes, loaded on first use (the one-shot CLI
+    never imports this module, but tests and tools that do should not pay for ctypes unasked)."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[weakref.ref[LogStore], int]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._populate: Any = None  # libc's madvise through ctypes, once loaded; False: refused
+        self._libc: Any = None
 
-    def request(self, store: LogStore, lines: int) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="log-spares", daemon=True)
-                self._thread.start()
-        self._queue.put((weakref.ref(store), lines))
+    def _load(self) -> Any:
+        if self._libc is None:
+            import ctypes
 
-    def _run(self) -> None:
-        while True:
-            ref, lines = self._queue.get()
-            if ref() is None:
-                continue  # the store is gone
-            memory = self.make(lines)
-            store = ref()
-            if store is not None:
-                store._spare_made(memory)
-            del store
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.argtypes = [
+                ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                ctypes.c_long,
+            ]  # fmt: skip
+            libc.mmap.restype = ctypes.c_void_p
+            libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self._libc = libc
+        return self._libc
 
-    def make(self, lines: int) -> mmap.mmap:
-        layout, size = _block_layout(BLOCK_BYTES, BLOCK_LINES)
-        memory = _block_memory(size)
-        if self._populate is None:
-            self._populate = self._load_populate()
-        if self._populate:
-            for name, dtype, count, offset in layout:
-                if name == "data":
-                    self._populate_range(memory, offset, count * dtype.itemsize)
-                elif name == "ends":
-                    self._populate_range(memory, offset, min(lines, count) * dtype.itemsize)
-        return memory
-
-    @staticmethod
-    def _load_populate() -> Any:
+    def map(self, size: int, fd: int) -> Any:
+        """``size`` bytes, read-write: of ``fd`` shared, or anonymous and private if ``fd`` is
+        -1. Unmapped when the returned array (the base of every view of it) dies."""
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        madvise.restype = ctypes.c_int
-        return madvise
+        libc = self._load()
+        flags = mmap.MAP_SHARED if fd >= 0 else mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        address = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        memory = (ctypes.c_ubyte * size).from_address(address)
+        weakref.finalize(memory, libc.munmap, address, size)
+        return memory
 
-    def _populate_range(self, memory: mmap.mmap, offset: int, nbytes: int) -> None:
-        nbytes = _page_ceil(nbytes)
-        if not nbytes:
-            return
-        view = np.frombuffer(memory, dtype=np.uint8, count=nbytes, offset=offset)
-        if self._populate(view.ctypes.data, nbytes, self.MADV_POPULATE_WRITE) != 0:
-            self._populate = False  # an older kernel: spares stay plain mappings
+    def drop(self, memory: Any, offset: int, size: int) -> None:
+        """Give the pages of ``[offset, offset + size)`` back (MADV_DONTNEED)."""
+        import ctypes
+
+        self._load().madvise(ctypes.addressof(memory) + offset, size, mmap.MADV_DONTNEED)
 
 
-_SPARES = _SpareMaker()
+_LIBC = _Mappings()
 
 
 def _no_line_longer_than(ends: np.ndarray, max_line: int) -> bool:
@@ -766,10 +776,8 @@ class LogStore:
         # faults and ~46 ms of append, 5,700 and ~26 ms with the mask reused; bench/capture.py).
         # Filled now, once (every page touched), so that the first captures do not pay its faults.
         self._mask = np.full(BLOCK_BYTES + MAX_LINE_BYTES, False)
-        # Block mappings made ahead for the next writers that fill a block (see _SpareMaker): the
-        # ready ones, and how many are being made.
-        self._spares: list[mmap.mmap] = []
-        self._spares_coming = 0
+        # Scratch for the line ends an append writes into a block (Block.write), likewise.
+        self._line_ends = np.full(BLOCK_LINES, 1, dtype=np.uint32)
 
     def _newline_mask(self, size: int) -> np.ndarray:
         """A bool array of ``size`` to compute an append's newlines into (caller holds _lock)."""
@@ -777,28 +785,11 @@ class LogStore:
             return np.empty(size, dtype=bool)
         return self._mask[:size]
 
-    def _take_spare(self) -> mmap.mmap | None:
-        """A spare block mapping, if one is ready for the current geometry (caller holds
-        _lock); a writer with none takes a fresh mapping rather than wait."""
-        if not self._spares:
-            return None
-        spare = self._spares.pop()
-        if len(spare) != _block_layout(BLOCK_BYTES, BLOCK_LINES)[1]:
-            return None  # made before the tests changed the geometry
-        return spare
-
-    def _want_spare(self, lines: int) -> None:
-        """Have spares made, with room for ``lines`` line ends, up to SPARES_AHEAD ready or
-        coming (caller holds _lock)."""
-        while len(self._spares) + self._spares_coming < SPARES_AHEAD:
-            self._spares_coming += 1
-            _SPARES.request(self, lines)
-
-    def _spare_made(self, memory: mmap.mmap) -> None:
-        with self._lock:
-            self._spares_coming -= 1
-            if len(self._spares) < SPARES_AHEAD:
-                self._spares.append(memory)
+    def _line_ends_scratch(self, size: int) -> np.ndarray:
+        """A u32 array of ``size`` for an append's line ends in a block (caller holds _lock)."""
+        if size > len(self._line_ends):  # blocks made bigger since (the tests change geometry)
+            self._line_ends = np.full(size, 1, dtype=np.uint32)
+        return self._line_ends[:size]
 
     def add_process(self, name: str) -> None:
         with self._lock:

@@ -102,7 +102,9 @@ _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
 _prctl.restype = ctypes.c_int
 STRAY_SWEEPS = 3  # sweeps for the descendants of a run that ended, STRAY_SWEEP_INTERVAL apart
 STRAY_SWEEP_INTERVAL = 0.1
-DRAIN_MAX_READS = 4  # at exit, read what the pipe held, not a stray writer's endless output
+# At exit, read what a pipe held (at most PIPE_SIZE, twice over for a margin), not a stray writer's
+# endless output.
+DRAIN_MAX_BYTES = 2 * PIPE_SIZE
 PTY_ROWS, PTY_COLUMNS = 24, 80  # the size a child on a pty (pty = true) sees
 ACTION_MARGIN = 30.0  # seconds a stop/restart may take beyond the process's stop_timeout
 GUARDIAN_BACKOFF_INITIAL = 0.25  # seconds before a restart after a second quick death in a row
@@ -1217,9 +1219,12 @@ class Supervisor:
         """Read what the pipes still hold and close them, so a process's last words precede its
         exit line. Bounded: a stray writer outside the group could otherwise keep it going."""
         for fd, stream in list(run.fds.items()):
-            for _ in range(DRAIN_MAX_READS):
-                if not self._read_once(fd, managed, run, stream):
+            drained = 0
+            while drained < DRAIN_MAX_BYTES:
+                read = self._read_once(fd, managed, run, stream)
+                if not read:
                     break
+                drained += read
             if fd in run.fds:  # not at end of file: something outside the group holds it open
                 self._close_pipe(fd, managed, run, stream)
 
