@@ -35,6 +35,7 @@ from lacrimosa.tui.event_render import (
 )
 from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import EventList, EventsView, parse_number
+from lacrimosa.tui.key_hints import KeyHints
 from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
 
@@ -110,7 +111,8 @@ def detail_text(app: LacrimosaApp) -> str:
 
 
 def footer_keys(app: LacrimosaApp) -> list[str]:
-    return [key for key, active in app.screen.active_bindings.items() if active.binding.show]
+    """The keys the footer shows now."""
+    return [key.key for hint in app.query_one(KeyHints).hints for key in hint.keys]
 
 
 def notifications(app: LacrimosaApp) -> list[str]:
@@ -175,6 +177,22 @@ async def test_keys_1_2_3_switch_views_and_the_log_view_keeps_its_state(console)
         assert app.selected_process == "other"  # its state was kept while hidden
         assert app.focused is pane  # and so was the focus
         assert "stream: all" in str(app.query_one("#status", Static).render())
+
+
+async def test_the_footer_shows_each_view_keys_and_a_click_on_one_presses_it(console) -> None:
+    app = LacrimosaApp(console(WITH_SEQUENCER))
+    async with app.run_test(size=SIZE) as pilot:
+        footer = app.query_one(KeyHints)
+        shown = footer.render().plain
+        assert "r restart" in shown and "q quit" in shown and shown.endswith("12345 views ")
+        await pilot.click(KeyHints, offset=(shown.index("12345") + 2, 0))  # the "3"
+        await pilot.pause()
+        assert app.view == "events"
+        shown = footer.render().plain
+        assert "g go to" in shown and "r restart" not in shown
+        assert not footer.children  # one line of text: nothing mounted for a view switch
+        await pilot.click(KeyHints, offset=(shown.index("q quit") + 3, 0))  # the description
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit", timeout=10)
 
 
 @pytest.mark.parametrize("view", ["1", "2", "3"])

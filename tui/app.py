@@ -37,7 +37,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
+from textual.widgets import ContentSwitcher, DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..engine.audit import Actor
@@ -49,6 +49,7 @@ from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .audit_view import AuditView
 from .events_view import EventsView
+from .key_hints import KeyHints
 from .line_detail import describe_line
 from .log_pane import LogPane
 from .overview import OverviewView
@@ -243,7 +244,7 @@ class LacrimosaApp(App[str]):
             yield EventsView(self.engine, id="events")
             yield AuditView(self.engine, id="audit")
             yield QueryView(self.engine, id="query")
-        yield Footer(compact=True)
+        yield KeyHints()
 
     @property
     def process_table(self) -> ProcessTable:
