@@ -9,7 +9,7 @@ rows in another.
 Which events are listed is an :class:`~tui.event_rows.EventRows`: the held range, or the seqs of
 one node and/or stream. The app's 20 Hz poll calls :meth:`EventsView.poll`, which compares the
 journal's bounds with the last ones seen and does nothing more when they did not move (or moved
-less than NEW_ROWS_INTERVAL after the last refresh: under a flood, 10 refreshes a second); a filtered
+less than NEW_ROWS_INTERVAL after the last refresh; under a flood, FLOOD_ROWS_INTERVAL); a filtered
 list is rebuilt in a thread worker (one at a time; requests meanwhile collapse into one more).
 
 Following (the default) keeps the cursor on the newest event. When the journal overwrites the
@@ -49,6 +49,9 @@ from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
 from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
 
+# New events are shown at most this often while more than a screenful arrives between two
+# refreshes (see EventsView.poll); NEW_ROWS_INTERVAL otherwise.
+FLOOD_ROWS_INTERVAL = 0.25
 _EVENT_CACHE_SIZE = 2048
 _STRIP_CACHE_SIZE = 1024
 _BUILD_GROUP = "event-rows"
@@ -422,10 +425,12 @@ class EventsView(Vertical):
 
     def poll(self, force: bool = False) -> None:
         """From the app's timer: refresh when the journal's bounds moved (else do nothing), at
-        most every NEW_ROWS_INTERVAL unless ``force`` (the view was just shown).
+        most every NEW_ROWS_INTERVAL unless ``force`` (the view was just shown), or every
+        FLOOD_ROWS_INTERVAL while more than a screenful arrives between refreshes.
 
         Under a flood the bounds move at every poll, and each refresh draws a screenful of new
-        rows: at the poll's 20 Hz that was most of the UI thread's work, and made keys wait."""
+        rows: at the poll's 20 Hz that was most of the UI thread's work, and made keys wait. At
+        10 Hz it still took a fifth of a core beside the ingest process (bench/tui_events.py)."""
         events_list = self.event_list
         journal = events_list.journal
         if journal is None:
@@ -434,7 +439,13 @@ class EventsView(Vertical):
         if bounds == self._seen_bounds:
             return
         now = time.monotonic()
-        if not force and now - self._reloaded_at < NEW_ROWS_INTERVAL:
+        interval = NEW_ROWS_INTERVAL
+        seen = self._seen_bounds
+        if seen is not None and bounds[1] - seen[1] >= max(events_list.size.height, 1):
+            # A screenful or more arrived since the last refresh: a flood, whose rows no eye
+            # reads at any rate. Fewer refreshes leave the UI thread (and the cores) free.
+            interval = FLOOD_ROWS_INTERVAL
+        if not force and now - self._reloaded_at < interval:
             return  # a later poll shows them
         self._seen_bounds = bounds
         self._reloaded_at = now
