@@ -34,7 +34,7 @@ from lacrimosa.tui.event_render import (
     payload_preview,
 )
 from lacrimosa.tui.event_rows import EventFilter, build_rows
-from lacrimosa.tui.events_view import EventList, EventsView, parse_number
+from lacrimosa.tui.events_view import FLOOD_ROWS_INTERVAL, EventList, EventsView, parse_number
 from lacrimosa.tui.key_hints import KeyHints
 from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
@@ -538,6 +538,44 @@ async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, ud
         # A key is not held back: `up` moves the cursor in the frame that follows.
         await pilot.press("up")
         assert the_list.cursor == 62 and "follow: off" in events_status(app)
+
+
+async def test_a_flood_growing_the_list_is_shown_less_often_and_never_lays_the_screen_out(
+    console, udp_sender
+) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        the_list = event_list(app)
+        send_texts(instance, udp_sender, [f"before {i}" for i in range(100)])  # past a screenful
+        await wait_for(pilot, lambda: payloads(app)[-1:] == ["before 99"], "the events listed")
+        await pilot.pause(0.2)
+        installed: list[float] = []
+        install = the_list._install
+
+        def timed_install(new_rows):  # type: ignore[no-untyped-def]
+            installed.append(time.monotonic())
+            install(new_rows)
+
+        the_list._install = timed_install  # type: ignore[method-assign]
+        layouts = record_layouts(app)
+        # More than a screenful at every 20 Hz poll for about 1.5 s: the list grows each time.
+        deadline = time.monotonic() + 1.5
+        sent = 0
+        while time.monotonic() < deadline:
+            send_texts(instance, udp_sender, [f"flood {sent + i}" for i in range(SIZE[1] + 10)])
+            sent += SIZE[1] + 10
+            await pilot.pause(0.05)
+        newest = f"flood {sent - 1}"
+        await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+        gaps = [b - a for a, b in itertools.pairwise(installed)]
+        assert len(installed) >= 3, installed  # it did refresh during the flood...
+        # ...every FLOOD_ROWS_INTERVAL, well apart from the NEW_ROWS_INTERVAL of a trickle.
+        assert min(gaps[:-1]) >= max(FLOOD_ROWS_INTERVAL * 0.9, NEW_ROWS_INTERVAL * 1.5), gaps
+        assert len(the_list.rows) >= 100 + sent - 1
+        # The list grew at every refresh, its scrollbar stayed: no layout of the screen.
+        assert len(layouts) <= 1, layouts
 
 
 async def test_the_cursor_rows_style_follows_the_focus(console, udp_sender) -> None:

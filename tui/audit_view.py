@@ -182,7 +182,7 @@ class AuditList(CursorList):
         old, cursor_row = self.rows.rows, self.cursor_row
         self.rows = rows
         if rows.rows != old:
-            self.virtual_size = Size(self.size.width, len(rows.rows))
+            self.set_virtual_size(Size(self.size.width, len(rows.rows)))
             if self.follow:
                 self.cursor = max(len(rows.rows) - 1, 0)
                 self._scroll_to_end()

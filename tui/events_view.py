@@ -164,7 +164,7 @@ class EventList(CursorList):
         top_seq = old.seq_at(top) if top < len(old) else None
         cursor_seq = old.seq_at(self.cursor) if self.cursor < len(old) else None
         self.rows = rows
-        self.virtual_size = Size(self.size.width, len(rows))
+        self.set_virtual_size(Size(self.size.width, len(rows)))
         if self.follow:
             self.cursor = max(len(rows) - 1, 0)
             self._scroll_to_end()

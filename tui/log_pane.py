@@ -24,7 +24,6 @@ from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.strip import Strip
-from textual.widget import Widget
 
 from ..engine.errors import LacrimosaError
 from ..engine.facade import ConsoleFacade, LineWindow, ShownLine
@@ -276,10 +275,7 @@ class LogPane(FollowingScrollView, can_focus=True):
     def _set_virtual_height(self, height: int) -> None:
         """Set the virtual height without repainting: setting ``virtual_size`` repaints every
         row, though a longer view changes nothing on screen until it is scrolled."""
-        size = Size(self.content_width, height)
-        if size != self.virtual_size:
-            self.set_reactive(Widget.virtual_size, size)
-            self.refresh(repaint=False, layout=True)  # the scrollbar's size and thumb
+        self.set_virtual_size(Size(self.content_width, height), repaint=False)
 
     def _row_ids(self) -> list[int | None]:
         """The id of the line on each row of the pane (None for a blank row)."""

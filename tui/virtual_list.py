@@ -113,6 +113,27 @@ class FollowingScrollView(ScrollView):
             self.app._start_widget(self, bar)
         return self._vertical_scrollbar
 
+    def set_virtual_size(self, size: Size, repaint: bool = True) -> None:
+        """Set ``virtual_size``, laying the screen out only when the vertical scrollbar comes or
+        goes (the content's width changes then).
+
+        Textual's ``virtual_size`` lays the whole screen out on every change: ~13 ms for the
+        Events view at 120x40, at every refresh of a list that grows, or whose held count moves,
+        under a flood. A change that leaves the scrollbar where it was needs only the scrollbar
+        redrawn and the scroll position kept in range (Textual's ``_scroll_update``, which a
+        layout would run). ``repaint``: the rows are repainted too."""
+        if size == self.virtual_size:
+            return
+        shown = self.show_vertical_scrollbar
+        self.set_reactive(Widget.virtual_size, size)
+        self._refresh_scrollbars()
+        if self.show_vertical_scrollbar != shown:
+            self.refresh(repaint=repaint, layout=True)
+            return
+        self._scroll_update(size)
+        if repaint:
+            self.refresh()
+
     def _stop_following(self) -> None:
         self.follow = False
 
