@@ -36,7 +36,7 @@ def run_attached(args: argparse.Namespace, home: str | None, up_argv: list[str])
     from ..tui.app import CONSOLE_ENDED, DETACHED, LacrimosaApp
 
     try:
-        app = LacrimosaApp(console, attached=True)
+        app = LacrimosaApp(console, attached=True, settle_heap=True)
         reason = app.run()
     finally:
         console.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from ..engine import heap
 from ..engine.config import Config, parse_address
 from ..engine.console import Console
 from ..engine.errors import InvalidRequest
@@ -114,6 +115,7 @@ def run_up(args: argparse.Namespace, lock_fd: int | None = None) -> int:
         if watch is not None:
             watch.start()
         console.start()
+        heap.settle()  # the console's long-lived objects exist now
         if watch is not None:
             watch.check()  # --exit-when-done with nothing to start
         if headless:

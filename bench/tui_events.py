@@ -372,7 +372,7 @@ async def measure(seconds: float) -> dict[str, Any]:
                 lambda: measure_phase(None, probe, sequencer, seconds),
             )
 
-            app = LacrimosaApp(console)
+            app = LacrimosaApp(console, settle_heap=True)  # as `lacrimosa up` runs it
             probe.wrap_poll(app)  # before mounting: the poll's timer takes the method then
             probe.wrap_display(app)
             async with app.run_test(size=SIZE) as pilot:

@@ -40,6 +40,7 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
+from ..engine import heap
 from ..engine.audit import Actor
 from ..engine.console import Console
 from ..engine.errors import LacrimosaError
@@ -183,13 +184,20 @@ class LacrimosaApp(App[str]):
     ]
 
     def __init__(
-        self, console: ConsoleFacade, notices: Sequence[str] = (), attached: bool = False
+        self,
+        console: ConsoleFacade,
+        notices: Sequence[str] = (),
+        attached: bool = False,
+        settle_heap: bool = False,
     ) -> None:
         """``notices``: said once, when the app is up (where a key was written). ``attached``:
         ``console`` runs elsewhere (``lacrimosa tui``): ``d`` detaches, ``q`` asks first, and a
         hang-up detaches; the app ends with a reason (``DETACHED``, ``HUNG_UP``,
-        ``CONSOLE_ENDED``) as its return value."""
+        ``CONSOLE_ENDED``) as its return value. ``settle_heap``: once the first screen is drawn,
+        the process's objects are frozen for the garbage collector (engine/heap.py); for the
+        programs that run the app, not for tests that make many."""
         super().__init__()
+        self._settle_heap = settle_heap
         self.engine = console  # the engine facade (App.console is rich's Console)
         self._notices = tuple(notices)
         self.attached = attached
@@ -295,6 +303,8 @@ class LacrimosaApp(App[str]):
         self.process_table.focus()
         self._apply_query()
         self.set_interval(POLL_INTERVAL, self._poll)
+        if self._settle_heap:
+            self.call_after_refresh(heap.settle)  # the widgets and styles exist now
         for notice in self._notices:
             self.notify(notice, timeout=30, markup=False)
 
@@ -696,6 +706,6 @@ def run_tui(console: Console, notices: Sequence[str] = ()) -> None:
     are stopped here all the same: nothing may outlive the console.
     """
     try:
-        LacrimosaApp(console, notices).run()
+        LacrimosaApp(console, notices, settle_heap=True).run()
     finally:
         console.shutdown()  # idempotent; a no-op after a normal quit
