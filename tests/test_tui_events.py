@@ -119,6 +119,41 @@ def notifications(app: LacrimosaApp) -> list[str]:
     return [n.message for n in app._notifications]
 
 
+async def flood(
+    pilot: Pilot,
+    instance: Console,
+    sock: socket.socket,
+    seconds: float,
+    per_send: int,
+    pause: float = 0.05,
+) -> int:
+    """Send ``per_send`` events every ``pause`` for ``seconds``, then wait until the newest is
+    listed; returns how many were sent."""
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        send_texts(instance, sock, [f"flood {sent + i}" for i in range(per_send)])
+        sent += per_send
+        await pilot.pause(pause)
+    newest = f"flood {sent - 1}"
+    app = pilot.app
+    await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+    return sent
+
+
+def record_installs(the_list: EventList) -> list[float]:
+    """A list the times the event list installs new rows from now on are appended to."""
+    installed: list[float] = []
+    install = the_list._install
+
+    def timed_install(new_rows):  # type: ignore[no-untyped-def]
+        installed.append(time.monotonic())
+        install(new_rows)
+
+    the_list._install = timed_install  # type: ignore[method-assign]
+    return installed
+
+
 def record_layouts(app: LacrimosaApp) -> list[float]:
     """A list the times of the screen's layouts from now on are appended to."""
     layouts: list[float] = []
@@ -511,24 +546,10 @@ async def test_a_flood_refreshes_the_list_at_most_ten_times_a_second(console, ud
         send_texts(instance, udp_sender, [f"before {i}" for i in range(64)])
         await wait_for(pilot, lambda: payloads(app)[-1:] == ["before 63"], "a full ring listed")
         await pilot.pause(0.2)
-        installed: list[float] = []
-        install = the_list._install
-
-        def timed_install(new_rows):  # type: ignore[no-untyped-def]
-            installed.append(time.monotonic())
-            install(new_rows)
-
-        the_list._install = timed_install  # type: ignore[method-assign]
+        installed = record_installs(the_list)
         layouts = record_layouts(app)
         # Events arrive at every 20 Hz poll for about a second.
-        deadline = time.monotonic() + 1.0
-        sent = 0
-        while time.monotonic() < deadline:
-            send_texts(instance, udp_sender, [f"flood {sent}"])
-            sent += 1
-            await pilot.pause(0.02)
-        newest = f"flood {sent - 1}"
-        await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+        await flood(pilot, instance, udp_sender, seconds=1.0, per_send=1, pause=0.02)
         await pilot.pause()
         gaps = [b - a for a, b in itertools.pairwise(installed)]
         assert len(installed) >= 3, installed  # it did refresh during the flood...
@@ -551,24 +572,10 @@ async def test_a_flood_growing_the_list_is_shown_less_often_and_never_lays_the_s
         send_texts(instance, udp_sender, [f"before {i}" for i in range(100)])  # past a screenful
         await wait_for(pilot, lambda: payloads(app)[-1:] == ["before 99"], "the events listed")
         await pilot.pause(0.2)
-        installed: list[float] = []
-        install = the_list._install
-
-        def timed_install(new_rows):  # type: ignore[no-untyped-def]
-            installed.append(time.monotonic())
-            install(new_rows)
-
-        the_list._install = timed_install  # type: ignore[method-assign]
+        installed = record_installs(the_list)
         layouts = record_layouts(app)
         # More than a screenful at every 20 Hz poll for about 1.5 s: the list grows each time.
-        deadline = time.monotonic() + 1.5
-        sent = 0
-        while time.monotonic() < deadline:
-            send_texts(instance, udp_sender, [f"flood {sent + i}" for i in range(SIZE[1] + 10)])
-            sent += SIZE[1] + 10
-            await pilot.pause(0.05)
-        newest = f"flood {sent - 1}"
-        await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+        sent = await flood(pilot, instance, udp_sender, seconds=1.5, per_send=SIZE[1] + 10)
         gaps = [b - a for a, b in itertools.pairwise(installed)]
         assert len(installed) >= 3, installed  # it did refresh during the flood...
         # ...every FLOOD_ROWS_INTERVAL, well apart from the NEW_ROWS_INTERVAL of a trickle.
