@@ -144,10 +144,12 @@ class Block:
         # module docstring), until the block seals; None for an anonymous mapping.
         layout, size = _block_layout(BLOCK_BYTES, BLOCK_LINES)
         self._map, self._fd = _block_memory(size)
-        # Closes the descriptor when the block seals, or dies unsealed (a store dropped whole).
-        self._close_fd = (
-            weakref.finalize(self, os.close, self._fd) if self._fd is not None else None
-        )
+        # Closes the descriptor when the block seals, or dies unsealed (a store dropped whole);
+        # at exit, the system does (a daemon thread may still be appending).
+        self._close_fd = None
+        if self._fd is not None:
+            self._close_fd = weakref.finalize(self, os.close, self._fd)
+            self._close_fd.atexit = False
         self._offsets = {name: offset for name, _, _, offset in layout}
         views = {
             name: np.frombuffer(self._map, dtype=dtype, count=count, offset=offset)
@@ -207,7 +209,10 @@ class Block:
             raw = memoryview(values).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers
             try:
                 while done < len(raw):
-                    done += os.pwrite(fd, raw[done:], at + done)
+                    wrote = os.pwrite(fd, raw[done:], at + done)
+                    if not wrote:
+                        break
+                    done += wrote
             except OSError:
                 pass
             if done == len(raw):
@@ -691,7 +696,9 @@ class _Mappings:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
         memory = (ctypes.c_ubyte * size).from_address(address)
-        weakref.finalize(memory, libc.munmap, address, size)
+        # Not at interpreter exit (the system unmaps it then): a daemon thread may still be
+        # reading or writing the block while the exit handlers run.
+        weakref.finalize(memory, libc.munmap, address, size).atexit = False
         return memory
 
     def drop(self, memory: Any, offset: int, size: int) -> None:
