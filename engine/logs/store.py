@@ -175,16 +175,18 @@ class Block:
     def seal(self) -> None:
         """Trim the arrays to what is held; the block never changes again.
 
-        The metadata arrays become views of what they hold (no copy), and the pages past that go
-        back to the system (MADV_DONTNEED), so a sealed block's RSS is what it holds even where
-        transparent huge pages had backed more than was written.
+        The metadata arrays become views of what they hold (no copy). In an anonymous block the
+        pages past that go back to the system (MADV_DONTNEED), so its RSS is what it holds even
+        where transparent huge pages had backed more than was written; a memfd block has no page
+        past what was written (and MADV_DONTNEED would not free a shared page anyway).
         """
+        anonymous = self._fd is None
         layout, _ = _block_layout(len(self.data), len(self.ends))
         for name, dtype, count, offset in layout:
             items = self.used if name == "data" else self.n if name == "ends" else self.runs
             start = offset + _page_ceil(items * dtype.itemsize)
             stop = offset + _page_ceil(count * dtype.itemsize)
-            if stop > start:
+            if anonymous and stop > start:
                 _LIBC.drop(self._map, start, stop - start)
             if name != "data":
                 setattr(self, name, getattr(self, name)[:items])
