@@ -257,7 +257,8 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._view = view
         self._view_query = query
         self._window = []
-        self._set_virtual_height(len(view))
+        # Without repainting: a longer view changes nothing on screen until it is scrolled.
+        self.set_virtual_size(Size(self.content_width, len(view)), repaint=False)
         if self.follow:
             self._scroll_to_end()
         elif anchor is not None and same_query:
@@ -271,11 +272,6 @@ class LogPane(FollowingScrollView, can_focus=True):
     # Every row repainted is written to the terminal again (some 200 bytes a row, every byte
     # crossing an SSH link): a new view of the same query repaints only the rows that show
     # another line than before. Scrolling (following the end) repaints the whole pane.
-
-    def _set_virtual_height(self, height: int) -> None:
-        """Set the virtual height without repainting: setting ``virtual_size`` repaints every
-        row, though a longer view changes nothing on screen until it is scrolled."""
-        self.set_virtual_size(Size(self.content_width, height), repaint=False)
 
     def _row_ids(self) -> list[int | None]:
         """The id of the line on each row of the pane (None for a blank row)."""
