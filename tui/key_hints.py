@@ -11,7 +11,6 @@ presses the key, as on Footer.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from itertools import groupby
 from typing import ClassVar
@@ -91,13 +90,12 @@ class KeyHints(Widget, can_focus=False):
     def _hints_of(self, screen: Screen[object]) -> tuple[_Hint, ...]:
         """What Footer would show: the shown bindings, one entry per action, and the bindings of
         a group (two or more) as one entry with the group's description."""
-        by_action: defaultdict[str, list[tuple[Binding, bool]]] = defaultdict(list)
+        firsts: dict[str, tuple[Binding, bool]] = {}  # the first shown binding of each action
         for _, binding, enabled, _ in screen.active_bindings.values():
             if binding.show:
-                by_action[binding.action].append((binding, enabled))
+                firsts.setdefault(binding.action, (binding, enabled))
         hints: list[_Hint] = []
-        firsts = [bindings[0] for bindings in by_action.values()]
-        for group, members in groupby(firsts, lambda pair: pair[0].group):
+        for group, members in groupby(firsts.values(), lambda pair: pair[0].group):
             pairs = list(members)
             keys = [_Key(b.key, self.app.get_key_display(b), enabled) for b, enabled in pairs]
             if group is not None and len(pairs) > 1:
