@@ -124,17 +124,20 @@ def unmapped_shared_bytes() -> int:
     with ``pwrite``, whose pages exist without being touched through the mapping, so RSS alone
     misses them; its growth over a run adds them back (on a machine where nothing else makes
     shared memory meanwhile)."""
-    return (
-        _kib_field("/proc/meminfo", "Shmem:") - _kib_field("/proc/self/status", "RssShmem:")
-    ) << 10
+    machine = proc_sizes("/proc/meminfo", "Shmem")["Shmem"]
+    return machine - proc_sizes("/proc/self/status", "RssShmem")["RssShmem"]
 
 
-def _kib_field(path: str, name: str) -> int:
+def proc_sizes(path: str, *names: str) -> dict[str, int]:
+    """The named fields of a /proc file that gives sizes in kB (``/proc/PID/status``,
+    ``/proc/meminfo``), in bytes; 0 for a field it lacks."""
+    sizes = dict.fromkeys(names, 0)
     with open(path) as f:
         for line in f:
-            if line.startswith(name):
-                return int(line.split()[1])
-    return 0
+            name, _, value = line.partition(":")
+            if name in sizes:
+                sizes[name] = int(value.split()[0]) << 10
+    return sizes
 
 
 def startup_env(pycache: Path) -> dict[str, str]:

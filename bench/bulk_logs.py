@@ -49,6 +49,7 @@ from bench._common import (
     main,
     median,
     package_shim,
+    proc_sizes,
     startup_env,
 )
 
@@ -87,13 +88,7 @@ def _proc_rss(pid: int) -> int:
     """The console's resident memory less its shared memory: the log store's blocks are memfds,
     already in memory before a read, whose pages a read maps (RssShmem grows by what it touches
     without a byte more in use). What a read allocates is anonymous (or file) memory."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("RssAnon", "RssFile"):
-                fields[name] = int(value.split()[0]) << 10
-    return fields["RssAnon"] + fields["RssFile"]
+    return sum(proc_sizes(f"/proc/{pid}/status", "RssAnon", "RssFile").values())
 
 
 class _Watcher(threading.Thread):
