@@ -35,7 +35,6 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Input, Static
 from textual.worker import Worker, WorkerState
@@ -311,10 +310,11 @@ class LacrimosaApp(App[str]):
     # -- reading the engine ------------------------------------------------------------------------
 
     def _poll(self) -> None:
-        try:
-            pane = self.log_pane
-        except NoMatches:
-            return  # the timer can fire once more while the screen is torn down at exit
+        if not self.is_running:
+            # Shutting down: the timer still fires while the screen's widgets are removed one
+            # by one (any of them may be gone already).
+            return
+        pane = self.log_pane
         if self.engine.shutdown_requested.is_set() and not self._quitting:
             if self.attached:  # stopped from elsewhere, or the connection was lost
                 self.exit(CONSOLE_ENDED)
