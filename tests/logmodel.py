@@ -140,16 +140,19 @@ class Harness:
         block_lines: int,
         budget: int | None = None,
         small_append: int | None = None,
+        scan: str = "native",
     ) -> None:
         self.clock = _Clock()
-        # small_append=0 sends every append down the general (numpy) path.
-        small = {} if small_append is None else {"SMALL_APPEND": small_append}
+        # small_append=0 sends every append down the general path (newlines found by the scan).
+        patches: dict[str, Any] = {} if small_append is None else {"SMALL_APPEND": small_append}
+        if scan == "numpy":  # as where the C scan was not built
+            patches["_newlines"] = None
         self._patches = mock.patch.multiple(
             logstore,
             BLOCK_BYTES=block_bytes,
             BLOCK_LINES=block_lines,
             time=self.clock,
-            **small,
+            **patches,
         )
         self.block_bytes = block_bytes
         self.model = LogModel(max_line)

@@ -1,4 +1,5 @@
-"""The guardian is watched: killed on its own, it is replaced, and the groups are registered again.
+"""The guardian: its registry of groups, its two stages, and it is watched: killed on its own, it
+is replaced, with the same registry.
 
 The end-to-end case runs a real ``lacrimosa up --headless`` in a child process, so the console
 itself can be ``kill -9``-ed after its guardian was.
@@ -20,6 +21,7 @@ import pytest
 from helpers import group_pids, pid_alive, wait_until
 
 from lacrimosa.engine.console import Console
+from lacrimosa.engine.processes.guardian import GroupRegistry, registered_groups
 from lacrimosa.engine.processes.supervisor import (
     GUARDIAN_BACKOFF_INITIAL,
     GUARDIAN_FAILING_AFTER,
@@ -51,6 +53,46 @@ GROUP_SIZES = {"shell": 3, "python": 2, "plain": 2}
 
 def guardian_pid(c: Console) -> int | None:
     return c.supervisor.guardian_info.pid
+
+
+def test_the_registry_holds_the_live_groups_and_reuses_the_slots_of_those_gone() -> None:
+    registry = GroupRegistry()
+    for pgid in (101, 102, 103):
+        registry.add(pgid)
+    registry.add(102)  # twice: one slot
+    assert registered_groups(registry.fd) == {101, 102, 103} and len(registry) == 3
+    registry.remove(102)
+    registry.remove(999)  # never registered: nothing happens
+    assert registered_groups(registry.fd) == {101, 103}
+    registry.add(104)  # into 102's slot: the file does not grow
+    assert os.fstat(registry.fd).st_size == 3 * 4
+    assert registered_groups(registry.fd) == {101, 103, 104}
+    registry.close()
+    registry.add(105)  # after close: ignored, the descriptor's number may be another file's now
+    registry.remove(101)
+    registry.close()
+
+
+def process_exe(pid: int) -> str:
+    return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+
+
+def test_the_guardian_is_a_waiting_shell_until_the_console_ends(console: MakeConsole) -> None:
+    # No interpreter starts beside the processes (~10 ms of a core): the Python stage runs only
+    # at the end, and still finds every group registered while the shell waited.
+    c = console(STUBBORN)
+    guardian = guardian_pid(c)
+    assert guardian is not None
+    wait_until(lambda: all(c.process(n).pid for n in GROUP_SIZES))
+    assert "python" not in process_exe(guardian)  # /bin/sh: dash or bash
+    leaders = {c.process(n).pid for n in GROUP_SIZES}
+    assert leaders <= registered_groups(c.supervisor._groups.fd)
+    pids = {p for leader in leaders for p in group_pids(leader or -1)}
+    supervisor_guardian = c.supervisor._guardian
+    assert supervisor_guardian is not None
+    supervisor_guardian._pipe.close()  # as at the console's end: the Python stage takes over
+    assert wait_until(lambda: "python" in process_exe(guardian), timeout=5)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=GRACE + 8)
 
 
 def test_a_killed_guardian_is_replaced_and_a_guardian_that_keeps_dying_backs_off(

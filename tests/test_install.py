@@ -55,6 +55,9 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
     assert "setting up" in first.stderr
     assert first.returncode == 4  # no project here: "no console running"
     assert (venv / "bin" / "lacrimosa").exists()
+    # It built the log store's C newline scan beside its source, and took setuptools away again.
+    assert list((project / "engine" / "logs").glob("_newlines.*.so")), first.stderr
+    assert not list(venv.glob("lib/python*/site-packages/setuptools"))
 
     second = subprocess.run(
         [str(launcher), "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=60
@@ -138,7 +141,7 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import lacrimosa.engine; print(lacrimosa.engine.__file__)",
+            "import lacrimosa.engine.logs._newlines as scan; print(scan.__file__)",
         ],
         cwd=outside,
         env=env,
@@ -146,7 +149,7 @@ def test_launcher_sets_up_once_then_runs_the_cli_and_pip_install_works(tmp_path:
         text=True,
         timeout=60,
     )
-    assert str(venv) in where.stdout
+    assert str(venv) in where.stdout, where.stderr  # with the C scan, built by pip
     # The project adds exactly one import name: a user's own `api` or `engine` is never shadowed.
     assert installed_top_level_names(venv) == {"lacrimosa"}
     version = subprocess.run(

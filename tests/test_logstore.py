@@ -374,17 +374,22 @@ def test_a_snapshot_stays_unchanged_while_a_writer_appends(run: int) -> None:
 
 
 # Appends of a few short lines take a path of their own (``_append_small``); with
-# ``SMALL_APPEND`` at 0 every append takes the general one, so both are held to the model.
-BOTH_APPEND_PATHS = pytest.mark.parametrize("small_append", [logstore.SMALL_APPEND, 0])
+# ``SMALL_APPEND`` at 0 every append takes the general one, whose newline scan is C where it was
+# built and numpy where not: all three are held to the model.
+BOTH_APPEND_PATHS = pytest.mark.parametrize(
+    ("small_append", "scan"),
+    [(logstore.SMALL_APPEND, "native"), (0, "native"), (0, "numpy")],
+    ids=["small-appends", "c-scan", "numpy-scan"],
+)
 
 
 @BOTH_APPEND_PATHS
 @settings(max_examples=150, deadline=None)
 @given(ops=op_lists(), max_line=MAX_LINE, geometry=GEOMETRY)
 def test_store_matches_the_reference_model(
-    ops: list, max_line: int, geometry: tuple, small_append: int
+    ops: list, max_line: int, geometry: tuple, small_append: int, scan: str
 ) -> None:
-    harness = Harness(max_line, *geometry, small_append=small_append)
+    harness = Harness(max_line, *geometry, small_append=small_append, scan=scan)
     with harness.running() as h:
         snapshots = []
         for op in [*ops, ("check",)]:
@@ -423,11 +428,11 @@ def test_store_matches_the_reference_model(
     extra=st.integers(0, 4),
 )
 def test_eviction_keeps_the_budget_and_the_newest_lines(
-    ops: list, max_line: int, geometry: tuple, extra: int, small_append: int
+    ops: list, max_line: int, geometry: tuple, extra: int, small_append: int, scan: str
 ) -> None:
     # 16 lines of metadata outweigh 64 bytes of text: three live blocks exceed a small budget.
     budget = (4 + extra) * geometry[0]
-    harness = Harness(max_line, *geometry, budget=budget, small_append=small_append)
+    harness = Harness(max_line, *geometry, budget=budget, small_append=small_append, scan=scan)
     with harness.running() as h:
         for op in ops:
             if op[0] == "check":
@@ -442,6 +447,54 @@ def test_eviction_keeps_the_budget_and_the_newest_lines(
             assert got == want[len(want) - len(got) :]  # a suffix: the oldest went first
             held += sum(ref.block.nbytes() for ref in snap.processes[name].blocks)
         assert held == h.store.stats()["bytes"]
+
+
+# -- the C newline scan --------------------------------------------------------------------------
+
+
+def test_the_c_newline_scan_is_built() -> None:
+    # setup.py builds it where a compiler is at hand (every machine this project is tested on);
+    # without it the store still works, through numpy, but captures fast output ~25% slower.
+    assert logstore._newlines is not None, "engine/logs/_newlines.c was not built: pip install -e ."
+
+
+def numpy_line_ends(data: bytes) -> list[int]:
+    return (np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=200)
+    | st.lists(st.sampled_from([b"\n", b"x", b"\n\n", b"0123456789abcdef"])).map(b"".join),
+    skip=st.integers(0, 17),
+)
+def test_the_c_newline_scan_finds_what_numpy_finds(data: bytes, skip: int) -> None:
+    # Offsets from a view that starts anywhere (unaligned loads), lengths across the 16-byte steps.
+    view = memoryview(data)[skip:]
+    room = np.zeros(len(view) + 1, dtype=np.uint32)
+    count = logstore._newlines.line_ends(view, room)
+    assert room[:count].tolist() == numpy_line_ends(bytes(view))
+    assert not room[count:].any()  # nothing written past what it returned
+
+
+def test_the_c_newline_scan_stops_when_its_output_is_full() -> None:
+    data = b"a\n" * 40
+    room = np.zeros(5, dtype=np.uint32)
+    assert logstore._newlines.line_ends(data, room) == 5
+    assert room.tolist() == [2, 4, 6, 8, 10]
+    assert logstore._newlines.line_ends(b"no newline", room) == 0
+
+
+def test_the_c_newline_scan_refuses_an_output_that_is_not_uint32() -> None:
+    for wrong in (np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), bytearray(16)):
+        with pytest.raises(TypeError, match="uint32"):
+            logstore._newlines.line_ends(b"a\n", wrong)
+    with pytest.raises(ValueError, match="contiguous"):  # numpy's refusal
+        logstore._newlines.line_ends(b"a\n", np.zeros(4, dtype=np.uint32)[::2])
+    with pytest.raises(BufferError, match="writable"):
+        logstore._newlines.line_ends(b"a\n", bytes(16))
+    with pytest.raises(TypeError):
+        logstore._newlines.line_ends(b"a\n")
 
 
 def test_geometry_patch_is_undone() -> None:

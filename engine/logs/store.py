@@ -18,8 +18,9 @@ Model (see DESIGN.md, "The log store"):
   sees. A block's arrays are mapped at full capacity (pages are touched only as lines arrive) and
   never move; sealing narrows the metadata arrays to views of what is held, over the same memory, so
   a reader holding either sees the same lines.
-- Appends take whole read chunks: newlines are found with numpy over the chunk, and the chunk's
-  bytes land in the block with one slice copy per block touched.
+- Appends take whole read chunks: newlines are found in one pass over the chunk (C, in
+  ``_newlines.c``; numpy where that was not built), and the chunk's bytes land in the block with
+  one write per block touched.
 - Memory is bounded by a global budget: when the store holds more than that, whole sealed blocks are
   dropped, oldest first across all processes. The budget covers the lines, their metadata and the
   query layer's per-block caches of matching lines (``cache_scan``), which may take at most
@@ -53,6 +54,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+try:  # the C newline scan (setup.py builds it where a compiler is at hand)
+    from lacrimosa.engine.logs import _newlines
+except ImportError:  # pragma: no cover - an install without a compiler
+    _newlines = None  # type: ignore[assignment]
 
 STDOUT = 0
 STDERR = 1
@@ -414,8 +420,7 @@ class ProcessLogs:
         if not buf:
             return 0
         arr = np.frombuffer(buf, dtype=np.uint8)
-        ends = np.flatnonzero(np.equal(arr, _NEWLINE, out=self._store._newline_mask(len(arr))))
-        ends += 1
+        ends = self._store._line_ends_of(buf)
         complete = int(ends[-1]) if len(ends) else 0
         tail = len(buf) - complete
         nonl: np.ndarray | None = None
@@ -540,7 +545,11 @@ class ProcessLogs:
             n = block.n
             block.write("data", block.used, arr[pos:end])
             line_ends = store._line_ends_scratch(fit)
-            np.add(ends[done:stop], block.used - pos, out=line_ends, casting="unsafe")
+            shift = block.used - pos  # from offsets in the chunk to offsets in the block
+            if shift >= 0:
+                np.add(ends[done:stop], shift, out=line_ends, casting="unsafe")
+            else:  # (a uint32 array takes no negative Python int)
+                np.subtract(ends[done:stop], -shift, out=line_ends, casting="unsafe")
             block.write("ends", n, line_ends)
             # Clamped so times never go backwards inside a block (a "since" query bisects them).
             runs = block.runs
@@ -780,19 +789,39 @@ class LogStore:
         self._retired_lock = threading.Lock()
         self._retired_bytes = 0
         self.version = 0  # bumped on every append; readers poll it to know when to re-render
-        # Scratch for an append's newline mask, reused under _lock: a fresh 1 MiB array per read
-        # was a fresh mapping from malloc, 256 page faults each (2M lines of `seq`: 9,500 minor
-        # faults and ~46 ms of append, 5,700 and ~26 ms with the mask reused; bench/capture.py).
-        # Filled now, once (every page touched), so that the first captures do not pay its faults.
-        self._mask = np.full(BLOCK_BYTES + MAX_LINE_BYTES, False)
+        # Scratch for an append's line ends in its chunk, reused under _lock: a fresh array per
+        # read was a fresh mapping from malloc, its pages faulted in each time (2M lines of `seq`
+        # with numpy's 1 MiB newline mask: 9,500 minor faults and ~46 ms of append, 5,700 and
+        # ~26 ms with the mask reused; bench/capture.py). The C scan's room for the worst case,
+        # a chunk of newlines, is 4 MiB of address space, of which only what the lines of a
+        # chunk use is ever touched (~0.5 MiB for `seq`). numpy's mask is filled now, once
+        # (every page touched), so that the first captures do not pay its faults.
+        chunk_room = BLOCK_BYTES + MAX_LINE_BYTES
+        self._scan = _newlines  # per store: the tests make stores with and without it
+        if self._scan is not None:
+            self._ends_room = np.empty(chunk_room, dtype=np.uint32)
+        else:
+            self._mask = np.full(chunk_room, False)
         # Scratch for the line ends an append writes into a block (Block.write), likewise.
         self._line_ends = np.full(BLOCK_LINES, 1, dtype=np.uint32)
 
-    def _newline_mask(self, size: int) -> np.ndarray:
-        """A bool array of ``size`` to compute an append's newlines into (caller holds _lock)."""
-        if size > len(self._mask):  # a caller's oversized chunk: a temporary, not kept
-            return np.empty(size, dtype=bool)
-        return self._mask[:size]
+    def _line_ends_of(self, chunk: bytes | memoryview) -> np.ndarray:
+        """The end offset of each complete line in ``chunk`` (the index after its newline), as
+        the C scan finds them (uint32, in a scratch array reused by the next call) or, where
+        that was not built, numpy (int64). Caller holds _lock."""
+        scan = self._scan
+        if scan is None:
+            mask = self._mask[: len(chunk)]
+            if len(chunk) > len(mask):  # a caller's oversized chunk: a temporary, not kept
+                mask = np.empty(len(chunk), dtype=bool)
+            arr = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero(np.equal(arr, _NEWLINE, out=mask))
+            ends += 1
+            return ends
+        room = self._ends_room
+        if len(chunk) > len(room):  # a caller's oversized chunk: a temporary, not kept
+            room = np.empty(len(chunk), dtype=np.uint32)
+        return room[: scan.line_ends(chunk, room)]
 
     def _line_ends_scratch(self, size: int) -> np.ndarray:
         """A u32 array of ``size`` for an append's line ends in a block (caller holds _lock)."""

@@ -14,10 +14,9 @@ PR_SET_PDEATHSIG, and the guardian process (see guardian.py) kills every registe
 console ends, however it ends.
 
 The guardian is watched like a child: its pidfd sits in the same selector. If it dies (``kill -9``
-of the guardian alone, the OOM killer), a new one is started at once, every live group is
-registered with it again (the stray-sweep token travels on its command line), the restart is
-counted and logged on stderr, and :attr:`Supervisor.guardian_info` shows it (``status`` does too).
-A write on the old guardian's broken pipe (EPIPE) is ignored: the pidfd is what tells. A guardian
+of the guardian alone, the OOM killer), a new one is started at once with the same registry of
+live groups (the stray-sweep token travels on its command line), the restart is counted and logged
+on stderr, and :attr:`Supervisor.guardian_info` shows it (``status`` does too). A guardian
 that keeps dying is not restarted in a tight loop: each quick death (it lived less than
 ``GUARDIAN_STABLE_AFTER``) doubles the wait before the next start, from ``GUARDIAN_BACKOFF_INITIAL``
 up to ``GUARDIAN_BACKOFF_MAX`` (the first restart is immediate), and from
@@ -75,7 +74,15 @@ from ..config import ProcessSpec
 from ..errors import ConsoleError, NoSuchProcess
 from ..humanize import describe_exit, exit_words
 from ..logs.store import STDERR, STDOUT, LogStore
-from .guardian import CONSOLE_TAG, PROCESS_TAG, RUN_TAG, signal_pids, tagged_pids
+from .guardian import (
+    CONSOLE_TAG,
+    PROCESS_TAG,
+    RUN_TAG,
+    SHELL_STAGE,
+    GroupRegistry,
+    signal_pids,
+    tagged_pids,
+)
 from .probes import LogMatcher, ProbePool, ProbeSpec, ProbeStatus
 
 READ_CHUNK = 1 << 20
@@ -291,15 +298,18 @@ def open_output_pty() -> tuple[int, int]:
 
 
 class _Guardian:
-    """The console's side of the guardian process (see guardian.py)."""
+    """The console's side of the guardian process (see guardian.py): its shell stage, which
+    becomes the Python stage when its stdin, this end of a pipe, is closed."""
 
-    def __init__(self, grace: float, token: str) -> None:
+    def __init__(self, grace: float, token: str, registry: GroupRegistry) -> None:
         script = Path(__file__).with_name("guardian.py")
+        python = [sys.executable, "-I", "-S", str(script), str(grace), token, str(registry.fd)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(script), str(grace), token],
+            ["/bin/sh", "-c", SHELL_STAGE, "lacrimosa-guardian", *python],
             stdin=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(registry.fd,),
             # Never write on the terminal: the TUI owns it.
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -316,12 +326,6 @@ class _Guardian:
             self.close()
             raise
 
-    def _send(self, line: str) -> None:
-        # A dead guardian's pipe raises EPIPE here; its pidfd tells the loop, which replaces it.
-        with contextlib.suppress(OSError, ValueError):
-            self._pipe.write(line.encode() + b"\n")
-            self._pipe.flush()
-
     def reap(self) -> int:
         """Collect a guardian that has exited (its pidfd was readable); its exit code."""
         code = self._proc.wait()
@@ -330,12 +334,6 @@ class _Guardian:
         os.close(self.pidfd)
         self.pidfd = -1
         return code
-
-    def add(self, pgid: int) -> None:
-        self._send(f"+{pgid}")
-
-    def remove(self, pgid: int) -> None:
-        self._send(f"-{pgid}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -517,8 +515,8 @@ class Supervisor:
         self._running = False
         self._started_all = False
         # Groups of processes the console runs itself (add_group), told to every new guardian.
-        self._extra_groups: set[int] = set()
-        self._groups_lock = threading.Lock()
+        # The groups the guardian ends with the console: the children's, and event ingest's.
+        self._groups = GroupRegistry()
         self._shutdown_lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
@@ -550,23 +548,17 @@ class Supervisor:
     def add_group(self, pgid: int) -> None:
         """Have the guardian kill this process group when the console ends (a process the
         console runs outside the supervisor: event ingest). Any thread."""
-        with self._groups_lock:
-            self._extra_groups.add(pgid)
-            if self._guardian is not None:
-                self._guardian.add(pgid)
+        self._groups.add(pgid)
 
     def remove_group(self, pgid: int) -> None:
         """The group is gone (its leader was reaped). Any thread."""
-        with self._groups_lock:
-            self._extra_groups.discard(pgid)
-            if self._guardian is not None:
-                self._guardian.remove(pgid)
+        self._groups.remove(pgid)
 
     def _start_loop(self) -> None:
         self._guardian_grace = max(
             (m.spec.stop_timeout for m in self._managed.values()), default=5.0
         )
-        self._guardian = _Guardian(self._guardian_grace, self.token)
+        self._guardian = _Guardian(self._guardian_grace, self.token, self._groups)
         self._selector.register(self._guardian.pidfd, selectors.EVENT_READ, ("guardian", None))
         self._publish_guardian()
         self._running = True
@@ -690,6 +682,7 @@ class Supervisor:
                 self._selector.unregister(self._guardian.pidfd)
                 self._guardian.close()
                 self._guardian = None
+            self._groups.close()
             self._guardian_failures = 0  # a restart still due died with the loop
             self._guardian_restart_at = None
             self._publish_guardian()
@@ -848,21 +841,16 @@ class Supervisor:
             self._replace_guardian("the guardian could not be started")
 
     def _start_guardian(self) -> bool:
-        """A new guardian, told every live group (the token is on its command line)."""
+        """A new guardian, given the registry of every live group (the token is on its command
+        line)."""
         try:
-            guardian = _Guardian(self._guardian_grace, self.token)
+            guardian = _Guardian(self._guardian_grace, self.token, self._groups)
         except (OSError, subprocess.SubprocessError) as exc:
             _report(f"could not start the guardian: {exc}")
             self._publish_guardian()
             return False
-        with self._groups_lock:
-            self._guardian = guardian
-            for pgid in self._extra_groups:
-                guardian.add(pgid)
+        self._guardian = guardian
         self._guardian_restarts += 1
-        for managed in self._managed.values():
-            if managed.run is not None:
-                guardian.add(managed.run.pid)
         self._selector.register(guardian.pidfd, selectors.EVENT_READ, ("guardian", None))
 
         def stable() -> None:
@@ -875,8 +863,8 @@ class Supervisor:
         return True
 
     def _registered(self) -> str:
-        groups = sum(1 for m in self._managed.values() if m.run is not None)
-        return f"{groups} process group{'' if groups == 1 else 's'} registered again"
+        groups = len(self._groups)
+        return f"{groups} process group{'' if groups == 1 else 's'} in its registry"
 
     def _publish_guardian(self) -> None:
         guardian = self._guardian
@@ -1032,8 +1020,7 @@ class Supervisor:
             self._publish_one(managed)
             self._resolve(managed.restart_waiters, ConsoleError(f"could not start: {exc}"))
             return
-        if self._guardian is not None:
-            self._guardian.add(popen.pid)
+        self._groups.add(popen.pid)
         assert popen.stderr is not None
         if terminal is not None:
             os.close(terminal[1])  # the child has it: its exit then ends our reads (EIO)
@@ -1243,8 +1230,7 @@ class Supervisor:
         _, status = os.waitpid(run.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         run.popen.returncode = code  # we reaped it; keep Popen from trying again
-        if self._guardian is not None:
-            self._guardian.remove(run.pid)
+        self._groups.remove(run.pid)
         self._drain(managed, run)
         managed.run = None
         managed.exit_code = code
