@@ -5,15 +5,17 @@ the TUI". Here a real ``Console`` (one idle process, ``[sequencer] udp = "127.0.
 default journal and receive buffer, state folder in a temporary folder) is started, and the C
 sender of ``bench/sequencer.py`` (built with gcc into the temporary folder; its helpers are
 imported from there) sends it 64-byte framed events as fast as ``sendmmsg`` goes, on 127.0.0.1,
-each time for 5 s (1.5 s with ``--quick``) plus a second's margin, in three phases:
+each time for 5 s (1.5 s with ``--quick``) plus a second's margin, in four phases:
 
 1. **no TUI**: the console alone, before the app starts (the reference for what the sequencer
-   accepts; it also fills the journal, so the event list is full in both phases below);
+   accepts; it also fills the journal, so the event list is full in the phases below);
 2. **idle**: the real app (``lacrimosa.tui.app.LacrimosaApp``) under ``app.run_test(size=(120, 40))``,
-   switched to the Events view (key ``3``), following the newest event, nothing arriving: the
-   reference for the TUI's figures;
-3. **blast**: the same app while the sender sends, so every 20 Hz poll sees the journal move and
-   the list redraws the newest events.
+   switched to the Events view (key ``3``), following the newest event, nothing arriving, the
+   keys below pressed: the reference for the TUI's figures;
+3. **follow**: the same app following the Events view while the sender sends, no key pressed
+   (what the issue's accepted-rate target is about: a TUI showing the flood);
+4. **blast**: the same app while the sender sends and the keys are pressed, so every 20 Hz poll
+   sees the journal move, the list redraws the newest events, and the keys switch views.
 
 Measured in the app's phases, with the app's own methods wrapped on the instances (nothing in
 tui/ or engine/ is changed):
@@ -38,12 +40,16 @@ tui/ or engine/ is changed):
   after each key it waits, twice, until the process's CPU time stops advancing or a second has
   passed, which with the sequencer's threads busy means two seconds per key: that is the test
   harness, not the app.
-- **accepted**: ``sequencer.stats().accepted`` over the phase, per second, to show that the
-  sequencer really was busy, beside the same with no TUI; the notes add what the sender sent,
-  the loss, and the CPU time of the process and of the UI thread (the event loop's thread).
+- **accepted**: ``sequencer.stats().accepted`` over the follow phase, per second, beside the
+  same with no TUI; the notes add the same during the blast (its keys switch views 2.5 times a
+  second, each a layout and a repaint of the screen: most of the UI thread's CPU there), what
+  the sender sent, the loss, and the CPU time of the process and of the UI thread (the event
+  loop's thread). On two cores the C sender and the ingest process take one each, so the TUI's
+  CPU comes out of theirs: what the sender manages to send moves with it.
 
 Targets: poll interval p95 under 100 ms (the screen keeps refreshing at least 10 times a
-second) and key-to-frame p95 under 100 ms, during the blast. The accepted rate has no target.
+second) and key-to-frame p95 under 100 ms, during the blast; accepted while following at least
+0.9x the rate with no TUI.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ KEYS = ("up", "end", "2", "3")
 KEY_TIMEOUT = 2.0  # a key with no frame by then is counted as missed
 POLL_INTERVAL = 0.05  # the app's (lacrimosa.tui.app.POLL_INTERVAL), for the notes
 TARGET = 0.100
+ACCEPTED_TARGET = 0.9  # accepted while the TUI follows, against no TUI
 START_TIMEOUT = 30.0
 
 CONFIG = """\
@@ -266,9 +273,11 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
-async def measure_phase(app: Any, probe: Probe, sequencer: Any, seconds: float) -> Phase:
+async def measure_phase(
+    app: Any, probe: Probe, sequencer: Any, seconds: float, keys: bool = True
+) -> Phase:
     """Record one phase of ``seconds``: polls, frames and keys (``app`` None: no app, just
-    wait), and the sequencer's work.
+    wait; ``keys`` false: the app shown, no key pressed), and the sequencer's work.
 
     This runs on the app's event loop thread (the UI thread), so ``thread_time()`` is its CPU.
     """
@@ -278,7 +287,7 @@ async def measure_phase(app: Any, probe: Probe, sequencer: Any, seconds: float) 
     t0 = time.perf_counter()
     probe.phase = phase
     try:
-        if app is None:
+        if app is None or not keys:
             await asyncio.sleep(seconds)
         else:
             await press_keys(app, probe, t0 + seconds)
@@ -391,6 +400,12 @@ async def measure(seconds: float) -> dict[str, Any]:
                 await pilot.pause(0.2)
 
                 idle = await measure_phase(app, probe, sequencer, seconds)
+                follow, follow_sent = await blast(
+                    tools,
+                    sequencer,
+                    seconds,
+                    lambda: measure_phase(app, probe, sequencer, seconds, keys=False),
+                )
                 busy, busy_sent = await blast(
                     tools,
                     sequencer,
@@ -404,6 +419,8 @@ async def measure(seconds: float) -> dict[str, Any]:
             console.shutdown()  # idempotent: the app's quit did it already
     return {
         "idle": idle,
+        "follow": follow,
+        "follow_sent": follow_sent,
         "blast": busy,
         "blast_sent": busy_sent,
         "solo": solo,
@@ -440,8 +457,9 @@ def run(quick: bool) -> list[Row]:
     seconds = QUICK_SECONDS if quick else SECONDS
     result = asyncio.run(measure(seconds))
     idle, busy, solo = result["idle"], result["blast"], result["solo"]
+    follow, follow_sent = result["follow"], result["follow_sent"]
     busy_sent, solo_sent = result["blast_sent"], result["solo_sent"]
-    if busy.accepted == 0 or solo.accepted == 0:
+    if busy.accepted == 0 or solo.accepted == 0 or follow.accepted == 0:
         raise RuntimeError("the sequencer accepted no events while the sender ran")
     polls, ref_polls = busy.intervals(), idle.intervals()
     keys, ref_keys = busy.latencies(), idle.latencies()
@@ -449,7 +467,8 @@ def run(quick: bool) -> list[Row]:
         raise RuntimeError(f"too few samples: {len(polls)} polls, {len(keys)} keys")
     poll_p95, ref_poll_p95 = percentile(polls, 95), percentile(ref_polls, 95)
     key_p95, ref_key_p95 = percentile(keys, 95), percentile(ref_keys, 95)
-    rate, solo_rate = busy.accepted / busy.seconds, solo.accepted / solo.seconds
+    rate, solo_rate = follow.accepted / follow.seconds, solo.accepted / solo.seconds
+    keys_rate = busy.accepted / busy.seconds
     label = f"{EVENT_SIZE} B events at full speed"
 
     def loop_note(name: str, phase: Phase) -> str:
@@ -530,31 +549,40 @@ def run(quick: bool) -> list[Row]:
             },
         ),
         Row(
-            f"tui events: sequencer accepted with the TUI shown, {label}",
+            f"tui events: sequencer accepted with the TUI following the Events view, {label}",
             fmt_rate(rate, "ev/s"),
             f"{fmt_rate(solo_rate, 'ev/s')} with no TUI",
             rate / solo_rate,
-            "",
-            None,
+            f">= {ACCEPTED_TARGET:g}x",
+            rate / solo_rate >= ACCEPTED_TARGET,
             notes=[
-                f"with the TUI: accepted {busy.accepted:,} in {busy.seconds:.1f} s (idle phase: "
-                f"{idle.accepted:,}); the sender {busy_sent.describe()}",
+                f"following, no key pressed: accepted {follow.accepted:,} in "
+                f"{follow.seconds:.1f} s; the sender {follow_sent.describe()}",
+                f"during the blast (the keys switching views): {fmt_rate(keys_rate, 'ev/s')}, "
+                f"{keys_rate / solo_rate:.2f}x; accepted {busy.accepted:,} in "
+                f"{busy.seconds:.1f} s (idle phase: {idle.accepted:,}); the sender "
+                f"{busy_sent.describe()}",
                 f"with no TUI (the same console before the app started): accepted "
                 f"{solo.accepted:,} in {solo.seconds:.1f} s; the sender {solo_sent.describe()}",
-                f"CPU: blast with the TUI {cpu(busy)}; idle with the TUI {cpu(idle)}; blast "
-                f"with no TUI process {solo.process_cpu / solo.seconds:.2f} cores; "
+                f"CPU: following with the TUI {cpu(follow)}; blast with the TUI {cpu(busy)}; "
+                f"idle with the TUI {cpu(idle)}; with no TUI process "
+                f"{solo.process_cpu / solo.seconds:.2f} cores; "
                 f"{os.cpu_count()} cores (the sender takes one), GIL switch interval "
                 f"{result['switch_interval'] * 1e3:g} ms (set by the sequencer); the event list "
                 f"ended with {result['journal_held']:,} events held",
+                loop_note("following", follow),
             ],
             data={
                 "accepted_rate": rate,
                 "reference_rate": solo_rate,
-                "accepted": busy.accepted,
-                "seconds": busy.seconds,
+                "accepted": follow.accepted,
+                "seconds": follow.seconds,
+                "keys_accepted_rate": keys_rate,
                 "idle_accepted": idle.accepted,
-                "sent": asdict(busy_sent),
+                "sent": asdict(follow_sent),
+                "keys_sent": asdict(busy_sent),
                 "reference_sent": asdict(solo_sent),
+                "follow_ui_thread_cpu": follow.ui_thread_cpu,
             },
         ),
     ]

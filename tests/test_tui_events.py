@@ -36,7 +36,7 @@ from lacrimosa.tui.event_render import (
 from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import FLOOD_ROWS_INTERVAL, EventList, EventsView, parse_number
 from lacrimosa.tui.key_hints import KeyHints
-from lacrimosa.tui.overview import OverviewView
+from lacrimosa.tui.overview import SEQUENCER_REFRESH_INTERVAL, OverviewView
 from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
 
 SIZE = (80, 24)
@@ -126,18 +126,20 @@ async def flood(
     seconds: float,
     per_send: int,
     pause: float = 0.05,
+    wait: bool = True,
 ) -> int:
-    """Send ``per_send`` events every ``pause`` for ``seconds``, then wait until the newest is
-    listed; returns how many were sent."""
+    """Send ``per_send`` events every ``pause`` for ``seconds``, then (``wait``) wait until the
+    newest is listed; returns how many were sent."""
     deadline = time.monotonic() + seconds
     sent = 0
     while time.monotonic() < deadline:
         send_texts(instance, sock, [f"flood {sent + i}" for i in range(per_send)])
         sent += per_send
         await pilot.pause(pause)
-    newest = f"flood {sent - 1}"
-    app = pilot.app
-    await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
+    if wait:
+        newest = f"flood {sent - 1}"
+        app = pilot.app
+        await wait_for(pilot, lambda: payloads(app)[-1:] == [newest], "the newest event listed")
     return sent
 
 
@@ -302,6 +304,58 @@ async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
         await pilot.pause()
         # The counters are redrawn in place: no part of the Overview changed its height.
         assert len(layouts) <= 1, layouts
+
+
+async def test_under_a_flood_the_overview_redraws_its_counters_at_most_four_times_a_second(
+    console, udp_sender
+) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        ingest = app.query_one("#overview-ingest", Static)
+        drawn: list[float] = []
+        update = ingest.update
+
+        def timed_update(*args, **kwargs):  # type: ignore[no-untyped-def]
+            drawn.append(time.monotonic())
+            update(*args, **kwargs)
+
+        ingest.update = timed_update  # type: ignore[method-assign]
+        # New counts at every 20 Hz poll for about a second and a half.
+        await flood(pilot, instance, udp_sender, seconds=1.5, per_send=1, pause=0.02, wait=False)
+        total = instance.sequencer.stats().accepted
+        await wait_for(
+            pilot, lambda: f"{total} accepted of {total}" in overview_text(app), "the last count"
+        )
+        gaps = [b - a for a, b in itertools.pairwise(drawn)]
+        assert len(drawn) >= 3, drawn  # it kept counting...
+        assert min(gaps) >= SEQUENCER_REFRESH_INTERVAL * 0.9, gaps  # ...not at every poll
+
+
+async def test_a_view_switch_lays_the_screen_out_once(console, udp_sender) -> None:
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        send_texts(instance, udp_sender, [f"event {i}" for i in range(100)])  # a scrollbar
+        await show_events(pilot, app, 100)
+        await pilot.press("2", "3")  # the first focus change restyles the scrollbar: a layout
+        await pilot.pause(0.1)
+        layouts = record_layouts(app)
+        sent = 100
+        for _ in range(3):
+            await pilot.press("2")
+            send_texts(instance, udp_sender, [f"event {sent + i}" for i in range(5)])
+            sent += 5
+            await wait_for(pilot, lambda: f"{sent} accepted" in overview_text(app), "counted")
+            await pilot.press("3")
+            await wait_for(pilot, lambda: len(event_list(app).rows) == sent, "listed")
+            await pilot.pause(0.1)
+        # The list, longer while hidden, gets a resize when shown again; setting its virtual
+        # size laid the screen out a second time.
+        assert len(layouts) == 6, layouts
+        assert payloads(app)[-1] == f"event {sent - 1}" and event_list(app).follow
 
 
 async def test_overview_and_events_say_how_to_enable_the_sequencer(console) -> None:

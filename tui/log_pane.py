@@ -318,7 +318,7 @@ class LogPane(FollowingScrollView, can_focus=True):
         self._scroll_to_end()
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, self.line_count)
+        self.set_virtual_size(Size(event.size.width, self.line_count))  # no second layout
         self._window = []
         if self.follow:
             self._scroll_to_end()

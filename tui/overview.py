@@ -2,7 +2,9 @@
 
 Refreshed from the app's 20 Hz poll while it is shown, and only when something it shows changed:
 the sequencer's stats and the journal's bounds are compared with what is on screen (a few
-microseconds), the process summary is redrawn at most twice a second.
+microseconds), at most 4 times a second (under a flood they change at every poll, and counters
+redrawn faster than that are not read: a frame each cost the UI thread ~4 ms beside the busy
+ingest process, bench/tui_events.py); the process summary is redrawn at most twice a second.
 
 When the console has no sequencer, the view says how to start one and how to send an event.
 """
@@ -26,6 +28,7 @@ from .process_table import format_count
 LABEL_WIDTH = 11
 BAR_WIDTH = 20
 PROCESS_REFRESH_INTERVAL = 0.5
+SEQUENCER_REFRESH_INTERVAL = 0.25
 EXAMPLE_ADDRESS = "127.0.0.1:9000"
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
@@ -108,6 +111,7 @@ class OverviewView(VerticalScroll):
         self._engine = console
         self._shown_key: object = None
         self._processes_at = 0.0
+        self._sequencer_at = 0.0
         self._processes_shown: tuple[int, int, int, int, str] | None = None
         self._part_heights: dict[str, int] = {}  # see _update_part
 
@@ -135,6 +139,8 @@ class OverviewView(VerticalScroll):
                 self._shown_key = None
                 self._show_sequencer_parts(False)
             return
+        if not force and now - self._sequencer_at < SEQUENCER_REFRESH_INTERVAL:
+            return
         stats = sequencer.stats()
         key = (
             stats,
@@ -147,6 +153,7 @@ class OverviewView(VerticalScroll):
         if not force and key == self._shown_key:
             return
         self._shown_key = key
+        self._sequencer_at = now
         self._show_sequencer_parts(True)
         self._show_sequencer(sequencer, stats)
 

@@ -230,7 +230,9 @@ class CursorList(FollowingScrollView, can_focus=True):
         self.post_message(self.Changed())
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, self.row_count)
+        # Not the reactive: a resize follows a layout, and each view switch (the list shown
+        # again) brings one; setting ``virtual_size`` laid the screen out a second time.
+        self.set_virtual_size(Size(self.size.width, self.row_count))
         if self.follow:
             self._scroll_to_end()
         else:
