@@ -348,9 +348,10 @@ async def test_a_view_switch_lays_the_screen_out_once(console, udp_sender) -> No
             await pilot.press("2")
             send_texts(instance, udp_sender, [f"event {sent + i}" for i in range(5)])
             sent += 5
-            await wait_for(pilot, lambda: f"{sent} accepted" in overview_text(app), "counted")
+            counted = f"{sent} accepted"
+            await wait_for(pilot, lambda c=counted: c in overview_text(app), "counted")
             await pilot.press("3")
-            await wait_for(pilot, lambda: len(event_list(app).rows) == sent, "listed")
+            await wait_for(pilot, lambda n=sent: len(event_list(app).rows) == n, "listed")
             await pilot.pause(0.1)
         # The list, longer while hidden, gets a resize when shown again; setting its virtual
         # size laid the screen out a second time.
