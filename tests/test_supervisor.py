@@ -100,6 +100,42 @@ def test_every_child_gets_pdeathsig_with_or_without_setpriv(
     assert texts(c, "probe") == [f"pdeathsig {int(signal.SIGTERM)}", "exited with code 0"]
 
 
+@pytest.mark.parametrize(
+    ("cmd", "line"),
+    [
+        ("sleep 5", "exec sleep 5"),
+        ("  ./serve --port=80 -v  ", "exec ./serve --port=80 -v"),
+        ("python -m http.server 8000", "exec python -m http.server 8000"),
+        # Anything the shell must read stays as written: lists, pipes, quotes, expansions,
+        # redirections, assignments and the shell's own words.
+        ("cd web && make", None),
+        ("a | b", None),
+        ("sleep 1 & sleep 2", None),
+        ("python -c 'print(1)'", None),
+        ("echo $HOME", None),
+        ("cat < file", None),
+        ("PORT=80 serve", None),
+        ("exit 3", None),
+        ("cd /tmp", None),
+    ],
+)
+def test_a_simple_command_replaces_its_shell(cmd: str, line: str | None) -> None:
+    assert supervisor.shell_line(cmd) == (line if line is not None else cmd)
+
+
+def test_the_pid_of_a_simple_command_is_the_programs(console: MakeConsole) -> None:
+    # No shell in between: the pid shown (and signalled) is the program's, alone in its group.
+    c = console(
+        '[processes.plain]\ncmd = "sleep 4307"\n\n[processes.list]\ncmd = "sleep 4308; true"\n'
+    )
+    wait_until(lambda: all(c.process(n).pid for n in ("plain", "list")))
+    wait_until(lambda: len(group_pids(c.process("list").pid or -1)) == 2)
+    plain = c.process("plain").pid
+    with open(f"/proc/{plain}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:2] == [b"sleep", b"4307"]
+    assert group_pids(plain or -1) == {plain}
+
+
 def test_a_partial_line_is_shown_while_the_process_still_runs(console: MakeConsole) -> None:
     c = console("""
         [processes.prompt]

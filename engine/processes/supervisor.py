@@ -53,6 +53,7 @@ import functools
 import heapq
 import itertools
 import os
+import re
 import secrets
 import select
 import selectors
@@ -254,6 +255,33 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
             os._exit(1)
 
     return setup
+
+
+# A command the shell can replace itself with: words of characters that mean nothing to it (no
+# quotes, expansions, globs, redirections, lists or pipes), the first neither an assignment nor a
+# name the shell keeps for itself.
+_SIMPLE_COMMAND = re.compile(r"[\w./:,+@%=-]+(?: +[\w./:,+@%=-]+)*")
+_SHELL_WORDS = frozenset(
+    {
+        ".", ":", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+        "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for",
+        "getopts", "hash", "if", "in", "jobs", "local", "read", "readonly", "return", "set",
+        "shift", "source", "then", "times", "trap", "type", "ulimit", "umask", "unalias",
+        "unset", "until", "wait", "while",
+    }
+)  # fmt: skip
+
+
+def shell_line(cmd: str) -> str:
+    """What ``sh -c`` runs for ``cmd``: ``exec cmd`` when it is one simple command, so that the
+    program replaces the shell: one process less, the pid shown and signalled is the program's,
+    and PR_SET_PDEATHSIG (kept across exec) reaches the program itself. Anything else as written."""
+    line = cmd.strip()
+    if _SIMPLE_COMMAND.fullmatch(line):
+        first = line.split(" ", 1)[0]
+        if "=" not in first and first not in _SHELL_WORDS:
+            return "exec " + line
+    return cmd
 
 
 @functools.cache
@@ -991,10 +1019,10 @@ class Supervisor:
             # setpriv sets PDEATHSIG, then the shell checks that the console still is its
             # parent (it may have died before PDEATHSIG took effect), as _child_setup does.
             args = [setpriv, "--pdeathsig", "TERM", "--", "/bin/sh", "-c"]
-            args.append(f'[ "$PPID" = {os.getpid()} ] || exit 1; {spec.cmd}')
+            args.append(f'[ "$PPID" = {os.getpid()} ] || exit 1; {shell_line(spec.cmd)}')
             setup = None
         else:
-            args, setup = ["/bin/sh", "-c", spec.cmd], _child_setup(os.getpid())
+            args, setup = ["/bin/sh", "-c", shell_line(spec.cmd)], _child_setup(os.getpid())
         terminal: tuple[int, int] | None = None  # (ours, the child's) ends of its pty
         try:
             if spec.pty:
