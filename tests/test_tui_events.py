@@ -143,31 +143,27 @@ async def flood(
     return sent
 
 
+def record_calls(owner: object, method: str) -> list[float]:
+    """A list the times of ``owner.method``'s calls from now on are appended to."""
+    called: list[float] = []
+    original = getattr(owner, method)
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        called.append(time.monotonic())
+        return original(*args, **kwargs)
+
+    setattr(owner, method, recorded)
+    return called
+
+
 def record_installs(the_list: EventList) -> list[float]:
-    """A list the times the event list installs new rows from now on are appended to."""
-    installed: list[float] = []
-    install = the_list._install
-
-    def timed_install(new_rows):  # type: ignore[no-untyped-def]
-        installed.append(time.monotonic())
-        install(new_rows)
-
-    the_list._install = timed_install  # type: ignore[method-assign]
-    return installed
+    """The times the event list installs new rows from now on."""
+    return record_calls(the_list, "_install")
 
 
 def record_layouts(app: LacrimosaApp) -> list[float]:
-    """A list the times of the screen's layouts from now on are appended to."""
-    layouts: list[float] = []
-    screen = app.screen
-    refresh_layout = screen._refresh_layout
-
-    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
-        layouts.append(time.monotonic())
-        return refresh_layout(*args, **kwargs)
-
-    screen._refresh_layout = recorded  # type: ignore[method-assign]
-    return layouts
+    """The times of the screen's layouts from now on."""
+    return record_calls(app.screen, "_refresh_layout")
 
 
 async def show_events(pilot: Pilot, app: LacrimosaApp, count: int) -> None:
@@ -314,15 +310,7 @@ async def test_under_a_flood_the_overview_redraws_its_counters_at_most_four_time
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await pilot.pause(0.2)
-        ingest = app.query_one("#overview-ingest", Static)
-        drawn: list[float] = []
-        update = ingest.update
-
-        def timed_update(*args, **kwargs):  # type: ignore[no-untyped-def]
-            drawn.append(time.monotonic())
-            update(*args, **kwargs)
-
-        ingest.update = timed_update  # type: ignore[method-assign]
+        drawn = record_calls(app.query_one("#overview-ingest", Static), "update")
         # New counts at every 20 Hz poll for about a second and a half.
         await flood(pilot, instance, udp_sender, seconds=1.5, per_send=1, pause=0.02, wait=False)
         total = instance.sequencer.stats().accepted
