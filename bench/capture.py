@@ -137,6 +137,14 @@ def _system_line_bytes(console: object) -> int:
     return sum(len(line.content) + 1 for line in view)
 
 
+def _scan_in_use() -> str:
+    from lacrimosa.engine.logs import store
+
+    if getattr(store, "_newlines", None) is not None:  # older code had no C scan
+        return "C (engine/logs/_newlines.c)"
+    return "numpy: the C scan is not built in the code measured (pip install -e . builds it)"
+
+
 def run(quick: bool) -> list[Row]:
     n = QUICK_LINES if quick else LINES
     rounds = QUICK_ROUNDS if quick else ROUNDS
@@ -177,6 +185,7 @@ def run(quick: bool) -> list[Row]:
             f" ms, sys {median([r['sys'] for r in runs]) * 1e3:.0f} ms, "
             f"{median([r['minflt'] for r in runs]):.0f} minor faults; "
             f"Console.start() returned after {fmt_ms(median([r['start_call'] for r in runs]))}",
+            f"newline scan: {_scan_in_use()}",
         ],
         data={
             "lines": n,
