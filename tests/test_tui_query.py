@@ -10,7 +10,7 @@ from pathlib import Path
 
 from helpers import wait_for, wait_until
 from test_attach import served
-from test_tui_events import notifications, static_text
+from test_tui_events import footer_keys, notifications, static_text
 
 from lacrimosa.api.remote_console import RemoteConsole
 from lacrimosa.engine.console import Console
@@ -50,6 +50,8 @@ async def test_key_5_runs_a_query_shows_its_table_and_keeps_its_history(console)
         await pilot.press("5")
         view = app.query_one(QueryView)
         assert app.view == "query" and app.focused is view.input
+        # The footer says what the keys do while typing (the app's letters are text here).
+        assert sorted(footer_keys(app)) == ["down", "enter", "escape", "up"]
         await pilot.press(*"SELECT count(*), level FROM api GROUP BY level", "enter")
         await wait_for(pilot, lambda: view.table.row_count == 2, "the result table")
         assert table_rows(view) == [["10", "error"], ["30", "info"]]

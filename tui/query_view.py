@@ -96,10 +96,13 @@ class QueryHistory:
 
 
 class QueryInput(Input):
+    # Shown: while the input has the focus, the app's keys (1-5, q) are letters it takes as
+    # text, and the footer had nothing to show.
     BINDINGS = [
-        Binding("up", "history(-1)", "older", show=False),
-        Binding("down", "history(1)", "newer", show=False),
-        Binding("escape", "cancel_query", "cancel", show=False),
+        Binding("enter", "submit", "run"),
+        Binding("up", "history(-1)", "older"),
+        Binding("down", "history(1)", "newer"),
+        Binding("escape", "cancel_query", "cancel/leave"),
     ]
 
     def action_history(self, direction: int) -> None:
