@@ -4,7 +4,7 @@
  * every byte (a line of `seq` is 7.5 bytes): ~0.9 ms a MiB on this class of machine, the largest
  * part of capturing a fast writer. Here one pass compares 16 bytes at a time and stores only the
  * ends: ~0.17 ms a MiB (bench/capture.py). The store falls back to numpy where this module was
- * not built (no compiler at install); tests/test_store_newlines.py checks both give the same.
+ * not built (no compiler at install); tests/test_logstore.py holds both to the same lines.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -142,8 +142,7 @@ def main() -> None:
     registry = int(sys.argv[3])
     # The shell stage returns at the console's end; this also waits when run without it.
     sys.stdin.buffer.read()
-    groups = registered_groups(registry)
-    groups = {g for g in groups if _alive(g)}
+    groups = {g for g in registered_groups(registry) if _alive(g)}
     strays = tagged_pids(token) if token else []
     if not groups and not strays:
         return

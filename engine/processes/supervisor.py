@@ -542,7 +542,6 @@ class Supervisor:
         self.guardian_info = GuardianInfo(None, False, 0, "stopped", None)
         self._running = False
         self._started_all = False
-        # Groups of processes the console runs itself (add_group), told to every new guardian.
         # The groups the guardian ends with the console: the children's, and event ingest's.
         self._groups = GroupRegistry()
         self._shutdown_lock = threading.Lock()
