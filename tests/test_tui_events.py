@@ -8,11 +8,12 @@ so the time column) vary from run to run, so these are assertions on text, not S
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
@@ -283,14 +284,21 @@ async def test_overview_shows_counts_rates_utilisation_and_drops(console, udp_se
         assert len(sparkline.data) == 120
 
 
-async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
-    console, udp_sender
-) -> None:
+@contextlib.asynccontextmanager
+async def on_the_overview(console) -> AsyncIterator[tuple[Console, LacrimosaApp, Pilot]]:
+    """A console with a sequencer, and its app showing the Overview, settled."""
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await pilot.pause(0.2)
+        yield instance, app, pilot
+
+
+async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
+    console, udp_sender
+) -> None:
+    async with on_the_overview(console) as (instance, app, pilot):
         layouts = record_layouts(app)
         for i in range(1, 9):  # a new count at each of several polls
             send_events(instance, udp_sender, b"tick")
@@ -305,11 +313,7 @@ async def test_new_counts_on_the_overview_do_not_lay_the_screen_out_again(
 async def test_under_a_flood_the_overview_redraws_its_counters_at_most_four_times_a_second(
     console, udp_sender
 ) -> None:
-    instance = console(WITH_SEQUENCER)
-    app = LacrimosaApp(instance)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await pilot.pause(0.2)
+    async with on_the_overview(console) as (instance, app, pilot):
         drawn = record_calls(app.query_one("#overview-ingest", Static), "update")
         # New counts at every 20 Hz poll for about a second and a half.
         await flood(pilot, instance, udp_sender, seconds=1.5, per_send=1, pause=0.02, wait=False)
