@@ -8,6 +8,8 @@ Keep this module stable and dependency-free:
   (a reparented child nobody reaps stays a zombie here, but it runs nothing).
 - ``wait_for(pilot, predicate, what)``: ``wait_until`` for a Textual app under Pilot.
 - ``send_events(console, sock, *datagrams)``: UDP to a console's sequencer, until it counted them.
+- ``Terminal(argv, cwd, env)``: a program on a terminal of its own (a pty, 80x24), as in a user's
+  terminal window; ``shows(text)`` reads what it drew, ``hang_up()`` closes the window.
 - ``HEAVY_FOR_ONE_SHOT`` / ``bare_python(tmp_path)``: the modules a one-shot CLI call must not
   load, and a command and environment that run Python without ``site`` (so no ``.pth`` file, no
   editable finder, loads anything first) with ``lacrimosa`` importable from this checkout.
@@ -15,11 +17,19 @@ Keep this module stable and dependency-free:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
+import select
+import struct
+import subprocess
+import termios
 import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -92,6 +102,12 @@ def _proc_stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat ("R", "S", "T" stopped, "Z" zombie), None once gone."""
+    stat = _proc_stat(pid)
+    return stat[0] if stat is not None else None
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -114,6 +130,65 @@ def group_pids(pgid: int) -> set[int]:
         if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
             found.add(int(entry))
     return found
+
+
+class Terminal:
+    """A program on a terminal of its own, as in a user's terminal window: a pty of 80x24 that is
+    its controlling terminal (it leads a session of its own), its stdin, stdout and stderr. What it
+    drew gathers in ``screen`` as ``shows`` reads it; ``hang_up()`` closes the window (the kernel
+    then sends SIGHUP and SIGCONT); leaving the ``with`` kills what still runs."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+        def own_terminal() -> None:  # in the child: a session of its own, the pty its terminal
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdin=follower,
+                stdout=follower,
+                stderr=follower,
+                env={**env, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"},
+                preexec_fn=own_terminal,
+            )
+        finally:
+            os.close(follower)
+        self.screen = bytearray()
+
+    def shows(self, text: bytes) -> bool:
+        """Read what was drawn so far (a terminal that stops reading blocks its program), then
+        whether ``text`` is in it."""
+        with contextlib.suppress(OSError):  # EIO: nothing has the terminal open any more
+            while self.leader >= 0 and select.select([self.leader], [], [], 0)[0]:
+                self.screen.extend(os.read(self.leader, 65536))
+        return text in self.screen
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.leader, keys)
+
+    def hang_up(self) -> None:
+        os.close(self.leader)
+        self.leader = -1
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.leader >= 0:
+            self.hang_up()
 
 
 # Each costs milliseconds of every `lacrimosa ps` (see api/cli.py), and some came in before through

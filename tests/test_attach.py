@@ -8,17 +8,13 @@ drive the same app ``lacrimosa tui`` runs, on a RemoteConsole connected to that 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import group_pids, pid_alive, send_events, wait_for, wait_until, write_config
+from helpers import (
+    Terminal,
+    group_pids,
+    pid_alive,
+    process_state,
+    send_events,
+    wait_for,
+    wait_until,
+    write_config,
+)
 from test_cli import CLI, cli, cli_env
 from test_imports import loaded_after_import
 from textual.pilot import Pilot
@@ -470,44 +475,82 @@ def test_tui_starts_a_console_and_a_hang_up_detaches(project: Path) -> None:
     """``lacrimosa tui`` on a terminal (a pty, its controlling terminal) where no console runs:
     it starts one in the background and attaches; the terminal going away (the pty's other side
     closed: the kernel sends SIGHUP, as when SSH drops) detaches, the processes go on."""
+    with Terminal([*CLI, "tui"], cwd=project, env=cli_env()) as terminal:
+        wait_until(lambda: terminal.shows(b"worker line 3"), timeout=30, message="the attached TUI")
+        wait_until(lambda: terminal.shows(b"detach"), message="the footer, with `d detach`")
+        terminal.hang_up()
+        assert terminal.proc.wait(15) == 0
+    ps = cli("ps", "--json", cwd=project)
+    assert ps.returncode == 0, ps.stderr
+    assert {p["state"] for p in json.loads(ps.stdout)["processes"]} == {"running"}
+
+
+# What Textual writes on entering its application mode (the alternate screen) and on leaving it.
+ENTERS_APPLICATION_MODE, LEAVES_APPLICATION_MODE = b"\x1b[?1049h", b"\x1b[?1049l"
+
+
+def test_a_sigcont_to_a_tui_that_was_not_stopped_changes_nothing(project: Path) -> None:
+    """The kernel sends SIGCONT with the SIGHUP of a hang-up, and anyone may ``kill -CONT``. Textual
+    entered its application mode again on it, a second output thread beside the first, and a
+    hang-up's shutdown then hung waiting on the first (1 in ~15)."""
+    with Terminal([*CLI, "tui"], cwd=project, env=cli_env()) as terminal:
+        wait_until(lambda: terminal.shows(b"detach"), timeout=30, message="the attached TUI")
+        for _ in range(3):
+            terminal.proc.send_signal(signal.SIGCONT)
+        # A key typed after the signals is read after their handler ran (on the app's thread).
+        terminal.type(b"2")
+        wait_until(lambda: terminal.shows(b"sequencer"), message="the Overview")
+        terminal.type(b"d")
+        assert terminal.proc.wait(15) == 0
+        terminal.shows(b"")
+        assert terminal.screen.count(ENTERS_APPLICATION_MODE) == 1
+
+
+def test_a_stopped_tui_continues_on_its_terminal(project: Path) -> None:
+    """``kill -TSTP`` stops the TUI with the terminal given back; ``kill -CONT`` draws it again."""
+    with Terminal([*CLI, "tui"], cwd=project, env=cli_env()) as terminal:
+        wait_until(lambda: terminal.shows(b"detach"), timeout=30, message="the attached TUI")
+        terminal.proc.send_signal(signal.SIGTSTP)
+        wait_until(lambda: process_state(terminal.proc.pid) == "T", message="the TUI stopped")
+        assert terminal.shows(LEAVES_APPLICATION_MODE)
+        terminal.proc.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: terminal.shows(b"") and terminal.screen.count(ENTERS_APPLICATION_MODE) == 2,
+            message="the TUI drawn again",
+        )
+        terminal.type(b"d")
+        assert terminal.proc.wait(15) == 0
+
+
+def test_letting_go_of_a_hung_up_terminal_points_its_streams_at_dev_null() -> None:
+    """After a hang-up the terminal's streams fail every write (EIO) and ``isatty`` says no: the
+    streams that were on it still go to /dev/null, and a pipe stays a pipe."""
+    script = (
+        "import json, os, sys\n"
+        "from lacrimosa.engine.hangup import let_go_of_the_terminal\n"
+        "sys.stdin.readline()\n"  # the test hangs up first, then writes a line on this pipe
+        "let_go_of_the_terminal()\n"
+        "print('written after the hang-up', flush=True)\n"
+        "links = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)]\n"
+        "os.write(int(sys.argv[1]), json.dumps(links).encode())\n"
+    )
+    report_r, report_w = os.pipe()
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {**cli_env(), "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
-
-    def own_terminal() -> None:  # in the child: a session of its own, the pty its terminal
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    tui = subprocess.Popen(
-        [*CLI, "tui"],
-        cwd=project,
-        stdin=follower,
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(report_w)],
+        env=cli_env(),
+        stdin=subprocess.PIPE,
         stdout=follower,
         stderr=follower,
-        env=env,
-        preexec_fn=own_terminal,
+        pass_fds=(report_w,),
     )
     os.close(follower)
-    screen = bytearray()
-    try:
-
-        def shows(text: bytes) -> bool:
-            with contextlib.suppress(OSError):
-                while select.select([leader], [], [], 0)[0]:
-                    screen.extend(os.read(leader, 65536))
-            return text in screen
-
-        wait_until(lambda: shows(b"worker line 3"), timeout=30, message="the attached TUI")
-        wait_until(lambda: shows(b"detach"), message="the footer, with `d detach`")
-        os.close(leader)  # the terminal hangs up
-        leader = -1
-        assert tui.wait(15) == 0
-        ps = cli("ps", "--json", cwd=project)
-        assert ps.returncode == 0, ps.stderr
-        assert {p["state"] for p in json.loads(ps.stdout)["processes"]} == {"running"}
-    finally:
-        if tui.poll() is None:
-            tui.kill()
-            tui.wait()
-        if leader >= 0:
-            os.close(leader)
+    os.close(report_w)
+    os.close(leader)  # the hang-up
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
+    assert proc.wait(20) == 0
+    with os.fdopen(report_r, "rb") as report:
+        stdin, stdout, stderr = json.loads(report.read())
+    assert stdin.startswith("pipe:") and stdout == stderr == os.devnull

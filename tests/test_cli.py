@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import queue
@@ -13,7 +12,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from helpers import HEAVY_FOR_ONE_SHOT, bare_python, pid_alive, wait_until
+from helpers import HEAVY_FOR_ONE_SHOT, Terminal, bare_python, pid_alive, wait_until
 
 from lacrimosa.api.client import ConsoleLost, ControlClient
 from lacrimosa.api.protocol import dispatch, follow
@@ -355,23 +353,8 @@ def test_a_tui_console_whose_terminal_hangs_up_stops_everything_and_exits(
     stops and the console exits, even though the terminal it was drawing on is gone (the TUI's
     writes to it used to block its exit forever, with the socket still answering)."""
     (tmp_path / "lacrimosa.toml").write_text(CONFIG)
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-
-    def on_its_own_terminal() -> None:  # a session whose controlling terminal is the pty
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    proc = subprocess.Popen(
-        [*CLI, "up"],
-        cwd=tmp_path,
-        env={**cli_env(), "TERM": "xterm-256color"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        preexec_fn=on_its_own_terminal,
-    )
-    os.close(slave)
+    terminal = Terminal([*CLI, "up"], cwd=tmp_path, env=cli_env())
+    proc = terminal.proc
     running = RunningConsole(tmp_path, proc)
     _started.append(running)
     reading = threading.Event()
@@ -379,12 +362,8 @@ def test_a_tui_console_whose_terminal_hangs_up_stops_everything_and_exits(
 
     def drain() -> None:  # a terminal reads what is drawn; a full pty would block the TUI
         while reading.is_set():
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if ready:
-                try:
-                    os.read(master, 65536)
-                except OSError:
-                    return
+            terminal.shows(b"")
+            time.sleep(0.05)
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
@@ -395,7 +374,7 @@ def test_a_tui_console_whose_terminal_hangs_up_stops_everything_and_exits(
     finally:
         reading.clear()
         drainer.join(5)
-        os.close(master)  # the hang-up: SIGHUP to the console, its terminal gone
+        terminal.hang_up()  # SIGHUP to the console, its terminal gone
     assert proc.wait(30) in (0, 1)
     wait_until(lambda: not any(pid_alive(pid) for pid in children))
     assert not socket_path(tmp_path / ".lacrimosa").exists()

@@ -49,6 +49,7 @@ from ..engine.logs.query import LogQuery
 from ..engine.logs.store import STDERR, STDOUT, STREAM_NAMES
 from .audit_view import AuditView
 from .events_view import EventsView
+from .job_control import resume_only_after_a_stop
 from .key_hints import KeyHints
 from .line_detail import describe_line
 from .log_pane import LogPane
@@ -295,6 +296,7 @@ class LacrimosaApp(App[str]):
         return self._view
 
     def on_mount(self) -> None:
+        resume_only_after_a_stop()
         if self.attached:
             # Losing the terminal detaches: the console and its processes go on.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hung_up)
