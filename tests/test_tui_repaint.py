@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from helpers import wait_for
 from textual._compositor import ChopsUpdate
 from textual.geometry import Region
 from textual.screen import Screen
+from textual.strip import Strip
+from textual.widget import Widget
 
 from lacrimosa.engine.console import Console
 from lacrimosa.engine.logs.store import STDOUT
 from lacrimosa.tui import LacrimosaApp
+from lacrimosa.tui.key_hints import KeyHints
 from lacrimosa.tui.log_pane import LogPane
+from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.process_table import ProcessTable
 
 SIZE = (80, 24)
@@ -137,3 +142,68 @@ async def test_a_changed_counter_repaints_its_rows_not_the_table(console) -> Non
             await pilot.pause(0.2)
         # The header is row 0, then "* all", "fed", "other": only the counted rows changed.
         assert rows_written(spans, table.region) == {1, 2}
+
+
+@contextmanager
+def drawings(widgets: list[Widget]) -> Iterator[dict[Widget, int]]:
+    """How many times each widget's lines were drawn by Textual (its styles cache asked for every
+    line), by widget: what ``RemembersItsLines`` saves."""
+    counts = dict.fromkeys(widgets, 0)
+    originals = []
+    for widget in widgets:
+        cache = widget._styles_cache
+        draw = cache.render_widget
+
+        def counted(drawn: Widget, crop: Region, draw: Any = draw) -> list[Strip]:
+            counts[drawn] += 1
+            return draw(drawn, crop)  # type: ignore[no-any-return]
+
+        cache.render_widget = counted  # type: ignore[method-assign]
+        originals.append((cache, draw))
+    try:
+        yield counts
+    finally:
+        for cache, draw in originals:
+            cache.render_widget = draw  # type: ignore[method-assign]
+
+
+async def test_a_view_shown_again_reuses_the_lines_that_did_not_change(console) -> None:
+    """A view switch lays the screen out, and Textual then draws every widget again, containers
+    wholly covered by their children included: the screen, the view switcher, the view's own
+    container, the footer and the list's scrollbar are handed their last lines instead, until
+    their size or what they show changes."""
+    instance = console(FED)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=SIZE) as pilot:
+        feed(instance, 1, 100)
+        pane = app.query_one(LogPane)
+        await wait_for(pilot, lambda: pane.line_count == 100, "the lines")
+        for key in "2121":  # every look drawn once
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        kept = [
+            app.screen,
+            app.query_one("#views"),
+            app.query_one("#logs"),
+            app.query_one(KeyHints),
+        ]
+        scrollbar = pane.vertical_scrollbar
+        with drawings([*kept, scrollbar]) as counts:
+            for key in "2121":
+                await pilot.press(key)
+                await pilot.pause(0.1)
+        assert set(counts.values()) == {0}, counts
+        assert app.query_one(OverviewView).can_focus  # the mixin left the class's own settings
+
+        # What changes is drawn again: the footer's keys with the focus on the filter, the
+        # scrollbar's thumb when the pane scrolls, everything at a new size.
+        with drawings([*kept, scrollbar]) as counts:
+            await pilot.press("slash")
+            await pilot.pause(0.1)
+            assert counts[app.query_one(KeyHints)] >= 1
+            await pilot.press("escape", "home")
+            await pilot.pause(0.1)
+            assert counts[scrollbar] >= 1
+            await pilot.resize_terminal(100, 30)
+            await pilot.pause(0.2)
+        assert all(count >= 1 for count in counts.values()), counts

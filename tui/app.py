@@ -10,7 +10,7 @@ fast processes write, the UI does a bounded amount of work per second and engine
 touch a widget (STYLE habit 3). Blocking engine calls (start/stop/restart, shutdown) run in thread
 workers and report back with notifications.
 
-Five views share the screen in a ContentSwitcher, switched with ``1`` (logs), ``2`` (Overview,
+Five views share the screen in a ContentSwitcher (``line_memo.ViewSwitcher``), switched with ``1`` (logs), ``2`` (Overview,
 tui/overview.py), ``3`` (Events, tui/events_view.py), ``4`` (Audit, tui/audit_view.py) and ``5``
 (Query, tui/query_view.py); a
 hidden view keeps its state. The log view's keys are the app's bindings, disabled (and left out
@@ -34,9 +34,9 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..engine import heap
@@ -52,6 +52,7 @@ from .events_view import EventsView
 from .job_control import resume_only_after_a_stop
 from .key_hints import KeyHints
 from .line_detail import describe_line
+from .line_memo import PlainScreen, PlainVertical, ViewSwitcher
 from .log_pane import LogPane
 from .overview import OverviewView
 from .palette import ERROR, GOOD, NAME_COLOURS, WARNING
@@ -231,8 +232,8 @@ class LacrimosaApp(App[str]):
     # -- layout ----------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with ContentSwitcher(initial="logs", id="views"):
-            with Vertical(id="logs"):
+        with ViewSwitcher(initial="logs", id="views"):
+            with PlainVertical(id="logs"):
                 # At least as wide as the "* all" row's name.
                 yield ProcessTable(
                     name_width=max(self._name_width, 5),
@@ -294,6 +295,9 @@ class LacrimosaApp(App[str]):
     def view(self) -> str:
         """The view shown: "logs", "overview", "events", "audit" or "query"."""
         return self._view
+
+    def get_default_screen(self) -> PlainScreen:
+        return PlainScreen(id="_default")
 
     def on_mount(self) -> None:
         resume_only_after_a_stop()
@@ -384,7 +388,7 @@ class LacrimosaApp(App[str]):
             return
         self._view_focus[self._view] = self.focused
         self._view = view
-        self.query_one("#views", ContentSwitcher).current = view
+        self.query_one("#views", ViewSwitcher).current = view
         focus = self._view_focus.get(view)
         if focus is not None and focus.is_attached and focus.display:
             focus.focus()

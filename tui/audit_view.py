@@ -44,6 +44,7 @@ from ..engine.audit_text import (
 from ..engine.errors import LacrimosaError
 from ..engine.facade import AuditReader, ConsoleFacade
 from ..engine.terminal_text import field_safe
+from .line_memo import RemembersItsLines
 from .palette import ERROR, GOOD, WARNING
 from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
 
@@ -244,7 +245,7 @@ def _index_of(rows: tuple[AuditRow, ...], row: AuditRow | None) -> int:
     return max(len(rows) - 1, 0)
 
 
-class AuditView(Vertical):
+class AuditView(RemembersItsLines, Vertical):
     """The status line, the column header and the list; see the module docstring."""
 
     DEFAULT_CSS = """

@@ -45,6 +45,7 @@ from .event_render import (
     seq_width,
 )
 from .event_rows import EventFilter, EventRows, build_rows
+from .line_memo import RemembersItsLines
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
 from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
@@ -310,7 +311,7 @@ class PromptInput(Input):
         self.post_message(self.Cancelled())
 
 
-class EventsView(Vertical):
+class EventsView(RemembersItsLines, Vertical):
     """The events list, its status line, the detail panel and the prompt; see the module doc."""
 
     DEFAULT_CSS = """

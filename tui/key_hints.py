@@ -11,6 +11,7 @@ presses the key, as on Footer.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from itertools import groupby
 from typing import ClassVar
@@ -20,6 +21,8 @@ from textual import events
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
+
+from .line_memo import RemembersItsLines
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class _Hint:
     grouped: bool
 
 
-class KeyHints(Widget, can_focus=False):
+class KeyHints(RemembersItsLines, Widget, can_focus=False):
     DEFAULT_CSS = """
     KeyHints {
         dock: bottom;
@@ -69,8 +72,6 @@ class KeyHints(Widget, can_focus=False):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self.hints: tuple[_Hint, ...] = ()
-        # Where each key lies in the last line drawn: (first column, end column, key, enabled).
-        self._spans: list[tuple[int, int, str, bool]] = []
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -107,7 +108,15 @@ class KeyHints(Widget, can_focus=False):
                 )
         return tuple(hints)
 
+    def looks(self) -> Hashable:
+        return (self.size, self.hints)  # the colours are the theme's, the same in every view
+
     def render(self) -> Text:
+        return self._line()[0]
+
+    def _line(self) -> tuple[Text, list[tuple[int, int, str, bool]]]:
+        """The line of hints, and where each key lies in it: (first column, end column, key,
+        enabled)."""
         key_style = self.get_component_rich_style("key-hints--key")
         description_style = self.get_component_rich_style("key-hints--description")
         disabled = self.get_component_rich_style("key-hints--disabled")
@@ -127,11 +136,10 @@ class KeyHints(Widget, can_focus=False):
             if not hint.grouped:  # the key and its description
                 spans.append((first, len(text), hint.keys[0].key, hint.keys[0].enabled))
             text.append(" ")
-        self._spans = spans
-        return text
+        return text, spans
 
     def on_mouse_down(self, event: events.MouseDown) -> None:
-        for start, end, key, enabled in self._spans:
+        for start, end, key, enabled in self._line()[1]:
             if start <= event.x < end:
                 if enabled:
                     self.app.simulate_key(key)

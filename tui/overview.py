@@ -22,6 +22,7 @@ from ..engine.events.ingest_stats import RATE_HISTORY
 from ..engine.events.sequencer import DROP_CAUSES, SequencerStats
 from ..engine.facade import ConsoleFacade, SequencerView
 from ..engine.processes.supervisor import State
+from .line_memo import RemembersItsLines
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
 
@@ -90,7 +91,7 @@ def _count(value: int, what: str) -> Text:
     return Text(f"{what} {value:,}", style=f"bold {ERROR}" if value else "")
 
 
-class OverviewView(VerticalScroll):
+class OverviewView(RemembersItsLines, VerticalScroll):
     """The sequencer, its journal and the processes, summarised; see the module docstring."""
 
     DEFAULT_CSS = """

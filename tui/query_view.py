@@ -33,6 +33,7 @@ from textual.widgets import DataTable, Input, Static
 from ..engine.errors import LacrimosaError, QuerySyntaxError
 from ..engine.facade import ConsoleFacade
 from ..engine.terminal_text import field_safe
+from .line_memo import RemembersItsLines
 from .palette import ERROR, WARNING
 
 HISTORY_NAME = "query_history"  # in the state folder: one query a line, oldest first
@@ -124,7 +125,7 @@ class QueryInput(Input):
             view.table.focus()
 
 
-class QueryView(Vertical):
+class QueryView(RemembersItsLines, Vertical):
     """The query console; see the module docstring."""
 
     DEFAULT_CSS = """

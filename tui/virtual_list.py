@@ -15,7 +15,7 @@ moment, so a burst of requests costs two builds, not one per request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from math import ceil
 
 from rich.segment import Segment
@@ -28,6 +28,8 @@ from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollBar, ScrollTo, ScrollUp
 from textual.widget import Widget
 
+from .line_memo import RemembersItsLines
+
 CURSOR_COMPONENT = "cursor-list--cursor"  # the style of a CursorList's cursor row
 # New rows are shown at most this often (the log pane's lines, the events list's events): a
 # followed list scrolls, every row scrolled in is drawn and written to the terminal again (4-5 KB a
@@ -39,7 +41,7 @@ NEW_ROWS_INTERVAL = 0.1
 _Looks = tuple[Size, bool, Offset | None, tuple[Segment, ...]]
 
 
-class QuietScrollBar(ScrollBar):
+class QuietScrollBar(RemembersItsLines, ScrollBar):
     """A vertical scrollbar that repaints only when what it draws changes.
 
     Textual's repaints the whole bar whenever the content's length or the scroll position
@@ -71,6 +73,20 @@ class QuietScrollBar(ScrollBar):
             vertical=self.vertical,
         )
         return (self.size, self.mouse_over, self.grabbed, tuple(bar.segments))
+
+    def looks(self) -> Hashable:
+        """What it draws, in the colours its container's styles give it (ScrollBar.render)."""
+        styles = self.parent.styles if self.parent is not None else self.styles
+        return (
+            self._looks(),
+            styles.scrollbar_background,
+            styles.scrollbar_background_hover,
+            styles.scrollbar_background_active,
+            styles.scrollbar_color,
+            styles.scrollbar_color_hover,
+            styles.scrollbar_color_active,
+            self.parent.background_colors if self.parent is not None else None,
+        )
 
     def refresh(
         self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
