@@ -326,6 +326,28 @@ async def test_under_a_flood_the_overview_redraws_its_counters_at_most_four_time
         assert min(gaps) >= SEQUENCER_REFRESH_INTERVAL * 0.9, gaps  # ...not at every poll
 
 
+async def test_the_overview_scrolls_with_the_keys_and_stays_scrolled(console) -> None:
+    """The Overview's keys arrive at a widget of no height at its top (a focus change restyles
+    that one widget, not every part of the view): the view still scrolls with them, and showing
+    it again keeps where it was scrolled to."""
+    instance = console(WITH_SEQUENCER)
+    app = LacrimosaApp(instance)
+    async with app.run_test(size=(80, 10)) as pilot:  # too short for the whole Overview
+        await pilot.press("2")
+        await pilot.pause(0.1)
+        view = app.query_one(OverviewView)
+        assert app.focused is not None and app.focused.parent is view
+        assert view.max_scroll_y > 0
+        await pilot.press("end")
+        await wait_for(pilot, lambda: view.scroll_y == view.max_scroll_y, "scrolled to the end")
+        await pilot.press("3", "2")
+        await pilot.pause(0.1)
+        assert app.focused is not None and app.focused.parent is view
+        assert view.scroll_y == view.max_scroll_y
+        await pilot.press("home")
+        await wait_for(pilot, lambda: view.scroll_y == 0, "scrolled back to the top")
+
+
 async def test_a_view_switch_lays_the_screen_out_once(console, udp_sender) -> None:
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)

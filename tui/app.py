@@ -395,7 +395,7 @@ class LacrimosaApp(App[str]):
         elif view == "logs":
             self.process_table.focus()
         elif view == "overview":
-            self.overview.focus()
+            self.overview.focus_default()
         elif view == "audit":
             self.audit_view.focus_default()
         elif view == "query":
