@@ -46,6 +46,7 @@ from ..engine.facade import AuditReader, ConsoleFacade
 from ..engine.terminal_text import field_safe
 from .line_memo import RemembersItsLines
 from .palette import ERROR, GOOD, WARNING
+from .row_strip import row_strip
 from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
 
 MAX_SHOWN = 1000  # the newest records the view holds
@@ -210,24 +211,15 @@ class AuditList(CursorList):
         if index >= len(rows):
             if y == 0 and not rows:
                 text = Text("no audit records yet", style="dim", end="")
-                text.truncate(width)
-                return Strip(text.render(self.app.console), text.cell_len).crop_extend(
-                    0, width, base_style
-                )
+                return row_strip(text, width, base_style, self.app.console)
             return Strip.blank(width, base_style)
         row = rows[index]
         is_cursor = index == self.cursor
         key = (row, width, is_cursor)
         strip = self._strips.get(key)
         if strip is None:
-            text = audit_row(row, width)
-            text.stylize_before(base_style)
-            if is_cursor:
-                text.pad_right(width - text.cell_len)
-                text.stylize(self.get_component_rich_style(CURSOR_COMPONENT))
-            strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
-                0, width, base_style
-            )
+            over = self.get_component_rich_style(CURSOR_COMPONENT) if is_cursor else None
+            strip = row_strip(audit_row(row, width), width, base_style, self.app.console, over)
             self._strips[key] = strip
         return strip
 

@@ -48,6 +48,7 @@ from .event_rows import EventFilter, EventRows, build_rows
 from .line_memo import RemembersItsLines
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
+from .row_strip import row_strip
 from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
 
 # New events are shown at most this often while more than a screenful arrives between two
@@ -267,11 +268,7 @@ class EventList(CursorList):
         rows = self.rows
         if row >= len(rows):
             if y == 0 and not len(rows):
-                text = self.empty_text.copy()
-                text.truncate(width)
-                return Strip(text.render(self.app.console), text.cell_len).crop_extend(
-                    0, width, base_style
-                )
+                return row_strip(self.empty_text, width, base_style, self.app.console)
             return Strip.blank(width, base_style)
         seq = rows.seq_at(row)
         fmt = RowFormat(width=width, seq_width=seq_width(rows.head))
@@ -283,13 +280,8 @@ class EventList(CursorList):
             if event is None and self.journal is None:
                 return Strip.blank(width, base_style)  # released: nothing more is read
             text = event_row(event, fmt) if event is not None else missing_row(seq, fmt)
-            text.stylize_before(base_style)
-            if is_cursor:
-                text.pad_right(width - text.cell_len)
-                text.stylize(cursor_style)
-            strip = Strip(text.render(self.app.console), text.cell_len).crop_extend(
-                0, width, base_style
-            )
+            over = cursor_style if is_cursor else None
+            strip = row_strip(text, width, base_style, self.app.console, over)
             if event is not None:
                 self._strips[key] = strip
         return strip

@@ -109,9 +109,7 @@ def byte_budget(width: int) -> int:
     return width * 16 + 256
 
 
-def format_log_line(
-    line: ShownLine, fmt: LineFormat, name_style: str | Style = "", base_style: Style | None = None
-) -> Text:
+def format_log_line(line: ShownLine, fmt: LineFormat, name_style: str | Style = "") -> Text:
     """One screen row for ``line``: stream gutter, optional process name, content, markers.
 
     The result is at most ``fmt.width`` cells wide (never wrapped).
@@ -145,7 +143,4 @@ def format_log_line(
         row.append_text(marker)
     if row.cell_len > fmt.width:
         row.truncate(fmt.width)
-    if base_style is not None:
-        # As a span under all others (Text.render ignores a Text's own style when it has no spans).
-        row.stylize_before(base_style)
     return row

@@ -29,6 +29,7 @@ from ..engine.errors import LacrimosaError
 from ..engine.facade import ConsoleFacade, LineWindow, ShownLine
 from ..engine.logs.query import LogQuery
 from .line_render import LineFormat, format_log_line
+from .row_strip import row_strip
 from .virtual_list import FollowingScrollView, OneBuildAtATime
 
 _STRIP_CACHE_SIZE = 4096
@@ -381,9 +382,8 @@ class LogPane(FollowingScrollView, can_focus=True):
         key = (line.id, fmt)
         strip = self._strips.get(key)
         if strip is None:
-            text = format_log_line(line, fmt, self._name_colours.get(line.process, ""), base_style)
-            strip = Strip(text.render(self.app.console), text.cell_len)
-            strip = strip.crop_extend(0, width, base_style)
+            text = format_log_line(line, fmt, self._name_colours.get(line.process, ""))
+            strip = row_strip(text, width, base_style, self.app.console)
             self._strips[key] = strip
         return strip
 
