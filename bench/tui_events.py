@@ -568,7 +568,7 @@ def run(quick: bool) -> list[Row]:
                 f"idle with the TUI {cpu(idle)}; with no TUI process "
                 f"{solo.process_cpu / solo.seconds:.2f} cores; "
                 f"{os.cpu_count()} cores (the sender takes one), GIL switch interval "
-                f"{result['switch_interval'] * 1e3:g} ms (set by the sequencer); the event list "
+                f"{result['switch_interval'] * 1e3:g} ms; the event list "
                 f"ended with {result['journal_held']:,} events held",
                 loop_note("following", follow),
             ],
