@@ -48,8 +48,8 @@ tui/ or engine/ is changed):
   CPU comes out of theirs: what the sender manages to send moves with it.
 
 Targets: poll interval p95 under 100 ms (the screen keeps refreshing at least 10 times a
-second) and key-to-frame p95 under 100 ms, during the blast; accepted while following at least
-0.9x the rate with no TUI.
+second) and key-to-frame p95 at most 79 ms (what it was when ingest shared the console's
+process), during the blast; accepted while following at least 0.9x the rate with no TUI.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ KEY_INTERVAL = 0.2
 KEYS = ("up", "end", "2", "3")
 KEY_TIMEOUT = 2.0  # a key with no frame by then is counted as missed
 POLL_INTERVAL = 0.05  # the app's (lacrimosa.tui.app.POLL_INTERVAL), for the notes
-TARGET = 0.100
+POLL_TARGET = 0.100  # the screen keeps refreshing at least 10 times a second
+# Key to frame: no worse than when ingest shared the console's process (79 ms, issue 7's target;
+# the sequencer's first target was 100 ms).
+KEY_TARGET = 0.079
 ACCEPTED_TARGET = 0.9  # accepted while the TUI follows, against no TUI
 START_TIMEOUT = 30.0
 
@@ -498,8 +501,8 @@ def run(quick: bool) -> list[Row]:
             f"p95 {fmt_ms(ref_poll_p95)} idle (median {fmt_ms(median(ref_polls))}, "
             f"max {fmt_ms(max(ref_polls))})",
             poll_p95 / ref_poll_p95,
-            f"p95 < {fmt_ms(TARGET)}",
-            poll_p95 < TARGET,
+            f"p95 < {fmt_ms(POLL_TARGET)}",
+            poll_p95 < POLL_TARGET,
             notes=[
                 f"{SIZE[0]}x{SIZE[1]} terminal, Events view following the newest event; "
                 f"{seconds:g} s idle, then {seconds:g} s with the C sender at full speed; the "
@@ -529,8 +532,8 @@ def run(quick: bool) -> list[Row]:
             _spread(keys),
             f"p95 {fmt_ms(ref_key_p95)} idle (median {fmt_ms(median(ref_keys))})",
             key_p95 / ref_key_p95,
-            f"p95 < {fmt_ms(TARGET)}",
-            key_p95 < TARGET and not busy.missed,
+            f"p95 <= {fmt_ms(KEY_TARGET)}",
+            key_p95 <= KEY_TARGET and not busy.missed,
             notes=[
                 f"{len(keys)} keys during the blast, {len(ref_keys)} idle, one every "
                 f"{fmt_ms(KEY_INTERVAL)}, cycling {' '.join(KEYS)}; from posting the key to "
