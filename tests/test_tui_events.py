@@ -666,11 +666,18 @@ async def test_the_cursor_rows_style_follows_the_focus(console, udp_sender) -> N
         await pilot.pause()
         focused = the_list._styles()[1]
         assert focused == the_list.get_component_rich_style(CURSOR_COMPONENT)
+        cursor_y = the_list.cursor - round(the_list.scroll_y)
+        other_y = 1 - cursor_y  # the other of the two rows
+        other_row = the_list.render_line(other_y)
         await pilot.press("g")  # the prompt takes the focus
         await pilot.pause()
         assert app.focused is not the_list
         assert the_list._styles()[1] == the_list.get_component_rich_style(CURSOR_COMPONENT)
         assert the_list._styles()[1] != focused
+        # The cursor row is drawn again in its new style; the other row's strip is kept.
+        blurred = the_list._styles()[1].bgcolor
+        assert {segment.style.bgcolor for segment in the_list.render_line(cursor_y)} == {blurred}
+        assert the_list.render_line(other_y) is other_row
 
 
 async def test_a_million_events_render_only_the_visible_window(console, monkeypatch) -> None:

@@ -96,6 +96,7 @@ class EventList(CursorList):
         self._events: LRUCache[int, Event] = LRUCache(_EVENT_CACHE_SIZE)
         self._strips: LRUCache[tuple[int, RowFormat, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
         self._row_styles: tuple[Style, Style] | None = None  # see _styles
+        self._strips_styles: tuple[Style, Style] | None = None  # what _strips were drawn in
 
     # -- what is listed --------------------------------------------------------------------------
 
@@ -229,8 +230,9 @@ class EventList(CursorList):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._strips.clear()  # the base and cursor styles are baked into cached strips
-        self._row_styles = None
+        if self._row_styles is not None:
+            self._strips_styles = self._row_styles  # what the cached strips were drawn in
+        self._row_styles = None  # read again at the next row drawn, once every style is new
 
     def _styles(self) -> tuple[Style, Style]:
         """The rows' base style and the cursor row's, computed once until the styles change.
@@ -243,6 +245,15 @@ class EventList(CursorList):
                 self.rich_style,
                 self.get_component_rich_style(CURSOR_COMPONENT),
             )
+            # The styles are baked into the cached strips. A focus change (at every switch to or
+            # from the view) changes only the cursor row's style: the other rows' strips stay.
+            drawn, self._strips_styles = self._strips_styles, styles
+            if drawn is not None and drawn[0] != styles[0]:
+                self._strips.clear()
+            elif drawn is not None and drawn[1] != styles[1]:
+                cursor_rows = [key for key in self._strips.keys() if key[2]]  # noqa: SIM118
+                for key in cursor_rows:  # keyed (seq, format, is the cursor row)
+                    self._strips.discard(key)
         return styles
 
     def _event(self, seq: int) -> Event | None:
