@@ -47,7 +47,7 @@ from ..engine.terminal_text import field_safe
 from .line_memo import RemembersItsLines
 from .palette import ERROR, GOOD, WARNING
 from .row_strip import row_strip
-from .virtual_list import CURSOR_COMPONENT, CursorList, OneBuildAtATime
+from .virtual_list import CursorList, OneBuildAtATime
 
 MAX_SHOWN = 1000  # the newest records the view holds
 _STRIP_CACHE_SIZE = 256
@@ -169,7 +169,7 @@ class AuditList(CursorList):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows = AuditRows()
-        self._strips: LRUCache[tuple[AuditRow, int, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
+        self._strips = LRUCache(_STRIP_CACHE_SIZE)  # (row, width, is the cursor row)
 
     @property
     def row_count(self) -> int:
@@ -199,13 +199,9 @@ class AuditList(CursorList):
             self.refresh()
         self.post_message(self.Changed())
 
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._strips.clear()  # the base and cursor styles are baked into cached strips
-
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base_style = self.rich_style
+        base_style, cursor_style = self._styles()
         index = round(self.scroll_y) + y
         rows = self.rows.rows
         if index >= len(rows):
@@ -218,7 +214,7 @@ class AuditList(CursorList):
         key = (row, width, is_cursor)
         strip = self._strips.get(key)
         if strip is None:
-            over = self.get_component_rich_style(CURSOR_COMPONENT) if is_cursor else None
+            over = cursor_style if is_cursor else None
             strip = row_strip(audit_row(row, width), width, base_style, self.app.console, over)
             self._strips[key] = strip
         return strip

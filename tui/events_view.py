@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -49,7 +48,7 @@ from .line_memo import RemembersItsLines
 from .overview import how_to_enable, send_command
 from .palette import GOOD, WARNING
 from .row_strip import row_strip
-from .virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
+from .virtual_list import NEW_ROWS_INTERVAL, CursorList, OneBuildAtATime
 
 # New events are shown at most this often while more than a screenful arrives between two
 # refreshes (see EventsView.poll); NEW_ROWS_INTERVAL otherwise.
@@ -94,9 +93,7 @@ class EventList(CursorList):
             self, self._prepare_build, group=_BUILD_GROUP, description="filter events"
         )
         self._events: LRUCache[int, Event] = LRUCache(_EVENT_CACHE_SIZE)
-        self._strips: LRUCache[tuple[int, RowFormat, bool], Strip] = LRUCache(_STRIP_CACHE_SIZE)
-        self._row_styles: tuple[Style, Style] | None = None  # see _styles
-        self._strips_styles: tuple[Style, Style] | None = None  # what _strips were drawn in
+        self._strips = LRUCache(_STRIP_CACHE_SIZE)  # (seq, RowFormat, is the cursor row)
 
     # -- what is listed --------------------------------------------------------------------------
 
@@ -227,34 +224,6 @@ class EventList(CursorList):
         super().watch_follow(follow)
 
     # -- rendering -------------------------------------------------------------------------------
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        if self._row_styles is not None:
-            self._strips_styles = self._row_styles  # what the cached strips were drawn in
-        self._row_styles = None  # read again at the next row drawn, once every style is new
-
-    def _styles(self) -> tuple[Style, Style]:
-        """The rows' base style and the cursor row's, computed once until the styles change.
-
-        Each is a walk up the widget's ancestors; under a flood every row on screen is new at
-        every poll, and that walk per row cost as much as formatting the row."""
-        styles = self._row_styles
-        if styles is None:
-            styles = self._row_styles = (
-                self.rich_style,
-                self.get_component_rich_style(CURSOR_COMPONENT),
-            )
-            # The styles are baked into the cached strips. A focus change (at every switch to or
-            # from the view) changes only the cursor row's style: the other rows' strips stay.
-            drawn, self._strips_styles = self._strips_styles, styles
-            if drawn is not None and drawn[0] != styles[0]:
-                self._strips.clear()
-            elif drawn is not None and drawn[1] != styles[1]:
-                cursor_rows = [key for key in self._strips.keys() if key[2]]  # noqa: SIM118
-                for key in cursor_rows:  # keyed (seq, format, is the cursor row)
-                    self._strips.discard(key)
-        return styles
 
     def _event(self, seq: int) -> Event | None:
         event = self._events.get(seq)

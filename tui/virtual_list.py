@@ -19,13 +19,16 @@ from collections.abc import Callable, Hashable
 from math import ceil
 
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Offset, Region, Size
 from textual.message import Message
 from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollBar, ScrollTo, ScrollUp
+from textual.strip import Strip
 from textual.widget import Widget
 
 from .line_memo import RemembersItsLines
@@ -173,7 +176,9 @@ class CursorList(FollowingScrollView, can_focus=True):
     """A FollowingScrollView of ``row_count`` rows with a cursor row (``cursor``).
 
     Subclasses give ``row_count``, render the cursor row with CURSOR_COMPONENT's style in
-    ``render_line``, and post :class:`CursorList.Changed` when their rows change."""
+    ``render_line``, and post :class:`CursorList.Changed` when their rows change. They keep drawn
+    rows in ``_strips``, keyed by tuples whose last item says whether it is the cursor row, drawn
+    in the styles ``_styles()`` gives."""
 
     COMPONENT_CLASSES = {CURSOR_COMPONENT}
 
@@ -209,10 +214,41 @@ class CursorList(FollowingScrollView, can_focus=True):
         """The rows, the cursor or the follow state changed (for a status line, a detail)."""
 
     cursor = 0  # a row
+    _strips: LRUCache[tuple[Hashable, ...], Strip]  # made by each subclass; see the docstring
+    _row_styles: tuple[Style, Style] | None = None  # see _styles
+    _strips_styles: tuple[Style, Style] | None = None  # what _strips were drawn in
 
     @property
     def row_count(self) -> int:
         raise NotImplementedError
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self._row_styles is not None:
+            self._strips_styles = self._row_styles
+        self._row_styles = None  # read again at the next row drawn, once every style is new
+
+    def _styles(self) -> tuple[Style, Style]:
+        """The rows' base style and the cursor row's, computed once until the styles change.
+
+        Each is a walk up the widget's ancestors; under a flood every row on screen is new at
+        every poll, and that walk per row cost as much as formatting the row."""
+        styles = self._row_styles
+        if styles is None:
+            styles = self._row_styles = (
+                self.rich_style,
+                self.get_component_rich_style(CURSOR_COMPONENT),
+            )
+            # The styles are baked into the cached strips. A focus change (at every switch to or
+            # from the view) changes only the cursor row's style: the other rows' strips stay.
+            drawn, self._strips_styles = self._strips_styles, styles
+            if drawn is not None and drawn[0] != styles[0]:
+                self._strips.clear()
+            elif drawn is not None and drawn[1] != styles[1]:
+                cursor_rows = [key for key in self._strips.keys() if key[-1]]  # noqa: SIM118
+                for key in cursor_rows:
+                    self._strips.discard(key)
+        return styles
 
     def move_cursor(self, row: int, *, stop_following: bool = True) -> None:
         if stop_following:
