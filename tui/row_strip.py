@@ -29,8 +29,9 @@ def row_strip(
     plain = text.plain
     spans = text.spans
     get_style = console.get_style  # a style's name (a theme's, or "bold") as Text.render reads it
+    above = over if over is not None else Style.null()  # adding the null style changes nothing
     under = get_style(text.style, default=Style.null()) + base if text.style else base
-    top = under + over if over is not None else under
+    top = under + above
     segments: list[Segment] = []
     position = 0
     for span in spans:
@@ -39,10 +40,8 @@ def row_strip(
         if span.start > position:
             segments.append(Segment(plain[position : span.start], top))
         if span.end > span.start:
-            style = under + get_style(span.style, default=Style.null())
-            segments.append(
-                Segment(plain[span.start : span.end], style + over if over is not None else style)
-            )
+            style = under + get_style(span.style, default=Style.null()) + above
+            segments.append(Segment(plain[span.start : span.end], style))
         position = span.end
     if position < len(plain):
         segments.append(Segment(plain[position:], top))
@@ -50,7 +49,7 @@ def row_strip(
     if cells > width:
         return Strip(segments, cells).crop(0, width)
     if cells < width:
-        segments.append(Segment(" " * (width - cells), base + over if over is not None else base))
+        segments.append(Segment(" " * (width - cells), base + above))
     return Strip(segments, width)
 
 
