@@ -285,11 +285,13 @@ async def test_overview_shows_counts_rates_utilisation_and_drops(console, udp_se
 
 
 @contextlib.asynccontextmanager
-async def on_the_overview(console) -> AsyncIterator[tuple[Console, LacrimosaApp, Pilot]]:
+async def on_the_overview(
+    console, size: tuple[int, int] = SIZE
+) -> AsyncIterator[tuple[Console, LacrimosaApp, Pilot]]:
     """A console with a sequencer, and its app showing the Overview, settled."""
     instance = console(WITH_SEQUENCER)
     app = LacrimosaApp(instance)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await pilot.press("2")
         await pilot.pause(0.2)
         yield instance, app, pilot
@@ -330,11 +332,8 @@ async def test_the_overview_scrolls_with_the_keys_and_stays_scrolled(console) ->
     """The Overview's keys arrive at a widget of no height at its top (a focus change restyles
     that one widget, not every part of the view): the view still scrolls with them, and showing
     it again keeps where it was scrolled to."""
-    instance = console(WITH_SEQUENCER)
-    app = LacrimosaApp(instance)
-    async with app.run_test(size=(80, 10)) as pilot:  # too short for the whole Overview
-        await pilot.press("2")
-        await pilot.pause(0.1)
+    # 80x10: too short for the whole Overview.
+    async with on_the_overview(console, size=(80, 10)) as (_, app, pilot):
         view = app.query_one(OverviewView)
         assert app.focused is not None and app.focused.parent is view
         assert view.max_scroll_y > 0
