@@ -34,8 +34,8 @@ from helpers import (
 )
 from test_cli import CLI, cli, cli_env
 from test_imports import loaded_after_import
+from test_tui_events import overview_text
 from textual.pilot import Pilot
-from textual.widgets import Static
 
 from lacrimosa.api.client import ControlClient, RemoteError
 from lacrimosa.api.protocol import MAX_WINDOW_LINES, SUBSCRIBE_INTERVAL, dispatch
@@ -49,7 +49,6 @@ from lacrimosa.tui import LacrimosaApp
 from lacrimosa.tui.app import CONSOLE_ENDED, DETACHED
 from lacrimosa.tui.events_view import EventList
 from lacrimosa.tui.log_pane import LogPane
-from lacrimosa.tui.overview import OverviewView
 from lacrimosa.tui.process_table import ProcessTable
 
 SIZE = (80, 24)
@@ -338,11 +337,6 @@ async def events_shown_and_followed(
         lambda: any("one more" in row for row in app.query_one(EventList).visible_rows()),
         "a new event, followed",
     )
-
-
-def overview_text(app: LacrimosaApp) -> str:
-    parts = app.query_one(OverviewView).query(Static)
-    return "\n".join(str(part.content) for part in parts if part.display)
 
 
 def test_a_window_asked_for_after_the_console_closed_an_idle_connection(

@@ -37,6 +37,7 @@ from lacrimosa.tui.line_render import (
 )
 from lacrimosa.tui.log_pane import LogPane
 from lacrimosa.tui.process_table import ProcessTable, format_count
+from lacrimosa.tui.text_lines import TextLines
 
 SIZE = (80, 24)
 PYTHON = sys.executable
@@ -724,7 +725,7 @@ async def test_overview_calls_a_crash_loop_a_crash_loop(console) -> None:
         await pilot.press("2")
 
         def summary() -> str:
-            return str(app.query_one("#overview-processes").content)
+            return app.query_one("#overview-processes", TextLines).plain
 
         await wait_for(
             pilot,

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from helpers import send_events, wait_for
 from textual import events
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher, Static
 
@@ -38,6 +39,8 @@ from lacrimosa.tui.event_rows import EventFilter, build_rows
 from lacrimosa.tui.events_view import FLOOD_ROWS_INTERVAL, EventList, EventsView, parse_number
 from lacrimosa.tui.key_hints import KeyHints
 from lacrimosa.tui.overview import SEQUENCER_REFRESH_INTERVAL, OverviewView
+from lacrimosa.tui.sparkline import RateSparkline, bar_eighths, bucket_peaks
+from lacrimosa.tui.text_lines import TextLines
 from lacrimosa.tui.virtual_list import CURSOR_COMPONENT, NEW_ROWS_INTERVAL
 
 SIZE = (80, 24)
@@ -103,8 +106,12 @@ def events_status(app: LacrimosaApp) -> str:
 
 def overview_text(app: LacrimosaApp) -> str:
     """The text of the Overview's parts that are shown."""
-    parts = app.query_one(OverviewView).query(Static)
-    return "\n".join(str(part.content) for part in parts if part.display)
+    parts = app.query_one(OverviewView).query("Static, TextLines")
+    return "\n".join(
+        part.plain if isinstance(part, TextLines) else str(part.content)
+        for part in parts
+        if part.display
+    )
 
 
 def detail_text(app: LacrimosaApp) -> str:
@@ -316,7 +323,7 @@ async def test_under_a_flood_the_overview_redraws_its_counters_at_most_four_time
     console, udp_sender
 ) -> None:
     async with on_the_overview(console) as (instance, app, pilot):
-        drawn = record_calls(app.query_one("#overview-ingest", Static), "update")
+        drawn = record_calls(app.query_one("#overview-ingest", TextLines), "update")
         # New counts at every 20 Hz poll for about a second and a half.
         await flood(pilot, instance, udp_sender, seconds=1.5, per_send=1, pause=0.02, wait=False)
         total = instance.sequencer.stats().accepted
@@ -345,6 +352,59 @@ async def test_the_overview_scrolls_with_the_keys_and_stays_scrolled(console) ->
         assert view.scroll_y == view.max_scroll_y
         await pilot.press("home")
         await wait_for(pilot, lambda: view.scroll_y == 0, "scrolled back to the top")
+
+
+async def test_at_60_columns_the_overview_cuts_long_lines_instead_of_wrapping(console) -> None:
+    async with on_the_overview(console, size=(60, 24)) as (_, app, _pilot):
+        cut = 0
+        for part in app.query_one(OverviewView).query(TextLines):
+            if not part.display:
+                continue
+            lines = part.plain.split("\n")
+            width = part.size.width
+            assert part.size.height == len(lines)  # a row per line
+            for y, line in enumerate(lines):
+                shown = part.render_line(y).text
+                assert len(shown) == width
+                if len(line) > width:
+                    assert shown == line[: width - 1] + "…"
+                    cut += 1
+                else:
+                    assert shown == line.ljust(width)
+        assert cut  # the journal's path at least
+
+
+def test_sparkline_bars_go_from_the_lowest_value_to_the_highest() -> None:
+    assert bucket_peaks([1, 5, 2, 2, 9, 0], 3) == [5, 2, 9]  # the largest of each slice
+    assert bucket_peaks([1, 2], 4) == [1, 1, 2, 2]  # fewer values than columns: stretched
+    assert bucket_peaks([], 4) == []
+    assert bar_eighths([0, 5, 10], 2) == [1, 9, 16]  # in eighths of a cell, of 2 rows
+    assert bar_eighths([3, 3, 3], 2) == [1, 1, 1]
+
+
+async def test_the_sparkline_draws_its_bars_in_eighths_coloured_by_height() -> None:
+    class One(App[None]):
+        CSS = "RateSparkline { height: 2; width: 12; }"
+
+        def compose(self) -> ComposeResult:
+            yield RateSparkline(range(12))
+
+    app = One()
+    async with app.run_test(size=(20, 4)):
+        sparkline = app.query_one(RateSparkline)
+        top, bottom = (sparkline.render_line(y) for y in range(2))
+        # 0..11 in 1..16 eighths: the lowest bar is an eighth, the highest fills both rows.
+        assert bottom.text == "▁▂▄▅▆███████"
+        assert top.text == "      ▁▃▄▅▇█"
+        styles = [segment.style for segment in bottom]
+        assert styles[0] is not None and styles[-1] is not None
+        assert styles[0].color != styles[-1].color
+        drawn = sparkline.render_lines(sparkline.size.region)
+        sparkline.data = range(12)  # the same data: the same lines, kept
+        again = sparkline.render_lines(sparkline.size.region)
+        assert all(a is b for a, b in zip(drawn, again, strict=True))
+        sparkline.data = [5] * 12
+        assert sparkline.render_line(1).text == "▁" * 12
 
 
 async def test_a_view_switch_lays_the_screen_out_once(console, udp_sender) -> None:

@@ -344,6 +344,10 @@ class LacrimosaApp(App[str]):
         self._seen_version = version
         self._notify_warnings()
         self._poll_view()
+        if heap.full_pass_due():
+            # Once this poll's frame is drawn, before the collector starts the pass itself in
+            # the middle of some frame (engine/heap.py).
+            self.call_after_refresh(heap.full_pass_if_due)
 
     def _notify_warnings(self) -> None:
         """Console-level problems (Procfile lines skipped, a sequencer that stopped or lost

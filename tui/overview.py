@@ -21,7 +21,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from ..engine.events.ingest_stats import RATE_HISTORY
 from ..engine.events.sequencer import DROP_CAUSES, SequencerStats
@@ -30,6 +30,8 @@ from ..engine.processes.supervisor import State
 from .line_memo import RemembersItsLines
 from .palette import ERROR, GOOD, WARNING
 from .process_table import format_count
+from .sparkline import RateSparkline
+from .text_lines import TextLines
 
 LABEL_WIDTH = 11
 BAR_WIDTH = 20
@@ -109,7 +111,7 @@ class OverviewView(RemembersItsLines, VerticalScroll, can_focus=False):
     OverviewView {
         padding: 0 1;
         scrollbar-size-vertical: 1;
-        & > Static { width: 1fr; }
+        & > Static, & > TextLines { width: 1fr; }
         #overview-rate { height: 2; }
         #overview-rate-label { width: 11; }
         #overview-sparkline { height: 2; width: 1fr; }
@@ -125,17 +127,16 @@ class OverviewView(RemembersItsLines, VerticalScroll, can_focus=False):
         self._processes_at = 0.0
         self._sequencer_at = 0.0
         self._processes_shown: tuple[int, int, int, int, str] | None = None
-        self._part_heights: dict[str, int] = {}  # see _update_part
 
     def compose(self) -> ComposeResult:
         yield KeysHere()
         yield Static(how_to_enable(), id="overview-hint")
-        yield Static(id="overview-ingest")
+        yield TextLines(id="overview-ingest")
         with Horizontal(id="overview-rate"):
             yield Static(Text("events/s\nlast 2 min", style="dim"), id="overview-rate-label")
-            yield Sparkline([0] * RATE_HISTORY, id="overview-sparkline")
-        yield Static(id="overview-journal")
-        yield Static(id="overview-processes")
+            yield RateSparkline([0] * RATE_HISTORY, id="overview-sparkline")
+        yield TextLines(id="overview-journal")
+        yield TextLines(id="overview-processes")
 
     def on_mount(self) -> None:
         self.poll(force=True)
@@ -174,14 +175,9 @@ class OverviewView(RemembersItsLines, VerticalScroll, can_focus=False):
         self._show_sequencer(sequencer, stats)
 
     def _update_part(self, selector: str, text: Text) -> None:
-        """Show ``text`` (one line per line: no wrapping) in the Static ``selector``, laying the
-        screen out again only when its height changes: under a flood the counters change at
-        every poll, and a layout of every widget each time cost the UI thread more than drawing
-        the Overview."""
-        height = text.plain.count("\n") + 1
-        changed = self._part_heights.get(selector) != height
-        self._part_heights[selector] = height
-        self.query_one(selector, Static).update(text, layout=changed)
+        """Show ``text`` in the part ``selector``, a row per line (TextLines: no wrapping, and a
+        layout only when its number of lines changes)."""
+        self.query_one(selector, TextLines).update(text)
 
     def _show_sequencer_parts(self, shown: bool) -> None:
         self.query_one("#overview-hint").display = not shown
@@ -233,7 +229,7 @@ class OverviewView(RemembersItsLines, VerticalScroll, can_focus=False):
 
         history = list(stats.history)
         padded = [0] * (RATE_HISTORY - len(history)) + history[-RATE_HISTORY:]
-        self.query_one("#overview-sparkline", Sparkline).data = padded
+        self.query_one("#overview-sparkline", RateSparkline).data = padded
 
         out = Text(no_wrap=True, overflow="ellipsis")
         capacity, blob_bytes = journal["capacity"], journal["blob_bytes"]
