@@ -130,9 +130,17 @@ def build_tools(folder: Path) -> Tools:
 
 
 def send(
-    tools: Tools, port: int, count: int, size: int, rate: float = 0, seconds: float = 0
+    tools: Tools,
+    port: int,
+    count: int,
+    size: int,
+    rate: float = 0,
+    seconds: float = 0,
+    own_session: bool = False,
 ) -> tuple[int, float]:
-    """Run the C sender; return (datagrams sent, seconds it took)."""
+    """Run the C sender; return (datagrams sent, seconds it took). ``own_session``: in a session
+    of its own, which Linux's scheduler gives a share of the CPU of its own (autogroups), as a
+    supervised process or a program started from another terminal has."""
     limit = 30 + 3 * (seconds or count / (rate or 50_000))
     done = subprocess.run(
         [str(tools.sender), HOST, str(port), str(count), str(size), str(rate), str(seconds)],
@@ -141,6 +149,7 @@ def send(
         check=True,
         timeout=limit,
         stdin=subprocess.DEVNULL,
+        start_new_session=own_session,
     )
     sent, nanoseconds = done.stdout.split()
     return int(sent), int(nanoseconds) / 1e9

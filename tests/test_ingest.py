@@ -22,7 +22,7 @@ from lacrimosa.engine.console import Console
 from lacrimosa.engine.processes.guardian import CONSOLE_TAG
 
 
-def test_ingest_runs_in_a_process_group_of_its_own_in_the_consoles_session_tagged(
+def test_ingest_runs_in_a_process_group_of_its_own_tagged_for_the_guardian(
     console: Callable[..., Console],
 ) -> None:
     instance = console(SEQUENCED)
@@ -31,9 +31,6 @@ def test_ingest_runs_in_a_process_group_of_its_own_in_the_consoles_session_tagge
     pid = sequencer.pid
     assert pid is not None and pid != os.getpid() and pid_alive(pid)
     assert os.getpgid(pid) == pid  # its own group, which the guardian is told about
-    # Not a session of its own: the scheduler would give it a session's share of the CPU beside
-    # the console's (engine/events/ingest.py).
-    assert os.getsid(pid) == os.getsid(0)
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert f"{CONSOLE_TAG}={instance.supervisor.token}".encode() in environ
     status = instance.status()["sequencer"]

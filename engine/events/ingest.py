@@ -14,26 +14,27 @@ sequencer as a child (events/ingest_child.py) and the console only reads:
 * **The counters** (received, accepted, drops by cause, rate history, errors) are in a small block
   of shared memory (ingest_stats.py) that the ingest process writes after each batch and the
   console reads without locks. Nothing is sent per event.
-* **The life cycle.** The ingest process runs in its own process group, in the console's session
-  (below), registered with the guardian like every supervised process, with ``LACRIMOSA_CONSOLE`` in
-  its environment and PR_SET_PDEATHSIG: nothing survives a ``kill -9`` of the console. Its first
-  line on stdout says it is ready (with the journal's recovery report) or why it cannot start, which
-  stops the console before any process starts. If it dies later, it is restarted (the journal
-  recovered by the new one, which goes on counting where the last stopped): at once after a first
-  quick death, then after a doubling delay (``RESTART_BACKOFF_INITIAL`` up to
-  ``RESTART_BACKOFF_MAX``); from ``FAILING_AFTER`` quick deaths in a row it shows as ``failing``.
-  Every restart is counted and shown (``status``, ``ps`` warnings, the Overview) with how long
-  events were not ingested, how the journal was recovered, and what the kernel dropped meanwhile.
-  Its stderr is passed on to the console's.
+* **The life cycle.** The ingest process runs in its own process group, registered with the
+  guardian like every supervised process, with ``LACRIMOSA_CONSOLE`` in its environment and
+  PR_SET_PDEATHSIG: nothing survives a ``kill -9`` of the console. Its first line on stdout says
+  it is ready (with the journal's recovery report) or why it cannot start, which stops the console
+  before any process starts. If it dies later, it is restarted (the journal recovered by the new
+  one, which goes on counting where the last stopped): at once after a first quick death, then
+  after a doubling delay (``RESTART_BACKOFF_INITIAL`` up to ``RESTART_BACKOFF_MAX``); from
+  ``FAILING_AFTER`` quick deaths in a row it shows as ``failing``. Every restart is counted and
+  shown (``status``, ``ps`` warnings, the Overview) with how long events were not ingested, how the
+  journal was recovered, and what the kernel dropped meanwhile. Its stderr is passed on to the
+  console's.
 
-**Why the console's session.** Linux's scheduler gives each session an equal share of the CPU
-(autogroups), and then shares each among its threads. In a session of its own, the ingest process
-had a share of its own: under a flood it took a core, and the TUI's thread, in the console's
-session beside whatever else that session runs, waited on the run queue for 50 to 90 ms at a time
-(its schedstat, bench/tui_events.py, with the sender started from the console's session). In the
-console's session the kernel weighs the ingest threads against the TUI's thread one by one, as
-when ingest ran in the console's process. Its own process group is enough for the rest: a
-terminal's ^C and ^Z reach only the foreground group, and it ignores SIGINT and SIGHUP.
+**Why a session of its own.** Linux's scheduler gives each session an equal share of the CPU
+(autogroups) before sharing it among the session's threads. In a session of its own, ingest under
+a flood does not compete thread by thread with the console's own threads (the control server
+feeding ``events -f`` followers, the TUI). Tried in the console's session (bench/ingest_readers.py,
+alternated): 0.85-0.89x the rate with 20 followers, against 0.82-0.95x. The other side of it: a
+sender started in the console's session (a background job of the same shell) shares the TUI's
+share, and the TUI's thread then waited on the run queue for 50 to 90 ms at a time (its schedstat;
+bench/tui_events.py starts its sender in a session of its own, as a supervised process or a
+program started from another terminal is).
 
 One thread (``lacrimosa-ingest``) starts, watches and restarts the child for the console's whole
 life: PR_SET_PDEATHSIG follows the thread that started a child, so it must outlive the child.
@@ -293,7 +294,7 @@ class IngestProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
-                process_group=0,  # not a session of its own: see the module docstring
+                start_new_session=True,
                 close_fds=True,
                 pass_fds=(self._socket.fileno(), self._stats_fd),
             )

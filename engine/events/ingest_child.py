@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     config = json.loads(argv[0])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    # Terminal signals are for the console (this process is in a background group of its own).
+    # Terminal signals are for the console (this process has its own session anyway).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     libc = ctypes.CDLL(None, use_errno=True)
