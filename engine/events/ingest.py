@@ -29,8 +29,9 @@ sequencer as a child (events/ingest_child.py) and the console only reads:
 **Why a session of its own.** Linux's scheduler gives each session an equal share of the CPU
 (autogroups) before sharing it among the session's threads. In a session of its own, ingest under
 a flood does not compete thread by thread with the console's own threads (the control server
-feeding ``events -f`` followers, the TUI). Tried in the console's session (bench/ingest_readers.py,
-alternated): 0.85-0.89x the rate with 20 followers, against 0.82-0.95x. The other side of it: a
+feeding ``events -f`` followers, the TUI). Tried in the console's session (bench/ingest_readers.py):
+0.85-0.89x the rate with 20 followers, against 0.82-0.95x in its own in the same hour, a difference
+the noise hides; it keeps its own for the isolation it gives by construction. The other side: a
 sender started in the console's session (a background job of the same shell) shares the TUI's
 share, and the TUI's thread then waited on the run queue for 50 to 90 ms at a time (its schedstat;
 bench/tui_events.py starts its sender in a session of its own, as a supervised process or a
