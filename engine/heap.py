@@ -14,9 +14,10 @@ strips the TUI keeps for a while), about every 5 s. The collector starts a full 
 new objects were allocated, and the largest bursts of allocation are the frames a key asks for (a
 view switch lays out and draws the whole screen): the pass nearly always ran in the middle of a
 key's work, which then came to the screen 25 to 60 ms late. So the TUI runs the pass itself
-(:func:`full_pass_due`, :func:`full_pass_if_due`), from its poll, once the collector is three quarters of
-the way to starting one of its own: between frames, not inside one. A process whose TUI is gone
-(detached, or never started) keeps the collector's own schedule, which this does not change.
+(:func:`full_pass_due`, :func:`full_pass_if_due`), from its poll, once the collector is three
+quarters of the way to starting one of its own: between frames, not inside one. A process whose
+TUI is gone (detached, or never started) keeps the collector's own schedule, which this does not
+change.
 """
 
 from __future__ import annotations

@@ -390,7 +390,7 @@ async def test_the_sparkline_draws_its_bars_in_eighths_coloured_by_height() -> N
             yield RateSparkline(range(12))
 
     app = One()
-    async with app.run_test(size=(20, 4)):
+    async with app.run_test(size=(20, 4)) as pilot:
         sparkline = app.query_one(RateSparkline)
         top, bottom = (sparkline.render_line(y) for y in range(2))
         # 0..11 in 1..16 eighths: the lowest bar is an eighth, the highest fills both rows.
@@ -405,6 +405,11 @@ async def test_the_sparkline_draws_its_bars_in_eighths_coloured_by_height() -> N
         assert all(a is b for a, b in zip(drawn, again, strict=True))
         sparkline.data = [5] * 12
         assert sparkline.render_line(1).text == "▁" * 12
+        sparkline.data = range(12)
+        sparkline.styles.height = 3  # taller: the bars and their styles are made again
+        await pilot.pause()
+        rows = [sparkline.render_line(y).text for y in range(3)]
+        assert [row[-1] for row in rows] == ["█"] * 3 and rows[2][0] == "▁" and rows[0][0] == " "
 
 
 async def test_a_view_switch_lays_the_screen_out_once(console, udp_sender) -> None:

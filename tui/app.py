@@ -12,9 +12,10 @@ workers and report back with notifications.
 
 Five views share the screen in a ContentSwitcher (``line_memo.ViewSwitcher``), switched with
 ``1`` (logs), ``2`` (Overview, tui/overview.py), ``3`` (Events, tui/events_view.py), ``4``
-(Audit, tui/audit_view.py) and ``5`` (Query, tui/query_view.py); a hidden view keeps its state. The log view's keys are the app's bindings, disabled (and left out
-of the footer) while another view is shown; the other views carry their own. The poll refreshes
-the log view's data whichever view is shown, and the other views only while shown.
+(Audit, tui/audit_view.py) and ``5`` (Query, tui/query_view.py); a hidden view keeps its state.
+The log view's keys are the app's bindings, disabled (and left out of the footer) while another
+view is shown; the other views carry their own. The poll refreshes the log view's data whichever
+view is shown, and the other views only while shown.
 
 The log view, top to bottom: the process table (as tall as the process list, at most a third of
 the screen), a status line, the log view, the filter input (shown while filtering); the key footer

@@ -17,6 +17,7 @@ from collections.abc import Hashable, Sequence
 from rich.segment import Segment
 from rich.style import Style
 from textual.color import Color
+from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -67,8 +68,8 @@ class RateSparkline(RemembersItsLines, Widget, can_focus=False):
     def __init__(self, data: Sequence[float] = (), *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._data: tuple[float, ...] = tuple(data)
-        self._bars: tuple[int, tuple[int, ...]] | None = None  # (width, eighths per column)
-        self._styles: tuple[tuple[Color, Color], list[Style]] | None = None
+        self._bars: tuple[Size, tuple[int, ...]] | None = None  # (size, eighths per column)
+        self._styles: tuple[Hashable, list[Style]] | None = None  # (what they depend on, styles)
 
     @property
     def data(self) -> tuple[float, ...]:
@@ -94,23 +95,28 @@ class RateSparkline(RemembersItsLines, Widget, can_focus=False):
         )
 
     def _bar_styles(self) -> list[Style]:
-        """The style of a bar of each height in eighths (0..8 * height), made once per colours."""
+        """The style of a cell of a bar of each height in eighths (0..8 * height) over the
+        widget's own style; an empty cell is in the widget's style alone. Made once per size,
+        colours and widget style, not per cell."""
+        base = self.rich_style
         colours = self._colours()
-        if self._styles is None or self._styles[0] != colours:
+        height = max(self.size.height, 1)
+        key = (colours, height, base)
+        if self._styles is None or self._styles[0] != key:
             low, high = colours
-            top = 8 * max(self.size.height, 1)
+            top = 8 * height
             styles = [
-                Style.from_color(low.blend(high, eighths / top).rich_color)
+                base + Style.from_color(low.blend(high, eighths / top).rich_color)
                 for eighths in range(top + 1)
             ]
-            self._styles = (colours, styles)
+            self._styles = (key, styles)
         return self._styles[1]
 
     def _eighths(self) -> tuple[int, ...]:
-        width, height = self.size
-        if self._bars is None or self._bars[0] != width:
-            peaks = bucket_peaks(self._data, width)
-            self._bars = (width, tuple(bar_eighths(peaks, max(height, 1))))
+        size = self.size
+        if self._bars is None or self._bars[0] != size:
+            peaks = bucket_peaks(self._data, size.width)
+            self._bars = (size, tuple(bar_eighths(peaks, max(size.height, 1))))
         return self._bars[1]
 
     def render_line(self, y: int) -> Strip:
@@ -123,7 +129,7 @@ class RateSparkline(RemembersItsLines, Widget, can_focus=False):
         run_text, run_style = "", None
         for eighths in bars:
             filled = min(max(eighths - floor, 0), 8)
-            style = base + styles[eighths] if filled else base
+            style = styles[eighths] if filled else base
             cell = BARS[filled]
             if style == run_style:
                 run_text += cell
